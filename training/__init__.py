@@ -1,0 +1,1 @@
+"""The training job: fit scaler and autoencoder, calibrate, publish a versioned artifact."""

@@ -1,0 +1,188 @@
+"""`anomaly-train` (also `python -m training`): train a model and manage the model store.
+
+    anomaly-train fit --data FILE [flags]       train, publish, make current
+    anomaly-train versions                      list the store's versions
+    anomaly-train rollback VERSION              point the store at an earlier version
+    anomaly-train prune --keep N                delete old versions (never the current)
+
+Every flag has an environment variable (shown in --help); a flag wins over its variable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from enum import IntEnum
+from typing import Any
+
+from pydantic import ValidationError
+
+from training.settings import TrainingSettings, env_name
+from worker.model import ArtifactError, CalibrationError, ModelStore
+
+log = logging.getLogger("training")
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; each names the class of failure."""
+
+    OK = 0
+    BAD_SETTINGS = 2
+    BAD_DATA = 3
+    STORE_ERROR = 4
+
+
+# Flags that set a settings field: (flag, settings path, help, argparse extras).
+_FIELD_FLAGS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("--data", "data.path", "CSV or JSON Lines file to train on", {}),
+    ("--format", "data.format", "file format (default: from the suffix)",
+     {"choices": ["auto", "csv", "jsonl"]}),
+    ("--delimiter", "data.delimiter", "CSV delimiter (default ',')", {}),
+    ("--timestamp-column", "data.timestamp_column",
+     "CSV column with ISO 8601 or epoch-second timestamps (default: row order)", {}),
+    ("--asset-column", "data.asset_column", "CSV column naming the asset (default: one asset)", {}),
+    ("--features", "data.features",
+     "comma-separated feature columns in order (default: all the others)", {}),
+    ("--exclude", "data.exclude", "comma-separated columns that are not features", {}),
+    ("--holdout-fraction", "data.holdout_fraction",
+     "latest fraction of rows held out for early stopping and calibration (default 0.2)", {}),
+    ("--window", "model.window", "records per window; 1 scores single records (default 1)", {}),
+    ("--hidden", "model.hidden", "comma-separated hidden layer sizes (default 32,16)", {}),
+    ("--latent", "model.latent", "bottleneck size (default: inputs/4, between 2 and 32)", {}),
+    ("--epochs", "model.epochs", "maximum epochs (default 200)", {}),
+    ("--batch-size", "model.batch_size", "windows per step (default 256)", {}),
+    ("--learning-rate", "model.learning_rate", "Adam learning rate (default 1e-3)", {}),
+    ("--patience", "model.patience",
+     "stop after this many epochs without a better held-out loss (default 15)", {}),
+    ("--seed", "model.seed", "random seed (default 0)", {}),
+    ("--target-fpr", "calibration.target_fpr",
+     "false-positive rate the threshold targets on clean data (default 0.01)", {}),
+    ("--calibration", "calibration.method", "threshold method (default auto)",
+     {"choices": ["auto", "quantile", "pot"]}),
+]  # fmt: skip
+_STORE_FLAG: tuple[str, str, str, dict[str, Any]] = (
+    "--store",
+    "store.path",
+    "model store directory (default ./model-store)",
+    {},
+)
+_FLAG_BY_PATH = {path: flag for flag, path, _, _ in [*_FIELD_FLAGS, _STORE_FLAG]}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; returns the process exit code."""
+    args = _parser().parse_args(argv)
+    try:
+        settings = TrainingSettings(**_overrides(args))
+    except ValidationError as exc:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+        for line in _describe(exc):
+            log.error("bad setting: %s", line)
+        return ExitCode.BAD_SETTINGS
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    command: str = args.command
+    try:
+        if command == "fit":
+            return _fit(settings)
+        store = ModelStore(settings.store.path)
+        if command == "versions":
+            return _versions(store)
+        if command == "rollback":
+            artifact = store.set_current(args.version)
+            log.info("current model of %s is now %s", store.root, artifact.version)
+            return ExitCode.OK
+        deleted = store.prune(args.keep)
+        log.info("pruned %d versions from %s: %s", len(deleted), store.root, deleted or "none")
+        return ExitCode.OK
+    except ArtifactError as exc:
+        log.error("%s", exc)
+        return ExitCode.STORE_ERROR
+
+
+def _fit(settings: TrainingSettings) -> int:
+    from training.data import DataError
+    from training.job import train
+    from training.progress import EpochProgress
+
+    log.info("training with %s", settings.model_dump_json())
+    progress = EpochProgress(settings.model.epochs)
+    try:
+        outcome = train(settings, on_epoch=progress)
+    except (DataError, CalibrationError) as exc:
+        progress.close()
+        log.error("no model published: %s", exc)
+        return ExitCode.BAD_DATA
+    progress.close()
+    threshold = outcome.manifest.threshold
+    print(
+        f"model {outcome.version}: threshold {threshold.value:.6g} ({threshold.method}, "
+        f"target FPR {threshold.target_fpr:g}); artifact and report in {outcome.directory}"
+    )
+    return ExitCode.OK
+
+
+def _versions(store: ModelStore) -> int:
+    infos = store.list_versions()
+    if not infos:
+        print(f"no versions in {store.root}")
+        return ExitCode.OK
+    print(f"{'':2}{'version':<26}{'features':>9}{'window':>7}{'threshold':>12}  held-out loss")
+    for info in infos:
+        mark = "* " if info.is_current else "  "
+        m = info.manifest
+        if m is None:
+            print(f"{mark}{info.name:<26}  unreadable: {info.problem}")
+            continue
+        print(
+            f"{mark}{info.name:<26}{len(m.features):>9}{m.window:>7}"
+            f"{m.threshold.value:>12.5g}  {m.validation.holdout_loss:.5g}"
+        )
+    return ExitCode.OK
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="anomaly-train", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    fit = commands.add_parser("fit", help="train on a file, publish and make current")
+    for flag, path, text, extra in [*_FIELD_FLAGS, _STORE_FLAG]:
+        fit.add_argument(flag, dest=path, help=f"{text} [{env_name(tuple(path.split('.')))}]",
+                         **extra)  # fmt: skip
+    listing = commands.add_parser("versions", help="list versions; * marks the current one")
+    rollback = commands.add_parser("rollback", help="make an existing version current")
+    rollback.add_argument("version")
+    prune = commands.add_parser("prune", help="delete old versions, never the current one")
+    prune.add_argument("--keep", type=int, required=True, help="newest versions to keep")
+    for sub in (listing, rollback, prune):
+        flag, path, text, _ = _STORE_FLAG
+        sub.add_argument(flag, dest=path, help=f"{text} [{env_name(tuple(path.split('.')))}]")
+    return parser
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """Nested settings from the flags given, e.g. {'model': {'window': '60'}}."""
+    nested: dict[str, Any] = {}
+    for key, value in vars(args).items():
+        if "." in key and value is not None:
+            section, field = key.split(".", 1)
+            nested.setdefault(section, {})[field] = value
+    return nested
+
+
+def _describe(exc: ValidationError) -> list[str]:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        flag = _FLAG_BY_PATH.get(".".join(str(p) for p in loc if isinstance(p, str)))
+        name = env_name(loc) + (f" ({flag})" if flag else "")
+        lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

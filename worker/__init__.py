@@ -1,0 +1,1 @@
+"""The long-running scorer: wire contracts, settings and the model runtime (worker.model)."""

@@ -1,0 +1,240 @@
+"""The artifact: one directory per model version, a validated manifest plus the weights.
+
+    <version>/manifest.json   Manifest (JSON), validated on load
+    <version>/weights.pt      the autoencoder's state dict, loaded with weights_only=True
+
+`load_artifact` refuses, with an ArtifactError that says why, anything it cannot serve
+exactly as trained: missing files, corrupt or truncated weights, a format version it does not
+know, a manifest inconsistent with itself or with the weights, weights that are not a plain
+tensor dict (pickle payloads never execute) or that produce non-finite output.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from worker.model.autoencoder import ArchitectureConfig, build_autoencoder
+from worker.model.calibration import Threshold
+from worker.model.detector import Detector
+from worker.model.errors import ArtifactError
+from worker.model.features import RobustScaler
+
+FORMAT_VERSION = 1
+MANIFEST = "manifest.json"
+WEIGHTS = "weights.pt"
+
+FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+VersionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ScalerParams(_Frozen):
+    """The robust scaler's per-feature centre and scale, in feature order."""
+
+    center: tuple[FiniteFloat, ...]
+    scale: tuple[Annotated[float, Field(gt=0.0, allow_inf_nan=False)], ...]
+
+    def to_scaler(self) -> RobustScaler:
+        return RobustScaler(center=np.array(self.center), scale=np.array(self.scale))
+
+    @classmethod
+    def from_scaler(cls, scaler: RobustScaler) -> ScalerParams:
+        return cls(center=tuple(scaler.center.tolist()), scale=tuple(scaler.scale.tolist()))
+
+
+class TrainingSummary(_Frozen):
+    """What the model was trained on."""
+
+    source: str
+    rows: int = Field(ge=0)
+    assets: int = Field(ge=0)
+    fit_rows: int = Field(ge=0)
+    holdout_rows: int = Field(ge=0)
+    fit_windows: int = Field(ge=0)
+    holdout_windows: int = Field(ge=0)
+    first_ts: datetime | None = None
+    last_ts: datetime | None = None
+    seed: int
+
+
+class ValidationFigures(_Frozen):
+    """How the model did on held-out clean data (scores are mean squared scaled errors)."""
+
+    fit_loss: FiniteFloat
+    holdout_loss: FiniteFloat
+    holdout_fpr: FiniteFloat
+    holdout_score_p50: FiniteFloat
+    holdout_score_p99: FiniteFloat
+    holdout_score_max: FiniteFloat
+    epochs: int = Field(ge=0)
+    best_epoch: int = Field(ge=0)
+
+
+class Manifest(_Frozen):
+    """Everything a worker needs to rebuild, validate and serve one model version."""
+
+    format_version: int
+    model_version: VersionName
+    created_at: datetime
+    features: tuple[str, ...] = Field(min_length=1)
+    scaler: ScalerParams
+    architecture: ArchitectureConfig
+    threshold: Threshold
+    training: TrainingSummary
+    validation: ValidationFigures
+    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @property
+    def window(self) -> int:
+        """Records per window: each record is scored with the window - 1 before it."""
+        return self.architecture.window
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Manifest:
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(f"format_version must be {FORMAT_VERSION}")
+        n = len(self.features)
+        if len(set(self.features)) != n:
+            raise ValueError("features contains duplicate names")
+        if any(not name for name in self.features):
+            raise ValueError("features contains an empty name")
+        if len(self.scaler.center) != n or len(self.scaler.scale) != n:
+            raise ValueError(
+                f"scaler has {len(self.scaler.center)}/{len(self.scaler.scale)} centre/scale "
+                f"values for {n} features"
+            )
+        if self.architecture.n_features != n:
+            raise ValueError(
+                f"architecture.n_features is {self.architecture.n_features} for {n} features"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A loaded, validated model version: its manifest and the detector it rebuilds."""
+
+    manifest: Manifest
+    detector: Detector
+
+    @property
+    def version(self) -> str:
+        return self.manifest.model_version
+
+    @property
+    def threshold(self) -> Threshold:
+        return self.manifest.threshold
+
+
+def write_artifact(
+    directory: Path, manifest: Manifest, state_dict: dict[str, torch.Tensor]
+) -> Manifest:
+    """Write weights then manifest into an existing, empty directory (a staging directory).
+
+    Returns the manifest as written, with the weights' checksum filled in. Files are
+    fsynced; making them visible atomically is the store's job.
+    """
+    weights_path = directory / WEIGHTS
+    torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, weights_path)
+    _fsync(weights_path)
+    written = manifest.model_copy(update={"weights_sha256": _sha256(weights_path)})
+    manifest_path = directory / MANIFEST
+    manifest_path.write_text(written.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    _fsync(manifest_path)
+    return written
+
+
+def read_manifest(directory: Path) -> Manifest:
+    """Read and validate a version's manifest; ArtifactError says what is wrong."""
+    path = directory / MANIFEST
+    if not directory.is_dir():
+        raise ArtifactError(f"artifact {directory} does not exist")
+    try:
+        raw: Any = json.loads(path.read_bytes())
+    except FileNotFoundError as exc:
+        raise ArtifactError(f"artifact {directory} has no {MANIFEST}") from exc
+    except (OSError, ValueError) as exc:
+        raise ArtifactError(f"{path} is not readable JSON (corrupt or truncated): {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ArtifactError(f"{path} is not a JSON object")
+    found = raw.get("format_version")
+    if found != FORMAT_VERSION:
+        raise ArtifactError(
+            f"{path} has format version {found!r}; this code reads version {FORMAT_VERSION}. "
+            "Retrain with this release or run a release that reads that format."
+        )
+    try:
+        return Manifest.model_validate(raw)
+    except ValidationError as exc:
+        raise ArtifactError(f"{path} is invalid: {_summarise(exc)}") from exc
+
+
+def load_artifact(directory: Path) -> Artifact:
+    """Load and validate a version directory into a ready-to-score Artifact."""
+    manifest = read_manifest(directory)
+    weights_path = directory / WEIGHTS
+    if not weights_path.is_file():
+        raise ArtifactError(f"artifact {directory} has no {WEIGHTS}")
+    digest = _sha256(weights_path)
+    if digest != manifest.weights_sha256:
+        raise ArtifactError(
+            f"{weights_path} is corrupt or truncated: its sha256 {digest[:12]}... does not "
+            f"match the manifest's {manifest.weights_sha256[:12]}..."
+        )
+    try:
+        state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types here; all mean "not loadable weights".
+        raise ArtifactError(
+            f"{weights_path} was refused: not a plain tensor state dict ({exc})"
+        ) from exc
+    if not isinstance(state_dict, dict) or not all(
+        isinstance(v, torch.Tensor) for v in state_dict.values()
+    ):
+        raise ArtifactError(f"{weights_path} was refused: not a dict of tensors")
+    network = build_autoencoder(manifest.architecture)
+    try:
+        network.load_state_dict(state_dict, strict=True)
+    except RuntimeError as exc:
+        raise ArtifactError(
+            f"{weights_path} does not match the manifest's architecture "
+            f"{manifest.architecture.model_dump()}: {exc}"
+        ) from exc
+    detector = Detector(manifest.scaler.to_scaler(), network)
+    probe = np.zeros((1, manifest.window, len(manifest.features)))
+    probe += np.array(manifest.scaler.center)
+    if not np.all(np.isfinite(detector.score(probe).score)):
+        raise ArtifactError(f"{weights_path} produces non-finite scores; refusing it")
+    return Artifact(manifest=manifest, detector=detector)
+
+
+def _summarise(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or 'manifest'}: {err['msg']}"
+        for err in exc.errors()
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())

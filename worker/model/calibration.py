@@ -1,0 +1,160 @@
+"""The threshold: calibrated to a target false-positive rate on held-out clean scores.
+
+Two methods:
+- `quantile`: the empirical (1 - rate) quantile. Needs at least 1/rate scores; with fewer it
+  would be the maximum seen, not a calibrated value, so it is refused.
+- `pot` (peaks over threshold, extreme value theory): fits a generalised Pareto distribution
+  to the excesses over a high initial level and extrapolates to the target rate. Use it for
+  low rates where the quantile has too few scores beyond it.
+
+The decision lives here too: `Threshold.exceeds` is the only place a score becomes a flag.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Literal
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from worker.model.errors import CalibrationError
+
+Method = Literal["quantile", "pot"]
+MethodChoice = Literal["auto", "quantile", "pot"]
+
+# `auto` uses the quantile when this many held-out scores are expected above it, else POT.
+MIN_EXCEEDANCES = 10
+# POT fits its tail on at least this many peaks, and on no more than a quarter of the scores.
+MIN_PEAKS = 30
+POT_TAIL_FRACTION = 0.02
+
+Rate = Annotated[float, Field(gt=0.0, lt=1.0)]
+
+
+class PotFit(BaseModel):
+    """The generalised Pareto tail that a POT threshold extrapolates."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    initial_level: float
+    n_peaks: int
+    shape: float
+    scale: float
+
+
+class Threshold(BaseModel):
+    """A score threshold and how it was made; a score strictly above it is an outlier."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    value: float = Field(allow_inf_nan=False)
+    method: Method
+    target_fpr: Rate
+    n_samples: int = Field(ge=1)
+    pot: PotFit | None = None
+
+    def exceeds(self, scores: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
+        """True where a score is above the threshold."""
+        return np.asarray(scores) > self.value
+
+
+def calibrate(scores: npt.ArrayLike, target_fpr: float, method: MethodChoice = "auto") -> Threshold:
+    """A threshold that `target_fpr` of clean scores like these would exceed.
+
+    `auto` picks the quantile when at least MIN_EXCEEDANCES scores are expected above the
+    threshold and POT otherwise. Raises CalibrationError, naming the remedy, when the scores
+    cannot support the rate.
+    """
+    values = _validated(scores, target_fpr)
+    if method == "auto":
+        method = "quantile" if len(values) * target_fpr >= MIN_EXCEEDANCES else "pot"
+    if method == "quantile":
+        return quantile_threshold(values, target_fpr)
+    return pot_threshold(values, target_fpr)
+
+
+def quantile_threshold(scores: npt.ArrayLike, target_fpr: float) -> Threshold:
+    """The smallest observed score with at most `target_fpr` of the scores above it."""
+    values = _validated(scores, target_fpr)
+    n = len(values)
+    if target_fpr < 1.0 / n:
+        raise CalibrationError(
+            f"target false-positive rate {target_fpr:g} is below 1/n = {1.0 / n:g} for "
+            f"{n} calibration scores: a quantile cannot resolve it. Use more held-out data "
+            "(at least 1/rate records), a higher rate, or the 'pot' method."
+        )
+    # With k = floor(n * rate) scores allowed above, the threshold is the (k+1)-th largest.
+    allowed_above = math.floor(n * target_fpr + 1e-9)
+    value = float(np.sort(values)[n - 1 - allowed_above])
+    return Threshold(value=value, method="quantile", target_fpr=target_fpr, n_samples=n)
+
+
+def pot_threshold(scores: npt.ArrayLike, target_fpr: float) -> Threshold:
+    """Peaks over threshold: a generalised Pareto tail fitted beyond a high initial level.
+
+    The initial level leaves max(MIN_PEAKS, 2% of n) peaks above it; the target rate must
+    lie beyond that level (below the fraction of peaks), where the fitted tail extrapolates.
+    """
+    values = np.sort(_validated(scores, target_fpr))
+    n = len(values)
+    n_peaks = max(MIN_PEAKS, math.ceil(POT_TAIL_FRACTION * n))
+    if n_peaks > n // 4:
+        raise CalibrationError(
+            f"too few calibration scores for the 'pot' method: {n} given, at least "
+            f"{4 * MIN_PEAKS} needed to fit a tail on {MIN_PEAKS} peaks. Use more held-out "
+            "data or the 'quantile' method with a rate of at least 1/n."
+        )
+    if target_fpr * n >= n_peaks:
+        raise CalibrationError(
+            f"target false-positive rate {target_fpr:g} is not in the tail the 'pot' method "
+            f"fits ({n_peaks} of {n} scores, rate {n_peaks / n:g}); use the 'quantile' method."
+        )
+    initial_level = float(values[n - n_peaks - 1])
+    excesses = values[n - n_peaks :] - initial_level
+    shape, scale = _fit_gpd_pwm(excesses)
+    ratio = target_fpr * n / n_peaks
+    if abs(shape) < 1e-6:
+        value = initial_level - scale * math.log(ratio)
+    else:
+        value = initial_level + scale / shape * (ratio ** (-shape) - 1.0)
+    if not math.isfinite(value):
+        raise CalibrationError("the fitted tail gives a non-finite threshold; use 'quantile'")
+    return Threshold(
+        value=value,
+        method="pot",
+        target_fpr=target_fpr,
+        n_samples=n,
+        pot=PotFit(initial_level=initial_level, n_peaks=n_peaks, shape=shape, scale=scale),
+    )
+
+
+def _fit_gpd_pwm(excesses: npt.NDArray[np.float64]) -> tuple[float, float]:
+    """Shape and scale of a generalised Pareto distribution by probability-weighted moments.
+
+    Hosking & Wallis (1987): closed form, no optimiser, robust on few peaks. Returns the
+    shape xi (> 0 heavy tail, < 0 bounded) and the scale sigma > 0.
+    """
+    x = np.sort(excesses)
+    m = len(x)
+    a0 = float(x.mean())
+    a1 = float(np.sum(x * (m - 1 - np.arange(m)) / (m - 1)) / m)
+    denominator = a0 - 2.0 * a1
+    if a0 <= 0 or denominator <= 0:
+        # All peaks equal (a degenerate tail): an exponential tail with a tiny scale.
+        return 0.0, max(a0, 1e-12)
+    k = a0 / denominator - 2.0
+    sigma = 2.0 * a0 * a1 / denominator
+    return -k, max(sigma, 1e-12)
+
+
+def _validated(scores: npt.ArrayLike, target_fpr: float) -> npt.NDArray[np.float64]:
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    if not 0.0 < target_fpr < 1.0:
+        raise CalibrationError(f"target false-positive rate must be in (0, 1), got {target_fpr}")
+    if values.size == 0:
+        raise CalibrationError("no calibration scores: the held-out part is empty")
+    if not np.all(np.isfinite(values)):
+        raise CalibrationError("calibration scores contain NaN or infinity")
+    return values

@@ -1,0 +1,181 @@
+"""The model store: a directory of immutable versions and a pointer to the current one.
+
+    <root>/versions/<version>/   one artifact per version (manifest, weights, report)
+    <root>/current               the current version's name, one line
+    <root>/.staging-*            versions being written; never read
+
+Publishing writes a version into a staging directory, renames it into versions/ (atomic on
+one filesystem), then replaces the pointer (write a temporary file, rename over). A reader
+follows the pointer to a complete, never-modified directory, so it never sees half a model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from worker.model.artifact import Artifact, Manifest, load_artifact, read_manifest
+from worker.model.errors import ArtifactError
+
+VERSIONS = "versions"
+POINTER = "current"
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """One version directory as listed: its manifest, or why it cannot be read."""
+
+    name: str
+    is_current: bool
+    manifest: Manifest | None
+    problem: str | None
+
+
+class ModelStore:
+    """Versions of the model under one root directory (a volume shared by trainer and workers)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self.versions_dir = self.root / VERSIONS
+        self.pointer = self.root / POINTER
+
+    # Reading ----------------------------------------------------------------------------
+
+    def current_version(self) -> str | None:
+        """The version the pointer names, or None when nothing was published yet."""
+        try:
+            name = self.pointer.read_text(encoding="utf-8").strip()
+        except FileNotFoundError:
+            return None
+        return name or None
+
+    def load(self, version: str) -> Artifact:
+        """Load one version; ArtifactError when it is missing or refused."""
+        return load_artifact(self._version_dir(version))
+
+    def load_current(self) -> Artifact:
+        """Load the current version; ArtifactError when there is none or it is refused."""
+        version = self.current_version()
+        if version is None:
+            raise ArtifactError(
+                f"model store {self.root} has no current model; train one with "
+                "`anomaly-train fit` or point it at a version with `anomaly-train rollback`"
+            )
+        if not (self.versions_dir / version).is_dir():
+            raise ArtifactError(
+                f"model store {self.root} points at version {version!r}, which does not exist"
+            )
+        return self.load(version)
+
+    def list_versions(self) -> list[VersionInfo]:
+        """Every version, oldest first (names start with their UTC creation time)."""
+        current = self.current_version()
+        infos = []
+        for name in self._names():
+            try:
+                manifest: Manifest | None = read_manifest(self.versions_dir / name)
+                problem = None
+            except ArtifactError as exc:
+                manifest, problem = None, str(exc)
+            infos.append(VersionInfo(name, name == current, manifest, problem))
+        return infos
+
+    # Writing ----------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def staging(self) -> Iterator[Path]:
+        """A fresh directory on the store's filesystem to write a version into.
+
+        Pass it to `publish` inside the block; whatever is left of it afterwards (an error
+        happened, or it was never published) is removed.
+        """
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        path = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            yield path
+        finally:
+            shutil.rmtree(path, ignore_errors=True)
+
+    def publish(self, staged: Path, *, make_current: bool = True) -> str:
+        """Move a staged, complete artifact into versions/ and (by default) point at it.
+
+        The version's name is its manifest's model_version. The staged artifact is loaded
+        first, so a version that would be refused is never published.
+        """
+        artifact = load_artifact(staged)
+        version = artifact.version
+        target = self.versions_dir / version
+        if target.exists():
+            raise ArtifactError(f"version {version!r} already exists in {self.root}")
+        staged.rename(target)
+        _fsync_dir(self.versions_dir)
+        if make_current:
+            self._write_pointer(version)
+        return version
+
+    def set_current(self, version: str) -> Artifact:
+        """Point at an existing version (rollback or roll forward) after checking it loads."""
+        artifact = self.load(version)
+        self._write_pointer(version)
+        return artifact
+
+    def prune(self, keep: int) -> list[str]:
+        """Delete all but the newest `keep` versions, never the current one; returns the deleted.
+
+        A version is first renamed out of versions/, then removed, so no reader ever finds a
+        half-deleted version under its name.
+        """
+        if keep < 1:
+            raise ValueError("keep must be at least 1")
+        current = self.current_version()
+        names = self._names()
+        doomed = [name for name in names[: max(0, len(names) - keep)] if name != current]
+        for name in doomed:
+            trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.root))
+            (self.versions_dir / name).rename(trash / name)
+            shutil.rmtree(trash)
+        return doomed
+
+    # Internals --------------------------------------------------------------------------
+
+    def _names(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        return sorted(p.name for p in self.versions_dir.iterdir() if p.is_dir())
+
+    def _version_dir(self, version: str) -> Path:
+        if not version or "/" in version or version.startswith("."):
+            raise ArtifactError(f"{version!r} is not a version name")
+        path = self.versions_dir / version
+        if not path.is_dir():
+            known = ", ".join(self._names()) or "none"
+            raise ArtifactError(
+                f"version {version!r} does not exist in {self.root} (versions: {known})"
+            )
+        return path
+
+    def _write_pointer(self, version: str) -> None:
+        fd, tmp = tempfile.mkstemp(prefix=".current-", dir=self.root)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                f.write(version + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+            Path(tmp).replace(self.pointer)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.root)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

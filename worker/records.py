@@ -1,0 +1,86 @@
+"""The input record contract: decode and validate one record's bytes.
+
+    {"asset_id": "pump-17", "ts": "2026-11-21T10:00:00.123Z", "values": {"<feature>": <float>}}
+
+A record is valid when it is a UTF-8 JSON object with a non-empty string `asset_id`, an ISO
+8601 `ts` and a `values` object holding every expected feature as a finite number (not a
+string, not a boolean). Extra features are ignored. Anything else raises RecordError with a
+short machine-readable reason and a message for people.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+
+class RecordError(ValueError):
+    """A record that breaks the input contract; `reason` is a stable short code."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Record:
+    """A valid input record; `values` follows the order of the features it was decoded for."""
+
+    asset_id: str
+    ts: datetime
+    values: tuple[float, ...]
+
+
+def decode_record(raw: bytes, features: Sequence[str]) -> Record:
+    """Decode raw bytes into a Record holding `features` in order, or raise RecordError."""
+    try:
+        obj: Any = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+    except UnicodeDecodeError as exc:
+        raise RecordError("not_utf8", f"record is not UTF-8: {exc}") from exc
+    except RecordError:
+        raise
+    except (ValueError, RecursionError) as exc:
+        raise RecordError("not_json", f"record is not JSON: {exc}") from exc
+    if not isinstance(obj, dict):
+        raise RecordError("not_object", "record is not a JSON object")
+    asset_id = obj.get("asset_id")
+    if not isinstance(asset_id, str) or not asset_id:
+        raise RecordError("bad_asset_id", "record has no asset_id string")
+    ts = parse_ts(obj.get("ts"))
+    values = obj.get("values")
+    if not isinstance(values, dict):
+        raise RecordError("bad_values", "record has no values object")
+    out = []
+    for name in features:
+        if name not in values:
+            raise RecordError("missing_feature", f"values lacks feature {name!r}")
+        value = values[name]
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise RecordError("non_numeric", f"feature {name!r} is not a number: {value!r}")
+        try:
+            number = float(value)
+        except OverflowError:  # an integer beyond a float's range
+            number = math.inf
+        if not math.isfinite(number):
+            raise RecordError("non_finite", f"feature {name!r} is not finite: {value!r}")
+        out.append(number)
+    return Record(asset_id=asset_id, ts=ts, values=tuple(out))
+
+
+def parse_ts(value: object) -> datetime:
+    """An ISO 8601 timestamp as an aware datetime (naive ones are taken as UTC)."""
+    if not isinstance(value, str):
+        raise RecordError("bad_ts", f"ts is not an ISO 8601 string: {value!r}")
+    try:
+        ts = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise RecordError("bad_ts", f"ts is not ISO 8601: {value!r}") from exc
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)
+
+
+def _reject_constant(name: str) -> float:
+    raise RecordError("non_finite", f"record holds the non-standard JSON constant {name}")
