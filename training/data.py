@@ -128,7 +128,7 @@ def _read_csv(path: Path, settings: DataSettings) -> SensorHistory:
                 values = [_number(row[i], where, header[i]) for i in feature_idx]
                 yield asset, ts, values
 
-        return _group(str(path), features, rows(), settings.timestamp_column is not None)
+        return _group(str(path.resolve()), features, rows(), settings.timestamp_column is not None)
 
 
 def _read_jsonl(path: Path, settings: DataSettings) -> SensorHistory:
@@ -147,7 +147,7 @@ def _read_jsonl(path: Path, settings: DataSettings) -> SensorHistory:
                     raise DataError(f"{path}:{line_no}: {exc}") from exc
                 yield record.asset_id, record.ts.timestamp(), list(record.values)
 
-        return _group(str(path), features, rows(), has_timestamps=True)
+        return _group(str(path.resolve()), features, rows(), has_timestamps=True)
 
 
 def _jsonl_features(

@@ -97,7 +97,7 @@ def fit_autoencoder(
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
             count += len(batch)
         result = Epoch(epoch, total / count, holdout_loss(network, holdout))
         history.append(result)

@@ -1,0 +1,90 @@
+"""Shared fixtures: a model trained once per session on the synthetic plant."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests import synthetic
+from training.job import TrainingOutcome, train
+from training.settings import TrainingSettings
+from worker.model import (
+    FORMAT_VERSION,
+    ArchitectureConfig,
+    Manifest,
+    ModelStore,
+    ScalerParams,
+    Threshold,
+    TrainingSummary,
+    ValidationFigures,
+    build_autoencoder,
+    write_artifact,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+SKAB = REPO.parent / "shared" / "data" / "skab"
+
+
+def settings_for(
+    data: Path, store: Path, calibration: dict[str, object] | None = None, **model: object
+) -> TrainingSettings:
+    """Training settings for a synthetic CSV written by synthetic.write_csv."""
+    return TrainingSettings(
+        data={"path": data, "timestamp_column": "timestamp"},
+        model={"epochs": 150, "patience": 10, "batch_size": 128, **model},
+        calibration=calibration or {},
+        store={"path": store},
+    )
+
+
+@dataclass(frozen=True)
+class Trained:
+    outcome: TrainingOutcome
+    store: ModelStore
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    """A window-1 model trained on 10,000 clean synthetic records (2,000 held out)."""
+    root = tmp_path_factory.mktemp("trained")
+    data = root / "clean.csv"
+    synthetic.write_csv(data, synthetic.clean_rows(10_000, seed=1))
+    outcome = train(settings_for(data, root / "store"))
+    return Trained(outcome, ModelStore(root / "store"))
+
+
+@pytest.fixture
+def publish_random() -> Callable[[ModelStore, str], str]:
+    """Publish an untrained (randomly initialised) model under a given version name."""
+
+    def publish(store: ModelStore, version: str) -> str:
+        n = len(synthetic.FEATURES)
+        architecture = ArchitectureConfig(n_features=n, window=2, hidden=(8,), latent=3)
+        torch.manual_seed(len(version))
+        network = build_autoencoder(architecture)
+        manifest = Manifest(
+            format_version=FORMAT_VERSION,
+            model_version=version,
+            created_at=datetime(2026, 11, 21, tzinfo=UTC),
+            features=synthetic.FEATURES,
+            scaler=ScalerParams(center=(0.0,) * n, scale=(1.0,) * n),
+            architecture=architecture,
+            threshold=Threshold(value=1.0, method="quantile", target_fpr=0.01, n_samples=100),
+            training=TrainingSummary.model_validate(
+                dict.fromkeys(TrainingSummary.model_fields, 0) | {"source": "test"}
+            ),
+            validation=ValidationFigures.model_validate(
+                dict.fromkeys(ValidationFigures.model_fields, 1)
+            ),
+            weights_sha256="0" * 64,
+        )
+        with store.staging() as staging:
+            write_artifact(staging, manifest, network.state_dict())
+            return store.publish(staging)
+
+    return publish

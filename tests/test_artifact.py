@@ -1,0 +1,124 @@
+"""Loading refuses every kind of broken artifact with a message that says what is wrong."""
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from tests import synthetic
+from tests.conftest import Trained
+from worker.model import ArtifactError, load_artifact, sliding_windows
+from worker.model.artifact import MANIFEST, WEIGHTS, _sha256
+
+
+@pytest.fixture
+def artifact_dir(trained: Trained, tmp_path: Path) -> Path:
+    """A private copy of the trained version to break."""
+    copy = tmp_path / "version"
+    shutil.copytree(trained.outcome.directory, copy)
+    return copy
+
+
+def edit_manifest(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = directory / MANIFEST
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def replace_weights(directory: Path, payload: object) -> None:
+    """Write new weights and make the manifest's checksum agree (a consistent forgery)."""
+    torch.save(payload, directory / WEIGHTS)
+    digest = _sha256(directory / WEIGHTS)
+    edit_manifest(directory, lambda m: m.update(weights_sha256=digest))
+
+
+def test_round_trip_gives_identical_scores(trained: Trained) -> None:
+    loaded = load_artifact(trained.outcome.directory)
+    assert loaded.manifest == trained.outcome.manifest
+    windows = sliding_windows(synthetic.drift(synthetic.clean_rows(500, seed=8), 1), 1)
+    # Score with the manifest's own scaler and a network rebuilt from its architecture.
+    again = load_artifact(trained.outcome.directory).detector.score(windows)
+    first = loaded.detector.score(windows)
+    np.testing.assert_array_equal(first.score, again.score)
+    np.testing.assert_array_equal(first.shares, again.shares)
+    assert loaded.manifest.threshold == trained.outcome.manifest.threshold
+
+
+def test_refuses_a_missing_directory(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_artifact(tmp_path / "nope")
+
+
+def test_refuses_a_missing_manifest(artifact_dir: Path) -> None:
+    (artifact_dir / MANIFEST).unlink()
+    with pytest.raises(ArtifactError, match=r"has no manifest\.json"):
+        load_artifact(artifact_dir)
+
+
+def test_refuses_a_truncated_manifest(artifact_dir: Path) -> None:
+    text = (artifact_dir / MANIFEST).read_bytes()
+    (artifact_dir / MANIFEST).write_bytes(text[: len(text) // 2])
+    with pytest.raises(ArtifactError, match="not readable JSON"):
+        load_artifact(artifact_dir)
+
+
+def test_refuses_another_format_version(artifact_dir: Path) -> None:
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=2))
+    with pytest.raises(ArtifactError, match="format version 2; this code reads version 1"):
+        load_artifact(artifact_dir)
+
+
+def test_refuses_missing_weights(artifact_dir: Path) -> None:
+    (artifact_dir / WEIGHTS).unlink()
+    with pytest.raises(ArtifactError, match=r"has no weights\.pt"):
+        load_artifact(artifact_dir)
+
+
+def test_refuses_truncated_weights(artifact_dir: Path) -> None:
+    size = (artifact_dir / WEIGHTS).stat().st_size
+    os.truncate(artifact_dir / WEIGHTS, size // 2)
+    with pytest.raises(ArtifactError, match="corrupt or truncated"):
+        load_artifact(artifact_dir)
+
+
+def test_refuses_a_manifest_that_lies_about_its_features(artifact_dir: Path) -> None:
+    edit_manifest(artifact_dir, lambda m: m.update(features=["extra", *m["features"]]))
+    with pytest.raises(ArtifactError, match="scaler has 6/6 centre/scale values for 7 features"):
+        load_artifact(artifact_dir)
+    edit_manifest(artifact_dir, lambda m: m.update(features=["a"] * 6))
+    with pytest.raises(ArtifactError, match="duplicate names"):
+        load_artifact(artifact_dir)
+
+
+def test_refuses_a_manifest_that_lies_about_shapes(artifact_dir: Path) -> None:
+    edit_manifest(artifact_dir, lambda m: m["architecture"].update(hidden=[64, 16]))
+    with pytest.raises(ArtifactError, match="does not match the manifest's architecture"):
+        load_artifact(artifact_dir)
+
+
+def test_refuses_a_pickle_payload_disguised_as_weights(artifact_dir: Path, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Payload:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            return (os.system, (f"touch {marker}",))
+
+    replace_weights(artifact_dir, {"encoder.0.weight": Payload()})
+    with pytest.raises(ArtifactError, match="refused: not a plain tensor state dict"):
+        load_artifact(artifact_dir)
+    assert not marker.exists()
+
+
+def test_refuses_weights_that_produce_non_finite_scores(artifact_dir: Path) -> None:
+    state = torch.load(artifact_dir / WEIGHTS, weights_only=True)
+    state["decoder.0.bias"] = torch.full_like(state["decoder.0.bias"], float("nan"))
+    replace_weights(artifact_dir, state)
+    with pytest.raises(ArtifactError, match="non-finite scores"):
+        load_artifact(artifact_dir)

@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from worker.model import CalibrationError, calibrate
+from worker.model.calibration import pot_threshold, quantile_threshold
+
+
+def test_quantile_leaves_at_most_the_target_rate_above() -> None:
+    scores = np.random.default_rng(0).exponential(size=1000)
+    threshold = quantile_threshold(scores, 0.05)
+    assert threshold.method == "quantile"
+    above = threshold.exceeds(scores).mean()
+    assert 0.045 <= above <= 0.05
+
+
+def test_quantile_refuses_a_rate_below_one_over_n() -> None:
+    with pytest.raises(CalibrationError, match=r"below 1/n = 0\.01 for 100 calibration scores"):
+        quantile_threshold(np.arange(100.0), 0.005)
+    # At exactly 1/n the largest score is the only one above.
+    assert quantile_threshold(np.arange(100.0), 0.01).value == 98.0
+
+
+@pytest.mark.parametrize("target", [1e-3, 1e-4])
+def test_pot_meets_a_low_target_rate_on_fresh_data(target: float) -> None:
+    rng = np.random.default_rng(1)
+    calibration = rng.gamma(shape=2.0, size=20_000)  # a light (exponential-type) tail
+    threshold = pot_threshold(calibration, target)
+    assert threshold.method == "pot"
+    assert threshold.pot is not None
+    assert threshold.pot.n_peaks == 400
+    fresh = rng.gamma(shape=2.0, size=5_000_000)
+    realised = threshold.exceeds(fresh).mean()
+    assert target / 2 <= realised <= target * 2
+    # The empirical quantile could not have made this threshold: too few scores beyond it.
+    assert target * len(calibration) < 25
+
+
+def test_pot_fits_a_heavy_tail_with_positive_shape() -> None:
+    rng = np.random.default_rng(2)
+    calibration = rng.pareto(3.0, size=20_000)  # tail index 3: shape 1/3
+    threshold = pot_threshold(calibration, 1e-4)
+    assert threshold.pot is not None
+    assert 0.15 < threshold.pot.shape < 0.5
+    realised = threshold.exceeds(rng.pareto(3.0, size=5_000_000)).mean()
+    assert 0.5e-4 <= realised <= 2e-4
+
+
+def test_pot_refuses_too_few_scores_and_rates_outside_its_tail() -> None:
+    with pytest.raises(CalibrationError, match="too few calibration scores for the 'pot'"):
+        pot_threshold(np.arange(100.0), 0.001)
+    with pytest.raises(CalibrationError, match="not in the tail"):
+        pot_threshold(np.arange(10_000.0), 0.05)
+
+
+def test_auto_picks_quantile_with_enough_exceedances_else_pot() -> None:
+    scores = np.random.default_rng(3).exponential(size=2000)
+    assert calibrate(scores, 0.01).method == "quantile"  # 20 expected above
+    assert calibrate(scores, 0.001).method == "pot"  # 2 expected above
+
+
+@pytest.mark.parametrize(
+    ("scores", "rate", "message"),
+    [
+        ([1.0, 2.0], 0.0, "must be in"),
+        ([1.0, 2.0], 1.0, "must be in"),
+        ([], 0.1, "no calibration scores"),
+        ([1.0, float("nan")], 0.5, "NaN or infinity"),
+    ],
+)
+def test_calibrate_refuses_bad_input(scores: list[float], rate: float, message: str) -> None:
+    with pytest.raises(CalibrationError, match=message):
+        calibrate(scores, rate)
+
+
+def test_a_score_equal_to_the_threshold_is_not_an_outlier() -> None:
+    threshold = quantile_threshold(np.arange(10.0), 0.1)
+    at, just_above = threshold.value, np.nextafter(threshold.value, np.inf)
+    assert threshold.exceeds(np.array([at, just_above])).tolist() == [False, True]

@@ -1,0 +1,114 @@
+"""The commands as a user runs them: python -m training / python -m worker, in subprocesses."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests import synthetic
+from tests.conftest import REPO, SKAB
+from worker.model import ModelStore
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.fixture(scope="module")
+def skab_free() -> Path:
+    path = SKAB / "anomaly-free" / "anomaly-free.csv"
+    if not path.is_file():
+        pytest.skip(f"SKAB data not found at {path} (see README: get SKAB yourself)")
+    return path
+
+
+def test_fit_on_skab_publishes_artifact_and_report(skab_free: Path, tmp_path: Path) -> None:
+    store = tmp_path / "store"
+    fit = run(
+        "training", "fit", "--data", str(skab_free), "--delimiter", ";",
+        "--timestamp-column", "datetime", "--epochs", "3", "--store", str(store),
+    )  # fmt: skip
+    assert fit.returncode == 0, fit.stderr
+    version = ModelStore(store).current_version()
+    assert version is not None
+    assert f"model {version}" in fit.stdout
+    assert "epoch 3/3" in fit.stderr  # progress, one line per epoch off a terminal
+    directory = store / "versions" / version
+    assert {p.name for p in directory.iterdir()} == {
+        "manifest.json", "weights.pt", "report.json", "report.png",
+    }  # fmt: skip
+    assert (directory / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    check = run("worker", "check-model", env={"WORKER_STORE__PATH": str(store)})
+    assert check.returncode == 0, check.stderr
+    assert f"model {version}" in check.stdout
+    assert "8 features (Accelerometer1RMS, Accelerometer2RMS" in check.stdout
+
+
+def test_versions_rollback_and_prune_commands(tmp_path: Path) -> None:
+    data = tmp_path / "clean.csv"
+    synthetic.write_csv(data, synthetic.clean_rows(600, seed=0))
+    env = {"TRAINING_STORE__PATH": str(tmp_path / "store"), "TRAINING_MODEL__EPOCHS": "2"}
+    for seed in ("1", "2", "3"):
+        fit = run("training", "fit", "--data", str(data), "--timestamp-column", "timestamp",
+                  "--seed", seed, env=env)  # fmt: skip
+        assert fit.returncode == 0, fit.stderr
+    store = ModelStore(tmp_path / "store")
+    first, _, third = (v.name for v in store.list_versions())
+
+    listing = run("training", "versions", env=env)
+    assert listing.returncode == 0
+    assert f"* {third}" in listing.stdout
+    assert f"  {first}" in listing.stdout
+
+    rollback = run("training", "rollback", first, env=env)
+    assert rollback.returncode == 0, rollback.stderr
+    assert store.current_version() == first
+    missing = run("training", "rollback", "no-such-version", env=env)
+    assert missing.returncode == 4
+    assert "version 'no-such-version' does not exist" in missing.stderr
+
+    prune = run("training", "prune", "--keep", "1", env=env)
+    assert prune.returncode == 0, prune.stderr
+    assert [v.name for v in store.list_versions()] == [first, third]
+
+
+def test_a_bad_setting_stops_with_the_variable_named(tmp_path: Path) -> None:
+    data = tmp_path / "clean.csv"
+    synthetic.write_csv(data, synthetic.clean_rows(100, seed=0))
+    store = tmp_path / "store"
+    bad = run("training", "fit", "--data", str(data), "--store", str(store),
+              env={"TRAINING_MODEL__WINDOW": "0"})  # fmt: skip
+    assert bad.returncode == 2
+    assert "TRAINING_MODEL__WINDOW (--window): Input should be greater than or equal to 1" in (
+        bad.stderr
+    )
+    flag = run("training", "fit", "--data", str(data), "--target-fpr", "2", "--store", str(store))
+    assert flag.returncode == 2
+    assert "TRAINING_CALIBRATION__TARGET_FPR (--target-fpr)" in flag.stderr
+    assert not store.exists()
+
+
+def test_unusable_data_exits_3_and_publishes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "labels.csv"
+    data.write_text("a,b\n1,2\n3,x\n")
+    store = tmp_path / "store"
+    bad = run("training", "fit", "--data", str(data), "--store", str(store))
+    assert bad.returncode == 3
+    assert "no model published" in bad.stderr
+    assert "labels.csv:3: column 'b' holds 'x', not a number" in bad.stderr
+    assert ModelStore(store).current_version() is None
+
+
+def test_worker_check_model_refuses_an_empty_store(tmp_path: Path) -> None:
+    check = run("worker", "check-model", env={"WORKER_STORE__PATH": str(tmp_path)})
+    assert check.returncode == 4
+    assert "no current model; train one with `anomaly-train fit`" in check.stderr

@@ -1,0 +1,102 @@
+"""Reading training files, and refusing unusable data before anything is published."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests import synthetic
+from tests.conftest import settings_for
+from training.data import DataError, read_history
+from training.job import train
+from training.settings import DataSettings
+from worker.model import CalibrationError, ModelStore
+
+
+def test_reads_semicolon_csv_with_timestamps_in_time_order(tmp_path: Path) -> None:
+    path = tmp_path / "skab-like.csv"
+    path.write_text(
+        "datetime;a;b;anomaly\n"
+        "2020-03-09 10:14:35;3;30;0\n"
+        "2020-03-09 10:14:33;1;10;0\n"
+        "2020-03-09 10:14:34;2;20;1\n"
+    )
+    history = read_history(
+        DataSettings(path=path, delimiter=";", timestamp_column="datetime", exclude=("anomaly",))
+    )
+    assert history.features == ("a", "b")
+    [series] = history.series
+    np.testing.assert_array_equal(series.values, [[1, 10], [2, 20], [3, 30]])
+    assert history.time_range()[0] is not None
+
+
+def test_reads_json_lines_of_input_records_per_asset(tmp_path: Path) -> None:
+    path = tmp_path / "records.jsonl"
+    lines = [
+        {"asset_id": asset, "ts": f"2026-11-21T10:00:0{i}Z", "values": {"x": i, "y": -i}}
+        for i in range(4)
+        for asset in ("pump-1", "pump-2")
+    ]
+    path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    history = read_history(DataSettings(path=path))
+    assert history.features == ("x", "y")
+    assert [s.asset_id for s in history.series] == ["pump-1", "pump-2"]
+    fit, held = history.split_by_time(0.25)
+    assert (fit.rows, held.rows) == (6, 2)
+    assert all(s.ts.max() < h.ts.min() for s in fit.series for h in held.series)
+
+
+@pytest.mark.parametrize(
+    ("text", "settings", "message"),
+    [
+        ("", {}, "is empty: expected a header line"),
+        ("ts,a,b\n", {"timestamp_column": "ts"}, "holds no data rows"),
+        ("ts,a\n1,2\n", {"features": ("a", "pressure")}, "has no column 'pressure'"),
+        ("ts,a\n1,2\n", {"timestamp_column": "time"}, "has no column 'time'"),
+        ("ts,a,b\n1,2,abc\n", {"timestamp_column": "ts"}, ":2: column 'b' holds 'abc', not a"),
+        ("ts,a,b\n1,2,3\n2,inf,3\n", {"timestamp_column": "ts"}, ":3: column 'a' holds 'inf'"),
+        ("ts,a,b\n1,2\n", {"timestamp_column": "ts"}, "2 fields, the header has 3"),
+        ("ts,a\nmonday,2\n", {"timestamp_column": "ts"}, "neither ISO 8601 nor epoch seconds"),
+        ("d,a\n2020-01-01,1\n", {}, "column 'd' holds '2020-01-01', not a number"),
+    ],
+)  # fmt: skip
+def test_unusable_csv_is_refused_with_a_message_naming_it(
+    tmp_path: Path, text: str, settings: dict[str, object], message: str
+) -> None:
+    path = tmp_path / "bad.csv"
+    path.write_text(text)
+    with pytest.raises(DataError, match=message):
+        read_history(DataSettings.model_validate({"path": path, **settings}))
+
+
+def test_bad_json_record_is_refused_with_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.jsonl"
+    good = {"asset_id": "a", "ts": "2026-11-21T10:00:00Z", "values": {"x": 1.0}}
+    path.write_text(json.dumps(good) + "\n" + json.dumps({**good, "values": {"x": "1"}}) + "\n")
+    with pytest.raises(DataError, match=r"bad.jsonl:2: feature 'x' is not a number"):
+        read_history(DataSettings(path=path))
+
+
+def assert_nothing_published(store: Path) -> None:
+    assert ModelStore(store).current_version() is None
+    assert ModelStore(store).list_versions() == []
+    assert not list(store.glob(".staging-*"))
+
+
+def test_fewer_rows_than_one_window_publishes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "short.csv"
+    synthetic.write_csv(data, synthetic.clean_rows(100, seed=0))
+    with pytest.raises(DataError, match="fewer rows than one window"):
+        train(settings_for(data, tmp_path / "store", window=30))
+    assert_nothing_published(tmp_path / "store")
+
+
+def test_a_rate_the_held_out_part_cannot_support_publishes_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "small.csv"
+    synthetic.write_csv(data, synthetic.clean_rows(200, seed=0))
+    calibration = {"target_fpr": 0.001, "method": "quantile"}
+    settings = settings_for(data, tmp_path / "store", calibration, epochs=2)
+    with pytest.raises(CalibrationError, match="below 1/n"):
+        train(settings)
+    assert_nothing_published(tmp_path / "store")

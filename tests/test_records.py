@@ -1,0 +1,55 @@
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from worker.records import RecordError, decode_record
+
+FEATURES = ("pressure", "current")
+
+
+def good(**changes: object) -> bytes:
+    record: dict[str, object] = {
+        "asset_id": "pump-17",
+        "ts": "2026-11-21T10:00:00.123Z",
+        "values": {"pressure": 1.5, "current": 3, "extra": "ignored"},
+    }
+    record.update(changes)
+    return json.dumps(record).encode()
+
+
+def test_decodes_features_in_the_models_order() -> None:
+    record = decode_record(good(), ("current", "pressure"))
+    assert record.asset_id == "pump-17"
+    assert record.ts == datetime(2026, 11, 21, 10, 0, 0, 123000, tzinfo=UTC)
+    assert record.values == (3.0, 1.5)
+
+
+def test_naive_timestamps_are_utc() -> None:
+    assert decode_record(good(ts="2026-11-21 10:00:00"), FEATURES).ts.tzinfo == UTC
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        (b"\xff\xfe", "not_utf8"),
+        (b"{not json", "not_json"),
+        (b"[1, 2]", "not_object"),
+        (good(asset_id=""), "bad_asset_id"),
+        (good(asset_id=17), "bad_asset_id"),
+        (good(ts="yesterday"), "bad_ts"),
+        (good(ts=1700000000), "bad_ts"),
+        (good(values=[1, 2]), "bad_values"),
+        (good(values={"pressure": 1.0}), "missing_feature"),
+        (good(values={"pressure": "1.0", "current": 1}), "non_numeric"),
+        (good(values={"pressure": True, "current": 1}), "non_numeric"),
+        (good(values={"pressure": 10**400, "current": 1}), "non_finite"),
+        (b'{"asset_id": "a", "ts": "2026-11-21T10:00:00Z", "values": {"pressure": NaN}}',
+         "non_finite"),
+        (b"[" * 100_000, "not_json"),
+    ],
+)  # fmt: skip
+def test_refuses_what_breaks_the_contract(raw: bytes, reason: str) -> None:
+    with pytest.raises(RecordError) as caught:
+        decode_record(raw, FEATURES)
+    assert caught.value.reason == reason
