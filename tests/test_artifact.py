@@ -13,7 +13,7 @@ import torch
 
 from tests import synthetic
 from tests.conftest import Trained
-from worker.model import ArtifactError, load_artifact, sliding_windows
+from worker.model import ArtifactError, ModelStore, load_artifact, sliding_windows, write_artifact
 from worker.model.artifact import MANIFEST, WEIGHTS, _sha256
 
 
@@ -39,16 +39,34 @@ def replace_weights(directory: Path, payload: object) -> None:
     edit_manifest(directory, lambda m: m.update(weights_sha256=digest))
 
 
-def test_round_trip_gives_identical_scores(trained: Trained) -> None:
+def test_round_trip_gives_identical_scores(
+    tmp_path: Path, publish_random: Callable[[ModelStore, str], str]
+) -> None:
+    store = ModelStore(tmp_path)
+    publish_random(store, "v1")
+    source = store.load("v1")  # window 2: exercises windows, not just single records
+    # Save what is in memory (network, scaler, threshold) again, then load it back.
+    with store.staging() as staging:
+        manifest = source.manifest.model_copy(update={"model_version": "v2"})
+        write_artifact(staging, manifest, source.detector.network.state_dict())
+        store.publish(staging)
+    loaded = store.load("v2")
+    windows = sliding_windows(synthetic.drift(synthetic.clean_rows(500, seed=8), 1), 2)
+    before, after = source.detector.score(windows), loaded.detector.score(windows)
+    np.testing.assert_array_equal(before.score, after.score)
+    np.testing.assert_array_equal(before.shares, after.shares)
+    assert loaded.threshold == source.threshold
+    assert loaded.manifest.scaler == source.manifest.scaler
+
+
+def test_loaded_model_reproduces_the_scores_training_computed(trained: Trained) -> None:
     loaded = load_artifact(trained.outcome.directory)
-    assert loaded.manifest == trained.outcome.manifest
-    windows = sliding_windows(synthetic.drift(synthetic.clean_rows(500, seed=8), 1), 1)
-    # Score with the manifest's own scaler and a network rebuilt from its architecture.
-    again = load_artifact(trained.outcome.directory).detector.score(windows)
-    first = loaded.detector.score(windows)
-    np.testing.assert_array_equal(first.score, again.score)
-    np.testing.assert_array_equal(first.shares, again.shares)
-    assert loaded.manifest.threshold == trained.outcome.manifest.threshold
+    held_out = synthetic.clean_rows(10_000, seed=1)[8000:]  # the latest 20%, as training split
+    scores = loaded.detector.score(sliding_windows(held_out, 1)).score
+    figures = loaded.manifest.validation
+    assert float(scores.max()) == figures.holdout_score_max
+    assert float(np.quantile(scores, 0.5)) == figures.holdout_score_p50
+    assert float(loaded.threshold.exceeds(scores).mean()) == figures.holdout_fpr
 
 
 def test_refuses_a_missing_directory(tmp_path: Path) -> None:

@@ -109,14 +109,11 @@ def _fit(settings: TrainingSettings) -> int:
     from training.progress import EpochProgress
 
     log.info("training with %s", settings.model_dump_json())
-    progress = EpochProgress(settings.model.epochs)
     try:
-        outcome = train(settings, on_epoch=progress)
+        outcome = train(settings, EpochProgress(settings.model.epochs))
     except (DataError, CalibrationError) as exc:
-        progress.close()
         log.error("no model published: %s", exc)
         return ExitCode.BAD_DATA
-    progress.close()
     threshold = outcome.manifest.threshold
     print(
         f"model {outcome.version}: threshold {threshold.value:.6g} ({threshold.method}, "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from training.data import DataError, SensorHistory, read_history
 from training.fit import Epoch, WindowIndex, fit_autoencoder
+from training.progress import EpochProgress
 from training.report import write_report
 from training.settings import TrainingSettings
 from worker.model import (
@@ -49,10 +49,7 @@ class TrainingOutcome:
     directory: Path
 
 
-def train(
-    settings: TrainingSettings,
-    on_epoch: Callable[[Epoch, bool], None] = lambda epoch, improved: None,
-) -> TrainingOutcome:
+def train(settings: TrainingSettings, progress: EpochProgress | None = None) -> TrainingOutcome:
     """Train on `settings.data`, publish the model to `settings.store` and make it current.
 
     Raises DataError for unusable data, CalibrationError when the held-out part cannot
@@ -80,7 +77,13 @@ def train(
         hidden=settings.model.hidden,
         latent=settings.model.latent or default_latent(n_inputs),
     )
-    result = fit_autoencoder(fit_windows, holdout_windows, architecture, settings.model, on_epoch)
+    try:
+        result = fit_autoencoder(
+            fit_windows, holdout_windows, architecture, settings.model, progress or _quiet
+        )
+    finally:
+        if progress is not None:
+            progress.close()
     detector = Detector(scaler, result.network)
     scores = _score_history(detector, holdout_part, window)
     calibration = settings.calibration
@@ -140,6 +143,10 @@ def train(
         version = store.publish(staging, make_current=True)
     log.info("published model %s to %s and made it current", version, store.root)
     return TrainingOutcome(version, manifest, store.versions_dir / version)
+
+
+def _quiet(epoch: Epoch, improved: bool) -> None:
+    """Progress for callers that want none."""
 
 
 def _score_history(detector: Detector, part: SensorHistory, window: int) -> Scores:

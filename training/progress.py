@@ -22,6 +22,7 @@ class EpochProgress:
         self.stream = stream if stream is not None else sys.stderr
         self.live = self.stream.isatty()
         self.started = time.monotonic()
+        self.closed = False
 
     def __call__(self, epoch: Epoch, improved: bool) -> None:
         mark = " *" if improved else ""
@@ -40,6 +41,7 @@ class EpochProgress:
 
     def close(self) -> None:
         """End the live line (early stopping may leave the bar short of full)."""
-        if self.live:
+        if self.live and not self.closed:
+            self.closed = True
             self.stream.write("\n")
             self.stream.flush()
