@@ -10,7 +10,7 @@ from tests import synthetic
 from tests.conftest import settings_for
 from training.data import DataError, read_history
 from training.job import train
-from training.settings import DataSettings
+from training.settings import DataSettings, TrainingSettings
 from worker.model import CalibrationError, ModelStore
 
 
@@ -99,4 +99,13 @@ def test_a_rate_the_held_out_part_cannot_support_publishes_nothing(tmp_path: Pat
     settings = settings_for(data, tmp_path / "store", calibration, epochs=2)
     with pytest.raises(CalibrationError, match="below 1/n"):
         train(settings)
+    assert_nothing_published(tmp_path / "store")
+
+
+def test_rows_all_at_one_time_leave_no_fit_part_and_publish_nothing(tmp_path: Path) -> None:
+    data = tmp_path / "one-instant.csv"
+    data.write_text("ts,a,b\n" + "2026-11-21T10:00:00Z,1,2\n" * 50)
+    with pytest.raises(DataError, match="the fit part has no window of 1"):
+        train(TrainingSettings(data={"path": data, "timestamp_column": "ts"},
+                               store={"path": tmp_path / "store"}))  # fmt: skip
     assert_nothing_published(tmp_path / "store")

@@ -154,11 +154,18 @@ def _parser() -> argparse.ArgumentParser:
     rollback = commands.add_parser("rollback", help="make an existing version current")
     rollback.add_argument("version")
     prune = commands.add_parser("prune", help="delete old versions, never the current one")
-    prune.add_argument("--keep", type=int, required=True, help="newest versions to keep")
+    prune.add_argument("--keep", type=_at_least_one, required=True, help="newest versions to keep")
     for sub in (listing, rollback, prune):
         flag, path, text, _ = _STORE_FLAG
         sub.add_argument(flag, dest=path, help=f"{text} [{env_name(tuple(path.split('.')))}]")
     return parser
+
+
+def _at_least_one(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:

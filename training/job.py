@@ -64,11 +64,11 @@ def train(settings: TrainingSettings, progress: EpochProgress | None = None) -> 
         history.rows, len(history.features), len(history.series), history.source,
         fit_part.rows, holdout_part.rows,
     )  # fmt: skip
+    _require_windows("fit", fit_part, window)
+    _require_windows("held-out", holdout_part, window)
     scaler = RobustScaler.fit(np.concatenate([s.values for s in fit_part.series]))
     fit_windows = WindowIndex([s.values for s in fit_part.series], scaler, window)
     holdout_windows = WindowIndex([s.values for s in holdout_part.series], scaler, window)
-    _require_windows("fit", fit_part, len(fit_windows), window)
-    _require_windows("held-out", holdout_part, len(holdout_windows), window)
 
     n_inputs = len(history.features) * window
     architecture = ArchitectureConfig(
@@ -159,9 +159,9 @@ def _score_history(detector: Detector, part: SensorHistory, window: int) -> Scor
     )
 
 
-def _require_windows(part: str, history: SensorHistory, n_windows: int, window: int) -> None:
-    if n_windows == 0:
-        longest = max((len(s.ts) for s in history.series), default=0)
+def _require_windows(part: str, history: SensorHistory, window: int) -> None:
+    longest = max((len(s.ts) for s in history.series), default=0)
+    if longest < window:
         raise DataError(
             f"the {part} part has no window of {window} consecutive rows of one asset "
             f"(its longest asset has {longest} rows): fewer rows than one window. Use more "
