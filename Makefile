@@ -1,5 +1,5 @@
 # Two entry points do all the set-up on a fresh machine:
-#   make demo   train a model on SKAB's anomaly-free file and load it as the worker would
+#   make demo   broker, training, worker and a simulated fleet of pumps with faults, end to end
 #   make test   ruff, mypy and the test suite
 # Torch is installed first, pinned, so the project's torch range installs nothing more.
 # Elsewhere, get the CPU build with: make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
@@ -14,7 +14,7 @@ DEMO ?= demo
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint demo clean
+.PHONY: install test lint demo broker-start broker-stop clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,13 @@ test: lint
 	$(BIN)/pytest
 
 demo: install
-	$(BIN)/anomaly-train fit --data $(SKAB)/anomaly-free/anomaly-free.csv --delimiter ';' \
-		--timestamp-column datetime --store $(DEMO)/model-store
-	$(BIN)/anomaly-train versions --store $(DEMO)/model-store
-	WORKER_STORE__PATH=$(DEMO)/model-store $(BIN)/anomaly-worker check-model
+	$(BIN)/python -m worker.demo --workdir $(DEMO)
+
+broker-start: install
+	$(BIN)/python -m worker.local_broker start
+
+broker-stop:
+	$(BIN)/python -m worker.local_broker stop
 
 clean:
-	rm -rf $(VENV) $(DEMO) .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DEMO) .kafka .mypy_cache .ruff_cache .pytest_cache

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests import synthetic
 from training.job import TrainingOutcome, train
 from training.settings import TrainingSettings
+from worker import simulator
 from worker.model import (
     FORMAT_VERSION,
     ArchitectureConfig,
@@ -25,15 +25,24 @@ from worker.model import (
     build_autoencoder,
     write_artifact,
 )
+from worker.model.features import FloatArray
 
 REPO = Path(__file__).resolve().parents[1]
 SKAB = REPO.parent / "shared" / "data" / "skab"
 
 
+def write_csv(path: Path, rows: FloatArray) -> None:
+    """Rows as CSV with an ISO `timestamp` column (one per second) and the simulator's features."""
+    lines = [",".join(["timestamp", *simulator.FEATURES])]
+    for i, row in enumerate(rows):
+        lines.append(",".join([simulator.timestamp(i).isoformat(), *map(repr, row.tolist())]))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
 def settings_for(
     data: Path, store: Path, calibration: dict[str, object] | None = None, **model: object
 ) -> TrainingSettings:
-    """Training settings for a synthetic CSV written by synthetic.write_csv."""
+    """Training settings for a synthetic CSV written by write_csv."""
     return TrainingSettings(
         data={"path": data, "timestamp_column": "timestamp"},
         model={"epochs": 150, "patience": 10, "batch_size": 128, **model},
@@ -53,7 +62,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     """A window-1 model trained on 10,000 clean synthetic records (2,000 held out)."""
     root = tmp_path_factory.mktemp("trained")
     data = root / "clean.csv"
-    synthetic.write_csv(data, synthetic.clean_rows(10_000, seed=1))
+    write_csv(data, simulator.clean_rows(10_000, seed=1))
     outcome = train(settings_for(data, root / "store"))
     return Trained(outcome, ModelStore(root / "store"))
 
@@ -63,7 +72,7 @@ def publish_random() -> Callable[[ModelStore, str], str]:
     """Publish an untrained (randomly initialised) model under a given version name."""
 
     def publish(store: ModelStore, version: str) -> str:
-        n = len(synthetic.FEATURES)
+        n = len(simulator.FEATURES)
         architecture = ArchitectureConfig(n_features=n, window=2, hidden=(8,), latent=3)
         torch.manual_seed(len(version))
         network = build_autoencoder(architecture)
@@ -71,7 +80,7 @@ def publish_random() -> Callable[[ModelStore, str], str]:
             format_version=FORMAT_VERSION,
             model_version=version,
             created_at=datetime(2026, 11, 21, tzinfo=UTC),
-            features=synthetic.FEATURES,
+            features=simulator.FEATURES,
             scaler=ScalerParams(center=(0.0,) * n, scale=(1.0,) * n),
             architecture=architecture,
             threshold=Threshold(value=1.0, method="quantile", target_fpr=0.01, n_samples=100),

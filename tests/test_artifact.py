@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from tests import synthetic
 from tests.conftest import Trained
+from worker import simulator
 from worker.model import ArtifactError, ModelStore, load_artifact, sliding_windows, write_artifact
 from worker.model.artifact import MANIFEST, WEIGHTS, _sha256
 
@@ -51,7 +51,7 @@ def test_round_trip_gives_identical_scores(
         write_artifact(staging, manifest, source.detector.network.state_dict())
         store.publish(staging)
     loaded = store.load("v2")
-    windows = sliding_windows(synthetic.drift(synthetic.clean_rows(500, seed=8), 1), 2)
+    windows = sliding_windows(simulator.drift(simulator.clean_rows(500, seed=8), 1), 2)
     before, after = source.detector.score(windows), loaded.detector.score(windows)
     np.testing.assert_array_equal(before.score, after.score)
     np.testing.assert_array_equal(before.shares, after.shares)
@@ -61,7 +61,7 @@ def test_round_trip_gives_identical_scores(
 
 def test_loaded_model_reproduces_the_scores_training_computed(trained: Trained) -> None:
     loaded = load_artifact(trained.outcome.directory)
-    held_out = synthetic.clean_rows(10_000, seed=1)[8000:]  # the latest 20%, as training split
+    held_out = simulator.clean_rows(10_000, seed=1)[8000:]  # the latest 20%, as training split
     scores = loaded.detector.score(sliding_windows(held_out, 1)).score
     figures = loaded.manifest.validation
     assert float(scores.max()) == figures.holdout_score_max

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import synthetic
-from tests.conftest import REPO, SKAB
+from tests.conftest import REPO, SKAB, write_csv
+from worker import simulator
 from worker.model import ModelStore
 
 
@@ -55,7 +55,7 @@ def test_fit_on_skab_publishes_artifact_and_report(skab_free: Path, tmp_path: Pa
 
 def test_versions_rollback_and_prune_commands(tmp_path: Path) -> None:
     data = tmp_path / "clean.csv"
-    synthetic.write_csv(data, synthetic.clean_rows(600, seed=0))
+    write_csv(data, simulator.clean_rows(600, seed=0))
     env = {"TRAINING_STORE__PATH": str(tmp_path / "store"), "TRAINING_MODEL__EPOCHS": "2"}
     for seed in ("1", "2", "3"):
         fit = run("training", "fit", "--data", str(data), "--timestamp-column", "timestamp",
@@ -83,7 +83,7 @@ def test_versions_rollback_and_prune_commands(tmp_path: Path) -> None:
 
 def test_a_bad_setting_stops_with_the_variable_named(tmp_path: Path) -> None:
     data = tmp_path / "clean.csv"
-    synthetic.write_csv(data, synthetic.clean_rows(100, seed=0))
+    write_csv(data, simulator.clean_rows(100, seed=0))
     store = tmp_path / "store"
     bad = run("training", "fit", "--data", str(data), "--store", str(store),
               env={"TRAINING_MODEL__WINDOW": "0"})  # fmt: skip

@@ -6,11 +6,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import synthetic
-from tests.conftest import settings_for
+from tests.conftest import settings_for, write_csv
 from training.data import DataError, read_history
 from training.job import train
 from training.settings import DataSettings, TrainingSettings
+from worker import simulator
 from worker.model import CalibrationError, ModelStore
 
 
@@ -86,7 +86,7 @@ def assert_nothing_published(store: Path) -> None:
 
 def test_fewer_rows_than_one_window_publishes_nothing(tmp_path: Path) -> None:
     data = tmp_path / "short.csv"
-    synthetic.write_csv(data, synthetic.clean_rows(100, seed=0))
+    write_csv(data, simulator.clean_rows(100, seed=0))
     with pytest.raises(DataError, match="fewer rows than one window"):
         train(settings_for(data, tmp_path / "store", window=30))
     assert_nothing_published(tmp_path / "store")
@@ -94,7 +94,7 @@ def test_fewer_rows_than_one_window_publishes_nothing(tmp_path: Path) -> None:
 
 def test_a_rate_the_held_out_part_cannot_support_publishes_nothing(tmp_path: Path) -> None:
     data = tmp_path / "small.csv"
-    synthetic.write_csv(data, synthetic.clean_rows(200, seed=0))
+    write_csv(data, simulator.clean_rows(200, seed=0))
     calibration = {"target_fpr": 0.001, "method": "quantile"}
     settings = settings_for(data, tmp_path / "store", calibration, epochs=2)
     with pytest.raises(CalibrationError, match="below 1/n"):

@@ -5,9 +5,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tests import synthetic
-from tests.conftest import Trained, settings_for
+from tests.conftest import Trained, settings_for, write_csv
 from training.job import train
+from worker import simulator
 from worker.model import Artifact, ModelStore, calibrate, sliding_windows
 
 
@@ -20,7 +20,7 @@ def test_threshold_meets_its_target_rate_on_fresh_clean_data(model: Artifact) ->
     threshold = model.threshold
     assert threshold.method == "quantile"
     assert threshold.n_samples == 2000
-    fresh = synthetic.clean_rows(50_000, seed=7)
+    fresh = simulator.clean_rows(50_000, seed=7)
     realised = threshold.exceeds(model.detector.score(sliding_windows(fresh, 1)).score).mean()
     # The threshold is a quantile of 2,000 held-out scores: its true rate has a standard error
     # of sqrt(0.01 * 0.99 / 2000) = 0.0022; allow 3.5 of them.
@@ -28,10 +28,10 @@ def test_threshold_meets_its_target_rate_on_fresh_clean_data(model: Artifact) ->
 
 
 def test_pot_threshold_meets_a_low_rate_on_fresh_clean_data(model: Artifact) -> None:
-    held_out = synthetic.clean_rows(2000, seed=11)
+    held_out = simulator.clean_rows(2000, seed=11)
     threshold = calibrate(model.detector.score(sliding_windows(held_out, 1)).score, 0.002)
     assert threshold.method == "pot"  # 4 expected exceedances: too few for a quantile
-    fresh = synthetic.clean_rows(200_000, seed=12)
+    fresh = simulator.clean_rows(200_000, seed=12)
     realised = threshold.exceeds(model.detector.score(sliding_windows(fresh, 1)).score).mean()
     assert 0.002 / 3 <= realised <= 0.002 * 3
 
@@ -40,10 +40,10 @@ SPIKES = np.arange(0, 400, 4)
 ALL = np.arange(400)
 FAULTS = {
     # name: (rows with the fault, the faulty records, the sensors the shares should name)
-    "spike": lambda seg: (synthetic.spike(seg, 3, SPIKES), SPIKES, {3}),
-    "drift": lambda seg: (synthetic.drift(seg, 2), np.arange(200, 400), {2}),
-    "stuck": lambda seg: (synthetic.stuck(seg, 4), ALL, {4}),
-    "broken correlation": lambda seg: (synthetic.broken_correlation(seg, 3), ALL, {0, 1}),
+    "spike": lambda seg: (simulator.spike(seg, 3, SPIKES), SPIKES, {3}),
+    "drift": lambda seg: (simulator.drift(seg, 2), np.arange(200, 400), {2}),
+    "stuck": lambda seg: (simulator.stuck(seg, 4), ALL, {4}),
+    "broken correlation": lambda seg: (simulator.broken_correlation(seg, 3), ALL, {0, 1}),
 }
 
 
@@ -51,7 +51,7 @@ FAULTS = {
 def test_injected_faults_score_above_threshold_and_shares_name_the_sensor(
     model: Artifact, fault: str
 ) -> None:
-    segment = synthetic.clean_rows(400, seed=9)
+    segment = simulator.clean_rows(400, seed=9)
     rows, faulty, sensors = FAULTS[fault](segment)
     clean = model.detector.score(sliding_windows(segment, 1))
     scores = model.detector.score(sliding_windows(rows, 1))
@@ -64,17 +64,17 @@ def test_injected_faults_score_above_threshold_and_shares_name_the_sensor(
 
 
 def test_feature_shares_sum_to_one(model: Artifact) -> None:
-    rows = synthetic.drift(synthetic.clean_rows(300, seed=4), 0)
+    rows = simulator.drift(simulator.clean_rows(300, seed=4), 0)
     shares = model.detector.score(sliding_windows(rows, 1)).shares
-    assert shares.shape == (300, len(synthetic.FEATURES))
+    assert shares.shape == (300, len(simulator.FEATURES))
     assert np.all(shares >= 0)
     np.testing.assert_allclose(shares.sum(axis=1), 1.0, rtol=1e-9)
 
 
 def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     data = tmp_path / "clean.csv"
-    synthetic.write_csv(data, synthetic.clean_rows(2000, seed=5))
-    probe = sliding_windows(synthetic.clean_rows(500, seed=6), 4)
+    write_csv(data, simulator.clean_rows(2000, seed=5))
+    probe = sliding_windows(simulator.clean_rows(500, seed=6), 4)
 
     def scores(store: str, seed: int) -> np.ndarray:
         settings = settings_for(data, tmp_path / store, window=4, epochs=5, seed=seed)

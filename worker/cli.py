@@ -1,9 +1,12 @@
 """`anomaly-worker` (also `python -m worker`).
 
-    anomaly-worker check-model    load the store's current model exactly as the worker
-                                  serves it, print what it is, exit 0 (or 4 if refused)
+    anomaly-worker [run]          consume, score, alert; until SIGTERM (exit 0 after draining)
+    anomaly-worker check-model    load the store's current model as the worker would, describe
+                                  it, exit 0 (or 4 if there is none or it is refused)
 
-The store is WORKER_STORE__PATH (default ./model-store).
+Settings come from WORKER_* environment variables (see the README's configuration table).
+Exit codes: 0 stopped cleanly; 2 bad setting; 4 model refused; 5 publishing failed;
+6 commit failed; 130 second interrupt.
 """
 
 from __future__ import annotations
@@ -12,22 +15,13 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from enum import IntEnum
 
 from pydantic import ValidationError
 
-from worker.model import ArtifactError, ModelStore
+from worker.errors import ExitCode
 from worker.settings import WorkerSettings, env_name
 
 log = logging.getLogger("worker")
-
-
-class ExitCode(IntEnum):
-    """Process exit codes; each names the class of failure."""
-
-    OK = 0
-    BAD_SETTINGS = 2
-    MODEL_REFUSED = 4
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -35,17 +29,37 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="anomaly-worker", description=__doc__, formatter_class=argparse.RawTextHelpFormatter
     )
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command")
+    commands.add_parser("run", help="run the worker (the default)")
     commands.add_parser("check-model", help="load and describe the current model")
-    parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    command = parser.parse_args(argv).command or "run"
     try:
         settings = WorkerSettings()
     except ValidationError as exc:
+        logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
         for err in exc.errors():
             log.error("bad setting: %s: %s (got %r)", env_name(err["loc"]), err["msg"],
                       err.get("input"))  # fmt: skip
         return ExitCode.BAD_SETTINGS
+    from worker import logs
+
+    logs.configure(settings.log_level, settings.log_format)
+    if command == "check-model":
+        return _check_model(settings)
+    import gc
+
+    from worker.runner import Worker
+
+    log.info("starting with settings %s", settings.masked())
+    worker = Worker(settings)
+    # Start-up objects (torch, the model) never die: keep the collector from rescanning them.
+    gc.freeze()
+    return worker.run()
+
+
+def _check_model(settings: WorkerSettings) -> int:
+    from worker.model import ArtifactError, ModelStore
+
     store = ModelStore(settings.store.path)
     try:
         artifact = store.load_current()

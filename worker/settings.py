@@ -1,25 +1,102 @@
 """Worker settings from the environment (WORKER_...), validated once at start.
 
-Nested parts use a double underscore, e.g. WORKER_STORE__PATH.
+Nested parts use a double underscore: WORKER_KAFKA__BOOTSTRAP_SERVERS,
+WORKER_TOPICS__INPUT, WORKER_BATCH__SIZE, WORKER_STORE__PATH, WORKER_ALERTS__OPEN_AFTER...
+No other module reads the environment.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "WORKER_"
 NESTED_DELIMITER = "__"
 
 
-class StoreSettings(BaseModel):
-    """Where the worker finds the model store that the training job publishes to."""
-
+class _Part(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+
+class KafkaSettings(_Part):
+    """How to reach the brokers."""
+
+    bootstrap_servers: str = "127.0.0.1:19092"
+    client_id: str = "anomaly-worker"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    api_version: Annotated[str | None, Field(pattern=r"^\d+(\.\d+){1,2}$")] = Field(
+        default=None, description="broker protocol version, e.g. 0.9 for old brokers"
+    )
+    session_timeout_ms: int = Field(default=10_000, ge=1000)
+    request_timeout_ms: int = Field(default=30_000, ge=1000)
+    flush_timeout_s: float = Field(default=30.0, gt=0)
+    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+
+    @model_validator(mode="after")
+    def _sasl_complete(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and not (
+            self.sasl_mechanism and self.sasl_username and self.sasl_password
+        ):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_mechanism, "
+                "sasl_username and sasl_password"
+            )
+        return self
+
+    @property
+    def api_version_tuple(self) -> tuple[int, ...] | None:
+        return tuple(int(p) for p in self.api_version.split(".")) if self.api_version else None
+
+
+class TopicSettings(_Part):
+    """Where records come from and where alerts and dead letters go."""
+
+    input: str = "sensor-readings"
+    alerts: str = "sensor-alerts"
+    dead_letters: str = "sensor-readings.dlq"
+    group: str = "anomaly-worker"
+
+
+class BatchSettings(_Part):
+    """How records are batched: at most `size` records, waiting at most `max_wait_ms`."""
+
+    size: int = Field(default=500, ge=1, le=100_000)
+    max_wait_ms: int = Field(default=200, ge=1, le=60_000)
+    max_record_bytes: int = Field(default=65_536, ge=64)
+
+
+class StoreSettings(_Part):
+    """The model store the training job publishes to, and how often to look for a new model."""
+
     path: Path = Path("model-store")
+    reload_interval_s: float = Field(default=10.0, gt=0)
+
+
+class AlertSettings(_Part):
+    """Alert episodes: open after k records in a row above the threshold, resolve after m below."""
+
+    open_after: int = Field(default=3, ge=1, description="k")
+    resolve_after: int = Field(default=5, ge=1, description="m")
+    top_features: int = Field(default=3, ge=1)
+    max_assets: int = Field(default=100_000, ge=1)
+
+
+class HttpSettings(_Part):
+    """The metrics and health endpoint (port 0 picks a free port)."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8000, ge=0, le=65535)
+    liveness_timeout_s: float = Field(default=60.0, gt=0)
 
 
 class WorkerSettings(BaseSettings):
@@ -29,7 +106,18 @@ class WorkerSettings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, frozen=True, extra="forbid"
     )
 
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    batch: BatchSettings = BatchSettings()
     store: StoreSettings = StoreSettings()
+    alerts: AlertSettings = AlertSettings()
+    http: HttpSettings = HttpSettings()
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Annotated[Literal["json", "text"], NoDecode] = "json"
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings for the log: secrets appear as '**********'."""
+        return self.model_dump(mode="json")
 
 
 def env_name(location: tuple[str | int, ...]) -> str:

@@ -1,0 +1,151 @@
+"""Alert episodes per asset: open after k records in a row above the threshold, resolve after m
+in a row below.
+
+An episode spans from the first record of the run that opened it to the last record above the
+threshold before the run that resolved it; a record inside that span is "flagged". `RuleState`
+is the pure state machine; `event_json` writes the events the worker publishes.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+EventType = Literal["open", "resolve"]
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where a record came from."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class Episode:
+    """An open (or just resolved) alert episode of one asset."""
+
+    episode_id: str
+    started_at: datetime
+    ended_at: datetime
+    records: int
+    peak_score: float
+    span: int  # records since the start, including the below-threshold ones at the end
+
+
+@dataclass
+class RuleState:
+    """One asset's progress through the alert rules."""
+
+    above_run: int = 0
+    below_run: int = 0
+    run_start: tuple[datetime, SourceRef] | None = None
+    run_peak: float = 0.0
+    episode: Episode | None = None
+
+    def observe(
+        self, ts: datetime, ref: SourceRef, score: float, above: bool, k: int, m: int
+    ) -> tuple[EventType, Episode] | None:
+        """Advance by one scored record; returns the event it triggers, if any."""
+        episode = self.episode
+        if episode is not None:
+            episode.span += 1
+        if above:
+            self.below_run = 0
+            if self.above_run == 0:
+                self.run_start, self.run_peak = (ts, ref), score
+            self.above_run += 1
+            self.run_peak = max(self.run_peak, score)
+            if episode is not None:
+                episode.records, episode.ended_at = episode.span, ts
+                episode.peak_score = max(episode.peak_score, score)
+                return None
+            if self.above_run >= k:
+                assert self.run_start is not None
+                start_ts, start_ref = self.run_start
+                self.episode = Episode(
+                    episode_id=f"{start_ref.topic}/{start_ref.partition}/{start_ref.offset}",
+                    started_at=start_ts,
+                    ended_at=ts,
+                    records=self.above_run,
+                    peak_score=self.run_peak,
+                    span=self.above_run,
+                )
+                return "open", self.episode
+            return None
+        self.above_run = 0
+        if episode is None:
+            return None
+        self.below_run += 1
+        if self.below_run >= m:
+            self.episode, self.below_run = None, 0
+            return "resolve", episode
+        return None
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """What every event of a batch shares: the model that scored it and when."""
+
+    model_version: str
+    threshold: float
+    features: tuple[str, ...]
+    top_features: int
+    detected_at: datetime
+
+
+def event_json(
+    kind: EventType,
+    episode: Episode,
+    asset_id: str,
+    ts: datetime,
+    ref: SourceRef,
+    score: float,
+    shares: npt.NDArray[np.float64] | None,
+    context: EventContext,
+    reason: str | None = None,
+) -> bytes:
+    """The JSON of an open or resolve event, triggered by the record at `ref`."""
+    event: dict[str, object] = {
+        "type": kind,
+        "episode_id": episode.episode_id,
+        "asset_id": asset_id,
+        "ts": _iso(ts),
+        "source": {"topic": ref.topic, "partition": ref.partition, "offset": ref.offset},
+        "score": score,
+        "threshold": context.threshold,
+        "model_version": context.model_version,
+        "top_features": top_features(shares, context.features, context.top_features),
+        "detected_at": _iso(context.detected_at),
+    }
+    if kind == "resolve":
+        event.update(
+            started_at=_iso(episode.started_at),
+            ended_at=_iso(episode.ended_at),
+            records=episode.records,
+            peak_score=episode.peak_score,
+        )
+    if reason is not None:
+        event["reason"] = reason
+    return json.dumps(event).encode()
+
+
+def top_features(
+    shares: npt.NDArray[np.float64] | None, features: tuple[str, ...], n: int
+) -> list[dict[str, object]]:
+    """The n features with the largest share of the error, largest first."""
+    if shares is None:
+        return []
+    order = np.argsort(-shares, kind="stable")[:n]
+    return [{"feature": features[i], "share": round(float(shares[i]), 4)} for i in order]
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")

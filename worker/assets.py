@@ -1,0 +1,90 @@
+"""Per-asset state: the window of recent records and the alert-rule state, bounded in number.
+
+The table keeps at most `max_assets` assets; the least recently seen one is evicted when a new
+asset arrives at the limit, so memory stays flat however many asset ids the stream carries.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.alerts import RuleState
+
+
+class WindowBuffer:
+    """The last `window` records of one asset, readable as one contiguous (window, F) view.
+
+    Each record is written twice, at i and i + window of a (2 * window, F) array, so the latest
+    `window` records always lie in one slice: O(1) per record, no copying on push.
+    """
+
+    __slots__ = ("_data", "_pos", "count", "window")
+
+    def __init__(self, window: int, n_features: int) -> None:
+        self.window = window
+        self._data = np.zeros((2 * window, n_features), dtype=np.float64)
+        self._pos = 0
+        self.count = 0
+
+    def push(self, values: Sequence[float]) -> npt.NDArray[np.float64] | None:
+        """Append a record; the full window ending at it (a view, valid until the next push),
+        or None while fewer than `window` records have been seen."""
+        w = self.window
+        self._data[self._pos] = values
+        self._data[self._pos + w] = values
+        self._pos = (self._pos + 1) % w
+        self.count += 1
+        if self.count < w:
+            return None
+        return self._data[self._pos : self._pos + w]
+
+
+@dataclass
+class AssetState:
+    """Everything the worker remembers about one asset."""
+
+    buffer: WindowBuffer
+    rules: RuleState = field(default_factory=RuleState)
+
+
+class AssetTable:
+    """Asset id -> AssetState, least recently seen first, at most `max_assets` entries."""
+
+    def __init__(self, max_assets: int, window: int, n_features: int) -> None:
+        self.max_assets = max_assets
+        self.window = window
+        self.n_features = n_features
+        self._states: OrderedDict[str, AssetState] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._states)
+
+    def __iter__(self) -> Iterator[tuple[str, AssetState]]:
+        return iter(self._states.items())
+
+    def get(self, asset_id: str) -> tuple[AssetState, tuple[str, AssetState] | None]:
+        """The asset's state (created if new), and the (id, state) evicted to make room, if any."""
+        state = self._states.get(asset_id)
+        if state is not None:
+            self._states.move_to_end(asset_id)
+            return state, None
+        evicted = None
+        if len(self._states) >= self.max_assets:
+            evicted = self._states.popitem(last=False)
+        state = AssetState(WindowBuffer(self.window, self.n_features))
+        self._states[asset_id] = state
+        return state, evicted
+
+    def reshape(self, window: int, n_features: int) -> None:
+        """Start every window afresh for a model with another window length or features.
+
+        Alert-rule state (open episodes) is kept: the asset is still in the same episode.
+        """
+        self.window, self.n_features = window, n_features
+        for state in self._states.values():
+            state.buffer = WindowBuffer(window, n_features)

@@ -1,0 +1,39 @@
+"""Fatal worker errors and the exit codes they end the process with.
+
+A bad record is never fatal (it is dead-lettered). These are: the batch's results could not
+be published, or its offsets could not be committed. The batch is then not committed, the
+process exits with the code below, Kubernetes restarts it, and the batch is read again.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Process exit codes; each names the class of failure."""
+
+    OK = 0
+    BAD_SETTINGS = 2
+    MODEL_REFUSED = 4
+    PUBLISH_FAILED = 5
+    COMMIT_FAILED = 6
+    INTERRUPTED = 130
+
+
+class FatalError(Exception):
+    """Ends the worker with `exit_code` after the cause is logged; the batch is not committed."""
+
+    exit_code = ExitCode.PUBLISH_FAILED
+
+
+class PublishError(FatalError):
+    """Alerts or dead letters were not acknowledged by the broker."""
+
+    exit_code = ExitCode.PUBLISH_FAILED
+
+
+class CommitError(FatalError):
+    """The consumer group refused or failed the offset commit."""
+
+    exit_code = ExitCode.COMMIT_FAILED

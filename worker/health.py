@@ -1,0 +1,90 @@
+"""One HTTP port for Prometheus and Kubernetes: /metrics, /livez and /readyz."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+
+class Health:
+    """What the probes read: the loop's heartbeat and whether the worker can serve."""
+
+    def __init__(self, liveness_timeout_s: float, clock: Callable[[], float] = time.monotonic):
+        self.liveness_timeout_s = liveness_timeout_s
+        self.clock = clock
+        self.last_beat = clock()
+        self.model_loaded = False
+        self.partitions_assigned = False
+
+    def beat(self) -> None:
+        """The loop is alive: called once per iteration."""
+        self.last_beat = self.clock()
+
+    @property
+    def live(self) -> bool:
+        return self.clock() - self.last_beat <= self.liveness_timeout_s
+
+    @property
+    def ready(self) -> bool:
+        return self.model_loaded and self.partitions_assigned
+
+
+class HealthServer:
+    """Serves the registry and the probes from a daemon thread; port 0 picks a free port."""
+
+    def __init__(self, host: str, port: int, registry: CollectorRegistry, health: Health) -> None:
+        handler = _handler(registry, health)
+        self.server = ThreadingHTTPServer((host, port), handler)
+        self.server.daemon_threads = True
+        self.port = int(self.server.server_address[1])
+        self._thread = threading.Thread(
+            target=self.server.serve_forever, name="health-http", daemon=True
+        )
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = self.path.split("?", 1)[0]
+            if path == "/metrics":
+                self._send(200, generate_latest(registry), CONTENT_TYPE_LATEST)
+            elif path == "/livez":
+                ok = health.live
+                self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
+            elif path == "/readyz":
+                if health.ready:
+                    self._send(200, b"ready\n")
+                else:
+                    missing = [
+                        what
+                        for what, ok in (("model", health.model_loaded),
+                                         ("partitions", health.partitions_assigned))
+                        if not ok
+                    ]  # fmt: skip
+                    self._send(503, f"not ready: no {' and no '.join(missing)}\n".encode())
+            else:
+                self._send(404, b"not found\n")
+
+        def _send(self, code: int, body: bytes, content_type: str = "text/plain") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: object) -> None:
+            """Probes every few seconds would flood the log; stay quiet."""
+
+    return Handler

@@ -1,0 +1,108 @@
+"""Every metric the worker exports, in one place, on an injectable registry.
+
+Base units (seconds), `_total` counters, label values bounded and created at start so that
+every series exists from the first scrape.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+OUTCOMES = ("scored", "dead_lettered", "warming_up")
+DEAD_LETTER_REASONS = (
+    "empty", "too_large", "not_utf8", "not_json", "not_object", "bad_asset_id", "bad_ts",
+    "bad_values", "missing_feature", "non_numeric", "non_finite",
+)  # fmt: skip
+EVENT_TYPES = ("open", "resolve")
+STAGES = ("poll", "decode", "score", "publish", "commit")
+
+_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LAG_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400)
+_SCORES = tuple(10.0**e for e in range(-4, 5)) + tuple(3 * 10.0**e for e in range(-4, 4))
+_BATCH = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+class Metrics:
+    """The worker's metrics. Pass a fresh CollectorRegistry in tests and read it back."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        r = self.registry = registry if registry is not None else CollectorRegistry()
+        self.records = Counter(
+            "anomaly_records", "Input records by outcome.", ["outcome"], registry=r
+        )
+        self.dead_letters = Counter(
+            "anomaly_dead_letters", "Records sent to the dead-letter topic, by reason.",
+            ["reason"], registry=r,
+        )  # fmt: skip
+        self.outliers = Counter(
+            "anomaly_outliers", "Scored records above the threshold.", registry=r
+        )
+        self.alert_events = Counter(
+            "anomaly_alert_events", "Alert events published, by type.", ["type"], registry=r
+        )
+        self.open_episodes = Gauge("anomaly_open_episodes", "Alert episodes open now.", registry=r)
+        self.stage_seconds = Histogram(
+            "anomaly_stage_seconds", "Time per batch spent in each stage.", ["stage"],
+            buckets=_SECONDS, registry=r,
+        )  # fmt: skip
+        self.batch_records = Histogram(
+            "anomaly_batch_records", "Records per batch.", buckets=_BATCH, registry=r
+        )
+        self.decision_lag = Histogram(
+            "anomaly_decision_lag_seconds",
+            "From a record's own timestamp to the commit of its decision.",
+            buckets=_LAG_SECONDS, registry=r,
+        )  # fmt: skip
+        self.score = Histogram(
+            "anomaly_score", "Scores of scored records.", buckets=sorted(_SCORES), registry=r
+        )
+        self.threshold = Gauge("anomaly_threshold", "The current model's threshold.", registry=r)
+        self.model_info = Gauge(
+            "anomaly_model_info", "The model version in service (value 1).", ["version"],
+            registry=r,
+        )  # fmt: skip
+        self.model_created = Gauge(
+            "anomaly_model_created_timestamp_seconds",
+            "When the model in service was trained.", registry=r,
+        )  # fmt: skip
+        self.model_loads = Counter(
+            "anomaly_model_loads", "Model versions loaded and swapped in.", registry=r
+        )
+        self.model_load_failures = Counter(
+            "anomaly_model_load_failures", "Model versions refused at load.", registry=r
+        )
+        self.consumer_lag = Gauge(
+            "anomaly_consumer_lag_records", "Records behind the end of each assigned partition.",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+        self.assets_tracked = Gauge(
+            "anomaly_assets_tracked", "Assets with state in memory.", registry=r
+        )
+        self.assets_evicted = Counter(
+            "anomaly_assets_evicted", "Assets evicted at the max_assets limit.", registry=r
+        )
+        self.ready = Gauge("anomaly_ready", "1 when a model is loaded and partitions assigned.",
+                           registry=r)  # fmt: skip
+        self.last_batch = Gauge(
+            "anomaly_last_batch_timestamp_seconds", "When the last batch was committed.",
+            registry=r,
+        )  # fmt: skip
+        for outcome in OUTCOMES:
+            self.records.labels(outcome)
+        for reason in DEAD_LETTER_REASONS:
+            self.dead_letters.labels(reason)
+        for kind in EVENT_TYPES:
+            self.alert_events.labels(kind)
+        for stage in STAGES:
+            self.stage_seconds.labels(stage)
+        self._model_version: str | None = None
+
+    def set_model(self, version: str, threshold: float, created_at: float) -> None:
+        """Show `version` as the model in service (and no other)."""
+        if self._model_version is not None:
+            self.model_info.remove(self._model_version)
+        self.model_info.labels(version).set(1)
+        self._model_version = version
+        self.threshold.set(threshold)
+        self.model_created.set(created_at)
+        self.model_loads.inc()

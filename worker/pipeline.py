@@ -1,0 +1,211 @@
+"""The pure core of the worker: a batch of raw records in, messages and offsets out.
+
+decode + validate -> per-asset window -> one forward pass -> threshold -> alert rules.
+No I/O: the runner polls, publishes what `process` returns, then commits its offsets.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from worker.alerts import Episode, EventContext, EventType, SourceRef, event_json
+from worker.assets import AssetState, AssetTable
+from worker.model import Artifact
+from worker.records import RecordError, decode_record
+from worker.settings import AlertSettings, BatchSettings, TopicSettings
+
+
+class SourceRecord(Protocol):
+    """What the worker reads of a Kafka record (kafka-python's ConsumerRecord fits)."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A message to publish: an alert event or a dead letter."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class BatchResult:
+    """What one batch produced: messages to publish, then offsets to commit."""
+
+    messages: list[Outbound] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    scored: int = 0
+    warming_up: int = 0
+    outliers: int = 0
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    events: Counter[str] = field(default_factory=Counter)
+    evicted: int = 0
+    scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
+    record_times: list[float] = field(default_factory=list)
+    decode_s: float = 0.0
+    score_s: float = 0.0
+
+
+@dataclass
+class _Scoring:
+    state: AssetState
+    asset_id: str
+    ts: datetime
+    ref: SourceRef
+
+
+class BatchProcessor:
+    """Turns batches of raw records into alert events and dead letters with one model.
+
+    Keeps per-asset windows and alert state between batches (bounded by max_assets). Records
+    are handled in the order given, so each asset's records keep their order.
+    """
+
+    def __init__(
+        self,
+        topics: TopicSettings,
+        batch: BatchSettings,
+        alerts: AlertSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.topics, self.batch, self.alerts = topics, batch, alerts
+        self.clock = clock
+        self.model: Artifact | None = None
+        self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
+        self.open_episodes = 0
+
+    def set_model(self, artifact: Artifact) -> None:
+        """Score with `artifact` from the next batch on; windows restart if their shape changes."""
+        shape = (artifact.manifest.window, len(artifact.manifest.features))
+        if self.model is None or shape != (self.assets.window, self.assets.n_features):
+            self.assets.reshape(*shape)
+        self.model = artifact
+
+    def process(self, records: Sequence[SourceRecord]) -> BatchResult:
+        """Decode, score and apply the alert rules to a batch. Never raises on bad records."""
+        if self.model is None:
+            raise RuntimeError("process() before set_model()")
+        manifest = self.model.manifest
+        result = BatchResult()
+        started = time.perf_counter()
+        context = EventContext(
+            model_version=manifest.model_version,
+            threshold=manifest.threshold.value,
+            features=manifest.features,
+            top_features=self.alerts.top_features,
+            detected_at=datetime.fromtimestamp(self.clock(), UTC),
+        )
+        windows = np.empty((len(records), manifest.window, len(manifest.features)))
+        pending: list[_Scoring] = []
+        for record in records:
+            result.offsets[(record.topic, record.partition)] = record.offset + 1
+            ref = SourceRef(record.topic, record.partition, record.offset)
+            value = record.value
+            try:
+                if value is None:
+                    raise RecordError("empty", "record has no value (a tombstone)")
+                if len(value) > self.batch.max_record_bytes:
+                    raise RecordError(
+                        "too_large",
+                        f"record is {len(value)} bytes, over the limit of "
+                        f"{self.batch.max_record_bytes}",
+                    )
+                decoded = decode_record(value, manifest.features)
+            except RecordError as exc:
+                result.dead_letters[exc.reason] += 1
+                result.messages.append(self._dead_letter(record, exc, context.detected_at))
+                continue
+            state, evicted = self.assets.get(decoded.asset_id)
+            if evicted is not None:
+                result.evicted += 1
+                self._close_evicted(*evicted, context, result)
+            result.record_times.append(decoded.ts.timestamp())
+            window = state.buffer.push(decoded.values)
+            if window is None:
+                result.warming_up += 1
+                continue
+            windows[len(pending)] = window
+            pending.append(_Scoring(state, decoded.asset_id, decoded.ts, ref))
+        result.decode_s = time.perf_counter() - started
+
+        started = time.perf_counter()
+        scores = self.model.detector.score(windows[: len(pending)]) if pending else None
+        result.score_s = time.perf_counter() - started
+        if scores is None:
+            return result
+        result.scored = len(pending)
+        result.scores = scores.score
+        above = self.model.threshold.exceeds(scores.score)
+        result.outliers = int(above.sum())
+        k, m = self.alerts.open_after, self.alerts.resolve_after
+        for i, item in enumerate(pending):
+            score = float(scores.score[i])
+            change = item.state.rules.observe(item.ts, item.ref, score, bool(above[i]), k, m)
+            if change is not None:
+                kind, episode = change
+                self._event(result, kind, episode, item, score, scores.shares[i], context)
+        return result
+
+    def _event(
+        self,
+        result: BatchResult,
+        kind: EventType,
+        episode: Episode,
+        item: _Scoring,
+        score: float,
+        shares: npt.NDArray[np.float64],
+        context: EventContext,
+    ) -> None:
+        value = event_json(kind, episode, item.asset_id, item.ts, item.ref, score, shares, context)
+        result.messages.append(Outbound(self.topics.alerts, item.asset_id.encode(), value))
+        result.events[kind] += 1
+        self.open_episodes += 1 if kind == "open" else -1
+
+    def _close_evicted(
+        self, asset_id: str, state: AssetState, context: EventContext, result: BatchResult
+    ) -> None:
+        """An evicted asset's open episode is resolved now, marked so, rather than forgotten."""
+        episode = state.rules.episode
+        if episode is None:
+            return
+        ref = SourceRef(self.topics.input, -1, -1)
+        value = event_json(
+            "resolve", episode, asset_id, episode.ended_at, ref, episode.peak_score, None,
+            context, reason="evicted",
+        )  # fmt: skip
+        result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
+        result.events["resolve"] += 1
+        self.open_episodes -= 1
+
+    def _dead_letter(self, record: SourceRecord, exc: RecordError, now: datetime) -> Outbound:
+        envelope = {
+            "reason": exc.reason,
+            "error": str(exc),
+            "source": {"topic": record.topic, "partition": record.partition,
+                       "offset": record.offset},
+            "key": base64.b64encode(record.key).decode() if record.key is not None else None,
+            "value": base64.b64encode(record.value).decode() if record.value is not None else None,
+            "dead_lettered_at": now.isoformat().replace("+00:00", "Z"),
+        }  # fmt: skip
+        return Outbound(self.topics.dead_letters, record.key, json.dumps(envelope).encode())

@@ -1,0 +1,212 @@
+"""The worker's loop: poll -> process -> publish -> flush -> commit, until told to stop.
+
+Signal handlers only set a flag, checked between batches, so the batch in hand is always
+finished (published, flushed, committed) before the worker leaves the group and exits 0.
+A second SIGINT exits at once. `run()` also stops by itself after `max_batches` batches or
+`idle_timeout_s` without records, which is how tests drive the real loop.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from types import FrameType
+from typing import Protocol
+
+from worker.errors import ExitCode, FatalError
+from worker.health import Health, HealthServer
+from worker.metrics import Metrics
+from worker.model import ModelStore
+from worker.pipeline import BatchProcessor, BatchResult, Outbound, SourceRecord
+from worker.reload import ModelWatcher
+from worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class Source(Protocol):
+    """Where batches come from and where their offsets are committed (see kafka_io)."""
+
+    def poll(self, timeout_ms: int, max_records: int) -> Sequence[SourceRecord]: ...
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
+    def assigned(self) -> bool: ...
+    def lag(self) -> dict[tuple[str, int], int]: ...
+    def close(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Where alert events and dead letters go; `publish` returns once all are acknowledged."""
+
+    def publish(self, messages: Sequence[Outbound]) -> None: ...
+    def close(self) -> None: ...
+
+
+def _kafka_source(settings: WorkerSettings) -> Source:
+    from worker.kafka_io import KafkaSource
+
+    return KafkaSource(settings)
+
+
+def _kafka_sink(settings: WorkerSettings) -> Sink:
+    from worker.kafka_io import KafkaSink
+
+    return KafkaSink(settings)
+
+
+class Worker:
+    """One worker process: the model watcher, the batch processor, Kafka I/O and the probes."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        metrics: Metrics | None = None,
+        source: Callable[[WorkerSettings], Source] = _kafka_source,
+        sink: Callable[[WorkerSettings], Sink] = _kafka_sink,
+        serve_http: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.health = Health(settings.http.liveness_timeout_s)
+        self.watcher = ModelWatcher(
+            ModelStore(settings.store.path), settings.store.reload_interval_s, self.metrics
+        )
+        self.processor = BatchProcessor(settings.topics, settings.batch, settings.alerts)
+        self._make_source, self._make_sink = source, sink
+        self._serve_http = serve_http
+        self.http: HealthServer | None = None
+        self._stop = threading.Event()
+        self._interrupts = 0
+
+    def stop(self) -> None:
+        """Ask the loop to finish the batch in hand and return (safe from any thread)."""
+        self._stop.set()
+
+    def run(self, max_batches: int | None = None, idle_timeout_s: float | None = None) -> ExitCode:
+        """Run until stopped, `max_batches` batches, or `idle_timeout_s` without records."""
+        restore = self._install_signal_handlers()
+        if self._serve_http:
+            http = self.settings.http
+            self.http = HealthServer(http.host, http.port, self.metrics.registry, self.health)
+            self.http.start()
+            log.info("metrics and probes on port %d: /metrics /livez /readyz", self.http.port)
+        source: Source | None = None
+        sink: Sink | None = None
+        batches, idle_since = 0, time.monotonic()
+        try:
+            while not self._stop.is_set():
+                self.health.beat()
+                artifact = self.watcher.poll()
+                if artifact is not None:
+                    self.processor.set_model(artifact)
+                    self.health.model_loaded = True
+                if self.processor.model is None:
+                    self._stop.wait(min(self.settings.store.reload_interval_s, 1.0))
+                elif source is None or sink is None:
+                    sink, source = self._make_sink(self.settings), self._make_source(self.settings)
+                    idle_since = time.monotonic()
+                    continue
+                else:
+                    if self._batch(source, sink):
+                        batches, idle_since = batches + 1, time.monotonic()
+                        if max_batches is not None and batches >= max_batches:
+                            break
+                if idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+                    break
+            log.info("stopping after %d batches: offsets committed, leaving the group", batches)
+            return ExitCode.OK
+        except FatalError as exc:
+            log.error("fatal: %s; the batch was not committed and will be read again", exc)
+            return exc.exit_code
+        finally:
+            self.health.partitions_assigned = False
+            self.metrics.ready.set(0)
+            for closeable in (source, sink):
+                if closeable is not None:
+                    try:
+                        closeable.close()
+                    except Exception:
+                        log.exception("error while closing %s", type(closeable).__name__)
+            if self.http is not None:
+                self.http.stop()
+            restore()
+
+    def _batch(self, source: Source, sink: Sink) -> bool:
+        """Poll one batch and see it through to the commit; False when nothing came."""
+        settings, metrics = self.settings, self.metrics
+        started = time.perf_counter()
+        records = source.poll(settings.batch.max_wait_ms, settings.batch.size)
+        poll_s = time.perf_counter() - started
+        self.health.partitions_assigned = source.assigned()
+        metrics.ready.set(1 if self.health.ready else 0)
+        if not records:
+            return False
+        result = self.processor.process(records)
+        started = time.perf_counter()
+        sink.publish(result.messages)
+        publish_s = time.perf_counter() - started
+        started = time.perf_counter()
+        source.commit(result.offsets)
+        commit_s = time.perf_counter() - started
+        self._observe(result, len(records), poll_s, publish_s, commit_s, source)
+        return True
+
+    def _observe(
+        self,
+        result: BatchResult,
+        n: int,
+        poll_s: float,
+        publish_s: float,
+        commit_s: float,
+        source: Source,
+    ) -> None:
+        m = self.metrics
+        m.records.labels("scored").inc(result.scored)
+        m.records.labels("warming_up").inc(result.warming_up)
+        m.records.labels("dead_lettered").inc(sum(result.dead_letters.values()))
+        for reason, count in result.dead_letters.items():
+            m.dead_letters.labels(reason).inc(count)
+        for kind, count in result.events.items():
+            m.alert_events.labels(kind).inc(count)
+        m.outliers.inc(result.outliers)
+        for stage, seconds in (
+            ("poll", poll_s), ("decode", result.decode_s), ("score", result.score_s),
+            ("publish", publish_s), ("commit", commit_s),
+        ):  # fmt: skip
+            m.stage_seconds.labels(stage).observe(seconds)
+        m.batch_records.observe(n)
+        now = time.time()
+        for ts in result.record_times:
+            m.decision_lag.observe(now - ts)
+        for score in result.scores.tolist():
+            m.score.observe(score)
+        m.open_episodes.set(self.processor.open_episodes)
+        m.assets_tracked.set(len(self.processor.assets))
+        m.assets_evicted.inc(result.evicted)
+        for (topic, partition), lag in source.lag().items():
+            m.consumer_lag.labels(topic, str(partition)).set(lag)
+        m.last_batch.set(now)
+
+    def _install_signal_handlers(self) -> Callable[[], None]:
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+
+        def on_signal(signum: int, frame: FrameType | None) -> None:
+            if signum == signal.SIGINT:
+                self._interrupts += 1
+                if self._interrupts > 1:
+                    os._exit(ExitCode.INTERRUPTED)
+            log.info("%s: draining (finish the batch, commit, leave the group)",
+                     signal.Signals(signum).name)  # fmt: skip
+            self._stop.set()
+
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+
+        def restore() -> None:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+        return restore

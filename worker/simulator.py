@@ -1,0 +1,163 @@
+"""A simulated fleet of pumps: correlated sensors, noise, and injected faults.
+
+Each pump's six sensors are a fixed linear mix of two hidden factors (a slow oscillation of
+the duty cycle and a stationary AR(1) load), plus independent noise, each in its own units.
+`pressure` and `flow` follow the same factor closely, so breaking their correlation is a fault
+that no single sensor's range reveals. Used by the demo, the tests and the benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Literal
+
+import numpy as np
+
+from worker.model.features import FloatArray
+
+FEATURES = ("pressure", "flow", "current", "vibration", "temperature", "speed")
+N_FEATURES = len(FEATURES)
+_MIX = np.array([[1.0, 0.2], [0.95, 0.25], [0.3, 1.0], [-0.6, 0.5], [0.1, -0.9], [0.7, 0.7]])
+_OFFSET = np.array([5.0, 20.0, -3.0, 100.0, 0.0, 50.0])
+_UNIT = np.array([1.0, 4.0, 0.5, 10.0, 2.0, 30.0])
+NOISE = 0.1
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+FaultKind = Literal["spike", "drift", "stuck", "broken_correlation"]
+FAULT_KINDS: tuple[FaultKind, ...] = ("spike", "drift", "stuck", "broken_correlation")
+
+
+def clean_rows(n: int, seed: int) -> FloatArray:
+    """n consecutive clean readings (n, N_FEATURES) of one pump, from a stationary process."""
+    rng = np.random.default_rng(seed)
+    phase = rng.uniform(0, 2 * np.pi)
+    t = np.arange(n)
+    slow = np.sin(2 * np.pi * t / 97.0 + phase)
+    ar = np.empty(n)
+    ar[0] = rng.normal()
+    shocks = rng.normal(scale=np.sqrt(1 - 0.95**2), size=n)
+    for i in range(1, n):
+        ar[i] = 0.95 * ar[i - 1] + shocks[i]
+    latent = np.stack([slow, ar], axis=1)
+    standard = latent @ _MIX.T + rng.normal(scale=NOISE, size=(n, N_FEATURES))
+    return np.asarray(standard * _UNIT + _OFFSET, dtype=np.float64)
+
+
+def sensor_std(rows: FloatArray) -> FloatArray:
+    """Each sensor's standard deviation over `rows`."""
+    return np.asarray(rows.std(axis=0), dtype=np.float64)
+
+
+def spike(rows: FloatArray, sensor: int, at: np.ndarray, size: float = 8.0) -> FloatArray:
+    """Spikes of `size` standard deviations on one sensor at the rows `at`."""
+    out = rows.copy()
+    out[at, sensor] += size * sensor_std(rows)[sensor]
+    return out
+
+
+def drift(rows: FloatArray, sensor: int, size: float = 6.0) -> FloatArray:
+    """A ramp from 0 to `size` standard deviations over all rows on one sensor."""
+    out = rows.copy()
+    out[:, sensor] += np.linspace(0, size, len(rows)) * sensor_std(rows)[sensor]
+    return out
+
+
+def stuck(rows: FloatArray, sensor: int) -> FloatArray:
+    """One sensor frozen at its first value while the others move on."""
+    out = rows.copy()
+    out[:, sensor] = rows[0, sensor]
+    return out
+
+
+def broken_correlation(rows: FloatArray, seed: int) -> FloatArray:
+    """`flow` decouples from `pressure`: same range, values from elsewhere in time."""
+    out = rows.copy()
+    out[:, 1] = np.random.default_rng(seed).permutation(rows[:, 1])
+    return out
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault injected into one pump's readings [start, end) (indices into its stream)."""
+
+    asset_id: str
+    kind: FaultKind
+    sensor: str
+    start: int
+    end: int
+    start_ts: datetime
+    end_ts: datetime  # the timestamp of the last faulty reading
+
+
+def inject(rows: FloatArray, fault: Fault, seed: int) -> FloatArray:
+    """`rows` with `fault` applied to its rows [start, end)."""
+    out = rows.copy()
+    segment = out[fault.start : fault.end]
+    sensor = FEATURES.index(fault.sensor)
+    if fault.kind == "spike":
+        segment = spike(segment, sensor, np.arange(len(segment)))
+    elif fault.kind == "drift":
+        segment = drift(segment, sensor)
+    elif fault.kind == "stuck":
+        segment = stuck(segment, sensor)
+    else:
+        segment = broken_correlation(segment, seed)
+    out[fault.start : fault.end] = segment
+    return out
+
+
+def timestamp(index: int, start: datetime = START) -> datetime:
+    """The simulated time of a pump's index-th reading (one per second from `start`)."""
+    return start + timedelta(seconds=index)
+
+
+def asset_name(i: int) -> str:
+    return f"pump-{i:02d}"
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """`n_assets` pumps, each with its own seed; readings one per second per pump."""
+
+    n_assets: int = 8
+    seed: int = 0
+    start: datetime = START
+
+    def rows(self, asset: int, n: int) -> FloatArray:
+        return clean_rows(n, seed=self.seed * 10_000 + asset)
+
+    def faults(self, n: int, first: int = 100, length: int = 60) -> list[Fault]:
+        """One fault per pump, kinds in turn, each `length` readings from `first` on
+        (spikes last 6 readings: a burst, not one blip)."""
+        out = []
+        for i in range(self.n_assets):
+            kind = FAULT_KINDS[i % len(FAULT_KINDS)]
+            sensor = {"spike": "vibration", "drift": "temperature", "stuck": "current",
+                      "broken_correlation": "flow"}[kind]  # fmt: skip
+            span = 6 if kind == "spike" else length
+            at = min(first + 17 * i, n - span)
+            out.append(
+                Fault(asset_name(i), kind, sensor, at, at + span,
+                      timestamp(at, self.start), timestamp(at + span - 1, self.start))
+            )  # fmt: skip
+        return out
+
+    def records(self, n: int, faults: Sequence[Fault] = ()) -> Iterator[tuple[str, bytes]]:
+        """(asset_id, JSON record) for n readings of every pump, interleaved in time order."""
+        by_asset = {f.asset_id: f for f in faults}
+        series = []
+        for i in range(self.n_assets):
+            rows = self.rows(i, n)
+            fault = by_asset.get(asset_name(i))
+            if fault is not None:
+                rows = inject(rows, fault, seed=self.seed + i)
+            series.append(rows)
+        for t in range(n):
+            ts = timestamp(t, self.start).isoformat().replace("+00:00", "Z")
+            for i, rows in enumerate(series):
+                values = dict(zip(FEATURES, rows[t].tolist(), strict=True))
+                record = {"asset_id": asset_name(i), "ts": ts, "values": values}
+                yield asset_name(i), json.dumps(record).encode()
