@@ -31,7 +31,9 @@ class WindowBuffer:
         self._pos = 0
         self.count = 0
 
-    def push(self, values: Sequence[float]) -> npt.NDArray[np.float64] | None:
+    def push(
+        self, values: Sequence[float] | npt.NDArray[np.float64]
+    ) -> npt.NDArray[np.float64] | None:
         """Append a record; the full window ending at it (a view, valid until the next push),
         or None while fewer than `window` records have been seen."""
         w = self.window

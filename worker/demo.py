@@ -105,8 +105,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"streaming {args.readings * args.assets} readings with {len(faults)} faults "
             f"and {len(MALFORMED)} malformed records")  # fmt: skip
         producer = make_producer(kafka)
-        for i, (asset, record) in enumerate(live.records(args.readings, faults)):
-            producer.send(topics.input, key=asset.encode(), value=record)
+        for i, (key, record) in enumerate(live.records(args.readings, faults)):
+            producer.send(topics.input, key=key, value=record)
             if i == 50:
                 for bad in MALFORMED:
                     producer.send(topics.input, key=b"pump-00", value=bad)

@@ -145,7 +145,7 @@ class KafkaSink:
         try:
             futures = [self.producer.send(m.topic, key=m.key, value=m.value) for m in messages]
             self.producer.flush(timeout=self.timeout_s)
-        except KafkaError as exc:
+        except Exception as exc:  # whatever the client raises, the batch was not published
             raise PublishError(f"publishing {len(messages)} messages failed: {exc!r}") from exc
         for future in futures:
             if not future.is_done:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "WORKER_"
 NESTED_DELIMITER = "__"
@@ -58,13 +58,16 @@ class KafkaSettings(_Part):
         return tuple(int(p) for p in self.api_version.split(".")) if self.api_version else None
 
 
+TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+
+
 class TopicSettings(_Part):
     """Where records come from and where alerts and dead letters go."""
 
-    input: str = "sensor-readings"
-    alerts: str = "sensor-alerts"
-    dead_letters: str = "sensor-readings.dlq"
-    group: str = "anomaly-worker"
+    input: TopicName = "sensor-readings"
+    alerts: TopicName = "sensor-alerts"
+    dead_letters: TopicName = "sensor-readings.dlq"
+    group: str = Field(default="anomaly-worker", min_length=1)
 
 
 class BatchSettings(_Part):
@@ -113,7 +116,7 @@ class WorkerSettings(BaseSettings):
     alerts: AlertSettings = AlertSettings()
     http: HttpSettings = HttpSettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    log_format: Annotated[Literal["json", "text"], NoDecode] = "json"
+    log_format: Literal["json", "text"] = "json"
 
     def masked(self) -> dict[str, Any]:
         """The effective settings for the log: secrets appear as '**********'."""

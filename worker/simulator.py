@@ -145,8 +145,9 @@ class Fleet:
             )  # fmt: skip
         return out
 
-    def records(self, n: int, faults: Sequence[Fault] = ()) -> Iterator[tuple[str, bytes]]:
-        """(asset_id, JSON record) for n readings of every pump, interleaved in time order."""
+    def records(self, n: int, faults: Sequence[Fault] = ()) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) of n input records of every pump, interleaved in time order; the key
+        is the asset id."""
         by_asset = {f.asset_id: f for f in faults}
         series = []
         for i in range(self.n_assets):
@@ -160,4 +161,4 @@ class Fleet:
             for i, rows in enumerate(series):
                 values = dict(zip(FEATURES, rows[t].tolist(), strict=True))
                 record = {"asset_id": asset_name(i), "ts": ts, "values": values}
-                yield asset_name(i), json.dumps(record).encode()
+                yield asset_name(i).encode(), json.dumps(record).encode()

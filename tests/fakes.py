@@ -1,0 +1,79 @@
+"""In-memory stand-ins for Kafka, for unit tests of the pure core and the runner."""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from worker.errors import CommitError, PublishError
+from worker.pipeline import Outbound
+
+
+@dataclass(frozen=True)
+class FakeRecord:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def as_records(
+    messages: Iterable[tuple[bytes | None, bytes | None]], topic: str = "in", partitions: int = 3
+) -> list[FakeRecord]:
+    """Records as a broker would hold them: partition by key, offsets counting per partition."""
+    next_offset = [0] * partitions
+    out = []
+    for key, value in messages:
+        p = zlib.crc32(key or b"") % partitions
+        out.append(FakeRecord(topic, p, next_offset[p], key, value))
+        next_offset[p] += 1
+    return out
+
+
+@dataclass
+class FakeSource:
+    """Serves records in batches; records what was committed."""
+
+    records: list[FakeRecord]
+    fail_commit: bool = False
+    committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    closed: bool = False
+    _position: int = 0
+
+    def poll(self, timeout_ms: int, max_records: int) -> Sequence[FakeRecord]:
+        batch = self.records[self._position : self._position + max_records]
+        self._position += len(batch)
+        return batch
+
+    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        if self.fail_commit:
+            raise CommitError("the group coordinator is gone")
+        self.committed.update(offsets)
+
+    def assigned(self) -> bool:
+        return True
+
+    def lag(self) -> dict[tuple[str, int], int]:
+        return {("in", 0): len(self.records) - self._position}
+
+    def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeSink:
+    """Collects published messages; can be told to fail."""
+
+    fail: bool = False
+    messages: list[Outbound] = field(default_factory=list)
+    closed: bool = False
+
+    def publish(self, messages: Sequence[Outbound]) -> None:
+        if self.fail:
+            raise PublishError("the alerts topic is unwritable")
+        self.messages.extend(messages)
+
+    def close(self) -> None:
+        self.closed = True

@@ -1,0 +1,47 @@
+import numpy as np
+
+from worker.assets import AssetTable, WindowBuffer
+
+
+def test_window_buffer_holds_the_latest_records_in_order() -> None:
+    rows = np.arange(30.0).reshape(10, 3)
+    buffer = WindowBuffer(window=4, n_features=3)
+    for i, row in enumerate(rows):
+        window = buffer.push(row)
+        if i < 3:
+            assert window is None  # warming up: fewer than 4 records seen
+        else:
+            assert window is not None
+            np.testing.assert_array_equal(window, rows[i - 3 : i + 1])
+
+
+def test_window_of_one_is_the_record_itself() -> None:
+    buffer = WindowBuffer(window=1, n_features=2)
+    for row in ([1.0, 2.0], [3.0, 4.0]):
+        window = buffer.push(row)
+        assert window is not None
+        np.testing.assert_array_equal(window, [row])
+
+
+def test_table_evicts_the_least_recently_seen_asset() -> None:
+    table = AssetTable(max_assets=2, window=1, n_features=1)
+    a, evicted = table.get("a")
+    assert evicted is None
+    table.get("b")
+    assert table.get("a")[0] is a  # touching a makes b the least recently seen
+    _, evicted = table.get("c")
+    assert evicted is not None
+    assert evicted[0] == "b"
+    assert [asset for asset, _ in table] == ["a", "c"]
+    assert len(table) == 2
+
+
+def test_reshape_restarts_windows_but_keeps_alert_state() -> None:
+    table = AssetTable(max_assets=10, window=1, n_features=2)
+    state, _ = table.get("a")
+    state.buffer.push([1.0, 2.0])
+    state.rules.above_run = 2
+    table.reshape(window=3, n_features=4)
+    assert state.buffer.window == 3
+    assert state.buffer.count == 0
+    assert state.rules.above_run == 2

@@ -1,0 +1,141 @@
+"""The pure core: a batch of raw records in, alert events, dead letters and offsets out."""
+
+import base64
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Trained
+from tests.fakes import FakeRecord, as_records
+from worker.model import Artifact, ModelStore
+from worker.pipeline import BatchProcessor, BatchResult
+from worker.settings import AlertSettings, BatchSettings, TopicSettings
+from worker.simulator import Fleet
+
+TOPICS = TopicSettings(input="in", alerts="alerts", dead_letters="dlq")
+
+
+def processor(artifact: Artifact, **alerts: int) -> BatchProcessor:
+    p = BatchProcessor(TOPICS, BatchSettings(max_record_bytes=2048), AlertSettings(**alerts))
+    p.set_model(artifact)
+    return p
+
+
+def events(result: BatchResult) -> list[dict[str, object]]:
+    return [json.loads(m.value) for m in result.messages if m.topic == "alerts"]
+
+
+def good(asset: str, i: int) -> bytes:
+    values = dict.fromkeys(("pressure", "flow", "current", "vibration", "temperature"), 1.0)
+    values["speed"] = 2.0
+    return json.dumps(
+        {"asset_id": asset, "ts": f"2026-11-21T10:00:{i:02d}Z", "values": values}
+    ).encode()
+
+
+MALFORMED = {
+    "empty": None,
+    "too_large": b"{" + b" " * 4096 + b"}",
+    "not_utf8": b"\xff\xfe",
+    "not_json": b"{oops",
+    "not_object": b"[]",
+    "bad_asset_id": b'{"ts": "2026-11-21T10:00:00Z", "values": {}}',
+    "bad_ts": b'{"asset_id": "p", "ts": "noon", "values": {}}',
+    "bad_values": b'{"asset_id": "p", "ts": "2026-11-21T10:00:00Z"}',
+    "missing_feature": b'{"asset_id": "p", "ts": "2026-11-21T10:00:00Z", "values": {"flow": 1}}',
+    "non_numeric": good("p", 0).replace(b'"speed": 2.0', b'"speed": "2.0"'),
+    "non_finite": good("p", 0).replace(b'"speed": 2.0', b'"speed": Infinity'),
+}
+
+
+@pytest.fixture(scope="module")
+def model(trained: Trained) -> Artifact:
+    return trained.store.load_current()
+
+
+def test_every_malformed_record_is_dead_lettered_and_good_ones_around_it_scored(
+    model: Artifact,
+) -> None:
+    raw: list[tuple[bytes | None, bytes | None]] = []
+    for i, value in enumerate(MALFORMED.values()):
+        raw += [(b"pump-1", good("pump-1", i)), (b"pump-1", value)]
+    records = as_records(raw, partitions=1)
+    result = processor(model).process(records)
+    assert result.scored == len(MALFORMED)
+    assert dict(result.dead_letters) == dict.fromkeys(MALFORMED, 1)
+    letters = [json.loads(m.value) for m in result.messages if m.topic == "dlq"]
+    assert [letter["reason"] for letter in letters] == list(MALFORMED)
+    for letter, record in zip(letters, records[1::2], strict=True):
+        assert letter["source"] == {"topic": "in", "partition": 0, "offset": record.offset}
+        original = record.value
+        assert letter["value"] == (base64.b64encode(original).decode() if original else None)
+        assert letter["key"] == base64.b64encode(b"pump-1").decode()
+        assert letter["error"]
+    assert result.offsets == {("in", 0): len(records)}
+
+
+def test_faults_open_and_resolve_episodes_naming_asset_and_sensor(model: Artifact) -> None:
+    fleet = Fleet(n_assets=4, seed=5)
+    faults = fleet.faults(300)
+    records = as_records(fleet.records(300, faults))
+    p = processor(model)
+    results = [p.process(records[i : i + 100]) for i in range(0, len(records), 100)]
+    opened = [e for r in results for e in events(r) if e["type"] == "open"]
+    resolved = [e for r in results for e in events(r) if e["type"] == "resolve"]
+    for fault in faults:
+        mine = [e for e in opened if e["asset_id"] == fault.asset_id]
+        assert mine, f"{fault} opened no episode"
+        top = mine[0]["top_features"]
+        assert isinstance(top, list)
+        expected = {"flow", "pressure"} if fault.kind == "broken_correlation" else {fault.sensor}
+        assert top[0]["feature"] in expected
+        assert any(e["asset_id"] == fault.asset_id for e in resolved)
+    first = opened[0]
+    assert first["model_version"] == model.version
+    assert first["threshold"] == model.threshold.value
+    assert set(first) >= {"episode_id", "ts", "source", "score", "detected_at"}
+    assert {"started_at", "ended_at", "records", "peak_score"} <= set(resolved[0])
+    assert p.open_episodes == len(opened) - len(resolved)
+
+
+def test_records_of_one_asset_keep_their_order_across_batches(
+    tmp_path: Path, publish_random: Callable[[ModelStore, str], str]
+) -> None:
+    store = ModelStore(tmp_path)
+    publish_random(store, "w2")  # window 2
+    p = processor(store.load("w2"))
+    records = as_records([(b"a", good("a", i)) for i in range(3)] + [(b"b", good("b", 0))])
+    first = p.process(records[:1])
+    assert (first.scored, first.warming_up) == (0, 1)  # a record too early to fill a window
+    rest = p.process(records[1:])
+    assert (rest.scored, rest.warming_up) == (2, 1)  # a's 2nd and 3rd; b's 1st warms up
+
+
+def test_a_new_window_length_restarts_windows(
+    model: Artifact, tmp_path: Path, publish_random: Callable[[ModelStore, str], str]
+) -> None:
+    p = processor(model)
+    assert p.process(as_records([(b"a", good("a", 0))])).scored == 1
+    store = ModelStore(tmp_path)
+    publish_random(store, "w2")
+    p.set_model(store.load("w2"))
+    after = p.process(as_records([(b"a", good("a", 1))]))
+    assert (after.scored, after.warming_up) == (0, 1)
+
+
+def test_evicting_an_asset_with_an_open_episode_resolves_it(model: Artifact) -> None:
+    fleet = Fleet(n_assets=1, seed=5)
+    fault = fleet.faults(200, first=50, length=100)[0]  # a spike burst on pump-00
+    records = as_records(fleet.records(fault.end, [fault]), partitions=1)
+    p = processor(model, max_assets=1)
+    opened = events(p.process(records))
+    assert [e["type"] for e in opened] == ["open"]
+    result = p.process([FakeRecord("in", 0, 999, b"x", good("other", 0))])
+    assert result.evicted == 1
+    [closing] = events(result)
+    assert closing["type"] == "resolve"
+    assert closing["asset_id"] == "pump-00"
+    assert closing["reason"] == "evicted"
+    assert p.open_episodes == 0

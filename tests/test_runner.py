@@ -1,0 +1,152 @@
+"""The worker's loop with in-memory Kafka: commit only after publishing, stop conditions,
+hot reload, and the metrics it leaves behind."""
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import Trained
+from tests.fakes import FakeSink, FakeSource, as_records
+from worker.errors import ExitCode
+from worker.metrics import Metrics
+from worker.model import ModelStore
+from worker.model.artifact import WEIGHTS
+from worker.runner import Worker
+from worker.settings import WorkerSettings
+from worker.simulator import Fleet
+
+
+def settings(store: Path) -> WorkerSettings:
+    return WorkerSettings(
+        topics={"input": "in", "alerts": "alerts", "dead_letters": "dlq"},
+        batch={"size": 100, "max_wait_ms": 10},
+        store={"path": store, "reload_interval_s": 0.01},
+    )
+
+
+@pytest.fixture
+def store(trained: Trained, tmp_path: Path) -> Path:
+    """A private copy of the trained store, free to change."""
+    shutil.copytree(trained.store.root, tmp_path / "store")
+    return tmp_path / "store"
+
+
+def worker_with(store: Path, source: FakeSource, sink: FakeSink) -> tuple[Worker, Metrics]:
+    metrics = Metrics(CollectorRegistry())
+    worker = Worker(settings(store), metrics, lambda s: source, lambda s: sink, serve_http=False)
+    return worker, metrics
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float:
+    value = metrics.registry.get_sample_value(name, labels)
+    assert value is not None, name
+    return value
+
+
+def stream(n: int = 200) -> FakeSource:
+    fleet = Fleet(n_assets=4, seed=5)
+    return FakeSource(as_records(fleet.records(n, fleet.faults(n))))
+
+
+def test_runs_until_idle_publishing_then_committing_everything(store: Path) -> None:
+    source, sink = stream(), FakeSink()
+    worker, metrics = worker_with(store, source, sink)
+    assert worker.run(idle_timeout_s=0.2) == ExitCode.OK
+    ends: dict[tuple[str, int], int] = {}
+    for r in source.records:
+        ends[(r.topic, r.partition)] = r.offset + 1
+    assert source.committed == ends
+    assert source.closed
+    assert sink.closed
+    opened = [json.loads(m.value) for m in sink.messages if b'"open"' in m.value]
+    assert {e["asset_id"] for e in opened} == {f"pump-0{i}" for i in range(4)}
+    assert sample(metrics, "anomaly_records_total", outcome="scored") == 800
+    assert sample(metrics, "anomaly_alert_events_total", type="open") == len(opened)
+    assert sample(metrics, "anomaly_batch_records_count") == 8
+    assert sample(metrics, "anomaly_stage_seconds_count", stage="score") == 8
+    assert sample(metrics, "anomaly_assets_tracked") == 4
+    version = ModelStore(store).current_version()
+    assert version is not None
+    assert sample(metrics, "anomaly_model_info", version=version) == 1
+
+
+def test_max_batches_stops_after_committing_that_many(store: Path) -> None:
+    source = stream()
+    worker, _ = worker_with(store, source, FakeSink())
+    assert worker.run(max_batches=2) == ExitCode.OK
+    assert sum(source.committed.values()) == 200
+
+
+def test_a_failed_publish_exits_with_its_code_and_commits_nothing(store: Path) -> None:
+    source = stream()
+    worker, _ = worker_with(store, source, FakeSink(fail=True))
+    assert worker.run(idle_timeout_s=1) == ExitCode.PUBLISH_FAILED
+    assert source.committed == {}
+    assert source.closed
+
+
+def test_a_failed_commit_exits_with_its_code(store: Path) -> None:
+    source = stream()
+    source.fail_commit = True
+    worker, _ = worker_with(store, source, FakeSink())
+    assert worker.run(idle_timeout_s=1) == ExitCode.COMMIT_FAILED
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_without_a_model_it_waits_not_ready_then_serves_the_first_published(
+    tmp_path: Path, store: Path
+) -> None:
+    empty = tmp_path / "empty"
+    source = stream()
+    worker, metrics = worker_with(empty, source, FakeSink())
+    thread = threading.Thread(target=worker.run, kwargs={"idle_timeout_s": 30})
+    thread.start()
+    try:
+        wait_until(lambda: worker.health.last_beat > 0)
+        assert not worker.health.ready
+        assert source.committed == {}  # nothing consumed without a model
+        shutil.copytree(store, empty)  # the training job publishes
+        wait_until(lambda: sum(source.committed.values()) == len(source.records))
+        assert worker.health.ready
+    finally:
+        worker.stop()
+        thread.join(10)
+    assert sample(metrics, "anomaly_model_loads_total") == 1
+
+
+def test_new_versions_are_swapped_in_and_a_corrupt_one_is_refused(
+    store: Path, publish_random: Callable[[ModelStore, str], str]
+) -> None:
+    models = ModelStore(store)
+    first = models.current_version()
+    source, sink = stream(), FakeSink()
+    worker, metrics = worker_with(store, source, sink)
+    assert worker.run(max_batches=1) == ExitCode.OK
+    assert worker.processor.model is not None
+    assert worker.processor.model.version == first
+
+    publish_random(models, "zz-second")  # same features, window 2
+    assert worker.run(max_batches=1) == ExitCode.OK
+    assert worker.processor.model.version == "zz-second"
+    assert sample(metrics, "anomaly_model_info", version="zz-second") == 1
+    assert metrics.registry.get_sample_value("anomaly_model_info", {"version": str(first)}) is None
+
+    publish_random(models, "zz-third")
+    (models.versions_dir / "zz-third" / WEIGHTS).write_bytes(b"truncated")
+    assert worker.run(max_batches=1) == ExitCode.OK
+    assert worker.processor.model.version == "zz-second"  # the old one keeps serving
+    assert sample(metrics, "anomaly_model_load_failures_total") == 1
+    assert worker.run(max_batches=1) == ExitCode.OK
+    assert sample(metrics, "anomaly_model_load_failures_total") == 1  # refused once, not per batch
