@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,7 +12,8 @@ import torch
 
 from training.job import TrainingOutcome, train
 from training.settings import TrainingSettings
-from worker import simulator
+from worker import local_broker, simulator
+from worker.local_broker import LocalBroker
 from worker.model import (
     FORMAT_VERSION,
     ArchitectureConfig,
@@ -97,3 +98,10 @@ def publish_random() -> Callable[[ModelStore, str], str]:
             return store.publish(staging)
 
     return publish
+
+
+@pytest.fixture(scope="session")
+def broker() -> Iterator[LocalBroker]:
+    """A real Kafka-API broker (Tansu, in memory) on a free loopback port for the session."""
+    with local_broker.start() as running:
+        yield running

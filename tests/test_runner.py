@@ -13,7 +13,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import Trained
 from tests.fakes import FakeSink, FakeSource, as_records
-from worker.errors import ExitCode
+from worker.errors import BrokerUnavailableError, ExitCode
 from worker.metrics import Metrics
 from worker.model import ModelStore
 from worker.model.artifact import WEIGHTS
@@ -150,3 +150,12 @@ def test_new_versions_are_swapped_in_and_a_corrupt_one_is_refused(
     assert sample(metrics, "anomaly_model_load_failures_total") == 1
     assert worker.run(max_batches=1) == ExitCode.OK
     assert sample(metrics, "anomaly_model_load_failures_total") == 1  # refused once, not per batch
+
+
+def test_unreachable_brokers_exit_with_their_code(store: Path) -> None:
+    def no_broker(_: WorkerSettings) -> FakeSource:
+        raise BrokerUnavailableError("cannot create the consumer: no brokers")
+
+    metrics = Metrics(CollectorRegistry())
+    worker = Worker(settings(store), metrics, no_broker, lambda s: FakeSink(), serve_http=False)
+    assert worker.run(idle_timeout_s=5) == ExitCode.BROKER_UNAVAILABLE

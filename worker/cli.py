@@ -6,7 +6,7 @@
 
 Settings come from WORKER_* environment variables (see the README's configuration table).
 Exit codes: 0 stopped cleanly; 2 bad setting; 4 model refused; 5 publishing failed;
-6 commit failed; 130 second interrupt.
+6 commit failed; 7 brokers unavailable; 130 second interrupt.
 """
 
 from __future__ import annotations

@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from worker import local_broker
-from worker.kafka_io import TopicReader, create_topics, group_progress, make_producer
+from worker.kafka_io import TopicReader, committed_total, create_topics, make_producer
 from worker.settings import AlertSettings, KafkaSettings, TopicSettings
 from worker.simulator import Fault, Fleet
 
@@ -105,15 +105,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"streaming {args.readings * args.assets} readings with {len(faults)} faults "
             f"and {len(MALFORMED)} malformed records")  # fmt: skip
         producer = make_producer(kafka)
+        sent = 0
         for i, (key, record) in enumerate(live.records(args.readings, faults)):
             producer.send(topics.input, key=key, value=record)
+            sent += 1
             if i == 50:
                 for bad in MALFORMED:
                     producer.send(topics.input, key=b"pump-00", value=bad)
+                    sent += 1
         producer.flush()
         producer.close()
 
-        opened = follow(kafka, topics, worker)
+        opened = follow(kafka, topics, worker, sent)
         print()
         say(f"metrics: {base}/metrics (probes: {base}/livez, {base}/readyz)")
         for line in scrape(f"{base}/metrics"):
@@ -129,9 +132,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def follow(
-    kafka: KafkaSettings, topics: TopicSettings, worker: subprocess.Popen[bytes]
+    kafka: KafkaSettings, topics: TopicSettings, worker: subprocess.Popen[bytes], sent: int
 ) -> list[Seen]:
-    """Print alert events until the worker has committed every input record."""
+    """Print alert events until the worker has committed all `sent` input records."""
     reader = TopicReader(kafka, topics.alerts)
     opened: list[Seen] = []
     deadline = time.monotonic() + 120
@@ -156,8 +159,7 @@ def follow(
                     )
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with code {worker.returncode}")
-            committed, total = group_progress(kafka, topics.group, topics.input)
-            if committed >= total:
+            if committed_total(kafka, topics.group, topics.input) >= sent:
                 caught_up_at = caught_up_at or time.monotonic()
                 if time.monotonic() - caught_up_at > 1.0:  # alerts are flushed before commits
                     return opened

@@ -18,6 +18,7 @@ class ExitCode(IntEnum):
     MODEL_REFUSED = 4
     PUBLISH_FAILED = 5
     COMMIT_FAILED = 6
+    BROKER_UNAVAILABLE = 7
     INTERRUPTED = 130
 
 
@@ -37,3 +38,9 @@ class CommitError(FatalError):
     """The consumer group refused or failed the offset commit."""
 
     exit_code = ExitCode.COMMIT_FAILED
+
+
+class BrokerUnavailableError(FatalError):
+    """The consumer or producer could not be created (brokers unreachable, bad credentials)."""
+
+    exit_code = ExitCode.BROKER_UNAVAILABLE

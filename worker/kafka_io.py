@@ -16,7 +16,7 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from worker.errors import CommitError, PublishError
+from worker.errors import BrokerUnavailableError, CommitError, PublishError
 from worker.pipeline import Outbound, SourceRecord
 from worker.settings import KafkaSettings, WorkerSettings
 
@@ -90,9 +90,12 @@ class KafkaSource:
     """The worker's consumer: joins the group, polls batches, commits offsets."""
 
     def __init__(self, settings: WorkerSettings) -> None:
-        self.consumer = make_consumer(
-            settings.kafka, settings.topics.group, max_poll_records=settings.batch.size
-        )
+        try:
+            self.consumer = make_consumer(
+                settings.kafka, settings.topics.group, max_poll_records=settings.batch.size
+            )
+        except Exception as exc:
+            raise BrokerUnavailableError(f"cannot create the consumer: {exc!r}") from exc
         self.consumer.subscribe([settings.topics.input])
 
     def poll(self, timeout_ms: int, max_records: int) -> list[SourceRecord]:
@@ -136,7 +139,10 @@ class KafkaSink:
 
     def __init__(self, settings: WorkerSettings) -> None:
         self.timeout_s = settings.kafka.flush_timeout_s
-        self.producer = make_producer(settings.kafka)
+        try:
+            self.producer = make_producer(settings.kafka)
+        except Exception as exc:
+            raise BrokerUnavailableError(f"cannot create the producer: {exc!r}") from exc
 
     def publish(self, messages: Sequence[Outbound]) -> None:
         """Send all, flush, and raise PublishError unless every message was acknowledged."""
@@ -174,13 +180,15 @@ class TopicReader:
         self.consumer.close(autocommit=False)
 
 
-def group_progress(kafka: KafkaSettings, group: str, topic: str) -> tuple[int, int]:
-    """(records committed by `group`, records in `topic`), summed over partitions."""
+def committed_total(kafka: KafkaSettings, group: str, topic: str) -> int:
+    """The offsets `group` has committed on `topic`, summed over partitions (0 where none).
+
+    Compare it with the number of records produced, not with end offsets: Tansu 0.6 answers
+    a "latest offset" query with the base offset of the last batch, short of the real end.
+    """
     consumer = make_consumer(kafka, group)
     try:
         parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        ends = consumer.end_offsets(parts)
-        committed = sum(consumer.committed(tp) or 0 for tp in parts)
-        return committed, sum(ends.values())
+        return sum(consumer.committed(tp) or 0 for tp in parts)
     finally:
         consumer.close(autocommit=False)

@@ -1,0 +1,325 @@
+"""The worker against a real broker (Tansu, started by the test session).
+
+Each test gets fresh topics and a fresh consumer group. Workers run in-process (a thread,
+stopped when a condition holds) or as a subprocess, and never by sleeping.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from tests.conftest import REPO, Trained
+from tests.test_pipeline import MALFORMED, good
+from worker import local_broker
+from worker.errors import ExitCode
+from worker.kafka_io import (
+    KafkaSink,
+    TopicReader,
+    committed_total,
+    create_topics,
+    make_producer,
+)
+from worker.local_broker import LocalBroker, free_port
+from worker.metrics import Metrics
+from worker.model import ModelStore
+from worker.model.artifact import WEIGHTS
+from worker.pipeline import SourceRecord
+from worker.runner import Worker
+from worker.settings import WorkerSettings
+from worker.simulator import Fleet
+
+
+@pytest.fixture
+def store(trained: Trained, tmp_path: Path) -> Path:
+    shutil.copytree(trained.store.root, tmp_path / "store")
+    return tmp_path / "store"
+
+
+@pytest.fixture
+def settings(broker: LocalBroker, store: Path) -> WorkerSettings:
+    """Fresh topics and group on the session's broker."""
+    run = uuid.uuid4().hex[:8]
+    s = WorkerSettings(
+        kafka={"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000,
+               "flush_timeout_s": 10},
+        topics={"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
+                "group": f"group-{run}"},
+        batch={"size": 200, "max_wait_ms": 50},
+        store={"path": store, "reload_interval_s": 0.05},
+        http={"port": 0, "host": "127.0.0.1"},
+        log_format="text",
+    )  # fmt: skip
+    create_topics(s.kafka, {s.topics.input: 3, s.topics.alerts: 1, s.topics.dead_letters: 1})
+    return s
+
+
+def produce(settings: WorkerSettings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    producer = make_producer(settings.kafka)
+    n = 0
+    for key, value in messages:
+        producer.send(settings.topics.input, key=key, value=value)
+        n += 1
+    producer.flush()
+    producer.close()
+    return n
+
+
+def wait_until(condition: Callable[[], bool], timeout_s: float = 60, what: str = "") -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
+        time.sleep(0.05)
+
+
+def processed(metrics: Metrics) -> float:
+    return sum(
+        metrics.registry.get_sample_value("anomaly_records_total", {"outcome": o}) or 0
+        for o in ("scored", "dead_lettered", "warming_up")
+    )
+
+
+class Running:
+    """A worker running in a thread until stopped."""
+
+    def __init__(self, settings: WorkerSettings, **worker: object) -> None:
+        self.metrics = Metrics(CollectorRegistry())
+        self.worker = Worker(settings, self.metrics, **worker)  # type: ignore[arg-type]
+        self.code: ExitCode | None = None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.code = self.worker.run()
+
+    def stop(self) -> ExitCode | None:
+        self.worker.stop()
+        self.thread.join(60)
+        return self.code
+
+
+def run_until_processed(settings: WorkerSettings, n: int) -> Metrics:
+    running = Running(settings)
+    try:
+        wait_until(lambda: processed(running.metrics) >= n, what=f"{n} records processed")
+    finally:
+        assert running.stop() == ExitCode.OK
+    return running.metrics
+
+
+def read(settings: WorkerSettings, topic: str, n: int) -> list[SourceRecord]:
+    reader = TopicReader(settings.kafka, topic)
+    out: list[SourceRecord] = []
+    try:
+        wait_until(lambda: len(out.__iadd__(reader.poll(200))) >= n, 30, f"{n} on {topic}")
+    finally:
+        reader.close()
+    return out
+
+
+def test_faults_become_open_and_resolve_events_on_the_alerts_topic(
+    settings: WorkerSettings,
+) -> None:
+    fleet = Fleet(n_assets=4, seed=5)
+    faults = fleet.faults(300)
+    n = produce(settings, fleet.records(300, faults))
+    metrics = run_until_processed(settings, n)
+    opens = metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": "open"})
+    resolves = metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": "resolve"})
+    assert opens
+    assert resolves
+    events = read(settings, settings.topics.alerts, int(opens + resolves))
+    decoded = [json.loads(e.value or b"") for e in events]
+    for event, record in zip(decoded, events, strict=True):
+        assert record.key == event["asset_id"].encode()  # alerts are keyed by asset
+    for fault in faults:
+        mine = [e for e in decoded if e["asset_id"] == fault.asset_id]
+        assert [e["type"] for e in mine[:1]] == ["open"], fault
+        assert "resolve" in {e["type"] for e in mine}, fault
+        expected = {"flow", "pressure"} if fault.kind == "broken_correlation" else {fault.sensor}
+        assert mine[0]["top_features"][0]["feature"] in expected, fault
+
+
+def test_a_clean_stream_stays_within_the_calibrated_rate(
+    settings: WorkerSettings, trained: Trained
+) -> None:
+    n = produce(settings, Fleet(n_assets=4, seed=6).records(500))
+    metrics = run_until_processed(settings, n)
+    scored = metrics.registry.get_sample_value("anomaly_records_total", {"outcome": "scored"})
+    outliers = metrics.registry.get_sample_value("anomaly_outliers_total")
+    assert scored == n
+    assert outliers is not None
+    target = trained.outcome.manifest.threshold.target_fpr
+    # three binomial standard errors over the target for 2,000 records
+    assert outliers / n <= target + 3 * (target * (1 - target) / n) ** 0.5
+
+
+def test_malformed_records_are_dead_lettered_and_good_ones_scored(
+    settings: WorkerSettings,
+) -> None:
+    settings = settings.model_copy(update={"batch": settings.batch.model_copy(
+        update={"max_record_bytes": 2048})})  # fmt: skip
+    messages: list[tuple[bytes | None, bytes | None]] = []
+    for i, value in enumerate(MALFORMED.values()):
+        messages += [(b"pump-1", good("pump-1", i)), (b"pump-1", value)]
+    n = produce(settings, messages)
+    metrics = run_until_processed(settings, n)
+    assert metrics.registry.get_sample_value("anomaly_records_total", {"outcome": "scored"}) == len(
+        MALFORMED
+    )
+    letters = read(settings, settings.topics.dead_letters, len(MALFORMED))
+    envelopes = [json.loads(letter.value or b"") for letter in letters]
+    assert [e["reason"] for e in envelopes] == list(MALFORMED)  # one partition: in order
+    for envelope, (_, original) in zip(envelopes, messages[1::2], strict=True):
+        assert envelope["source"]["topic"] == settings.topics.input
+        assert envelope["source"]["offset"] % 2 == 1  # every other record of the partition
+        if original is not None:
+            assert base64.b64decode(envelope["value"]) == original
+    for reason in MALFORMED:
+        assert (
+            metrics.registry.get_sample_value("anomaly_dead_letters_total", {"reason": reason}) == 1
+        )
+
+
+def test_a_stopped_worker_hands_over_without_losing_or_repeating_records(
+    settings: WorkerSettings,
+) -> None:
+    n = produce(settings, Fleet(n_assets=6, seed=7).records(300))
+    first = Worker(settings, Metrics(CollectorRegistry()), serve_http=False)
+    assert first.run(max_batches=3) == ExitCode.OK  # stops mid-stream, after its commits
+    done_first = int(processed(first.metrics))
+    assert 0 < done_first < n
+    committed = committed_total(settings.kafka, settings.topics.group, settings.topics.input)
+    assert committed == done_first  # the commit is never ahead of the work
+    second = run_until_processed(settings, n - done_first)
+    assert processed(second) == n - done_first
+    wait_until(
+        lambda: committed_total(settings.kafka, settings.topics.group, settings.topics.input) == n,
+        what="every offset committed",
+    )
+
+
+def test_a_failed_publish_exits_with_its_code_and_commits_nothing(
+    settings: WorkerSettings,
+) -> None:
+    fleet = Fleet(n_assets=4, seed=5)
+    produce(settings, fleet.records(100, fleet.faults(100, first=10)))
+    doomed = local_broker.start()  # the alerts' broker: it goes away after the producer connects
+    elsewhere = settings.kafka.model_copy(
+        update={"bootstrap_servers": doomed.bootstrap, "flush_timeout_s": 3}
+    )
+
+    def sink(_: WorkerSettings) -> KafkaSink:
+        connected = KafkaSink(settings.model_copy(update={"kafka": elsewhere}))
+        doomed.stop()
+        return connected
+
+    worker = Worker(settings, Metrics(CollectorRegistry()), sink=sink, serve_http=False)
+    assert worker.run(idle_timeout_s=30) == ExitCode.PUBLISH_FAILED
+    assert committed_total(settings.kafka, settings.topics.group, settings.topics.input) == 0
+
+
+def get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+
+
+def test_probes_metrics_and_hot_reload_of_a_running_worker(
+    settings: WorkerSettings, store: Path, publish_random: Callable[[ModelStore, str], str]
+) -> None:
+    running = Running(settings)
+    try:
+        wait_until(lambda: running.worker.http is not None, what="the HTTP server")
+        assert running.worker.http is not None
+        base = f"http://127.0.0.1:{running.worker.http.port}"
+        assert get(f"{base}/livez")[0] == 200
+        n = produce(settings, Fleet(n_assets=3, seed=8).records(100))
+        wait_until(lambda: processed(running.metrics) >= n)
+        assert get(f"{base}/readyz") == (200, "ready\n")
+        status, text = get(f"{base}/metrics")
+        assert status == 200
+        assert f'anomaly_records_total{{outcome="scored"}} {float(n)}' in text
+        assert 'anomaly_consumer_lag_records{partition="0"' in text
+
+        models = ModelStore(store)
+        publish_random(models, "zz-new")
+        wait_until(
+            lambda: running.metrics.registry.get_sample_value(
+                "anomaly_model_info", {"version": "zz-new"}
+            ) == 1,
+            what="the new version in service",
+        )  # fmt: skip
+        publish_random(models, "zz-broken")
+        (models.versions_dir / "zz-broken" / WEIGHTS).write_bytes(b"not weights")
+        wait_until(
+            lambda: running.metrics.registry.get_sample_value(
+                "anomaly_model_load_failures_total"
+            ) == 1,
+            what="the broken version refused",
+        )  # fmt: skip
+        produce(settings, Fleet(n_assets=3, seed=9).records(10))
+        wait_until(lambda: processed(running.metrics) >= n + 30)
+        assert running.worker.processor.model is not None
+        assert running.worker.processor.model.version == "zz-new"
+    finally:
+        assert running.stop() == ExitCode.OK
+
+
+def test_sigterm_drains_and_exits_zero_with_offsets_committed(
+    settings: WorkerSettings, store: Path
+) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "WORKER_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+        "WORKER_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "WORKER_TOPICS__INPUT": settings.topics.input,
+        "WORKER_TOPICS__ALERTS": settings.topics.alerts,
+        "WORKER_TOPICS__DEAD_LETTERS": settings.topics.dead_letters,
+        "WORKER_TOPICS__GROUP": settings.topics.group,
+        "WORKER_STORE__PATH": str(store),
+        "WORKER_HTTP__PORT": str(port),
+        "WORKER_HTTP__HOST": "127.0.0.1",
+    }
+    n = produce(settings, Fleet(n_assets=4, seed=10).records(250))
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "worker"], cwd=REPO, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+
+        def progress() -> int:
+            return committed_total(settings.kafka, settings.topics.group, settings.topics.input)
+
+        wait_until(lambda: progress() > 0, 90, "the worker's first commit")
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    _, stderr = worker.communicate()
+    logs = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+    messages = [entry["message"] for entry in logs]
+    assert any(m.startswith("SIGTERM: draining") for m in messages), messages
+    assert any(m.startswith("stopping after") for m in messages), messages
+    settings_line = next(m for m in messages if m.startswith("starting with settings"))
+    assert "'sasl_password': None" in settings_line
+    assert 0 < progress() <= n
