@@ -97,9 +97,9 @@ def processed(metrics: Metrics) -> float:
 class Running:
     """A worker running in a thread until stopped."""
 
-    def __init__(self, settings: WorkerSettings, **worker: object) -> None:
+    def __init__(self, settings: WorkerSettings) -> None:
         self.metrics = Metrics(CollectorRegistry())
-        self.worker = Worker(settings, self.metrics, **worker)  # type: ignore[arg-type]
+        self.worker = Worker(settings, self.metrics)
         self.code: ExitCode | None = None
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
@@ -123,10 +123,16 @@ def run_until_processed(settings: WorkerSettings, n: int) -> Metrics:
 
 
 def read(settings: WorkerSettings, topic: str, n: int) -> list[SourceRecord]:
+    """The first n records of `topic`, waiting for them with a deadline."""
     reader = TopicReader(settings.kafka, topic)
     out: list[SourceRecord] = []
+
+    def enough() -> bool:
+        out.extend(reader.poll(200))
+        return len(out) >= n
+
     try:
-        wait_until(lambda: len(out.__iadd__(reader.poll(200))) >= n, 30, f"{n} on {topic}")
+        wait_until(enough, 30, f"{n} records on {topic}")
     finally:
         reader.close()
     return out
