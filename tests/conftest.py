@@ -43,11 +43,14 @@ def write_csv(path: Path, rows: FloatArray) -> None:
 def settings_for(
     data: Path, store: Path, calibration: dict[str, object] | None = None, **model: object
 ) -> TrainingSettings:
-    """Training settings for a synthetic CSV written by write_csv."""
+    """Training settings for a CSV written by write_csv: calibration on the whole held-out
+    part (no gate slice) and no hygiene, so that the model tests see plain training."""
     return TrainingSettings(
         data={"path": data, "timestamp_column": "timestamp"},
         model={"epochs": 150, "patience": 10, "batch_size": 128, **model},
         calibration=calibration or {},
+        clean={"enabled": False},
+        gate={"fraction": 0},
         store={"path": store},
     )
 

@@ -1,8 +1,9 @@
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
-from worker.alerts import RuleState, SourceRef
+from worker.alerts import RuleState, SourceRef, flag_episodes
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 
@@ -54,3 +55,19 @@ def test_episode_records_its_span_and_peak() -> None:
     assert episode.ended_at == T0 + timedelta(seconds=3)
     assert episode.records == 4
     assert episode.peak_score == 9.0
+
+
+@pytest.mark.parametrize(
+    ("pattern", "k", "m", "flagged"),
+    [
+        ("--+++-----", 3, 2, "--+++-----"),
+        ("++-+--+---", 2, 3, "+++++++---"),  # a dip shorter than m stays inside
+        ("+-+-+-", 2, 1, "------"),
+        ("-++++", 2, 2, "-++++"),  # still open at the end
+    ],
+)
+def test_flag_episodes_marks_the_records_inside_episodes(
+    pattern: str, k: int, m: int, flagged: str
+) -> None:
+    above = np.array([c == "+" for c in pattern])
+    assert "".join("+" if f else "-" for f in flag_episodes(above, k, m)) == flagged

@@ -44,7 +44,7 @@ def test_fit_on_skab_publishes_artifact_and_report(skab_free: Path, tmp_path: Pa
     assert "epoch 3/3" in fit.stderr  # progress, one line per epoch off a terminal
     directory = store / "versions" / version
     assert {p.name for p in directory.iterdir()} == {
-        "manifest.json", "weights.pt", "report.json", "report.png",
+        "manifest.json", "weights.pt", "report.json", "report.png", "decision.json",
     }  # fmt: skip
     assert (directory / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     check = run("worker", "check-model", env={"WORKER_STORE__PATH": str(store)})
@@ -55,8 +55,13 @@ def test_fit_on_skab_publishes_artifact_and_report(skab_free: Path, tmp_path: Pa
 
 def test_versions_rollback_and_prune_commands(tmp_path: Path) -> None:
     data = tmp_path / "clean.csv"
-    write_csv(data, simulator.clean_rows(600, seed=0))
-    env = {"TRAINING_STORE__PATH": str(tmp_path / "store"), "TRAINING_MODEL__EPOCHS": "2"}
+    write_csv(data, simulator.clean_rows(2000, seed=0))
+    env = {
+        "TRAINING_STORE__PATH": str(tmp_path / "store"),
+        "TRAINING_MODEL__EPOCHS": "2",
+        "TRAINING_GATE__ERROR_MARGIN": "100",  # two-epoch models: promote whatever they are
+        "TRAINING_STORE__PROTECT_S": "0",
+    }
     for seed in ("1", "2", "3"):
         fit = run("training", "fit", "--data", str(data), "--timestamp-column", "timestamp",
                   "--seed", seed, env=env)  # fmt: skip

@@ -1,5 +1,7 @@
 """The model store: publish, pointer, rollback, prune, and readers racing a publisher."""
 
+import json
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -64,9 +66,9 @@ def test_prune_keeps_the_newest_and_never_the_current(
     for name in ("v1", "v2", "v3", "v4"):
         publish_random(store, name)
     store.set_current("v1")
-    assert store.prune(keep=2) == ["v2"]
+    assert store.prune(keep=2, protect_s=0) == ["v2"]
     assert [v.name for v in store.list_versions()] == ["v1", "v3", "v4"]
-    assert store.prune(keep=1) == ["v3"]
+    assert store.prune(keep=1, protect_s=0) == ["v3"]
     assert [v.name for v in store.list_versions()] == ["v1", "v4"]
     assert store.load_current().version == "v1"
     assert not list(tmp_path.glob(".trash-*"))
@@ -114,3 +116,21 @@ def test_a_reader_racing_a_publisher_never_loads_a_partial_model(
     assert not failures, failures[:3]
     # The reader saw the store change under it several times, each time a whole model.
     assert len(seen) >= 3
+
+
+def test_prune_spares_versions_that_were_current_recently(
+    tmp_path: Path, publish_random: Publish
+) -> None:
+    store = ModelStore(tmp_path)
+    for name in ("v1", "v2", "v3"):
+        publish_random(store, name)  # each became current on publishing
+    with store.staging() as staging:  # v4 is published without becoming current
+        shutil.copytree(store.versions_dir / "v3", staging, dirs_exist_ok=True)
+        manifest = json.loads((staging / "manifest.json").read_text())
+        manifest["model_version"] = "v4"
+        (staging / "manifest.json").write_text(json.dumps(manifest))
+        store.publish(staging, make_current=False)
+    # v1 and v2 were current a moment ago: a worker may still be loading them.
+    assert store.prune(keep=1, protect_s=600) == []
+    assert store.prune(keep=1, protect_s=0) == ["v1", "v2"]
+    assert [v.name for v in store.list_versions()] == ["v3", "v4"]

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             artifact = store.set_current(args.version)
             log.info("current model of %s is now %s", store.root, artifact.version)
             return ExitCode.OK
-        deleted = store.prune(args.keep)
+        deleted = store.prune(args.keep, settings.store.protect_s)
         log.info("pruned %d versions from %s: %s", len(deleted), store.root, deleted or "none")
         return ExitCode.OK
     except ArtifactError as exc:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import numpy.typing as npt
 
 from training.settings import DataSettings
 from worker.model.features import FloatArray
@@ -35,6 +36,7 @@ class AssetSeries:
     asset_id: str
     ts: FloatArray
     values: FloatArray
+    labels: FloatArray | None = None  # only when read with a label column (validation files)
 
 
 @dataclass(frozen=True)
@@ -57,23 +59,45 @@ class SensorHistory:
         last = max(float(s.ts[-1]) for s in self.series if len(s.ts))
         return datetime.fromtimestamp(first, UTC), datetime.fromtimestamp(last, UTC)
 
+    @property
+    def assets(self) -> int:
+        return len({s.asset_id for s in self.series})
+
+    def cutoff(self, latest_fraction: float) -> float:
+        """The time that leaves the latest `latest_fraction` of the rows at or after it."""
+        all_ts = np.sort(np.concatenate([s.ts for s in self.series]))
+        return float(all_ts[min(len(all_ts) - 1, math.ceil(len(all_ts) * (1 - latest_fraction)))])
+
     def split_by_time(self, holdout_fraction: float) -> tuple[SensorHistory, SensorHistory]:
         """The earliest rows for fitting and the latest `holdout_fraction` held out.
 
         One cut-off time for all assets, so no held-out row is older than a fitting row.
         """
-        all_ts = np.sort(np.concatenate([s.ts for s in self.series]))
-        cut = all_ts[min(len(all_ts) - 1, math.ceil(len(all_ts) * (1.0 - holdout_fraction)))]
-        fit, held = [], []
-        for s in self.series:
-            before = s.ts < cut
-            fit.append(AssetSeries(s.asset_id, s.ts[before], s.values[before]))
-            held.append(AssetSeries(s.asset_id, s.ts[~before], s.values[~before]))
-        return self._with(fit), self._with(held)
+        cut = self.cutoff(holdout_fraction)
+        return self.between(-math.inf, cut), self.between(cut, math.inf)
 
-    def _with(self, series: list[AssetSeries]) -> SensorHistory:
-        kept = tuple(s for s in series if len(s.ts))
-        return SensorHistory(self.source, self.features, kept, self.has_timestamps)
+    def between(self, lo: float, hi: float, drop: Masks | None = None) -> SensorHistory:
+        """Rows with lo <= ts < hi, less those `drop` marks (per series, aligned with it).
+
+        Dropping rows splits a series into its contiguous runs, so that no window built on
+        the result spans a gap.
+        """
+        segments = []
+        for i, s in enumerate(self.series):
+            keep = (s.ts >= lo) & (s.ts < hi)
+            if drop is not None and i in drop:
+                keep &= ~drop[i]
+            edges = np.flatnonzero(np.diff(np.concatenate([[0], keep.astype(np.int8), [0]])))
+            for begin, end in zip(edges[::2], edges[1::2], strict=True):
+                labels = None if s.labels is None else s.labels[begin:end]
+                segments.append(
+                    AssetSeries(s.asset_id, s.ts[begin:end], s.values[begin:end], labels)
+                )
+        return SensorHistory(self.source, self.features, tuple(segments), self.has_timestamps)
+
+
+# Per-row marks of a SensorHistory: series index -> bool array aligned with that series.
+Masks = dict[int, npt.NDArray[np.bool_]]
 
 
 def read_history(settings: DataSettings) -> SensorHistory:
@@ -84,9 +108,18 @@ def read_history(settings: DataSettings) -> SensorHistory:
     if not path.is_file():
         raise DataError(f"training data {path} does not exist or is not a file")
     fmt = _format_from_suffix(path) if settings.format == "auto" else settings.format
+    if settings.label_column and fmt != "csv":
+        raise DataError(f"{path}: a label column needs a CSV file")
     history = _read_csv(path, settings) if fmt == "csv" else _read_jsonl(path, settings)
     if history.rows == 0:
         raise DataError(f"{path} holds no data rows")
+    if settings.label_column:  # read as the last value column: split it off
+        series = tuple(
+            AssetSeries(s.asset_id, s.ts, s.values[:, :-1], s.values[:, -1]) for s in history.series
+        )
+        history = SensorHistory(
+            history.source, history.features[:-1], series, history.has_timestamps
+        )
     return history
 
 
@@ -107,6 +140,8 @@ def _read_csv(path: Path, settings: DataSettings) -> SensorHistory:
             raise DataError(f"{path} is empty: expected a header line")
         header = [name.strip() for name in header]
         features = _choose_features(path, header, settings)
+        if settings.label_column:
+            features = (*features, settings.label_column)
         columns = {name: i for i, name in enumerate(header)}
         feature_idx = [columns[name] for name in features]
         ts_idx = columns[settings.timestamp_column] if settings.timestamp_column else None
@@ -128,7 +163,9 @@ def _read_csv(path: Path, settings: DataSettings) -> SensorHistory:
                 values = [_number(row[i], where, header[i]) for i in feature_idx]
                 yield asset, ts, values
 
-        return _group(str(path.resolve()), features, rows(), settings.timestamp_column is not None)
+        return group_rows(
+            str(path.resolve()), features, rows(), settings.timestamp_column is not None
+        )
 
 
 def _read_jsonl(path: Path, settings: DataSettings) -> SensorHistory:
@@ -147,7 +184,7 @@ def _read_jsonl(path: Path, settings: DataSettings) -> SensorHistory:
                     raise DataError(f"{path}:{line_no}: {exc}") from exc
                 yield record.asset_id, record.ts.timestamp(), list(record.values)
 
-        return _group(str(path.resolve()), features, rows(), has_timestamps=True)
+        return group_rows(str(path.resolve()), features, rows(), has_timestamps=True)
 
 
 def _jsonl_features(
@@ -166,7 +203,12 @@ def _jsonl_features(
 
 
 def _choose_features(path: Path, header: list[str], settings: DataSettings) -> tuple[str, ...]:
-    named = [settings.timestamp_column, settings.asset_column, *settings.features]
+    named = [
+        settings.timestamp_column,
+        settings.asset_column,
+        settings.label_column,
+        *settings.features,
+    ]
     missing = [name for name in named if name and name not in header]
     if missing:
         raise DataError(
@@ -174,7 +216,12 @@ def _choose_features(path: Path, header: list[str], settings: DataSettings) -> t
         )
     if settings.features:
         return settings.features
-    skip = {settings.timestamp_column, settings.asset_column, *settings.exclude}
+    skip = {
+        settings.timestamp_column,
+        settings.asset_column,
+        settings.label_column,
+        *settings.exclude,
+    }
     features = tuple(name for name in header if name not in skip)
     if not features:
         raise DataError(f"{path}: no feature columns left after excluding {sorted(map(str, skip))}")
@@ -183,7 +230,7 @@ def _choose_features(path: Path, header: list[str], settings: DataSettings) -> t
     return features
 
 
-def _group(
+def group_rows(
     source: str,
     features: tuple[str, ...],
     rows: Iterable[tuple[str, float, list[float]]],

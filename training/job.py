@@ -1,28 +1,37 @@
-"""One training run: read, split, fit, calibrate, write the artifact and report, publish.
+"""One training run: read, clean, split, fit, calibrate, gate, publish, prune, push metrics.
 
-Nothing is published unless every step succeeded: the artifact is written to the store's
-staging area and renamed into place only at the end.
+Nothing is published unless every step succeeded: the artifact, its report and the gate's
+decision are written to the store's staging area and renamed into place at the end. A
+candidate the gate rejects is published too, as rejected, without becoming current.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import math
 import secrets
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from training.data import DataError, SensorHistory, read_history
-from training.fit import Epoch, WindowIndex, fit_autoencoder
+from training.data import DataError, Masks, SensorHistory, read_history
+from training.fit import FitResult, WindowIndex, fit_autoencoder
+from training.gate import Decision, Scored, decide
+from training.hygiene import count, flagged_by, inside_episodes, union
+from training.metrics import RunFigures, push
 from training.progress import EpochProgress
 from training.report import write_report
 from training.settings import TrainingSettings
+from training.topic import Episodes, read_episodes, read_topic
 from worker.model import (
     FORMAT_VERSION,
     ArchitectureConfig,
+    ArtifactError,
     Detector,
     Manifest,
     ModelStore,
@@ -35,128 +44,288 @@ from worker.model import (
     sliding_windows,
     write_artifact,
 )
-from worker.model.detector import Scores
+from worker.model.store import DECISION
 
 log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrainingOutcome:
-    """The published version, its manifest and where it lies."""
+    """The published version (current only if promoted), and what the run did."""
 
     version: str
     manifest: Manifest
     directory: Path
+    decision: Decision
+    removed: dict[str, int]
+    rows_read: int
+    invalid: dict[str, int]
+    pruned: list[str]
 
 
-def train(settings: TrainingSettings, progress: EpochProgress | None = None) -> TrainingOutcome:
-    """Train on `settings.data`, publish the model to `settings.store` and make it current.
+@dataclass
+class _Read:
+    history: SensorHistory
+    read: int
+    invalid: Counter[str] = field(default_factory=Counter)
+    out_of_range: int = 0
+    episodes: Episodes = field(default_factory=dict)
 
-    Raises DataError for unusable data, CalibrationError when the held-out part cannot
-    support the target rate, ArtifactError when the store refuses the result.
+
+@dataclass(frozen=True)
+class _Candidate:
+    scored: Scored
+    result: FitResult
+    architecture: ArchitectureConfig
+    scores: np.ndarray
+    fit: SensorHistory
+    calibration: SensorHistory
+    fit_windows: int
+    calibration_windows: int
+
+
+def train(
+    settings: TrainingSettings, progress: EpochProgress | None = None, now: datetime | None = None
+) -> TrainingOutcome:
+    """Run the job once; push its metrics whatever happens.
+
+    Raises DataError (unusable data), CalibrationError (the held-out part cannot support the
+    target rate), ArtifactError (the store refused the result) or a KafkaError.
     """
     started = time.monotonic()
-    history = read_history(settings.data)
-    fit_part, holdout_part = history.split_by_time(settings.data.holdout_fraction)
+    figures = RunFigures()
+    try:
+        outcome = _train(settings, progress, now or datetime.now(UTC), figures)
+        figures.succeeded = True
+        return outcome
+    finally:
+        figures.duration_s = time.monotonic() - started
+        push(settings.pushgateway, figures)
+
+
+def _train(
+    settings: TrainingSettings, progress: EpochProgress | None, now: datetime, figures: RunFigures
+) -> TrainingOutcome:
+    started = time.monotonic()
+    store = ModelStore(settings.store.path)
+    service = _service_model(store)
+    read = _read(settings, service, now)
+    history = read.history
+    figures.rows_read = read.read
+    k, m = settings.clean.open_after, settings.clean.resolve_after
+
+    marks: dict[str, Masks] = {}
+    if service is not None and service.features == history.features:
+        marks["service_model"] = flagged_by(
+            service.detector, service.threshold, service.window, history, k, m
+        )
+    elif service is not None:
+        log.warning("the service model has other features: its flags cannot clean this data")
+    if read.episodes:
+        marks["alert_episodes"] = inside_episodes(history, read.episodes)
+    excluded = union(*marks.values())
+    hold_cut = history.cutoff(settings.data.holdout_fraction)
+    gate_fraction = settings.gate.fraction
+    gate_cut = (
+        history.cutoff(settings.data.holdout_fraction * gate_fraction)
+        if gate_fraction
+        else math.inf
+    )
+
+    def parts(drop: Masks | None) -> tuple[SensorHistory, SensorHistory]:
+        return history.between(-math.inf, hold_cut, drop), history.between(hold_cut, gate_cut, drop)
+
+    train_drop = excluded if settings.clean.enabled else None
+    candidate = _fit(settings, history.features, *parts(train_drop), progress)
+    if settings.clean.enabled and service is None:
+        first = flagged_by(
+            candidate.scored.detector, candidate.scored.threshold, settings.model.window,
+            history, k, m,
+        )  # fmt: skip
+        marks["first_fit"] = first
+        if count(first):
+            log.info("first run: the first fit flags %d records; refitting without them",
+                     count(first))  # fmt: skip
+            excluded = union(excluded, first)
+            train_drop = excluded
+            candidate = _fit(settings, history.features, *parts(train_drop), progress)
+    removed = {rule: count(mask) for rule, mask in marks.items()}
+    removed_total = count(excluded) if settings.clean.enabled else 0
+    figures.rows_removed = removed
+    figures.rows_used = candidate.fit.rows
+    gate_slice = (
+        history.between(gate_cut, math.inf, excluded) if gate_fraction else candidate.calibration
+    )
+    decision = decide(candidate.scored, service, gate_slice, settings.gate, settings.data, k, m)
+    log.info(
+        "gate: %s%s", "promoted" if decision.promoted else "rejected",
+        "".join(f"; {r}" for r in decision.reasons),
+    )  # fmt: skip
+
+    manifest = _manifest(candidate, history, settings, removed_total)
+    figures.holdout_loss = manifest.validation.holdout_loss
+    figures.threshold = manifest.threshold.value
+    figures.promoted = decision.promoted
+    figures.model_version = manifest.model_version
+    record = {
+        "promoted": decision.promoted,
+        "reasons": decision.reasons,
+        "figures": decision.figures,
+        "decided_at": datetime.now(UTC).isoformat(),
+    }
+    extra = {
+        "read": {"records": read.read, "invalid": dict(read.invalid),
+                 "out_of_range": read.out_of_range, "assets": history.assets},
+        "removed": {"by_rule": removed, "total": removed_total,
+                    "hygiene": "on" if settings.clean.enabled else "off"},
+        "decision": record,
+    }  # fmt: skip
+    with store.staging() as staging:
+        manifest = write_artifact(staging, manifest, candidate.result.network.state_dict())
+        (staging / DECISION).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        write_report(
+            staging, manifest, candidate.result.history, candidate.scores,
+            settings.model_dump(mode="json"), time.monotonic() - started, extra,
+        )  # fmt: skip
+        version = store.publish(staging, make_current=decision.promoted)
+    log.info(
+        "published model %s to %s%s", version, store.root,
+        " and made it current" if decision.promoted else " as rejected (not current)",
+    )  # fmt: skip
+    pruned = store.prune(settings.store.keep, settings.store.protect_s)
+    if pruned:
+        log.info("pruned %d old versions: %s", len(pruned), ", ".join(pruned))
+    return TrainingOutcome(
+        version, manifest, store.versions_dir / version, decision, removed, read.read,
+        dict(read.invalid), pruned,
+    )  # fmt: skip
+
+
+def _service_model(store: ModelStore) -> Scored | None:
+    if store.current_version() is None:
+        log.info("no model in service: first run")
+        return None
+    try:
+        artifact = store.load_current()
+    except ArtifactError as exc:
+        log.error("the current model is refused (%s): training as on a first run", exc)
+        return None
+    m = artifact.manifest
+    return Scored(artifact.detector, m.threshold, m.window, m.features, m.model_version)
+
+
+def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> _Read:
+    if settings.data.source == "file":
+        history = read_history(settings.data)
+        return _Read(history, history.rows)
+    features = settings.data.features or (service.features if service else None)
+    history, summary = read_topic(settings, features or None, now)
+    episodes = read_episodes(settings, now)
+    log.info(
+        "read %d records (%d invalid, %d out of range) of %d assets; %d recorded episodes",
+        summary.read, sum(summary.invalid.values()), summary.out_of_range, history.assets,
+        sum(len(v) for v in episodes.values()),
+    )  # fmt: skip
+    return _Read(history, summary.read, summary.invalid, summary.out_of_range, episodes)
+
+
+def _fit(
+    settings: TrainingSettings,
+    features: tuple[str, ...],
+    fit_part: SensorHistory,
+    calibration_part: SensorHistory,
+    progress: EpochProgress | None,
+) -> _Candidate:
     window = settings.model.window
     log.info(
-        "read %d rows of %d features for %d assets from %s: %d to fit, %d held out",
-        history.rows, len(history.features), len(history.series), history.source,
-        fit_part.rows, holdout_part.rows,
+        "fitting on %d rows, calibrating on %d rows (%d assets)",
+        fit_part.rows, calibration_part.rows, fit_part.assets,
     )  # fmt: skip
     _require_windows("fit", fit_part, window)
-    _require_windows("held-out", holdout_part, window)
+    _require_windows("held-out", calibration_part, window)
     scaler = RobustScaler.fit(np.concatenate([s.values for s in fit_part.series]))
     fit_windows = WindowIndex([s.values for s in fit_part.series], scaler, window)
-    holdout_windows = WindowIndex([s.values for s in holdout_part.series], scaler, window)
-
-    n_inputs = len(history.features) * window
+    held_windows = WindowIndex([s.values for s in calibration_part.series], scaler, window)
     architecture = ArchitectureConfig(
-        n_features=len(history.features),
+        n_features=len(features),
         window=window,
         hidden=settings.model.hidden,
-        latent=settings.model.latent or default_latent(n_inputs),
+        latent=settings.model.latent or default_latent(len(features) * window),
     )
+    if progress is not None:
+        progress.restart()
     try:
         result = fit_autoencoder(
-            fit_windows, holdout_windows, architecture, settings.model, progress or _quiet
+            fit_windows, held_windows, architecture, settings.model, progress or _quiet
         )
     finally:
         if progress is not None:
             progress.close()
     detector = Detector(scaler, result.network)
-    scores = _score_history(detector, holdout_part, window)
+    scores = np.concatenate(
+        [
+            detector.score(sliding_windows(s.values, window)).score
+            for s in calibration_part.series
+            if len(s.ts) >= window
+        ]
+    )
     calibration = settings.calibration
-    threshold = calibrate(scores.score, calibration.target_fpr, calibration.method)
+    threshold = calibrate(scores, calibration.target_fpr, calibration.method)
     best = result.history[result.best_epoch - 1]
     log.info(
         "fitted in %d epochs (best %d, held-out loss %.5f); threshold %.5g by %s at FPR %g",
         len(result.history), result.best_epoch, best.holdout_loss, threshold.value,
         threshold.method, threshold.target_fpr,
     )  # fmt: skip
+    return _Candidate(
+        Scored(detector, threshold, window, features), result, architecture, scores,
+        fit_part, calibration_part, len(fit_windows), len(held_windows),
+    )  # fmt: skip
 
+
+def _manifest(
+    candidate: _Candidate, history: SensorHistory, settings: TrainingSettings, removed: int
+) -> Manifest:
     created_at = datetime.now(UTC)
     first_ts, last_ts = history.time_range()
-    manifest = Manifest(
+    scores, threshold = candidate.scores, candidate.scored.threshold
+    best = candidate.result.history[candidate.result.best_epoch - 1]
+    return Manifest(
         format_version=FORMAT_VERSION,
         model_version=f"{created_at:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}",
         created_at=created_at,
         features=history.features,
-        scaler=ScalerParams.from_scaler(scaler),
-        architecture=architecture,
+        scaler=ScalerParams.from_scaler(candidate.scored.detector.scaler),
+        architecture=candidate.architecture,
         threshold=threshold,
         training=TrainingSummary(
             source=history.source,
-            rows=history.rows,
-            assets=len(history.series),
-            fit_rows=fit_part.rows,
-            holdout_rows=holdout_part.rows,
-            fit_windows=len(fit_windows),
-            holdout_windows=len(holdout_windows),
+            rows=history.rows - removed,
+            assets=history.assets,
+            fit_rows=candidate.fit.rows,
+            holdout_rows=candidate.calibration.rows,
+            fit_windows=candidate.fit_windows,
+            holdout_windows=candidate.calibration_windows,
             first_ts=first_ts,
             last_ts=last_ts,
             seed=settings.model.seed,
         ),
         validation=ValidationFigures(
             fit_loss=best.fit_loss,
-            holdout_loss=float(scores.score.mean()),
-            holdout_fpr=float(threshold.exceeds(scores.score).mean()),
-            holdout_score_p50=float(np.quantile(scores.score, 0.5)),
-            holdout_score_p99=float(np.quantile(scores.score, 0.99)),
-            holdout_score_max=float(scores.score.max()),
-            epochs=len(result.history),
-            best_epoch=result.best_epoch,
+            holdout_loss=float(scores.mean()),
+            holdout_fpr=float(threshold.exceeds(scores).mean()),
+            holdout_score_p50=float(np.quantile(scores, 0.5)),
+            holdout_score_p99=float(np.quantile(scores, 0.99)),
+            holdout_score_max=float(scores.max()),
+            epochs=len(candidate.result.history),
+            best_epoch=candidate.result.best_epoch,
         ),
         weights_sha256="0" * 64,  # write_artifact fills in the real checksum
     )
-    store = ModelStore(settings.store.path)
-    with store.staging() as staging:
-        manifest = write_artifact(staging, manifest, result.network.state_dict())
-        write_report(
-            staging,
-            manifest,
-            result.history,
-            scores.score,
-            settings.model_dump(mode="json"),
-            time.monotonic() - started,
-        )
-        version = store.publish(staging, make_current=True)
-    log.info("published model %s to %s and made it current", version, store.root)
-    return TrainingOutcome(version, manifest, store.versions_dir / version)
 
 
-def _quiet(epoch: Epoch, improved: bool) -> None:
+def _quiet(epoch: object, improved: bool) -> None:
     """Progress for callers that want none."""
-
-
-def _score_history(detector: Detector, part: SensorHistory, window: int) -> Scores:
-    """Score every window of every asset, exactly as the worker scores a stream."""
-    batches = [detector.score(sliding_windows(s.values, window)) for s in part.series]
-    batches = [b for b in batches if len(b.score)]
-    return Scores(
-        score=np.concatenate([b.score for b in batches]),
-        shares=np.concatenate([b.shares for b in batches]),
-    )
 
 
 def _require_windows(part: str, history: SensorHistory, window: int) -> None:

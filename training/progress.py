@@ -39,6 +39,11 @@ class EpochProgress:
         self.stream.write(f"\r[{bar}] {text}\x1b[K")
         self.stream.flush()
 
+    def restart(self) -> None:
+        """A new fit begins (a first run fits twice)."""
+        self.started = time.monotonic()
+        self.closed = False
+
     def close(self) -> None:
         """End the live line (early stopping may leave the bar short of full)."""
         if self.live and not self.closed:

@@ -23,6 +23,7 @@ def write_report(
     holdout_scores: npt.NDArray[np.float64],
     settings: dict[str, Any],
     duration_s: float,
+    extra: dict[str, Any] | None = None,
 ) -> None:
     """Write the JSON summary and the PNG (loss curves, held-out score histogram)."""
     summary = {
@@ -35,6 +36,7 @@ def write_report(
         "training": manifest.training.model_dump(mode="json"),
         "validation": manifest.validation.model_dump(mode="json"),
         "settings": settings,
+        **(extra or {}),
         "history": [
             {"epoch": e.epoch, "fit_loss": e.fit_loss, "holdout_loss": e.holdout_loss}
             for e in history

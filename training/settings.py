@@ -1,11 +1,12 @@
 """Training settings: environment variables (TRAINING_...) overridden by command-line flags.
 
 Nested parts use a double underscore: TRAINING_DATA__PATH, TRAINING_MODEL__WINDOW,
-TRAINING_CALIBRATION__TARGET_FPR, TRAINING_STORE__PATH. Validated once, at start.
+TRAINING_KAFKA__BOOTSTRAP_SERVERS, TRAINING_GATE__FPR_FACTOR... Validated once, at start.
 """
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -13,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.model.calibration import MethodChoice
+from worker.settings import KafkaSettings, TopicSettings
 
 ENV_PREFIX = "TRAINING_"
 NESTED_DELIMITER = "__"
@@ -32,6 +34,7 @@ class DataSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    source: Literal["file", "kafka"] = "file"
     path: Path | None = Field(default=None, description="CSV or JSON Lines file to train on")
     format: Literal["auto", "csv", "jsonl"] = "auto"
     delimiter: str = Field(default=",", min_length=1, max_length=1)
@@ -40,8 +43,28 @@ class DataSettings(BaseModel):
     features: Names = ()
     exclude: Names = ()
     holdout_fraction: float = Field(default=0.2, gt=0.0, lt=1.0)
+    label_column: str | None = Field(default=None, description="only for validation files")
+    since: timedelta = Field(default=timedelta(hours=24), gt=timedelta(0))
+    start: datetime | None = None
+    end: datetime | None = None
+    max_rows: int = Field(default=1_000_000, ge=1)
 
     _split = field_validator("features", "exclude", mode="before")(_split_names)
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _duration(cls, value: object) -> object:
+        """Accept 90s, 30m, 24h, 7d as well as ISO 8601 durations and seconds."""
+        if isinstance(value, str) and value[:-1].replace(".", "", 1).isdigit():
+            unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}.get(value[-1])
+            if unit:
+                return timedelta(seconds=float(value[:-1]) * unit)
+        return value
+
+    def time_range(self, now: datetime) -> tuple[datetime, datetime | None]:
+        """The range of record times to read from Kafka: [start, end); end None means now."""
+        start = self.start or (self.end or now) - self.since
+        return start, self.end
 
 
 class ModelSettings(BaseModel):
@@ -76,12 +99,51 @@ class CalibrationSettings(BaseModel):
     method: MethodChoice = "auto"
 
 
+class CleanSettings(BaseModel):
+    """Data hygiene: drop records the model in service flags, and recorded alert episodes.
+
+    open_after / resolve_after must match the workers' alert rules (WORKER_ALERTS__...).
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    open_after: int = Field(default=3, ge=1)
+    resolve_after: int = Field(default=5, ge=1)
+
+
+class GateSettings(BaseModel):
+    """When a candidate may replace the model in service."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fraction: float = Field(
+        default=0.5, ge=0.0, lt=1.0,
+        description="share of the held-out part kept for the gate (0: gate on calibration data)",
+    )  # fmt: skip
+    fpr_factor: float = Field(default=2.0, ge=1.0)
+    error_margin: float = Field(default=0.1, ge=0.0)
+    validation_path: Path | None = None
+    validation_label: str = "anomaly"
+
+
 class StoreSettings(BaseModel):
-    """The model store directory shared with the workers."""
+    """The model store directory shared with the workers, and how much of it to keep."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: Path = Path("model-store")
+    keep: int = Field(default=10, ge=1)
+    protect_s: float = Field(default=600.0, ge=0.0)
+
+
+class PushgatewaySettings(BaseModel):
+    """Where the job pushes its metrics (unset: not pushed)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: str | None = None
+    job: str = "anomaly-training"
 
 
 class TrainingSettings(BaseSettings):
@@ -95,9 +157,14 @@ class TrainingSettings(BaseSettings):
     )
 
     data: DataSettings = DataSettings()
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
     model: ModelSettings = ModelSettings()
     calibration: CalibrationSettings = CalibrationSettings()
+    clean: CleanSettings = CleanSettings()
+    gate: GateSettings = GateSettings()
     store: StoreSettings = StoreSettings()
+    pushgateway: PushgatewaySettings = PushgatewaySettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 

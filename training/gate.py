@@ -1,0 +1,149 @@
+"""The gate: may the candidate replace the model in service?
+
+Both are scored on the same held-out clean slice (the latest rows, never used to fit or
+calibrate the candidate). The candidate is promoted only if
+- its false-positive rate there, at its own threshold, lies within `fpr_factor` of the target
+  (checked when the slice expects at least 10 false positives; fewer cannot tell);
+- its reconstruction error there is at most (1 + error_margin) times the service model's,
+  both measured in the candidate's scaled units, so two scalers compare fairly;
+- with a labelled validation file, its F1 there is not lower than the service model's.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from training.data import SensorHistory, read_history
+from training.settings import DataSettings, GateSettings
+from worker.alerts import flag_episodes
+from worker.model import Detector, Threshold, sliding_windows
+
+log = logging.getLogger(__name__)
+
+MIN_EXPECTED_FALSE_POSITIVES = 10
+
+
+@dataclass(frozen=True)
+class Scored:
+    """A model as the gate sees it."""
+
+    detector: Detector
+    threshold: Threshold
+    window: int
+    features: tuple[str, ...]
+    version: str | None = None
+
+
+@dataclass
+class Decision:
+    """Promote or not, why, and the figures behind it."""
+
+    promoted: bool = True
+    reasons: list[str] = field(default_factory=list)
+    figures: dict[str, float | int | str | None] = field(default_factory=dict)
+
+    def reject(self, reason: str) -> None:
+        self.promoted = False
+        self.reasons.append(reason)
+
+
+def decide(
+    candidate: Scored,
+    service: Scored | None,
+    slice_: SensorHistory,
+    settings: GateSettings,
+    data: DataSettings,
+    k: int,
+    m: int,
+) -> Decision:
+    """Apply every rule; the decision lists each rule that failed."""
+    decision = Decision()
+    figures = decision.figures
+    figures["service_version"] = service.version if service else None
+    target = candidate.threshold.target_fpr
+    scores = _scores(candidate, slice_)
+    n = len(scores)
+    figures["gate_records"] = n
+    if n == 0:
+        decision.reasons.append("no held-out records for the gate: promoted unchecked")
+        return decision
+    fpr = float(candidate.threshold.exceeds(scores).mean())
+    figures["candidate_fpr"] = fpr
+    if n * target >= MIN_EXPECTED_FALSE_POSITIVES:
+        low, high = target / settings.fpr_factor, target * settings.fpr_factor
+        if not low <= fpr <= high:
+            decision.reject(
+                f"false-positive rate {fpr:.4g} on {n} held-out clean records is outside "
+                f"[{low:.4g}, {high:.4g}] (target {target:g}, factor {settings.fpr_factor:g})"
+            )
+    else:
+        figures["fpr_check"] = f"skipped: {n} records expect fewer than 10 false positives"
+    scale = candidate.detector.scaler.scale
+    figures["candidate_error"] = cand_error = _error(candidate, slice_, scale)
+    if service is not None and service.features == candidate.features:
+        figures["service_error"] = service_error = _error(service, slice_, scale)
+        if cand_error > service_error * (1 + settings.error_margin):
+            decision.reject(
+                f"held-out error {cand_error:.4g} is worse than the service model's "
+                f"{service_error:.4g} by more than {settings.error_margin:.0%}"
+            )
+    elif service is not None:
+        figures["error_check"] = "skipped: the service model has other features"
+    if settings.validation_path is not None:
+        labelled = read_history(
+            data.model_copy(
+                update={"path": settings.validation_path, "format": "auto",
+                        "features": candidate.features, "label_column": settings.validation_label}
+            )
+        )  # fmt: skip
+        figures["candidate_f1"] = cand_f1 = f1(candidate, labelled, k, m)
+        if service is not None and service.features == candidate.features:
+            figures["service_f1"] = service_f1 = f1(service, labelled, k, m)
+            if cand_f1 < service_f1:
+                decision.reject(
+                    f"F1 {cand_f1:.4f} on {settings.validation_path} is lower than the "
+                    f"service model's {service_f1:.4f}"
+                )
+    return decision
+
+
+def f1(model: Scored, labelled: SensorHistory, k: int, m: int) -> float:
+    """Pooled F1 of the per-record decisions (inside an episode) against the labels."""
+    tp = fp = fn = 0
+    for s in labelled.series:
+        assert s.labels is not None
+        above = np.zeros(len(s.ts), dtype=bool)
+        if len(s.ts) >= model.window:
+            scores = model.detector.score(sliding_windows(s.values, model.window)).score
+            above[model.window - 1 :] = model.threshold.exceeds(scores)
+        flagged = flag_episodes(above, k, m)
+        truth = s.labels.astype(bool)
+        tp += int((flagged & truth).sum())
+        fp += int((flagged & ~truth).sum())
+        fn += int((~flagged & truth).sum())
+    return tp / (tp + (fp + fn) / 2) if tp + fp + fn else 1.0
+
+
+def _scores(model: Scored, slice_: SensorHistory) -> np.ndarray:
+    parts = [
+        model.detector.score(sliding_windows(s.values, model.window)).score
+        for s in slice_.series
+        if len(s.ts) >= model.window
+    ]
+    return np.concatenate(parts) if parts else np.empty(0)
+
+
+def _error(model: Scored, slice_: SensorHistory, scale: np.ndarray) -> float:
+    """Mean squared reconstruction error per value, in units of `scale`."""
+    total, count = 0.0, 0
+    for s in slice_.series:
+        if len(s.ts) < model.window:
+            continue
+        windows = sliding_windows(s.values, model.window)
+        residual = (model.detector.reconstruct(windows) - windows) / scale
+        total += float((residual**2).sum())
+        count += residual.size
+    return total / count if count else float("nan")

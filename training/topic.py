@@ -1,0 +1,127 @@
+"""Training data from the input topic: a bounded time range, decoded like the worker does.
+
+The range is resolved with the broker's offset-for-time lookup where it exists; otherwise
+(Apache Kafka 0.9) the topic is scanned and records are kept by their own `ts`. Reading stops
+at the end offsets captured at the start, and reads at most `max_rows` records (the latest).
+Invalid records are counted by reason, never fatal. No consumer group is used, so the
+workers' offsets are never touched.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections import Counter, defaultdict
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from training.data import DataError, SensorHistory, group_rows
+from training.settings import TrainingSettings
+from worker.kafka_io import plan_range, read_planned
+from worker.records import RecordError, decode_record, parse_ts
+
+log = logging.getLogger(__name__)
+
+# Episodes as (start, end) epoch seconds per asset; end is +inf while an episode is open.
+Episodes = dict[str, list[tuple[float, float]]]
+
+
+@dataclass
+class ReadSummary:
+    """What reading the topic found."""
+
+    read: int = 0
+    out_of_range: int = 0
+    invalid: Counter[str] = field(default_factory=Counter)
+    by_broker_time: bool = True
+
+
+def read_topic(
+    settings: TrainingSettings, features: tuple[str, ...] | None, now: datetime
+) -> tuple[SensorHistory, ReadSummary]:
+    """The input topic's records in the configured time range, grouped by asset."""
+    start, end = settings.data.time_range(now)
+    planned = plan_range(
+        settings.kafka, settings.topics.input, _ms(start), _ms(end) if end else None,
+        settings.data.max_rows,
+    )  # fmt: skip
+    log.info(
+        "reading %s from %s to %s: up to %d records in %d partitions (%s)",
+        settings.topics.input, start.isoformat(), end.isoformat() if end else "now",
+        planned.size, len(planned.ends),
+        "by broker time" if planned.by_broker_time else "scanning by record time",
+    )  # fmt: skip
+    summary = ReadSummary(by_broker_time=planned.by_broker_time)
+    lo, hi = start.timestamp(), (end or now).timestamp()
+
+    def rows() -> Iterator[tuple[str, float, list[float]]]:
+        nonlocal features
+        for record in read_planned(settings.kafka, planned):
+            summary.read += 1
+            if summary.read % 100_000 == 0:
+                log.info("read %d of %d records", summary.read, planned.size)
+            value = record.value or b""
+            if features is None:
+                features = _features_of(value, settings.data.exclude)
+                if features is None:
+                    summary.invalid["no_features"] += 1
+                    continue
+            try:
+                decoded = decode_record(value, features)
+            except RecordError as exc:
+                summary.invalid[exc.reason] += 1
+                continue
+            ts = decoded.ts.timestamp()
+            if not planned.by_broker_time and not lo <= ts < hi:
+                summary.out_of_range += 1
+                continue
+            yield decoded.asset_id, ts, list(decoded.values)
+
+    grouped = list(rows())
+    if not grouped or features is None:
+        raise DataError(
+            f"no usable records in {settings.topics.input} between {start.isoformat()} and "
+            f"{end.isoformat() if end else 'now'} ({summary.read} read, invalid: "
+            f"{dict(summary.invalid) or 'none'})"
+        )
+    source = f"kafka:{settings.topics.input}@{start.isoformat()}..{(end or now).isoformat()}"
+    return group_rows(source, features, grouped, has_timestamps=True), summary
+
+
+def read_episodes(settings: TrainingSettings, now: datetime) -> Episodes:
+    """Alert episodes recorded on the alerts topic over the same range, per asset."""
+    start, end = settings.data.time_range(now)
+    planned = plan_range(
+        settings.kafka, settings.topics.alerts, _ms(start), _ms(end) if end else None,
+        settings.data.max_rows,
+    )  # fmt: skip
+    spans: dict[str, tuple[str, float, float]] = {}
+    for record in read_planned(settings.kafka, planned):
+        try:
+            event = json.loads(record.value or b"")
+            begin = parse_ts(event["started_at"]).timestamp()
+            finish = (
+                parse_ts(event["ended_at"]).timestamp() if event["type"] == "resolve" else math.inf
+            )
+            spans[event["episode_id"]] = (event["asset_id"], begin, finish)
+        except (ValueError, KeyError, TypeError, RecordError):
+            continue  # not an alert event of this product; nothing to learn from it
+    episodes: Episodes = defaultdict(list)
+    for asset, begin, finish in spans.values():
+        episodes[asset].append((begin, finish))
+    return dict(episodes)
+
+
+def _features_of(value: bytes, exclude: tuple[str, ...]) -> tuple[str, ...] | None:
+    try:
+        values = json.loads(value)["values"]
+        names = tuple(sorted(str(k) for k in values if k not in exclude))
+    except (ValueError, KeyError, TypeError):
+        return None
+    return names or None
+
+
+def _ms(ts: datetime) -> int:
+    return int(ts.astimezone(UTC).timestamp() * 1000)
