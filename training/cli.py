@@ -32,10 +32,13 @@ class ExitCode(IntEnum):
     BAD_SETTINGS = 2
     BAD_DATA = 3
     STORE_ERROR = 4
+    KAFKA_ERROR = 5
 
 
 # Flags that set a settings field: (flag, settings path, help, argparse extras).
 _FIELD_FLAGS: list[tuple[str, str, str, dict[str, Any]]] = [
+    ("--source", "data.source", "where the training rows come from (default file)",
+     {"choices": ["file", "kafka"]}),
     ("--data", "data.path", "CSV or JSON Lines file to train on", {}),
     ("--format", "data.format", "file format (default: from the suffix)",
      {"choices": ["auto", "csv", "jsonl"]}),
@@ -46,6 +49,10 @@ _FIELD_FLAGS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("--features", "data.features",
      "comma-separated feature columns in order (default: all the others)", {}),
     ("--exclude", "data.exclude", "comma-separated columns that are not features", {}),
+    ("--since", "data.since", "kafka: how far back to read, e.g. 24h, 90m, 7d (default 24h)", {}),
+    ("--start", "data.start", "kafka: range start, ISO 8601 (default: end - since)", {}),
+    ("--end", "data.end", "kafka: range end, ISO 8601 (default: now)", {}),
+    ("--max-rows", "data.max_rows", "most records read; the latest are kept (default 1e6)", {}),
     ("--holdout-fraction", "data.holdout_fraction",
      "latest fraction of rows held out for early stopping and calibration (default 0.2)", {}),
     ("--window", "model.window", "records per window; 1 scores single records (default 1)", {}),
@@ -61,6 +68,13 @@ _FIELD_FLAGS: list[tuple[str, str, str, dict[str, Any]]] = [
      "false-positive rate the threshold targets on clean data (default 0.01)", {}),
     ("--calibration", "calibration.method", "threshold method (default auto)",
      {"choices": ["auto", "quantile", "pot"]}),
+    ("--clean", "clean.enabled",
+     "drop records the service model flags and recorded episodes (default true)",
+     {"choices": ["true", "false"]}),
+    ("--validation", "gate.validation_path",
+     "labelled CSV for the gate's F1 check (label column: TRAINING_GATE__VALIDATION_LABEL)", {}),
+    ("--keep", "store.keep", "versions kept in the store after publishing (default 10)", {}),
+    ("--pushgateway", "pushgateway.url", "Pushgateway address for the job's metrics", {}),
 ]  # fmt: skip
 _STORE_FLAG: tuple[str, str, str, dict[str, Any]] = (
     "--store",
@@ -107,6 +121,7 @@ def _fit(settings: TrainingSettings) -> int:
     from training.data import DataError
     from training.job import train
     from training.progress import EpochProgress
+    from worker.errors import BrokerUnavailableError
 
     log.info("training with %s", settings.model_dump_json())
     try:
@@ -114,10 +129,19 @@ def _fit(settings: TrainingSettings) -> int:
     except (DataError, CalibrationError) as exc:
         log.error("no model published: %s", exc)
         return ExitCode.BAD_DATA
+    except BrokerUnavailableError as exc:
+        log.error("no model published: %s", exc)
+        return ExitCode.KAFKA_ERROR
     threshold = outcome.manifest.threshold
+    verdict = (
+        "promoted and made current"
+        if outcome.decision.promoted
+        else "REJECTED by the gate (" + "; ".join(outcome.decision.reasons) + ")"
+    )
     print(
         f"model {outcome.version}: threshold {threshold.value:.6g} ({threshold.method}, "
-        f"target FPR {threshold.target_fpr:g}); artifact and report in {outcome.directory}"
+        f"target FPR {threshold.target_fpr:g}); {verdict}; artifact and report in "
+        f"{outcome.directory}"
     )
     return ExitCode.OK
 
@@ -127,7 +151,10 @@ def _versions(store: ModelStore) -> int:
     if not infos:
         print(f"no versions in {store.root}")
         return ExitCode.OK
-    print(f"{'':2}{'version':<26}{'features':>9}{'window':>7}{'threshold':>12}  held-out loss")
+    print(
+        f"{'':2}{'version':<26}{'features':>9}{'window':>7}{'threshold':>12}"
+        f"{'held-out loss':>15}  status"
+    )
     for info in infos:
         mark = "* " if info.is_current else "  "
         m = info.manifest
@@ -136,7 +163,7 @@ def _versions(store: ModelStore) -> int:
             continue
         print(
             f"{mark}{info.name:<26}{len(m.features):>9}{m.window:>7}"
-            f"{m.threshold.value:>12.5g}  {m.validation.holdout_loss:.5g}"
+            f"{m.threshold.value:>12.5g}{m.validation.holdout_loss:>15.5g}  {info.status or ''}"
         )
     return ExitCode.OK
 

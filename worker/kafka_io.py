@@ -224,13 +224,16 @@ def plan_range(
     arriving. When the range holds more than `max_records`, each partition starts later, in
     proportion to its share, so that the latest `max_records` records are read.
     """
-    consumer = make_consumer(kafka, None)
+    try:
+        consumer = make_consumer(kafka, None)
+    except KafkaError as exc:
+        raise BrokerUnavailableError(f"cannot reach {kafka.bootstrap_servers}: {exc!r}") from exc
     try:
         parts = [
             TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
         ]
         if not parts:
-            raise KafkaError(f"topic {topic!r} does not exist or has no partitions")
+            raise BrokerUnavailableError(f"topic {topic!r} does not exist or has no partitions")
         ends = _true_ends(consumer, parts)
         beginnings = consumer.beginning_offsets(parts)
         try:
@@ -250,6 +253,8 @@ def plan_range(
             {tp.partition: ends[tp] for tp in parts},
             by_broker_time,
         )
+    except KafkaError as exc:
+        raise BrokerUnavailableError(f"cannot plan the read of {topic!r}: {exc!r}") from exc
     finally:
         consumer.close(autocommit=False)
     total = planned.size

@@ -101,7 +101,7 @@ def start(port: int | None = None, log: Path | None = None, timeout_s: float = 1
         ],
         stdout=out, stderr=out, start_new_session=True,
     )  # fmt: skip
-    _wait_for_port(port, process, "Tansu", timeout_s)
+    wait_for_port(port, process, "Tansu", timeout_s)
     return LocalBroker(port, [process])
 
 
@@ -145,16 +145,14 @@ def start_kafka09(
             processes.append(
                 subprocess.Popen(command, stdout=out, stderr=out, env=env, start_new_session=True)
             )
-            _wait_for_port(wait_port, processes[-1], name, timeout_s)
+            wait_for_port(wait_port, processes[-1], name, timeout_s)
     except BaseException:
         LocalBroker(port, processes).stop()
         raise
     return LocalBroker(port, processes, api_version="0.9")
 
 
-def _wait_for_port(
-    port: int, process: subprocess.Popen[bytes], name: str, timeout_s: float
-) -> None:
+def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if process.poll() is not None:
