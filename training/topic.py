@@ -1,7 +1,8 @@
 """Training data from the input topic: a bounded time range, decoded like the worker does.
 
-The range is resolved with the broker's offset-for-time lookup where it exists; otherwise
-(Apache Kafka 0.9) the topic is scanned and records are kept by their own `ts`. Reading stops
+The range is resolved with the broker's offset-for-time lookup where it exists (and each
+record's broker timestamp is checked against the range); otherwise (Apache Kafka 0.9) the
+topic is scanned and records are kept by their own `ts`. Reading stops
 at the end offsets captured at the start, and reads at most `max_rows` records (the latest).
 Invalid records are counted by reason, never fatal. No consumer group is used, so the
 workers' offsets are never touched.
@@ -55,6 +56,7 @@ def read_topic(
     )  # fmt: skip
     summary = ReadSummary(by_broker_time=planned.by_broker_time)
     lo, hi = start.timestamp(), (end or now).timestamp()
+    lo_ms, hi_ms = _ms(start), _ms(end) if end else math.inf
 
     def rows() -> Iterator[tuple[str, float, list[float]]]:
         nonlocal features
@@ -63,6 +65,12 @@ def read_topic(
             if summary.read % 100_000 == 0:
                 log.info("read %d of %d records", summary.read, planned.size)
             value = record.value or b""
+            # The lookup's start is trusted only as far as each record's own broker time
+            # agrees: Tansu 0.6 answers every lookup with offset 0.
+            stamp = getattr(record, "timestamp", None) or -1
+            if planned.by_broker_time and stamp >= 0 and not lo_ms <= stamp < hi_ms:
+                summary.out_of_range += 1
+                continue
             if features is None:
                 features = _features_of(value, settings.data.exclude)
                 if features is None:

@@ -1,0 +1,222 @@
+"""Scheduled retraining against real components: the broker(s), a running worker and a real
+Pushgateway. The job reads a time range of the topic, cleans it, gates the candidate against
+the model in service, publishes it, and the running worker swaps it in."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import urllib.request
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.conftest import Trained, write_csv
+from tests.test_kafka import Running, processed, produce, read, wait_until
+from training.job import train
+from training.settings import TrainingSettings
+from training.topic import read_topic
+from worker import simulator
+from worker.kafka_io import committed_total, create_topics, make_producer
+from worker.local_broker import LocalBroker
+from worker.model import ModelStore
+from worker.settings import WorkerSettings
+from worker.simulator import Fleet
+
+
+def fresh(broker: LocalBroker) -> tuple[dict[str, object], dict[str, str]]:
+    run = uuid.uuid4().hex[:8]
+    kafka = {"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000,
+             "api_version": broker.api_version}  # fmt: skip
+    topics = {"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
+              "group": f"group-{run}"}  # fmt: skip
+    return kafka, topics
+
+
+@pytest.mark.parametrize("which", ["tansu", "kafka09"])
+def test_the_time_range_read_keeps_the_range_and_ends_while_records_keep_coming(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    broker: LocalBroker = request.getfixturevalue("broker" if which == "tansu" else "kafka09")
+    kafka, topics = fresh(broker)
+    settings = TrainingSettings(data={"source": "kafka", "since": "1h"}, kafka=kafka,
+                                topics=topics)  # fmt: skip
+    if which == "tansu":
+        create_topics(settings.kafka, {settings.topics.input: 3})
+    now = datetime.now(UTC)
+    old = Fleet(n_assets=3, seed=1, start=now - timedelta(days=2))
+    recent = Fleet(n_assets=3, seed=2, start=now - timedelta(minutes=10))
+    producer = make_producer(settings.kafka)
+    two_days_ago = int((now - timedelta(days=2)).timestamp() * 1000)
+    for key, value in old.records(100):  # broker time (where the broker keeps one) 2 days ago
+        stamp = {"timestamp_ms": two_days_ago} if which == "tansu" else {}
+        producer.send(settings.topics.input, key=key, value=value, **stamp)
+    for key, value in recent.records(200):
+        producer.send(settings.topics.input, key=key, value=value)
+    producer.flush()
+
+    stop = threading.Event()
+
+    def keep_producing() -> None:  # records keep arriving while the job reads
+        more = Fleet(n_assets=3, seed=3, start=now - timedelta(minutes=5))
+        while not stop.is_set():
+            for key, value in more.records(20):
+                producer.send(settings.topics.input, key=key, value=value)
+            producer.flush()
+
+    thread = threading.Thread(target=keep_producing)
+    thread.start()
+    try:
+        history, summary = read_topic(settings, simulator.FEATURES, datetime.now(UTC))
+        assert thread.is_alive()  # the read ended although the topic kept growing
+    finally:
+        stop.set()
+        thread.join(30)
+        producer.close()
+    assert history.rows >= 600  # all recent records, perhaps some that came during the read
+    assert summary.by_broker_time is (which == "tansu")
+    assert all(s.ts.min() >= (now - timedelta(hours=1)).timestamp() for s in history.series)
+    assert summary.out_of_range in (0, 300)  # an exact lookup never reads the old ones
+    if which == "kafka09":  # scanned from the beginning: the old ones were read and dropped
+        assert summary.out_of_range == 300
+
+
+@pytest.fixture
+def store(trained: Trained, tmp_path: Path) -> Path:
+    shutil.copytree(trained.store.root, tmp_path / "store")
+    return tmp_path / "store"
+
+
+def gateway_metrics(url: str, job: str) -> dict[str, list[dict[str, object]]]:
+    """Metric families the Pushgateway holds for `job`, read from its own HTTP API."""
+    with urllib.request.urlopen(f"http://{url}/api/v1/metrics", timeout=5) as response:
+        groups = json.loads(response.read())["data"]
+    out: dict[str, list[dict[str, object]]] = {}
+    for group in groups:
+        if group["labels"].get("job") != job:
+            continue
+        for name, family in group.items():
+            if isinstance(family, dict) and "metrics" in family:
+                out[name] = family["metrics"]
+    return out
+
+
+def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(
+    broker: LocalBroker, store: Path, pushgateway: str
+) -> None:
+    kafka, topics = fresh(broker)
+    worker_settings = WorkerSettings(
+        kafka=kafka, topics=topics, batch={"size": 500, "max_wait_ms": 50},
+        store={"path": store, "reload_interval_s": 0.05}, http={"port": 0},
+    )  # fmt: skip
+    create_topics(worker_settings.kafka, {topics["input"]: 3, topics["alerts"]: 1,
+                                          topics["dead_letters"]: 1})  # fmt: skip
+    service = ModelStore(store).current_version()
+    now = datetime.now(UTC).replace(microsecond=0)
+    fleet = Fleet(n_assets=8, seed=11, start=now - timedelta(minutes=30))
+    faults = fleet.faults(900, first=300)
+    running = Running(worker_settings)
+    try:
+        n = produce(worker_settings, fleet.records(900, faults))
+        wait_until(lambda: processed(running.metrics) >= n, 120, "the stream scored")
+        job = f"training-{topics['input']}"
+        outcome = train(
+            TrainingSettings(
+                data={"source": "kafka", "since": "2h"}, kafka=kafka, topics=topics,
+                model={"epochs": 60, "patience": 8}, store={"path": store},
+                pushgateway={"url": pushgateway, "job": job},
+            )
+        )  # fmt: skip
+        report = json.loads((outcome.directory / "report.json").read_text())
+        removed = report["removed"]["by_rule"]
+        assert removed["service_model"] > 0
+        assert removed["alert_episodes"] > 0
+        assert report["read"]["records"] == n
+        faulty = sum(f.end - f.start for f in faults)
+        assert report["removed"]["total"] >= faulty // 2
+        assert outcome.decision.promoted, outcome.decision.reasons
+        assert ModelStore(store).current_version() == outcome.version != service
+
+        wait_until(
+            lambda: running.metrics.registry.get_sample_value(
+                "anomaly_model_info", {"version": outcome.version}
+            ) == 1,
+            what="the worker on the new version",
+        )  # fmt: skip
+        later = Fleet(n_assets=8, seed=12, start=now)
+        more = produce(worker_settings, later.records(200, later.faults(200, first=50)))
+        wait_until(lambda: processed(running.metrics) >= n + more, 120, "the later records")
+        opened = running.metrics.registry.get_sample_value(
+            "anomaly_alert_events_total", {"type": "open"}
+        )
+        resolved = running.metrics.registry.get_sample_value(
+            "anomaly_alert_events_total", {"type": "resolve"}
+        )
+        assert opened is not None
+        assert resolved is not None
+        alerts = read(worker_settings, topics["alerts"], int(opened + resolved))
+        events = [json.loads(record.value or b"") for record in alerts]
+        assert events[-1]["model_version"] == outcome.version  # the newest carry the new one
+
+        assert processed(running.metrics) == n + more  # nothing lost, nothing twice
+        wait_until(
+            lambda: (
+                committed_total(worker_settings.kafka, topics["group"], topics["input"]) == n + more
+            ),
+            what="every offset committed",
+        )
+
+        ModelStore(store).set_current(str(service))  # rollback: one call, followed like any
+        wait_until(
+            lambda: running.metrics.registry.get_sample_value(
+                "anomaly_model_info", {"version": str(service)}
+            ) == 1,
+            what="the worker back on the old version",
+        )  # fmt: skip
+    finally:
+        running.stop()
+
+    pushed = gateway_metrics(pushgateway, job)
+    assert pushed["anomaly_training_promoted"][0]["value"] == "1"
+    assert pushed["anomaly_training_rows_read"][0]["value"] == str(n)
+    rules = {m["labels"]["rule"]: m["value"] for m in pushed["anomaly_training_rows_removed"]}  # type: ignore[index]
+    assert rules["service_model"] == str(removed["service_model"])
+    assert pushed["anomaly_training_model_info"][0]["labels"]["version"] == outcome.version  # type: ignore[index]
+    assert float(pushed["anomaly_training_last_success_timestamp_seconds"][0]["value"]) > 0  # type: ignore[arg-type]
+
+
+def test_a_worse_candidate_is_rejected_and_the_service_model_stays(
+    store: Path, tmp_path: Path
+) -> None:
+    service = ModelStore(store).current_version()
+    rows = simulator.clean_rows(10_000, seed=3)
+    rng = np.random.default_rng(4)
+    for start in range(0, 10_000, 250):  # a fault in every stretch of 250 readings
+        kind = simulator.FAULT_KINDS[int(rng.integers(4))]
+        sensor = simulator.FEATURES[int(rng.integers(6))]
+        fault = simulator.Fault("pump", kind, sensor, start, start + 120, simulator.START,
+                                simulator.START)  # fmt: skip
+        rows = simulator.inject(rows, fault, seed=start)
+    data = tmp_path / "faulty.csv"
+    write_csv(data, rows)
+    outcome = train(
+        TrainingSettings(
+            data={"path": data, "timestamp_column": "timestamp"},
+            model={"epochs": 40, "patience": 8}, clean={"enabled": False},
+            store={"path": store},
+        )
+    )  # fmt: skip
+    assert not outcome.decision.promoted
+    assert any("false-positive rate" in r or "error" in r for r in outcome.decision.reasons)
+    models = ModelStore(store)
+    assert models.current_version() == service
+    [info] = [v for v in models.list_versions() if v.name == outcome.version]
+    assert info.status is not None
+    assert info.status.startswith("rejected: ")
+    decision = json.loads((outcome.directory / "decision.json").read_text())
+    assert decision["promoted"] is False
+    assert decision["reasons"] == outcome.decision.reasons
