@@ -131,24 +131,29 @@ def test_new_versions_are_swapped_in_and_a_corrupt_one_is_refused(
 ) -> None:
     models = ModelStore(store)
     first = models.current_version()
-    source, sink = stream(), FakeSink()
-    worker, metrics = worker_with(store, source, sink)
-    assert worker.run(max_batches=1) == ExitCode.OK
+    sources = [stream() for _ in range(4)]  # each run() reads a stream of its own
+    metrics = Metrics(CollectorRegistry())
+    worker = Worker(
+        settings(store), metrics, lambda s: sources.pop(0), lambda s: FakeSink(), serve_http=False
+    )
+    # Each run ends after 0.3 s without records: far longer than the 0.01 s reload interval,
+    # so the watcher has looked at the store whatever the timing.
+    assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     assert worker.processor.model is not None
     assert worker.processor.model.version == first
 
     publish_random(models, "zz-second")  # same features, window 2
-    assert worker.run(max_batches=1) == ExitCode.OK
+    assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     assert worker.processor.model.version == "zz-second"
     assert sample(metrics, "anomaly_model_info", version="zz-second") == 1
     assert metrics.registry.get_sample_value("anomaly_model_info", {"version": str(first)}) is None
 
     publish_random(models, "zz-third")
     (models.versions_dir / "zz-third" / WEIGHTS).write_bytes(b"truncated")
-    assert worker.run(max_batches=1) == ExitCode.OK
+    assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     assert worker.processor.model.version == "zz-second"  # the old one keeps serving
     assert sample(metrics, "anomaly_model_load_failures_total") == 1
-    assert worker.run(max_batches=1) == ExitCode.OK
+    assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     assert sample(metrics, "anomaly_model_load_failures_total") == 1  # refused once, not per batch
 
 
