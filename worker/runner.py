@@ -106,7 +106,8 @@ class Worker:
                 if self.processor.model is None:
                     self._stop.wait(min(self.settings.store.reload_interval_s, 1.0))
                 elif source is None or sink is None:
-                    sink, source = self._make_sink(self.settings), self._make_source(self.settings)
+                    sink = self._make_sink(self.settings)  # closed in `finally` if the next fails
+                    source = self._make_source(self.settings)
                     idle_since = time.monotonic()
                     continue
                 else:
