@@ -71,6 +71,20 @@ def test_runs_until_idle_publishing_then_committing_everything(store: Path) -> N
     assert sample(metrics, "anomaly_batch_records_count") == 8
     assert sample(metrics, "anomaly_stage_seconds_count", stage="score") == 8
     assert sample(metrics, "anomaly_assets_tracked") == 4
+    last_event: dict[str, str] = {}
+    for message in sink.messages:
+        event = json.loads(message.value)
+        if "type" in event:
+            last_event[event["asset_id"]] = event["type"]
+    still_open = {asset for asset, kind in last_event.items() if kind == "open"}
+    shown = {
+        s.labels["asset_id"]
+        for family in metrics.registry.collect()
+        if family.name == "anomaly_episode_open"
+        for s in family.samples
+    }
+    assert shown == still_open  # one series per open episode, removed on resolve
+    assert still_open  # the stream ends inside some episodes: the check above is not vacuous
     version = ModelStore(store).current_version()
     assert version is not None
     assert sample(metrics, "anomaly_model_info", version=version) == 1

@@ -20,6 +20,8 @@ _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 _LAG_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400)
 _SCORES = tuple(10.0**e for e in range(-4, 5)) + tuple(3 * 10.0**e for e in range(-4, 4))
 _BATCH = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+# Open episodes shown per asset: bounded, so that an alert storm cannot flood Prometheus.
+MAX_EPISODE_SERIES = 1000
 
 
 class Metrics:
@@ -41,6 +43,13 @@ class Metrics:
             "anomaly_alert_events", "Alert events published, by type.", ["type"], registry=r
         )
         self.open_episodes = Gauge("anomaly_open_episodes", "Alert episodes open now.", registry=r)
+        self.episode_open = Gauge(
+            "anomaly_episode_open",
+            "1 for each open alert episode, by asset and the feature with the largest share "
+            f"(at most {MAX_EPISODE_SERIES} series).",
+            ["asset_id", "top_feature"], registry=r,
+        )  # fmt: skip
+        self._episode_labels: dict[str, str] = {}
         self.stage_seconds = Histogram(
             "anomaly_stage_seconds", "Time per batch spent in each stage.", ["stage"],
             buckets=_SECONDS, registry=r,
@@ -96,6 +105,15 @@ class Metrics:
         for stage in STAGES:
             self.stage_seconds.labels(stage)
         self._model_version: str | None = None
+
+    def episode(self, kind: str, asset_id: str, top_feature: str | None) -> None:
+        """Show an episode while it is open (one series per asset, bounded in number)."""
+        previous = self._episode_labels.pop(asset_id, None)
+        if previous is not None:
+            self.episode_open.remove(asset_id, previous)
+        if kind == "open" and top_feature and len(self._episode_labels) < MAX_EPISODE_SERIES:
+            self.episode_open.labels(asset_id, top_feature).set(1)
+            self._episode_labels[asset_id] = top_feature
 
     def set_model(self, version: str, threshold: float, created_at: float) -> None:
         """Show `version` as the model in service (and no other)."""

@@ -60,6 +60,8 @@ class BatchResult:
     outliers: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
+    # (event type, asset id, top feature) of each event, in order, for the episode metric
+    episodes: list[tuple[str, str, str | None]] = field(default_factory=list)
     evicted: int = 0
     scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     record_times: list[float] = field(default_factory=list)
@@ -180,6 +182,7 @@ class BatchProcessor:
         value = event_json(kind, episode, item.asset_id, item.ts, item.ref, score, shares, context)
         result.messages.append(Outbound(self.topics.alerts, item.asset_id.encode(), value))
         result.events[kind] += 1
+        result.episodes.append((kind, item.asset_id, context.features[int(np.argmax(shares))]))
         self.open_episodes += 1 if kind == "open" else -1
 
     def _close_evicted(
@@ -196,6 +199,7 @@ class BatchProcessor:
         )  # fmt: skip
         result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
         result.events["resolve"] += 1
+        result.episodes.append(("resolve", asset_id, None))
         self.open_episodes -= 1
 
     def _dead_letter(self, record: SourceRecord, exc: RecordError, now: datetime) -> Outbound:

@@ -172,6 +172,8 @@ class Worker:
             m.dead_letters.labels(reason).inc(count)
         for kind, count in result.events.items():
             m.alert_events.labels(kind).inc(count)
+        for kind, asset_id, top_feature in result.episodes:
+            m.episode(kind, asset_id, top_feature)
         m.outliers.inc(result.outliers)
         for stage, seconds in (
             ("poll", poll_s), ("decode", result.decode_s), ("score", result.score_s),
