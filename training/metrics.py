@@ -37,6 +37,15 @@ def push(settings: PushgatewaySettings, figures: RunFigures) -> None:
     if not settings.url:
         log.info("no Pushgateway configured (TRAINING_PUSHGATEWAY__URL): metrics not pushed")
         return
+    try:
+        pushadd_to_gateway(settings.url, job=settings.job, registry=registry(figures), timeout=10)
+        log.info("pushed metrics to %s (job %s)", settings.url, settings.job)
+    except OSError as exc:
+        log.error("could not push metrics to %s: %s", settings.url, exc)
+
+
+def registry(figures: RunFigures) -> CollectorRegistry:
+    """Every metric of the run, in a registry of its own."""
     registry = CollectorRegistry()
 
     def gauge(name: str, text: str, value: float, **labels: str) -> None:
@@ -70,8 +79,4 @@ def push(settings: PushgatewaySettings, figures: RunFigures) -> None:
               "When a run last ended with a decision.", now)  # fmt: skip
     else:
         gauge("anomaly_training_last_failure_timestamp_seconds", "When a run last failed.", now)
-    try:
-        pushadd_to_gateway(settings.url, job=settings.job, registry=registry, timeout=10)
-        log.info("pushed metrics to %s (job %s)", settings.url, settings.job)
-    except OSError as exc:
-        log.error("could not push metrics to %s: %s", settings.url, exc)
+    return registry

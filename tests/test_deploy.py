@@ -1,0 +1,298 @@
+"""deploy/ and the Dockerfile, proven against the code: rendered with kubectl kustomize,
+validated against the Kubernetes schemas offline, and cross-checked with the settings, the
+probes, the commands and the metrics the code really has."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import tomllib
+import urllib.request
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from tests.conftest import REPO
+from training import metrics as training_metrics
+from training.settings import TrainingSettings
+from worker.health import Health, HealthServer
+from worker.metrics import Metrics
+from worker.settings import WorkerSettings
+
+DEPLOY = REPO / "deploy"
+OVERLAYS = sorted(p.name for p in (DEPLOY / "overlays").iterdir())
+KUBERNETES = "1.30"
+CRDS = {"ServiceMonitor", "PrometheusRule", "ScaledObject"}
+# Keys of the optional Kafka credentials Secret (docs/operations.md), without the prefix.
+SECRET_KEYS = (
+    "KAFKA__SECURITY_PROTOCOL", "KAFKA__SASL_MECHANISM", "KAFKA__SASL_USERNAME",
+    "KAFKA__SASL_PASSWORD", "KAFKA__SSL_PASSWORD",
+)  # fmt: skip
+
+
+@cache
+def render(overlay: str) -> tuple[dict[str, Any], ...]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(DEPLOY / "overlays" / overlay)],
+        capture_output=True, text=True, check=True, timeout=60,
+    )  # fmt: skip
+    return tuple(doc for doc in yaml.safe_load_all(out.stdout) if doc)
+
+
+def find(overlay: str, kind: str, name_part: str = "") -> dict[str, Any]:
+    matches = [
+        o for o in render(overlay) if o["kind"] == kind and name_part in o["metadata"]["name"]
+    ]
+    assert len(matches) == 1, f"{overlay}: {len(matches)} {kind} named *{name_part}*"
+    return matches[0]
+
+
+def containers(overlay: str) -> dict[str, dict[str, Any]]:
+    deployment = find(overlay, "Deployment")["spec"]["template"]["spec"]
+    job = find(overlay, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return {"worker": deployment["containers"][0], "training": job["containers"][0]}
+
+
+def test_overlays_exist() -> None:
+    assert {"dev", "prod"} <= set(OVERLAYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_object_is_valid_against_the_kubernetes_schemas(overlay: str) -> None:
+    for obj in render(overlay):
+        if obj["kind"] in CRDS:
+            continue
+        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_custom_resources_have_what_their_operators_require(overlay: str) -> None:
+    service = find(overlay, "Service")
+    deployment = find(overlay, "Deployment")
+    monitor = find(overlay, "ServiceMonitor")["spec"]
+    assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
+    port_names = {p["name"] for p in service["spec"]["ports"]}
+    assert all(e["port"] in port_names and e["path"] == "/metrics" for e in monitor["endpoints"])
+
+    rule = find(overlay, "PrometheusRule")["spec"]
+    for group in rule["groups"]:
+        assert group["name"]
+        for r in group["rules"]:
+            assert r.get("alert")
+            assert isinstance(r.get("expr"), str)
+
+    scaled = [o for o in render(overlay) if o["kind"] == "ScaledObject"]
+    for obj in scaled:
+        spec = obj["spec"]
+        assert spec["scaleTargetRef"]["name"] == deployment["metadata"]["name"]
+        [trigger] = spec["triggers"]
+        meta = trigger["metadata"]
+        assert trigger["type"] == "kafka"
+        assert {"bootstrapServers", "consumerGroup", "topic", "lagThreshold"} <= set(meta)
+        assert meta["allowIdleConsumers"] == "false"  # never beyond the partition count
+        config = configmap(overlay, "worker")
+        assert meta["consumerGroup"] == config["WORKER_TOPICS__GROUP"]
+        assert meta["topic"] == config["WORKER_TOPICS__INPUT"]
+        assert spec["minReplicaCount"] <= spec["maxReplicaCount"]
+    assert (overlay == "prod") == bool(scaled)
+
+
+def configmap(overlay: str, which: str) -> dict[str, str]:
+    data = find(overlay, "ConfigMap", f"sensor-anomaly-{which}-")["data"]
+    assert isinstance(data, dict)
+    return data
+
+
+def has_field(model: type[BaseModel], path: list[str]) -> bool:
+    field = model.model_fields.get(path[0])
+    if field is None:
+        return False
+    if len(path) == 1:
+        return True
+    inner = field.annotation
+    return isinstance(inner, type) and issubclass(inner, BaseModel) and has_field(inner, path[1:])
+
+
+def setting_exists(name: str) -> bool:
+    for prefix, model in (("WORKER_", WorkerSettings), ("TRAINING_", TrainingSettings)):
+        if name.startswith(prefix):
+            return has_field(model, name.removeprefix(prefix).lower().split("__"))
+    return False
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_environment_variable_is_a_setting_with_a_valid_value(
+    overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for which, model in (("worker", WorkerSettings), ("training", TrainingSettings)):
+        data = configmap(overlay, which)
+        unknown = [name for name in data if not setting_exists(name)]
+        assert not unknown, f"{overlay} {which} ConfigMap sets unknown variables {unknown}"
+        for name, value in data.items():
+            monkeypatch.setenv(name, value)
+        model()  # the ConfigMap's values pass validation
+        for var in data:
+            monkeypatch.delenv(var)
+    for which, container in containers(overlay).items():
+        prefix = "WORKER_" if which == "worker" else "TRAINING_"
+        for env in container.get("env", []):
+            assert env["name"] == "OMP_NUM_THREADS" or setting_exists(env["name"]), env
+        [secret] = [e for e in container["envFrom"] if "secretRef" in e]
+        assert secret["prefix"] == prefix
+        assert all(setting_exists(prefix + key) for key in SECRET_KEYS)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_and_ports_match_the_worker(overlay: str) -> None:
+    worker = containers(overlay)["worker"]
+    config = configmap(overlay, "worker")
+    [port] = worker["ports"]
+    assert port["containerPort"] == int(config["WORKER_HTTP__PORT"])
+    health = Health(liveness_timeout_s=60)
+    health.model_loaded = health.partitions_assigned = True
+    server = HealthServer("127.0.0.1", 0, Metrics().registry, health).start()
+    try:
+        for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+            get = worker[probe]["httpGet"]
+            assert get["port"] in (port["name"], port["containerPort"])
+            url = f"http://127.0.0.1:{server.port}{get['path']}"
+            with urllib.request.urlopen(url, timeout=5) as response:
+                assert response.status == 200, (probe, get["path"])
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_pods_are_locked_down_and_torch_threads_follow_the_cpu_limit(overlay: str) -> None:
+    for which, container in containers(overlay).items():
+        assert container["image"].startswith("ghcr.io/"), which
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True
+        assert context["allowPrivilegeEscalation"] is False
+        assert context["capabilities"]["drop"] == ["ALL"]
+        threads = next(e for e in container["env"] if e["name"] == "OMP_NUM_THREADS")
+        assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+        mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+        assert mounts["/models"].get("readOnly", False) is (which == "worker")
+        assert "/tmp" in mounts
+    for kind in ("Deployment", "CronJob"):
+        spec = find(overlay, kind)["spec"]
+        pod = spec["template"]["spec"] if kind == "Deployment" else (
+            spec["jobTemplate"]["spec"]["template"]["spec"])  # fmt: skip
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] == 10001
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
+    cron = find(overlay, "CronJob")["spec"]
+    assert cron["concurrencyPolicy"] == "Forbid"
+    grace = find(overlay, "Deployment")["spec"]["template"]["spec"]
+    config = configmap(overlay, "worker")
+    one_batch = int(config["WORKER_BATCH__MAX_WAIT_MS"]) / 1000
+    assert grace["terminationGracePeriodSeconds"] > one_batch + float(
+        config["WORKER_KAFKA__FLUSH_TIMEOUT_S"]
+    )
+
+
+def test_the_image_and_the_manifests_run_the_real_commands() -> None:
+    dockerfile = (REPO / "Dockerfile").read_text()
+    [cmd] = re.findall(r"^CMD (\[.*\])$", dockerfile, flags=re.M)
+    assert json.loads(cmd) == ["anomaly-worker", "run"]
+    assert "USER 10001" in dockerfile
+    assert 'pip install "${TORCH}" --index-url https://download.pytorch.org/whl/cpu' in dockerfile
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    for overlay in OVERLAYS:
+        for container in containers(overlay).values():
+            script, command = container["args"]
+            assert script in scripts
+            installed = Path(sys.executable).parent / script  # the console script pip made
+            done = subprocess.run(
+                [str(installed), command, "--help"], capture_output=True, text=True, timeout=60
+            )
+            assert done.returncode == 0, done.stderr
+            assert f"usage: {script}" in done.stdout
+
+
+def test_the_prometheusrule_holds_exactly_the_plain_rules_file() -> None:
+    plain = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
+    crd = yaml.safe_load((DEPLOY / "prometheus" / "prometheusrule.yaml").read_text())
+    assert crd["spec"] == plain
+
+
+def test_promtool_checks_and_unit_tests_the_rules() -> None:
+    rules = DEPLOY / "prometheus"
+    check = subprocess.run(["promtool", "check", "rules", "rules.yml"], cwd=rules,
+                           capture_output=True, text=True)  # fmt: skip
+    assert check.returncode == 0, check.stdout + check.stderr
+    unit = subprocess.run(["promtool", "test", "rules", "rules.test.yml"], cwd=rules,
+                          capture_output=True, text=True)  # fmt: skip
+    assert unit.returncode == 0, unit.stdout + unit.stderr
+    tested = set(re.findall(r"alertname: (\w+)", (rules / "rules.test.yml").read_text()))
+    alerts = {r["alert"] for g in yaml.safe_load((rules / "rules.yml").read_text())["groups"]
+              for r in g["rules"]}  # fmt: skip
+    assert tested == alerts  # every alert rule has a unit test
+
+
+def dashboard() -> dict[str, Any]:
+    loaded = json.loads((DEPLOY / "grafana" / "sensor-anomaly.json").read_text())
+    assert isinstance(loaded, dict)
+    return loaded
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for p in dashboard()["panels"] for t in p["targets"]]
+
+
+def rule_exprs() -> dict[str, str]:
+    groups = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())["groups"]
+    return {r["alert"]: r["expr"] for g in groups for r in g["rules"]}
+
+
+def exported_metric_names() -> set[str]:
+    names = {"up"}
+    succeeded = training_metrics.RunFigures(
+        holdout_loss=1,
+        threshold=1,
+        promoted=True,
+        model_version="v",
+        rows_removed={"r": 1},
+        succeeded=True,
+    )
+    failed = training_metrics.RunFigures()
+    registries = [Metrics().registry, *map(training_metrics.registry, (succeeded, failed))]
+    for registry in registries:
+        for family in registry.collect():
+            names.update(sample.name for sample in family.samples)
+            names.add(family.name)
+    return names
+
+
+def test_every_metric_the_board_and_rules_query_is_exported() -> None:
+    exported = exported_metric_names()
+    for expr in [*dashboard_exprs(), *rule_exprs().values()]:
+        for name in re.findall(r"\b(anomaly_[a-z_]+|up)\b(?=\s*[{\[)]|\s*$|\s*[=<>])", expr):
+            assert name in exported, (name, expr)
+
+
+def test_the_board_has_the_panels_and_variables_operators_need() -> None:
+    board = dashboard()
+    variables = {v["name"] for v in board["templating"]["list"]}
+    assert {"namespace", "asset"} <= variables
+    exprs = " ".join(dashboard_exprs())
+    wanted = (
+        "anomaly_records_total anomaly_open_episodes anomaly_episode_open anomaly_score_bucket "
+        "anomaly_threshold anomaly_stage_seconds_bucket anomaly_decision_lag_seconds_bucket "
+        "anomaly_consumer_lag_records anomaly_dead_letters_total anomaly_assets_tracked "
+        "anomaly_model_info anomaly_model_created_timestamp_seconds anomaly_training_promoted"
+    )
+    for metric in wanted.split():
+        assert metric in exprs, metric
+    for overlay in OVERLAYS:
+        cm = find(overlay, "ConfigMap", "dashboard")
+        assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(cm["data"]["sensor-anomaly.json"]) == board
