@@ -1,0 +1,136 @@
+"""A real Prometheus scrapes a real worker (and the Pushgateway the training job pushed to):
+every query of the Grafana board returns data, and every alert rule stays silent on this
+healthy run."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Trained, settings_for, write_csv
+from tests.test_deploy import dashboard_exprs, rule_exprs
+from tests.test_kafka import Running, processed, produce, wait_until
+from tests.test_pipeline import MALFORMED
+from tests.test_retraining import fresh
+from training.job import train
+from worker import local_broker, simulator
+from worker.kafka_io import create_topics
+from worker.local_broker import LocalBroker
+from worker.settings import WorkerSettings
+from worker.simulator import Fleet
+
+VARIABLES = {"$namespace": ".*", "$asset": ".*"}
+
+
+def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
+    url = f"http://{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
+    with urllib.request.urlopen(url, timeout=10) as response:
+        body = json.loads(response.read())
+    assert body["status"] == "success", body
+    result = body["data"]["result"]
+    assert isinstance(result, list)
+    return result
+
+
+@pytest.fixture
+def running_worker(broker: LocalBroker, trained: Trained, tmp_path: Path) -> Iterator[Running]:
+    shutil.copytree(trained.store.root, tmp_path / "store")
+    kafka, topics = fresh(broker)
+    settings = WorkerSettings(
+        kafka=kafka, topics=topics, batch={"size": 200, "max_wait_ms": 50},
+        store={"path": tmp_path / "store"}, http={"port": 0, "host": "127.0.0.1"},
+    )  # fmt: skip
+    create_topics(settings.kafka, {topics["input"]: 3, topics["alerts"]: 1,
+                                   topics["dead_letters"]: 1})  # fmt: skip
+    running = Running(settings)
+    wait_until(lambda: running.worker.http is not None, what="the worker's HTTP server")
+    yield running
+    running.stop()
+
+
+@pytest.fixture
+def prometheus(running_worker: Running, pushgateway: str, tmp_path: Path) -> Iterator[str]:
+    """Prometheus scraping the worker and the Pushgateway every second."""
+    assert running_worker.worker.http is not None
+    port = local_broker.free_port()
+    config = tmp_path / "prometheus.yml"
+    config.write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        "scrape_configs:\n"
+        "  - job_name: sensor-anomaly-worker\n"
+        f"    static_configs: [{{targets: ['127.0.0.1:{running_worker.worker.http.port}']}}]\n"
+        "  - job_name: pushgateway\n"
+        "    honor_labels: true\n"
+        f"    static_configs: [{{targets: ['{pushgateway}']}}]\n"
+    )
+    log = (tmp_path / "prometheus.log").open("wb")
+    process = subprocess.Popen(
+        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+         f"--web.listen-address=127.0.0.1:{port}"],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        local_broker.wait_for_port(port, process, "prometheus", 30)
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_every_board_query_returns_data_and_every_alert_rule_is_silent(
+    running_worker: Running, prometheus: str, pushgateway: str, tmp_path: Path
+) -> None:
+    settings = running_worker.worker.settings
+    wait_until(lambda: any(t["health"] == "up" for t in targets(prometheus)), 60, "a first scrape")
+    # The training job pushes its metrics, as the CronJob would.
+    data = tmp_path / "clean.csv"
+    write_csv(data, simulator.clean_rows(2000, seed=30))
+    training = settings_for(data, tmp_path / "trained", epochs=5)
+    train(training.model_copy(update={"pushgateway": training.pushgateway.model_copy(
+        update={"url": pushgateway, "job": "anomaly-training"})}))  # fmt: skip
+
+    # Two bursts of readings (with faults and a few malformed records) while Prometheus scrapes.
+    now = datetime.now(UTC)
+    # Readings stamped around now, as from a live plant (the decision-lag rule looks at that).
+    fleet = Fleet(n_assets=4, seed=21, start=now - timedelta(seconds=60))
+    records = list(fleet.records(400, fleet.faults(400, first=150)))
+    sent = produce(settings, records[:800])
+    wait_until(lambda: processed(running_worker.metrics) >= sent, 60, "the first burst")
+    wait_until(lambda: scraped_records(prometheus) >= sent, 60, "a scrape of the first burst")
+    sent += produce(settings, [*records[800:], *[(b"pump-00", v) for v in MALFORMED.values()][:2]])
+    wait_until(lambda: processed(running_worker.metrics) >= sent, 60, "the second burst")
+    wait_until(lambda: scraped_records(prometheus) >= sent, 60, "a scrape of the second burst")
+    wait_until(
+        lambda: bool(query(prometheus, "anomaly_training_promoted")), 60, "the pushed metrics"
+    )
+
+    empty = []
+    for expr in dashboard_exprs():
+        for name, value in VARIABLES.items():
+            expr = expr.replace(name, value)
+        if not query(prometheus, expr):
+            empty.append(expr)
+    assert not empty, f"board queries that return nothing: {empty}"
+    firing = {alert: query(prometheus, expr) for alert, expr in rule_exprs().items()}
+    assert not {a: r for a, r in firing.items() if r}, "alert rules firing on a healthy run"
+
+
+def targets(prometheus: str) -> list[dict[str, Any]]:
+    with urllib.request.urlopen(f"http://{prometheus}/api/v1/targets", timeout=5) as response:
+        active = json.loads(response.read())["data"]["activeTargets"]
+    assert isinstance(active, list)
+    return active
+
+
+def scraped_records(prometheus: str) -> float:
+    result = query(prometheus, "sum(anomaly_records_total)")
+    return float(result[0]["value"][1]) if result else 0.0
