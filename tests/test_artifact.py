@@ -108,9 +108,9 @@ def test_refuses_truncated_weights(artifact_dir: Path) -> None:
 
 def test_refuses_a_manifest_that_lies_about_its_features(artifact_dir: Path) -> None:
     edit_manifest(artifact_dir, lambda m: m.update(features=["extra", *m["features"]]))
-    with pytest.raises(ArtifactError, match="scaler has 6/6 centre/scale values for 7 features"):
+    with pytest.raises(ArtifactError, match="scaler has 8/8 centre/scale values for 9 features"):
         load_artifact(artifact_dir)
-    edit_manifest(artifact_dir, lambda m: m.update(features=["a"] * 6))
+    edit_manifest(artifact_dir, lambda m: m.update(features=["a"] * 8))
     with pytest.raises(ArtifactError, match="duplicate names"):
         load_artifact(artifact_dir)
 

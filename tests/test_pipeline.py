@@ -12,6 +12,7 @@ from tests.fakes import FakeRecord, as_records
 from worker.model import Artifact, ModelStore
 from worker.pipeline import BatchProcessor, BatchResult
 from worker.settings import AlertSettings, BatchSettings, TopicSettings
+from worker import simulator
 from worker.simulator import Fleet
 
 TOPICS = TopicSettings(input="in", alerts="alerts", dead_letters="dlq")
@@ -28,7 +29,7 @@ def events(result: BatchResult) -> list[dict[str, object]]:
 
 
 def good(asset: str, i: int) -> bytes:
-    values = dict.fromkeys(("pressure", "flow", "current", "vibration", "temperature"), 1.0)
+    values = dict.fromkeys(simulator.FEATURES, 1.0)
     values["speed"] = 2.0
     return json.dumps(
         {"asset_id": asset, "ts": f"2026-11-21T10:00:{i:02d}Z", "values": values}

@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from types import FrameType
 from typing import Protocol
 
+import numpy as np
+
 from worker.errors import ExitCode, FatalError
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
@@ -182,10 +184,8 @@ class Worker:
             m.stage_seconds.labels(stage).observe(seconds)
         m.batch_records.observe(n)
         now = time.time()
-        for ts in result.record_times:
-            m.decision_lag.observe(now - ts)
-        for score in result.scores.tolist():
-            m.score.observe(score)
+        m.decision_lag.observe_many(now - np.asarray(result.record_times))
+        m.score.observe_many(result.scores)
         m.open_episodes.set(self.processor.open_episodes)
         m.assets_tracked.set(len(self.processor.assets))
         m.assets_evicted.inc(result.evicted)

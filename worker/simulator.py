@@ -1,6 +1,6 @@
 """A simulated fleet of pumps: correlated sensors, noise, and injected faults.
 
-Each pump's six sensors are a fixed linear mix of two hidden factors (a slow oscillation of
+Each pump's eight sensors are a fixed linear mix of two hidden factors (a slow oscillation of
 the duty cycle and a stationary AR(1) load), plus independent noise, each in its own units.
 `pressure` and `flow` follow the same factor closely, so breaking their correlation is a fault
 that no single sensor's range reveals. Used by the demo, the tests and the benchmarks.
@@ -18,11 +18,16 @@ import numpy as np
 
 from worker.model.features import FloatArray
 
-FEATURES = ("pressure", "flow", "current", "vibration", "temperature", "speed")
+FEATURES = (
+    "pressure", "flow", "current", "vibration", "temperature", "speed", "power", "bearing_temp"
+)  # fmt: skip
 N_FEATURES = len(FEATURES)
-_MIX = np.array([[1.0, 0.2], [0.95, 0.25], [0.3, 1.0], [-0.6, 0.5], [0.1, -0.9], [0.7, 0.7]])
-_OFFSET = np.array([5.0, 20.0, -3.0, 100.0, 0.0, 50.0])
-_UNIT = np.array([1.0, 4.0, 0.5, 10.0, 2.0, 30.0])
+_MIX = np.array(
+    [[1.0, 0.2], [0.95, 0.25], [0.3, 1.0], [-0.6, 0.5], [0.1, -0.9], [0.7, 0.7], [0.5, 0.8],
+     [0.2, -0.6]]
+)  # fmt: skip
+_OFFSET = np.array([5.0, 20.0, -3.0, 100.0, 0.0, 50.0, 15.0, 60.0])
+_UNIT = np.array([1.0, 4.0, 0.5, 10.0, 2.0, 30.0, 3.0, 5.0])
 NOISE = 0.1
 START = datetime(2026, 1, 1, tzinfo=UTC)
 
