@@ -9,10 +9,10 @@ import pytest
 
 from tests.conftest import Trained
 from tests.fakes import FakeRecord, as_records
+from worker import simulator
 from worker.model import Artifact, ModelStore
 from worker.pipeline import BatchProcessor, BatchResult
 from worker.settings import AlertSettings, BatchSettings, TopicSettings
-from worker import simulator
 from worker.simulator import Fleet
 
 TOPICS = TopicSettings(input="in", alerts="alerts", dead_letters="dlq")
