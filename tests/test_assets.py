@@ -6,20 +6,21 @@ from worker.assets import AssetTable, WindowBuffer
 def test_window_buffer_holds_the_latest_records_in_order() -> None:
     rows = np.arange(30.0).reshape(10, 3)
     buffer = WindowBuffer(window=4, n_features=3)
+    window = np.empty((4, 3))
     for i, row in enumerate(rows):
-        window = buffer.push(row)
-        if i < 3:
-            assert window is None  # warming up: fewer than 4 records seen
-        else:
-            assert window is not None
+        full = buffer.push(row)
+        assert full is (i >= 3)  # warming up: fewer than 4 records seen
+        if full:
+            buffer.copy_window(window)
             np.testing.assert_array_equal(window, rows[i - 3 : i + 1])
 
 
 def test_window_of_one_is_the_record_itself() -> None:
     buffer = WindowBuffer(window=1, n_features=2)
+    window = np.empty((1, 2))
     for row in ([1.0, 2.0], [3.0, 4.0]):
-        window = buffer.push(row)
-        assert window is not None
+        assert buffer.push(row)
+        buffer.copy_window(window)
         np.testing.assert_array_equal(window, [row])
 
 

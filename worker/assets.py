@@ -17,33 +17,32 @@ from worker.alerts import RuleState
 
 
 class WindowBuffer:
-    """The last `window` records of one asset, readable as one contiguous (window, F) view.
+    """The last `window` records of one asset in a ring of `window` rows.
 
-    Each record is written twice, at i and i + window of a (2 * window, F) array, so the latest
-    `window` records always lie in one slice: O(1) per record, no copying on push.
+    O(1) per record; reading a window copies it, oldest first, into the caller's array (the
+    batch the model scores), so one ring per asset is all the memory a window costs.
     """
 
     __slots__ = ("_data", "_pos", "count", "window")
 
     def __init__(self, window: int, n_features: int) -> None:
         self.window = window
-        self._data = np.zeros((2 * window, n_features), dtype=np.float64)
-        self._pos = 0
+        self._data = np.zeros((window, n_features), dtype=np.float64)
+        self._pos = 0  # where the next record goes: the oldest row once the ring is full
         self.count = 0
 
-    def push(
-        self, values: Sequence[float] | npt.NDArray[np.float64]
-    ) -> npt.NDArray[np.float64] | None:
-        """Append a record; the full window ending at it (a view, valid until the next push),
-        or None while fewer than `window` records have been seen."""
-        w = self.window
+    def push(self, values: Sequence[float] | npt.NDArray[np.float64]) -> bool:
+        """Append a record; True once `window` records have been seen (a window is full)."""
         self._data[self._pos] = values
-        self._data[self._pos + w] = values
-        self._pos = (self._pos + 1) % w
+        self._pos = (self._pos + 1) % self.window
         self.count += 1
-        if self.count < w:
-            return None
-        return self._data[self._pos : self._pos + w]
+        return self.count >= self.window
+
+    def copy_window(self, out: npt.NDArray[np.float64]) -> None:
+        """Write the latest `window` records, oldest first, into `out` (window, F)."""
+        split = self.window - self._pos
+        out[:split] = self._data[self._pos :]
+        out[split:] = self._data[: self._pos]
 
 
 @dataclass

@@ -143,11 +143,10 @@ class BatchProcessor:
                 result.evicted += 1
                 self._close_evicted(*evicted, context, result)
             result.record_times.append(decoded.ts.timestamp())
-            window = state.buffer.push(decoded.values)
-            if window is None:
+            if not state.buffer.push(decoded.values):
                 result.warming_up += 1
                 continue
-            windows[len(pending)] = window
+            state.buffer.copy_window(windows[len(pending)])
             pending.append(_Scoring(state, decoded.asset_id, decoded.ts, ref))
         result.decode_s = time.perf_counter() - started
 
