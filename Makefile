@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA09 := .kafka/kafka-0.9/bin/kafka-run-class.sh
 
-.PHONY: install system test lint demo broker-start broker-stop kafka09 clean
+.PHONY: install system test lint demo bench broker-start broker-stop kafka09 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -53,6 +53,13 @@ test: lint system $(KAFKA09)
 
 demo: install
 	$(BIN)/python -m worker.demo --workdir $(DEMO)
+
+# All benchmarks at their default sizes (about 20 minutes here); results in benchmarks/results/.
+bench: install
+	$(BIN)/python -m benchmarks.throughput
+	$(BIN)/python -m benchmarks.latency
+	$(BIN)/python -m benchmarks.memory
+	$(BIN)/python -m benchmarks.scaling
 
 broker-start: install
 	$(BIN)/python -m worker.local_broker start

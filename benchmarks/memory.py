@@ -1,0 +1,74 @@
+"""Memory: an idle worker with a model loaded, then with many distinct assets at window 60.
+
+    python -m benchmarks.memory [--assets 100000]
+
+The worker (max_assets = --assets) reads one record of each of 2 x --assets distinct assets:
+RSS after the first half shows the cost of a full table, after the second half that the bound
+holds memory flat (the least recently seen assets are evicted).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+
+from benchmarks.common import REPO, machine, produce, train_model, wait_until, write_results
+from worker import local_broker
+from worker.kafka_io import create_topics
+from worker.settings import KafkaSettings
+from worker.simulator import FEATURES, clean_rows
+
+
+def records(n: int) -> Iterator[tuple[bytes, bytes]]:
+    rows = clean_rows(1000, seed=5)
+    for i in range(n):
+        asset = f"asset-{i:07d}"
+        values = dict(zip(FEATURES, rows[i % 1000].tolist(), strict=True))
+        yield (
+            asset.encode(),
+            orjson.dumps({"asset_id": asset, "ts": "2026-11-21T10:00:00Z", "values": values}),
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory")
+    parser.add_argument("--assets", type=int, default=100_000)
+    parser.add_argument("--window", type=int, default=60)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    store = work / "store"
+    train_model(store, window=args.window)
+    with local_broker.start() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        topic = "mem-" + uuid.uuid4().hex[:6]
+        create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
+        ready = work / "ready"
+        role = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.roles", "memory", "--bootstrap", broker.bootstrap,
+             "--topic", topic, "--group", "mem", "--store", str(store), "--records",
+             str(2 * args.assets), "--max-assets", str(args.assets), "--ready", str(ready)],
+            cwd=REPO, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_until(ready.exists, 120, "the idle worker")
+        produce(kafka, topic, records(2 * args.assets))
+        out, _ = role.communicate(timeout=1800)
+        figures = json.loads(out.strip().splitlines()[-1])
+    results = {"machine": machine(), "window": args.window, "max_assets": args.assets, **figures}
+    idle = f"| idle, model loaded (window {args.window}) | 0 | {figures['idle_rss_mb']} |"
+    rows = ["| state | assets tracked | RSS MB |", "|---|---|---|", idle]
+    for seen, mark in figures["after"].items():
+        rows.append(f"| after {seen} distinct assets | {mark['assets']} | {mark['rss_mb']} |")
+    write_results(args.out, "memory", results, "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Throughput of one worker against the bare consumer's ceiling and the batch-size-1 baseline.
+
+    python -m benchmarks.throughput [--records 300000] [--assets 2000] [--repeats 3]
+
+Produces the records once to a 4-partition topic on the embedded broker, then, back to back on
+the same topic, each with a fresh consumer group and a fresh process: (a) the ceiling, a bare
+kafka-python consumer with the worker's consumer settings that only reads; (b) the worker end
+to end (poll, decode, score, alert rules, publish, commit) until every record is committed;
+(c) the same worker with batch size 1 (on the first `--baseline-records` records). For window
+lengths 1 and 60. Medians of the repeats.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchmarks.common import (
+    fleet_records,
+    machine,
+    median,
+    produce,
+    run_role,
+    train_model,
+    write_results,
+)  # fmt: skip
+from worker import local_broker
+from worker.kafka_io import create_topics
+from worker.settings import KafkaSettings
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput")
+    parser.add_argument("--records", type=int, default=300_000)
+    parser.add_argument("--assets", type=int, default=2000)
+    parser.add_argument("--baseline-records", type=int, default=20_000)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--windows", default="1,60")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    settings = vars(args) | {"out": str(args.out)}
+    results: dict[str, Any] = {"machine": machine(), "settings": settings, "windows": {}}
+    with local_broker.start() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        topic = "bench-" + uuid.uuid4().hex[:6]
+        create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
+        n = produce(kafka, topic, fleet_records(args.records, args.assets))
+        print(f"produced {n} records of {args.assets} assets to {topic} (4 partitions)")
+        for window in (int(w) for w in args.windows.split(",")):
+            store = work / f"store-w{window}"
+            train_model(store, window)
+            runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "worker": [], "baseline": []}
+            for repeat in range(args.repeats):
+                common = ["--bootstrap", broker.bootstrap, "--topic", topic]
+                group = f"g-{uuid.uuid4().hex[:6]}"
+                whole = ["--records", str(n)]
+                runs["ceiling"].append(run_role(["ceiling", *common, "--group", group, *whole]))
+                runs["worker"].append(
+                    run_role(["worker", *common, "--group", group + "w", *whole,
+                              "--store", str(store)])
+                )  # fmt: skip
+                runs["baseline"].append(run_role(
+                    ["worker", *common, "--group", group + "b", "--records",
+                     str(min(n, args.baseline_records)), "--store", str(store),
+                     "--batch-size", "1"]))  # fmt: skip
+                print(f"window {window} repeat {repeat + 1}: " + ", ".join(
+                    f"{k} {v[-1]['records_per_s']:.0f}/s" for k, v in runs.items()))  # fmt: skip
+            med = {k: {f: median([r[f] for r in v]) for f in v[0]} for k, v in runs.items()}
+            med["ratios"] = {
+                "worker_over_ceiling": round(med["worker"]["records_per_s"]
+                                             / med["ceiling"]["records_per_s"], 3),
+                "worker_over_baseline": round(med["worker"]["records_per_s"]
+                                              / med["baseline"]["records_per_s"], 2),
+            }  # fmt: skip
+            results["windows"][str(window)] = {"median": med, "runs": runs}
+    rows = ["| window | ceiling rec/s | worker rec/s | batch-1 rec/s | worker/ceiling | "
+            "worker/batch-1 | worker CPU s per 1M | worker peak RSS MB |",
+            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for window, r in results["windows"].items():
+        m = r["median"]
+        rows.append(
+            f"| {window} | {m['ceiling']['records_per_s']:.0f} | {m['worker']['records_per_s']:.0f}"
+            f" | {m['baseline']['records_per_s']:.0f} | {m['ratios']['worker_over_ceiling']:.2f}"
+            f" | {m['ratios']['worker_over_baseline']:.1f} | {m['worker']['cpu_s_per_million']:.1f}"
+            f" | {m['worker']['peak_rss_mb']:.0f} |"
+        )
+    write_results(args.out, "throughput", results, "\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()

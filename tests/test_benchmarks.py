@@ -1,0 +1,33 @@
+"""Smoke test: every benchmark runs end to end on a tiny input and writes its results.
+
+Figures are not asserted: timings belong to the benchmarks, never to tests.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO
+
+TINY = {
+    "throughput": ["--records", "3000", "--assets", "30", "--repeats", "1",
+                   "--baseline-records", "200"],
+    "latency": ["--rate", "500", "--seconds", "2", "--burst", "500", "--assets", "50"],
+    "memory": ["--assets", "500", "--window", "5"],
+    "scaling": ["--records", "3000", "--assets", "30", "--repeats", "1"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", TINY)
+def test_benchmark_runs_and_writes_its_results(name: str, tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", f"benchmarks.{name}", *TINY[name], "--out", str(tmp_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    results = json.loads((tmp_path / f"{name}.json").read_text())
+    assert results["machine"]["cores"]
+    assert "|---|" in done.stdout  # the table for docs/benchmarks.md
