@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +75,7 @@ def produce(kafka: KafkaSettings, topic: str, records: Iterable[tuple[bytes, byt
 
 def fleet_records(n: int, assets: int, seed: int = 7) -> list[tuple[bytes, bytes]]:
     """n simulator records over `assets` pumps, interleaved in time, with faults."""
-    fleet = Fleet(n_assets=assets, seed=seed, start=__import__("datetime").datetime.now(
-        __import__("datetime").UTC))  # fmt: skip
+    fleet = Fleet(n_assets=assets, seed=seed, start=datetime.now(UTC))
     per_asset = max(1, n // assets)
     return list(fleet.records(per_asset, fleet.faults(per_asset, first=per_asset // 2)))[:n]
 

@@ -54,7 +54,7 @@ def ceiling(args: argparse.Namespace) -> dict[str, Any]:
     consumer.subscribe([args.topic])
     got, started, cpu = 0, 0.0, 0.0
     while got < args.records:
-        batch = consumer.poll(timeout_ms=args_wait(settings), max_records=args.batch_size)
+        batch = consumer.poll(timeout_ms=settings.batch.max_wait_ms, max_records=args.batch_size)
         n = sum(len(records) for records in batch.values())
         if n and not got:
             started, cpu = time.perf_counter(), time.process_time()
@@ -62,10 +62,6 @@ def ceiling(args: argparse.Namespace) -> dict[str, Any]:
     figures = _figures(got, time.perf_counter() - started, time.process_time() - cpu)
     consumer.close(autocommit=False)
     return figures
-
-
-def args_wait(settings: WorkerSettings) -> int:
-    return settings.batch.max_wait_ms
 
 
 def _worker(args: argparse.Namespace, **batch: Any) -> tuple[Worker, WorkerSettings]:
