@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from worker.model.calibration import MethodChoice
 from worker.settings import KafkaSettings, TopicSettings
+from worker.settings import env_name as worker_env_name
 
 ENV_PREFIX = "TRAINING_"
 NESTED_DELIMITER = "__"
@@ -170,5 +171,4 @@ class TrainingSettings(BaseSettings):
 
 def env_name(location: tuple[str | int, ...]) -> str:
     """The environment variable behind a settings field, e.g. ('model', 'window')."""
-    fields = [str(part) for part in location if isinstance(part, str)]
-    return ENV_PREFIX + NESTED_DELIMITER.join(fields).upper()
+    return worker_env_name(location, ENV_PREFIX)

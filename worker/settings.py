@@ -123,7 +123,7 @@ class WorkerSettings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-def env_name(location: tuple[str | int, ...]) -> str:
+def env_name(location: tuple[str | int, ...], prefix: str = ENV_PREFIX) -> str:
     """The environment variable behind a settings field, e.g. ('store', 'path')."""
     fields = [str(part) for part in location if isinstance(part, str)]
-    return ENV_PREFIX + NESTED_DELIMITER.join(fields).upper()
+    return prefix + NESTED_DELIMITER.join(fields).upper()
