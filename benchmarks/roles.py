@@ -192,6 +192,8 @@ def _rss_mb() -> float:
 
 
 def _figures(records: int, seconds: float, cpu_s: float) -> dict[str, Any]:
+    if records <= 0 or seconds <= 0:
+        raise SystemExit("nothing was timed: use more records than one batch")
     return {
         "records": records,
         "seconds": round(seconds, 3),

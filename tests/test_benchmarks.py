@@ -17,7 +17,7 @@ TINY = {
                    "--baseline-records", "200"],
     "latency": ["--rate", "500", "--seconds", "2", "--burst", "500", "--assets", "50"],
     "memory": ["--assets", "500", "--window", "5"],
-    "scaling": ["--records", "3000", "--assets", "30", "--repeats", "1"],
+    "scaling": ["--records", "20000", "--assets", "100", "--repeats", "1"],
 }  # fmt: skip
 
 
