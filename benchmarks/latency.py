@@ -52,15 +52,17 @@ def main() -> None:
         )  # fmt: skip
         wait_until(ready.exists, 120, "the worker")
         fleet = Fleet(n_assets=args.assets, seed=9)
-        records = fleet.records(max(1, (steady + args.burst) // args.assets + 1))
-        producer = make_producer(kafka, linger_ms=0)
-        start = time.perf_counter()
-        for i in range(steady):  # paced: record i leaves at start + i / rate
-            key, value = next(records)
-            delay = start + i / rate - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)  # pacing the offered load, not synchronising
-            producer.send(topic, key=b"steady-" + key, value=value)
+        # made before the clock starts: the producer's own CPU competes with the worker's
+        records = iter(list(fleet.records(max(1, (steady + args.burst) // args.assets + 1))))
+        producer = make_producer(kafka, linger_ms=5)
+        start, sent, tick = time.perf_counter(), 0, 0.005
+        while sent < steady:  # paced in 5 ms ticks: by time t, rate * t records were sent
+            due = min(steady, int((time.perf_counter() - start) * rate) + 1)
+            for _ in range(due - sent):
+                key, value = next(records)
+                producer.send(topic, key=b"steady-" + key, value=value)
+            sent = due
+            time.sleep(tick)  # pacing the offered load, not synchronising
         producer.flush()
         for _ in range(args.burst):
             key, value = next(records)

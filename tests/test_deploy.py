@@ -170,15 +170,19 @@ def test_probes_and_ports_match_the_worker(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_pods_are_locked_down_and_torch_threads_follow_the_cpu_limit(overlay: str) -> None:
+def test_pods_are_locked_down_and_torch_threads_are_bounded(overlay: str) -> None:
     for which, container in containers(overlay).items():
         assert container["image"].startswith("ghcr.io/"), which
         context = container["securityContext"]
         assert context["readOnlyRootFilesystem"] is True
         assert context["allowPrivilegeEscalation"] is False
         assert context["capabilities"]["drop"] == ["ALL"]
-        threads = next(e for e in container["env"] if e["name"] == "OMP_NUM_THREADS")
-        assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+        if which == "training":  # fitting uses the threads its CPU limit allows
+            threads = next(e for e in container["env"] if e["name"] == "OMP_NUM_THREADS")
+            assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
+        else:  # scoring is one thread (WORKER_SCORE_THREADS): more spin and starve the client
+            assert "OMP_NUM_THREADS" not in {e["name"] for e in container.get("env", [])}
+            assert configmap(overlay, "worker")["WORKER_SCORE_THREADS"] == "1"
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
         assert mounts["/models"].get("readOnly", False) is (which == "worker")
         assert "/tmp" in mounts

@@ -5,14 +5,15 @@ import json
 import shutil
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
+import torch
 from prometheus_client import CollectorRegistry
 
 from tests.conftest import Trained
-from tests.fakes import FakeSink, FakeSource, as_records
+from tests.fakes import FakeRecord, FakeSink, FakeSource, as_records
 from worker.errors import BrokerUnavailableError, ExitCode
 from worker.metrics import Metrics
 from worker.model import ModelStore
@@ -95,6 +96,25 @@ def test_max_batches_stops_after_committing_that_many(store: Path) -> None:
     worker, _ = worker_with(store, source, FakeSink())
     assert worker.run(max_batches=2) == ExitCode.OK
     assert sum(source.committed.values()) == 200
+
+
+def test_the_loop_scores_with_the_configured_number_of_torch_threads(store: Path) -> None:
+    seen: list[int] = []
+
+    class Watching(FakeSource):
+        def poll(self, timeout_ms: int, max_records: int) -> Sequence[FakeRecord]:
+            seen.append(torch.get_num_threads())  # in the loop's thread, where scoring runs
+            return super().poll(timeout_ms, max_records)
+
+    source = Watching(stream().records)
+    for threads in (2, 1):
+        worker = Worker(settings(store).model_copy(update={"score_threads": threads}),
+                        Metrics(CollectorRegistry()), lambda s: source, lambda s: FakeSink(),
+                        serve_http=False)  # fmt: skip
+        thread = threading.Thread(target=worker.run, kwargs={"max_batches": 1})
+        thread.start()
+        thread.join()
+        assert seen[-1] == threads
 
 
 def test_a_failed_publish_exits_with_its_code_and_commits_nothing(store: Path) -> None:

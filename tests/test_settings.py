@@ -1,13 +1,15 @@
 """Worker settings: validated at start, secrets masked, bad values named by their variable."""
 
 import os
+import re
 import subprocess
 import sys
 
 import pytest
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from tests.conftest import REPO
+from training.settings import TrainingSettings
 from worker.kafka_io import client_config
 from worker.settings import WorkerSettings
 
@@ -61,3 +63,32 @@ def test_a_bad_setting_stops_the_worker_naming_the_variable(
     )  # fmt: skip
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def _env_names(model: type[BaseModel], prefix: str) -> list[str]:
+    """Every leaf setting's environment variable, e.g. WORKER_KAFKA__FETCH_MAX_WAIT_MS."""
+    names = []
+    for name, info in model.model_fields.items():
+        kind = info.annotation
+        if isinstance(kind, type) and issubclass(kind, BaseModel):
+            names += _env_names(kind, f"{prefix}{name.upper()}__")
+        else:
+            names.append(prefix + name.upper())
+    return names
+
+
+@pytest.mark.parametrize(("model", "prefix"), [(WorkerSettings, "WORKER_"),
+                                               (TrainingSettings, "TRAINING_")])  # fmt: skip
+def test_the_readme_documents_every_setting_and_no_other(
+    model: type[BaseModel], prefix: str
+) -> None:
+    readme = (REPO / "README.md").read_text()
+    names = _env_names(model, prefix)
+    # a row may abbreviate a sibling of the variable before it (`..._SSL_CERTFILE`) or stand
+    # for a whole part (`TRAINING_KAFKA__*`)
+    missing = [n for n in names if f"`{n}`" not in readme
+               and f"`..._{n.rsplit('__', 1)[-1]}`" not in readme
+               and f"`{n.rsplit('__', 1)[0]}__*`" not in readme]  # fmt: skip
+    assert not missing, f"settings missing from the README's tables: {missing}"
+    documented = set(re.findall(rf"`({prefix}[A-Z0-9_]+)`", readme))
+    assert not documented - set(names), "the README documents settings that do not exist"

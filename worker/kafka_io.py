@@ -72,6 +72,7 @@ def make_consumer(kafka: KafkaSettings, group: str | None, **overrides: Any) -> 
         "auto_offset_reset": kafka.auto_offset_reset,
         "session_timeout_ms": kafka.session_timeout_ms,
         "heartbeat_interval_ms": max(100, kafka.session_timeout_ms // 3),
+        "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
         **overrides,
     }
     return KafkaConsumer(**config)

@@ -69,12 +69,8 @@ class BatchResult:
     score_s: float = 0.0
 
 
-@dataclass
-class _Scoring:
-    state: AssetState
-    asset_id: str
-    ts: datetime
-    ref: SourceRef
+# A record with a full window: its index in the batch, its asset's state and id, its time.
+_Scoring = tuple[int, AssetState, str, datetime]
 
 
 class BatchProcessor:
@@ -119,10 +115,10 @@ class BatchProcessor:
             detected_at=datetime.fromtimestamp(self.clock(), UTC),
         )
         windows = np.empty((len(records), manifest.window, len(manifest.features)))
-        pending: list[_Scoring] = []
-        for record in records:
-            result.offsets[(record.topic, record.partition)] = record.offset + 1
-            ref = SourceRef(record.topic, record.partition, record.offset)
+        pending: list[_Scoring] = []  # the records with a full window, in order
+        offsets, record_times = result.offsets, result.record_times
+        for index, record in enumerate(records):
+            offsets[(record.topic, record.partition)] = record.offset + 1
             value = record.value
             try:
                 if value is None:
@@ -133,21 +129,21 @@ class BatchProcessor:
                         f"record is {len(value)} bytes, over the limit of "
                         f"{self.batch.max_record_bytes}",
                     )
-                decoded = decode_record(value, manifest.features)
+                asset_id, ts, values = decode_record(value, manifest.features)
             except RecordError as exc:
                 result.dead_letters[exc.reason] += 1
                 result.messages.append(self._dead_letter(record, exc, context.detected_at))
                 continue
-            state, evicted = self.assets.get(decoded.asset_id)
+            state, evicted = self.assets.get(asset_id)
             if evicted is not None:
                 result.evicted += 1
                 self._close_evicted(*evicted, context, result)
-            result.record_times.append(decoded.ts.timestamp())
-            if not state.buffer.push(decoded.values):
+            record_times.append(ts.timestamp())
+            if not state.buffer.push(values):
                 result.warming_up += 1
                 continue
             state.buffer.copy_window(windows[len(pending)])
-            pending.append(_Scoring(state, decoded.asset_id, decoded.ts, ref))
+            pending.append((index, state, asset_id, ts))
         result.decode_s = time.perf_counter() - started
 
         started = time.perf_counter()
@@ -160,12 +156,18 @@ class BatchProcessor:
         above = self.model.threshold.exceeds(scores.score)
         result.outliers = int(above.sum())
         k, m = self.alerts.open_after, self.alerts.resolve_after
-        for i, item in enumerate(pending):
-            score = float(scores.score[i])
-            change = item.state.rules.observe(item.ts, item.ref, score, bool(above[i]), k, m)
+        for i, is_above in enumerate(above.tolist()):
+            index, state, asset_id, ts = pending[i]
+            rules = state.rules
+            if not is_above and rules.episode is None and rules.above_run == 0:
+                continue  # nothing to track: the rules would not change (the common case)
+            record, score = records[index], float(scores.score[i])
+            ref = SourceRef(record.topic, record.partition, record.offset)
+            change = rules.observe(ts, ref, score, is_above, k, m)
             if change is not None:
                 kind, episode = change
-                self._event(result, kind, episode, item, score, scores.shares[i], context)
+                event = (kind, episode, asset_id, ts, ref, score, scores.shares[i])
+                self._event(result, *event, context)
         return result
 
     def _event(
@@ -173,15 +175,17 @@ class BatchProcessor:
         result: BatchResult,
         kind: EventType,
         episode: Episode,
-        item: _Scoring,
+        asset_id: str,
+        ts: datetime,
+        ref: SourceRef,
         score: float,
         shares: npt.NDArray[np.float64],
         context: EventContext,
     ) -> None:
-        value = event_json(kind, episode, item.asset_id, item.ts, item.ref, score, shares, context)
-        result.messages.append(Outbound(self.topics.alerts, item.asset_id.encode(), value))
+        value = event_json(kind, episode, asset_id, ts, ref, score, shares, context)
+        result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
         result.events[kind] += 1
-        result.episodes.append((kind, item.asset_id, context.features[int(np.argmax(shares))]))
+        result.episodes.append((kind, asset_id, context.features[int(np.argmax(shares))]))
         self.open_episodes += 1 if kind == "open" else -1
 
     def _close_evicted(

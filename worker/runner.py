@@ -18,6 +18,7 @@ from types import FrameType
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from worker.errors import ExitCode, FatalError
 from worker.health import Health, HealthServer
@@ -90,6 +91,10 @@ class Worker:
     def run(self, max_batches: int | None = None, idle_timeout_s: float | None = None) -> ExitCode:
         """Run until stopped, `max_batches` batches, or `idle_timeout_s` without records."""
         restore = self._install_signal_handlers()
+        # Set in the thread that scores (OpenMP's setting is per thread). One thread scores a
+        # batch of 500 in about 0.2 ms; more spin between batches and take the CPU the Kafka
+        # client needs (docs/benchmarks.md: twice the CPU per record on 2 cores).
+        torch.set_num_threads(self.settings.score_threads)
         if self._serve_http:
             http = self.settings.http
             self.http = HealthServer(http.host, http.port, self.metrics.registry, self.health)

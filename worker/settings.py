@@ -38,6 +38,9 @@ class KafkaSettings(_Part):
         default=None, description="broker protocol version, e.g. 0.9 for old brokers"
     )
     session_timeout_ms: int = Field(default=10_000, ge=1000)
+    fetch_max_wait_ms: int = Field(
+        default=50, ge=0, le=10_000, description="longest a fetch waits at the broker for data"
+    )
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     flush_timeout_s: float = Field(default=30.0, gt=0)
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
@@ -115,6 +118,9 @@ class WorkerSettings(BaseSettings):
     store: StoreSettings = StoreSettings()
     alerts: AlertSettings = AlertSettings()
     http: HttpSettings = HttpSettings()
+    score_threads: int = Field(
+        default=1, ge=1, le=64, description="torch threads for scoring (the batch is small)"
+    )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"
 
