@@ -40,6 +40,9 @@ class WindowBuffer:
 
     def copy_window(self, out: npt.NDArray[np.float64]) -> None:
         """Write the latest `window` records, oldest first, into `out` (window, F)."""
+        if self._pos == 0:  # the ring starts at row 0 (always, for a window of 1): one copy
+            out[:] = self._data
+            return
         split = self.window - self._pos
         out[:split] = self._data[self._pos :]
         out[split:] = self._data[: self._pos]

@@ -16,11 +16,9 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from worker.records import REASONS
+
 OUTCOMES = ("scored", "dead_lettered", "warming_up")
-DEAD_LETTER_REASONS = (
-    "empty", "too_large", "not_utf8", "not_json", "not_object", "bad_asset_id", "bad_ts",
-    "bad_values", "missing_feature", "non_numeric", "non_finite",
-)  # fmt: skip
 EVENT_TYPES = ("open", "resolve")
 STAGES = ("poll", "decode", "score", "publish", "commit")
 
@@ -145,7 +143,7 @@ class Metrics:
         )  # fmt: skip
         for outcome in OUTCOMES:
             self.records.labels(outcome)
-        for reason in DEAD_LETTER_REASONS:
+        for reason in REASONS:
             self.dead_letters.labels(reason)
         for kind in EVENT_TYPES:
             self.alert_events.labels(kind)

@@ -116,9 +116,10 @@ class BatchProcessor:
         )
         windows = np.empty((len(records), manifest.window, len(manifest.features)))
         pending: list[_Scoring] = []  # the records with a full window, in order
-        offsets, record_times = result.offsets, result.record_times
+        # the next offset to read of each partition: offsets grow within a partition
+        result.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
+        record_times = result.record_times
         for index, record in enumerate(records):
-            offsets[(record.topic, record.partition)] = record.offset + 1
             value = record.value
             try:
                 if value is None:

@@ -18,6 +18,12 @@ from typing import Any, NamedTuple
 
 import orjson
 
+# Every reason a record can be refused for: the dead-letter envelope's `reason`, the metric's label.
+REASONS = (
+    "empty", "too_large", "not_utf8", "not_json", "not_object", "bad_asset_id", "bad_ts",
+    "bad_values", "missing_feature", "non_numeric", "non_finite",
+)  # fmt: skip
+
 
 class RecordError(ValueError):
     """A record that breaks the input contract; `reason` is a stable short code."""
@@ -58,7 +64,7 @@ def decode_record(raw: bytes, features: Sequence[str]) -> Record:
         and type(values) is dict
         and _NUMBERS.issuperset(map(type, picked))
     ):
-        return Record(asset_id, parse_ts(obj.get("ts")), picked)
+        return Record(asset_id, parse_ts(obj.get("ts")), tuple(map(float, picked)))
     return _checked(obj, features)
 
 
