@@ -20,14 +20,15 @@ class WindowBuffer:
     """The last `window` records of one asset in a ring of `window` rows.
 
     O(1) per record; reading a window copies it, oldest first, into the caller's array (the
-    batch the model scores), so one ring per asset is all the memory a window costs.
+    batch the model scores), so one ring per asset is all the memory a window costs. Values are
+    kept as float32, the precision the network computes in: half the memory of float64.
     """
 
     __slots__ = ("_data", "_pos", "count", "window")
 
     def __init__(self, window: int, n_features: int) -> None:
         self.window = window
-        self._data = np.zeros((window, n_features), dtype=np.float64)
+        self._data = np.zeros((window, n_features), dtype=np.float32)
         self._pos = 0  # where the next record goes: the oldest row once the ring is full
         self.count = 0
 
@@ -48,7 +49,7 @@ class WindowBuffer:
         out[split:] = self._data[: self._pos]
 
 
-@dataclass
+@dataclass(slots=True)
 class AssetState:
     """Everything the worker remembers about one asset."""
 
