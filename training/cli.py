@@ -21,6 +21,7 @@ from pydantic import ValidationError
 
 from training.settings import TrainingSettings, env_name
 from worker.model import ArtifactError, CalibrationError, ModelStore
+from worker.settings import shown_input
 
 log = logging.getLogger("training")
 
@@ -211,7 +212,7 @@ def _describe(exc: ValidationError) -> list[str]:
         loc = tuple(err["loc"])
         flag = _FLAG_BY_PATH.get(".".join(str(p) for p in loc if isinstance(p, str)))
         name = env_name(loc) + (f" ({flag})" if flag else "")
-        lines.append(f"{name}: {err['msg']} (got {err.get('input')!r})")
+        lines.append(f"{name}: {err['msg']} (got {shown_input(loc, err.get('input'))!r})")
     return lines
 
 

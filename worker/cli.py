@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from pydantic import ValidationError
 
 from worker.errors import ExitCode
-from worker.settings import WorkerSettings, env_name
+from worker.settings import WorkerSettings, env_name, shown_input
 
 log = logging.getLogger("worker")
 
@@ -39,7 +39,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
         for err in exc.errors():
             log.error("bad setting: %s: %s (got %r)", env_name(err["loc"]), err["msg"],
-                      err.get("input"))  # fmt: skip
+                      shown_input(err["loc"], err.get("input")))  # fmt: skip
         return ExitCode.BAD_SETTINGS
     from worker import logs
 

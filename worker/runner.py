@@ -20,7 +20,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from worker.errors import ExitCode, FatalError
+from worker.errors import BrokerUnavailableError, ExitCode, FatalError
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
 from worker.model import ModelStore
@@ -127,7 +127,9 @@ class Worker:
             log.info("stopping after %d batches: offsets committed, leaving the group", batches)
             return ExitCode.OK
         except FatalError as exc:
-            log.error("fatal: %s; the batch was not committed and will be read again", exc)
+            after = "" if isinstance(exc, BrokerUnavailableError) else (
+                "; the batch was not committed and will be read again")  # fmt: skip
+            log.error("fatal: %s%s", exc, after)
             return exc.exit_code
         finally:
             self.health.partitions_assigned = False

@@ -129,6 +129,20 @@ class WorkerSettings(BaseSettings):
         return self.model_dump(mode="json")
 
 
+SECRETS = frozenset({"ssl_password", "sasl_password"})
+MASK = "**********"
+
+
+def shown_input(location: tuple[str | int, ...], value: object) -> object:
+    """A refused setting's value as an error message may show it: secrets masked, also
+    inside the section a cross-field check received whole."""
+    if any(part in SECRETS for part in location):
+        return MASK
+    if isinstance(value, dict):
+        return {k: MASK if k in SECRETS else shown_input((), v) for k, v in value.items()}
+    return value
+
+
 def env_name(location: tuple[str | int, ...], prefix: str = ENV_PREFIX) -> str:
     """The environment variable behind a settings field, e.g. ('store', 'path')."""
     fields = [str(part) for part in location if isinstance(part, str)]
