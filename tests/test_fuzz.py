@@ -1,23 +1,33 @@
 """Hostile input, generated: the decoder and the batch processor never crash, refuse every bad
 record with a known reason, and hand good records through unharmed."""
 
+import base64
 import json
+import random
+import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.conftest import Trained
 from tests.fakes import FakeRecord
+from tests.test_kafka import Running, processed, produce, read, wait_until
 from worker import simulator
+from worker.errors import ExitCode
+from worker.kafka_io import committed_total, create_topics
+from worker.local_broker import LocalBroker
 from worker.pipeline import BatchProcessor
-from worker.records import REASONS, RecordError, decode_record
-from worker.settings import AlertSettings, BatchSettings, TopicSettings
+from worker.records import LIMIT, REASONS, RecordError, decode_record
+from worker.settings import AlertSettings, BatchSettings, TopicSettings, WorkerSettings
 
 FEATURES = ("pressure", "current", "vibration")
 
 finite = st.floats(allow_nan=False, allow_infinity=False)
+in_range = st.floats(min_value=-LIMIT, max_value=LIMIT)  # what the model can score
 json_scalars = st.none() | st.booleans() | st.integers() | finite | st.text(max_size=20)
 json_values = st.recursive(
     json_scalars,
@@ -61,7 +71,7 @@ def test_arbitrary_json_is_decoded_or_refused_with_a_reason(value: object) -> No
 @given(
     asset_id=st.text(min_size=1, max_size=40),
     ts=timestamps,
-    values=st.fixed_dictionaries({f: finite | st.integers(-(2**63), 2**63) for f in FEATURES}),
+    values=st.fixed_dictionaries({f: in_range | st.integers(-(2**63), 2**63) for f in FEATURES}),
     extra=st.dictionaries(st.text(max_size=8), json_values, max_size=3),
 )
 def test_good_records_come_through_unharmed(
@@ -149,3 +159,74 @@ def _is_good(raw: bytes) -> bool:
     except RecordError:
         return False
     return True
+
+
+def test_a_million_distinct_assets_keep_memory_bounded_by_the_asset_limit(
+    trained: Trained,
+) -> None:
+    processor = BatchProcessor(TopicSettings(), BatchSettings(), AlertSettings(max_assets=1000))
+    processor.set_model(trained.store.load_current())
+    values = ", ".join(f'"{f}": 1.0' for f in simulator.FEATURES)
+    template = '{"asset_id": "a%d", "ts": "2026-11-21T10:00:00Z", "values": {%s}}'
+    evicted = warming = 0
+    for start in range(0, 1_000_000, 5000):
+        batch = [FakeRecord("in", 0, i, None, (template % (i, values)).encode())
+                 for i in range(start, start + 5000)]  # fmt: skip
+        result = processor.process(batch)
+        evicted, warming = evicted + result.evicted, warming + result.warming_up + result.scored
+        assert len(processor.assets) <= 1000
+    assert warming == 1_000_000  # every record was taken, none dead-lettered
+    assert evicted == 1_000_000 - 1000
+
+
+@settings(max_examples=1, deadline=None, database=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])  # fmt: skip
+@given(
+    hostile=st.lists(
+        st.one_of(st.binary(max_size=300), json_values.map(lambda v: json.dumps(v).encode())),
+        min_size=300,
+        max_size=300,
+    )
+)
+def test_hostile_records_through_the_real_broker_and_worker(
+    broker: LocalBroker, trained: Trained, tmp_path_factory: pytest.TempPathFactory,
+    hostile: list[bytes],
+) -> None:  # fmt: skip
+    """Generated garbage mixed into a simulator stream, through Tansu and a real worker: every
+    record is committed, every bad one is on the dead-letter topic with its reason, the good
+    ones are scored."""
+    settings = kafka_settings(broker, trained.store.root)
+    fleet = simulator.Fleet(n_assets=20, seed=3)
+    good = list(fleet.records(30))
+    bad = [value for value in hostile if not _is_good(value)]
+    messages = [*good, *((b"hostile", value) for value in bad)]
+    random.Random(0).shuffle(messages)
+    n = produce(settings, messages)
+    running = Running(settings)
+    try:
+        wait_until(lambda: processed(running.metrics) >= n, what=f"{n} records processed")
+    finally:
+        assert running.stop() == ExitCode.OK
+    assert committed_total(settings.kafka, settings.topics.group, settings.topics.input) == n
+    dead = [json.loads(r.value or b"") for r in read(settings, settings.topics.dead_letters,
+                                                     len(bad))]  # fmt: skip
+    assert len(dead) == len(bad)
+    assert all(d["reason"] in REASONS for d in dead)
+    assert sorted(base64.b64decode(d["value"]) for d in dead) == sorted(bad)
+    registry = running.metrics.registry
+    taken = sum(registry.get_sample_value("anomaly_records_total", {"outcome": o}) or 0
+                for o in ("scored", "warming_up"))  # fmt: skip
+    assert taken == len(good)
+
+
+def kafka_settings(broker: LocalBroker, store: Path) -> WorkerSettings:
+    run = uuid.uuid4().hex[:8]
+    s = WorkerSettings(
+        kafka={"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000},
+        topics={"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
+                "group": f"group-{run}"},
+        batch={"size": 200, "max_wait_ms": 50}, store={"path": store},
+        http={"port": 0, "host": "127.0.0.1"}, log_format="text",
+    )  # fmt: skip
+    create_topics(s.kafka, {s.topics.input: 3, s.topics.alerts: 1, s.topics.dead_letters: 1})
+    return s

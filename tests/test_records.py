@@ -44,6 +44,8 @@ def test_naive_timestamps_are_utc() -> None:
         (good(values={"pressure": "1.0", "current": 1}), "non_numeric"),
         (good(values={"pressure": True, "current": 1}), "non_numeric"),
         (good(values={"pressure": 10**400, "current": 1}), "non_finite"),
+        (good(values={"pressure": 1e39, "current": 1}), "out_of_range"),
+        (good(values={"pressure": 1.0, "current": -(10**39)}), "out_of_range"),
         (b'{"asset_id": "a", "ts": "2026-11-21T10:00:00Z", "values": {"pressure": NaN}}',
          "non_finite"),
         (b"[" * 100_000, "not_json"),

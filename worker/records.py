@@ -4,8 +4,9 @@
 
 A record is valid when it is a UTF-8 JSON object with a non-empty string `asset_id`, an ISO
 8601 `ts` and a `values` object holding every expected feature as a finite number (not a
-string, not a boolean). Extra features are ignored. Anything else raises RecordError with a
-short machine-readable reason and a message for people.
+string, not a boolean) within float32's range, the precision the model computes in. Extra
+features are ignored; of a duplicated key, the last value counts. Anything else raises
+RecordError with a short machine-readable reason and a message for people.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
+import numpy as np
 import orjson
 
 # Every reason a record can be refused for: the dead-letter envelope's `reason`, the metric's label.
 REASONS = (
     "empty", "too_large", "not_utf8", "not_json", "not_object", "bad_asset_id", "bad_ts",
-    "bad_values", "missing_feature", "non_numeric", "non_finite",
+    "bad_values", "missing_feature", "non_numeric", "non_finite", "out_of_range",
 )  # fmt: skip
+# The model computes in float32: a larger magnitude cannot be scored as what it is.
+LIMIT = float(np.finfo(np.float32).max)
 
 
 class RecordError(ValueError):
@@ -63,6 +67,8 @@ def decode_record(raw: bytes, features: Sequence[str]) -> Record:
         and asset_id
         and type(values) is dict
         and _NUMBERS.issuperset(map(type, picked))
+        and min(picked) >= -LIMIT
+        and max(picked) <= LIMIT
     ):
         return Record(asset_id, parse_ts(obj.get("ts")), tuple(map(float, picked)))
     return _checked(obj, features)
@@ -92,6 +98,10 @@ def _checked(obj: Any, features: Sequence[str]) -> Record:
             number = math.inf
         if not math.isfinite(number):
             raise RecordError("non_finite", f"feature {name!r} is not finite: {value!r}")
+        if abs(number) > LIMIT:
+            raise RecordError(
+                "out_of_range", f"feature {name!r} is beyond +-{LIMIT:.3g} (float32): {value!r}"
+            )
         out.append(number)
     return Record(asset_id, ts, tuple(out))
 
