@@ -1,0 +1,93 @@
+"""The pods' read-only root filesystem, for real: the worker and the training job run in a mount
+namespace where the code, the virtual environment, $HOME and their inputs are read-only; only
+the declared volumes stay writable (/tmp, and the model store for the training job)."""
+
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, Trained, write_csv
+from tests.test_kafka import produce, wait_until
+from worker import simulator
+from worker.kafka_io import committed_total, create_topics
+from worker.local_broker import LocalBroker
+from worker.settings import WorkerSettings
+
+pytestmark = pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="a private read-only mount needs root and unshare",
+)
+REFUSED_WRITES = ("Read-only file system", "Permission denied", "Traceback")
+
+
+def read_only(command: list[str], paths: list[Path]) -> list[str]:
+    """`command` in a private mount namespace where `paths` are read-only (for root too)."""
+    mounts = " && ".join(
+        f"mount --bind {shlex.quote(str(p))} {shlex.quote(str(p))} && "
+        f"mount -o remount,bind,ro {shlex.quote(str(p))}"
+        for p in paths
+    )
+    return ["unshare", "--mount", "sh", "-c", f'{mounts} && exec "$@"', "sh", *command]
+
+
+def locked_down() -> list[Path]:
+    return [REPO, Path(sys.prefix), Path.home()]
+
+
+def test_training_writes_only_to_its_store(tmp_path: Path) -> None:
+    data_dir, store = tmp_path / "data", tmp_path / "store"
+    data_dir.mkdir()
+    store.mkdir()
+    write_csv(data_dir / "clean.csv", simulator.clean_rows(2000, seed=4))
+    data = str(data_dir / "clean.csv")
+    command = [sys.executable, "-m", "training", "fit", "--data", data, "--timestamp-column",
+               "timestamp", "--store", str(store), "--epochs", "3"]  # fmt: skip
+    done = subprocess.run(read_only(command, [*locked_down(), data_dir]), cwd=REPO,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert not [w for w in REFUSED_WRITES if w in done.stderr], done.stderr[-3000:]
+    assert (store / "current").read_text().strip()
+
+
+def test_the_worker_runs_on_a_read_only_tree_and_store(
+    broker: LocalBroker, trained: Trained, tmp_path: Path
+) -> None:
+    store = tmp_path / "store"
+    shutil.copytree(trained.store.root, store)
+    topic = f"ro-{os.getpid()}-{tmp_path.name}"
+    env = {
+        **os.environ,
+        "WORKER_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+        "WORKER_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "WORKER_TOPICS__INPUT": topic,
+        "WORKER_TOPICS__ALERTS": topic + "-alerts",
+        "WORKER_TOPICS__DEAD_LETTERS": topic + "-dlq",
+        "WORKER_TOPICS__GROUP": topic,
+        "WORKER_STORE__PATH": str(store),
+        "WORKER_HTTP__PORT": "0",
+    }
+    settings = WorkerSettings(kafka={"bootstrap_servers": broker.bootstrap},
+                              topics={"input": topic, "alerts": topic + "-alerts",
+                                      "dead_letters": topic + "-dlq", "group": topic})  # fmt: skip
+    create_topics(settings.kafka, {topic: 2, topic + "-alerts": 1, topic + "-dlq": 1})
+    fleet = simulator.Fleet(n_assets=4, seed=11)
+    n = produce(settings, [*fleet.records(100, fleet.faults(100)), (b"x", b"not json")])
+    worker = subprocess.Popen(read_only([sys.executable, "-m", "worker"], [*locked_down(), store]),
+                              cwd=REPO, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)  # fmt: skip
+    try:
+        wait_until(lambda: committed_total(settings.kafka, topic, topic) >= n, 120,
+                   "every record committed")  # fmt: skip
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(60) == 0
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+    _, stderr = worker.communicate()
+    assert not [w for w in REFUSED_WRITES if w in stderr], stderr[-3000:]
