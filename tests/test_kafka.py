@@ -220,11 +220,11 @@ def test_a_stopped_worker_hands_over_without_losing_or_repeating_records(
     )
 
 
-def test_a_failed_publish_exits_with_its_code_and_commits_nothing(
+def test_a_failed_publish_exits_with_its_code_commits_nothing_and_is_redone_after_restart(
     settings: WorkerSettings,
 ) -> None:
     fleet = Fleet(n_assets=4, seed=5)
-    produce(settings, fleet.records(100, fleet.faults(100, first=10)))
+    n = produce(settings, fleet.records(100, fleet.faults(100, first=10)))
     doomed = local_broker.start()  # the alerts' broker: it goes away after the producer connects
     elsewhere = settings.kafka.model_copy(
         update={"bootstrap_servers": doomed.bootstrap, "flush_timeout_s": 3}
@@ -238,6 +238,13 @@ def test_a_failed_publish_exits_with_its_code_and_commits_nothing(
     worker = Worker(settings, Metrics(CollectorRegistry()), sink=sink, serve_http=False)
     assert worker.run(idle_timeout_s=30) == ExitCode.PUBLISH_FAILED
     assert committed_total(settings.kafka, settings.topics.group, settings.topics.input) == 0
+    # the fault cleared (alerts reachable again), a restarted worker does the batch again
+    metrics = run_until_processed(settings, n)
+    assert committed_total(settings.kafka, settings.topics.group, settings.topics.input) == n
+    opened = metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": "open"})
+    assert opened
+    events = [json.loads(r.value or b"") for r in read(settings, settings.topics.alerts, 1)]
+    assert events[0]["type"] == "open"
 
 
 def get(url: str) -> tuple[int, str]:
