@@ -3,6 +3,7 @@
 import os
 import subprocess
 import sys
+import tomllib
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
@@ -109,3 +110,12 @@ def test_the_model_store_cannot_be_escaped_through_a_version_name(
         with pytest.raises(ArtifactError):
             store.set_current(name)
     assert store.current_version() == trained.outcome.version
+
+
+def test_every_dependency_has_an_upper_bound() -> None:
+    """The next major release of anything is taken on purpose, after CI, never by surprise."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    extras = project["optional-dependencies"].values()
+    requirements = [*project["dependencies"], *(r for extra in extras for r in extra)]
+    ours = [r for r in requirements if not r.startswith("sensor-anomaly[")]
+    assert not [r for r in ours if "<" not in r and "==" not in r]
