@@ -48,6 +48,10 @@ from worker.model.store import DECISION
 
 log = logging.getLogger(__name__)
 
+# A gate slice of its own needs this many windows; a shorter history gates on the
+# calibration part (as with TRAINING_GATE__FRACTION=0) rather than starve calibration.
+MIN_GATE_WINDOWS = 100
+
 
 @dataclass(frozen=True)
 class TrainingOutcome:
@@ -131,6 +135,13 @@ def _train(
         if gate_fraction
         else math.inf
     )
+    window = settings.model.window
+    if gate_fraction and _windows(history.between(gate_cut, math.inf), window) < MIN_GATE_WINDOWS:
+        log.info(
+            "short history: a gate slice of its own would hold fewer than %d windows; the "
+            "gate checks the calibration part instead", MIN_GATE_WINDOWS,
+        )  # fmt: skip
+        gate_fraction, gate_cut = 0.0, math.inf
 
     def parts(drop: Masks | None) -> tuple[SensorHistory, SensorHistory]:
         return history.between(-math.inf, hold_cut, drop), history.between(hold_cut, gate_cut, drop)
@@ -326,6 +337,11 @@ def _manifest(
 
 def _quiet(epoch: object, improved: bool) -> None:
     """Progress for callers that want none."""
+
+
+def _windows(history: SensorHistory, window: int) -> int:
+    """How many windows of `window` consecutive rows of one asset the history holds."""
+    return sum(max(0, len(s.ts) - window + 1) for s in history.series)
 
 
 def _require_windows(part: str, history: SensorHistory, window: int) -> None:
