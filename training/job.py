@@ -257,11 +257,14 @@ def _fit(
     scaler = RobustScaler.fit(np.concatenate([s.values for s in fit_part.series]))
     fit_windows = WindowIndex([s.values for s in fit_part.series], scaler, window)
     held_windows = WindowIndex([s.values for s in calibration_part.series], scaler, window)
+    kind = settings.model.kind
     architecture = ArchitectureConfig(
+        kind=kind,
         n_features=len(features),
         window=window,
         hidden=settings.model.hidden,
-        latent=settings.model.latent or default_latent(len(features) * window),
+        latent=settings.model.latent or default_latent(len(features) * window, kind, len(features)),
+        kernel=settings.model.kernel if kind == "conv" else None,
     )
     if progress is not None:
         progress.restart()
@@ -281,7 +284,9 @@ def _fit(
         ]
     )
     calibration = settings.calibration
-    threshold = calibrate(scores, calibration.target_fpr, calibration.method)
+    threshold = calibrate(scores, calibration.target_fpr, calibration.method).widened(
+        calibration.margin
+    )
     best = result.history[result.best_epoch - 1]
     log.info(
         "fitted in %d epochs (best %d, held-out loss %.5f); threshold %.5g by %s at FPR %g",

@@ -16,11 +16,11 @@ The decision lives here too: `Threshold.exceeds` is the only place a score becom
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from worker.model.errors import CalibrationError
 
@@ -62,6 +62,22 @@ class Threshold(BaseModel):
     target_fpr: Rate
     n_samples: int = Field(ge=1)
     pot: PotFit | None = None
+    margin: float = Field(default=1.0, ge=1.0, allow_inf_nan=False)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_margin(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without a margin the manifest reads exactly as before margins existed."""
+        data: dict[str, Any] = handler(self)
+        if data.get("margin") == 1.0:
+            data.pop("margin", None)
+        return data
+
+    def widened(self, margin: float) -> Threshold:
+        """The threshold `margin` times higher (recorded): room for data that drifts beyond
+        the held-out part, which calibration cannot see."""
+        if margin == 1.0:
+            return self
+        return self.model_copy(update={"value": self.value * margin, "margin": margin})
 
     def exceeds(self, scores: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
         """True where a score is above the threshold."""
