@@ -1,6 +1,7 @@
 """Detection quality on SKAB-format data, measured through the streaming pipeline.
 
-    python -m benchmarks.skab DATA_DIR [--train-rows 400] [--only valve1/*] [--out DIR]
+    python -m benchmarks.skab DATA_DIR [--train-rows 400] [--clean-rows 700] [--only GLOB]
+                                       [--replay stream|offline] [--out DIR] [--name skab]
 
 For every CSV under DATA_DIR that has an `anomaly` column (SKAB's format: `;`-separated, a
 `datetime` column, sensor columns, then the `anomaly` and `changepoint` labels), one after
@@ -18,6 +19,10 @@ the other, on one embedded broker:
 4. the alert events are read back from the alerts topic and turned into per-row decisions
    (`benchmarks.quality`: a row is flagged when it lies inside an episode);
 5. only then are the file's labels read, to count the decisions against them.
+
+CSV files with a `datetime` column but no `anomaly` column (SKAB's anomaly-free recording)
+are cut into segments of --train-rows + --clean-rows rows, each run the same way: every row
+there is normal, so the share flagged is the false-alarm rate of a normal day.
 
 The same model also replays the rows offline (scores, `RuleState`, `event_json`: the worker's
 code without Kafka); the results say whether the streamed decisions equal the replayed ones.
@@ -63,6 +68,8 @@ TIMESTAMP = "datetime"
 LABEL = "anomaly"
 LABELS = ("anomaly", "changepoint")
 TRAIN_ROWS = 400
+# Rows scored per segment of an anomaly-free recording: about what an experiment scores.
+CLEAN_ROWS = 700
 
 log = logging.getLogger("benchmarks.skab")
 
@@ -110,18 +117,34 @@ class FileResult:
         }  # fmt: skip
 
 
-def find_files(data_dir: Path, delimiter: str, only: str | None = None) -> list[Path]:
-    """The CSV files under data_dir whose header has an `anomaly` column, by relative path."""
-    found = []
+def find_files(
+    data_dir: Path, delimiter: str, only: str | None = None
+) -> tuple[list[Path], list[Path]]:
+    """CSV files under data_dir with a `datetime` column, by relative path: those with an
+    `anomaly` column (the experiments) and those without (anomaly-free recordings)."""
+    labelled: list[Path] = []
+    clean: list[Path] = []
     for path in sorted(data_dir.rglob("*.csv"), key=lambda p: p.relative_to(data_dir).as_posix()):
         with path.open(newline="", encoding="utf-8") as f:
             header = [name.strip() for name in next(csv.reader(f, delimiter=delimiter), [])]
-        if LABEL not in header or TIMESTAMP not in header:
+        if TIMESTAMP not in header:
             continue
         if only and not fnmatch.fnmatch(_name(path, data_dir), only):
             continue
-        found.append(path)
-    return found
+        (labelled if LABEL in header else clean).append(path)
+    return labelled, clean
+
+
+def segments(exp: Experiment, length: int) -> list[Experiment]:
+    """Consecutive pieces of `length` rows of an anomaly-free recording, each one experiment."""
+    return [
+        Experiment(
+            name=f"{exp.name}#{k}", asset_id=f"{exp.asset_id}.{k}", path=exp.path,
+            ts=exp.ts[start : start + length], features=exp.features,
+            values=exp.values[start : start + length],
+        )
+        for k, start in enumerate(range(0, len(exp.ts) - length + 1, length))
+    ]  # fmt: skip
 
 
 def read_experiment(path: Path, data_dir: Path, delimiter: str) -> Experiment:
@@ -311,40 +334,52 @@ def main(argv: Sequence[str] | None = None) -> int:
         prog="python -m benchmarks.skab", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
-    parser.add_argument("data", type=Path, help="a directory of SKAB-format CSV files")
-    parser.add_argument(
+    add = parser.add_argument
+    add("data", type=Path, help="a directory of SKAB-format CSV files")
+    add(
         "--train-rows",
         type=int,
         default=TRAIN_ROWS,
         help="rows per file the model is trained on (default 400)",
     )
-    parser.add_argument("--delimiter", default=";", help="CSV delimiter (default ';')")
-    parser.add_argument("--only", help="only files whose relative path matches, e.g. 'valve1/*'")
-    parser.add_argument(
+    add(
+        "--clean-rows",
+        type=int,
+        default=CLEAN_ROWS,
+        help="rows scored per segment of an anomaly-free file (default 700; 0: skip them)",
+    )
+    add("--delimiter", default=";", help="CSV delimiter (default ';')")
+    add("--only", help="only files whose relative path matches, e.g. 'valve1/*'")
+    add(
         "--replay",
         choices=["stream", "offline"],
         default="stream",
         help="stream through broker and worker (default) or replay offline",
     )
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks" / "results")
-    parser.add_argument("--name", default="skab", help="results file name (default skab)")
+    add("--out", type=Path, default=REPO / "benchmarks" / "results")
+    add("--name", default="skab", help="results file name (default skab)")
     args = parser.parse_args(argv)  # fmt: skip
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    files = find_files(args.data, args.delimiter, args.only)
-    if not files:
+    labelled, clean = find_files(args.data, args.delimiter, args.only)
+    if not labelled:
         print(f"no SKAB-format CSV files (with '{TIMESTAMP}' and '{LABEL}' columns) under "
               f"{args.data}", file=sys.stderr)  # fmt: skip
         return 2
     started = time.perf_counter()
+    experiments = [read_experiment(path, args.data, args.delimiter) for path in labelled]
+    free: list[Experiment] = []
+    if args.clean_rows:
+        for path in clean:
+            whole = read_experiment(path, args.data, args.delimiter)
+            free += segments(whole, args.train_rows + args.clean_rows)
     results: list[FileResult] = []
     with tempfile.TemporaryDirectory(prefix="skab-") as tmp:
         broker = (
             local_broker.start(log=Path(tmp) / "broker.log") if args.replay == "stream" else None
         )
         try:
-            for path in files:
-                exp = read_experiment(path, args.data, args.delimiter)
+            for exp in [*experiments, *free]:
                 workdir = Path(tmp) / exp.asset_id
                 workdir.mkdir()
                 bootstrap = broker.bootstrap if broker is not None else None
@@ -357,17 +392,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             if broker is not None:
                 broker.stop()
     # The decisions are all made: only now are the labels read.
-    pooled = Confusion()
-    for result, path in zip(results, files, strict=True):
+    pooled, pooled_free = Confusion(), Confusion()
+    for result, path in zip(results, labelled, strict=False):
         labels = read_labels(path, args.delimiter)[args.train_rows :]
         result.confusion = Confusion.of(result.flags, labels)
         pooled = pooled + result.confusion
+    for result in results[len(labelled) :]:  # anomaly-free: every row is normal
+        result.confusion = Confusion.of(result.flags, np.zeros(result.rows, dtype=bool))
+        pooled_free = pooled_free + result.confusion
     elapsed = time.perf_counter() - started
     table = markdown(
-        results, pooled,
-        f"SKAB ({len(results)} files under {args.data}, {args.replay}; trained on the first "
+        results[: len(labelled)], pooled,
+        f"SKAB ({len(labelled)} files under {args.data}, {args.replay}; trained on the first "
         f"{args.train_rows} rows of each; {elapsed:.0f} s)",
     )  # fmt: skip
+    if free:
+        table += "\n\n" + markdown(
+            results[len(labelled) :], pooled_free,
+            f"Anomaly-free recordings, in segments of {args.train_rows} training rows and "
+            f"{args.clean_rows} scored rows (every scored row is normal: FAR is the share flagged)",
+        )  # fmt: skip
     training = TrainingSettings(data={"path": "train.csv", "timestamp_column": TIMESTAMP})
     report = {
         "benchmark": "skab",
@@ -375,7 +419,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "mode": args.replay,
         "train_rows": args.train_rows,
         "pooled": pooled.figures(),
-        "files": [r.row() for r in results],
+        "files": [r.row() for r in results[: len(labelled)]],
+        "anomaly_free": {
+            "scored_rows_per_segment": args.clean_rows,
+            "pooled": pooled_free.figures(),
+            "segments": [r.row() for r in results[len(labelled) :]],
+        },
         "stream_equals_replay": all(r.agrees for r in results) if args.replay == "stream" else None,
         "settings": {
             "training": training.model_dump(

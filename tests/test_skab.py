@@ -8,7 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.skab import find_files, read_experiment, read_labels, records, train_model
+from benchmarks.skab import (
+    find_files,
+    read_experiment,
+    read_labels,
+    records,
+    segments,
+    train_model,
+)
 from tests.conftest import REPO
 from worker import simulator
 
@@ -35,9 +42,13 @@ def test_labels_stay_out_of_the_features_the_training_file_and_the_records(
 ) -> None:
     write_skab(tmp_path / "data" / "valve9" / "1.csv")
     (tmp_path / "data" / "free.csv").write_text("datetime;a\n2020-03-09 10:00:00;1.0\n")
-    files = find_files(tmp_path / "data", ";")
-    assert [p.name for p in files] == ["1.csv"]  # no `anomaly` column: not a benchmark file
+    files, clean = find_files(tmp_path / "data", ";")
+    assert [p.name for p in files] == ["1.csv"]
+    assert [p.name for p in clean] == ["free.csv"]  # no `anomaly` column: anomaly-free
     exp = read_experiment(files[0], tmp_path / "data", ";")
+    pieces = segments(exp, 300)
+    assert [(p.name, len(p.ts)) for p in pieces] == [("valve9/1#0", 300), ("valve9/1#1", 300)]
+    assert pieces[1].ts[0] == exp.ts[300]
     assert exp.name == "valve9/1"
     assert exp.asset_id == "valve9-1"
     assert exp.features == simulator.FEATURES
@@ -62,9 +73,13 @@ def test_labels_stay_out_of_the_features_the_training_file_and_the_records(
 
 def test_the_benchmark_streams_one_file_and_writes_its_results(tmp_path: Path) -> None:
     write_skab(tmp_path / "data" / "valve9" / "1.csv")
+    free = tmp_path / "data" / "anomaly-free" / "free.csv"
+    write_skab(free, rows=550, seed=3)
+    lines = free.read_text().splitlines()  # the same sensors, no label columns, no anomaly
+    free.write_text("\n".join(";".join(line.split(";")[:-2]) for line in lines[:501]) + "\n")
     done = subprocess.run(
-        [sys.executable, "-m", "benchmarks.skab", str(tmp_path / "data"), "--out",
-         str(tmp_path / "out")],
+        [sys.executable, "-m", "benchmarks.skab", str(tmp_path / "data"), "--clean-rows", "100",
+         "--out", str(tmp_path / "out")],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
@@ -78,6 +93,11 @@ def test_the_benchmark_streams_one_file_and_writes_its_results(tmp_path: Path) -
     assert row["tp"] + row["fp"] + row["fn"] + row["tn"] == 320
     assert row["tp"] > 0  # an 8-sigma shift lasting 120 rows is found
     assert results["pooled"]["f1"] == row["f1"]
+    (segment,) = results["anomaly_free"]["segments"]
+    assert segment["file"] == "anomaly-free/free#0"
+    assert segment["rows"] == 100
+    assert segment["anomalous"] == segment["tp"] == segment["fn"] == 0
+    assert results["anomaly_free"]["pooled"]["fp"] == segment["fp"]
     assert set(results["settings"]) == {"training", "alerts"}
     assert "| **pooled** |" in done.stdout
     assert (tmp_path / "out" / "skab.md").read_text().startswith("SKAB (1 files")

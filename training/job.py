@@ -44,6 +44,7 @@ from worker.model import (
     sliding_windows,
     write_artifact,
 )
+from worker.model.calibration import MIN_EXP_SCORES
 from worker.model.store import DECISION
 
 log = logging.getLogger(__name__)
@@ -154,12 +155,24 @@ def _train(
             history, k, m,
         )  # fmt: skip
         marks["first_fit"] = first
-        if count(first):
+        cleaned = union(excluded, first)
+        fit_part, held_part = parts(cleaned)
+        held_windows = _windows(held_part, window)
+        if not count(first):
+            pass
+        elif held_windows < MIN_EXP_SCORES or not _windows(fit_part, window):
+            # A short history: dropping the flagged rows would leave too little to calibrate.
+            log.info(
+                "first run: the first fit flags %d records, but the held-out part would keep "
+                "%d windows without them (fewer than %d): keeping the first fit",
+                count(first), held_windows, MIN_EXP_SCORES,
+            )  # fmt: skip
+            marks["first_fit"] = {i: np.zeros_like(mask) for i, mask in first.items()}
+        else:
             log.info("first run: the first fit flags %d records; refitting without them",
                      count(first))  # fmt: skip
-            excluded = union(excluded, first)
-            train_drop = excluded
-            candidate = _fit(settings, history.features, *parts(train_drop), progress)
+            excluded = train_drop = cleaned
+            candidate = _fit(settings, history.features, fit_part, held_part, progress)
     removed = {rule: count(mask) for rule, mask in marks.items()}
     removed_total = count(excluded) if settings.clean.enabled else 0
     figures.rows_removed = removed
