@@ -72,6 +72,21 @@ def row_flags(
     return flags
 
 
+def episode_rows(
+    episodes: Iterable[EpisodeSpan], asset_id: str, row_ts: npt.NDArray[np.float64]
+) -> list[tuple[str, int, int]]:
+    """(episode id, first row, last row) of each episode of `asset_id` that covers a row."""
+    out = []
+    for episode in episodes:
+        if episode.asset_id != asset_id:
+            continue
+        inside = row_flags([episode], asset_id, row_ts)
+        if inside.any():
+            rows = np.flatnonzero(inside)
+            out.append((episode.episode_id, int(rows[0]), int(rows[-1])))
+    return out
+
+
 @dataclass(frozen=True)
 class Confusion:
     """Counts of per-row decisions against labels; pooled by adding."""

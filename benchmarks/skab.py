@@ -53,7 +53,13 @@ import numpy as np
 import numpy.typing as npt
 
 from benchmarks.common import REPO, machine, produce, wait_until
-from benchmarks.quality import BoolArray, Confusion, episodes_from_events, row_flags
+from benchmarks.quality import (
+    BoolArray,
+    Confusion,
+    episode_rows,
+    episodes_from_events,
+    row_flags,
+)
 from training.job import train
 from training.settings import TrainingSettings
 from worker import local_broker
@@ -105,7 +111,25 @@ class FileResult:
     agrees: bool | None
     train_s: float
     stream_s: float
+    spans: list[tuple[int, int, str]]  # each episode's first and last row, its top feature
     confusion: Confusion = field(default_factory=Confusion)
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def score(self, labels: BoolArray) -> None:
+        """Count the decisions against the labels, and where the errors lie."""
+        self.confusion = Confusion.of(self.flags, labels)
+        false = self.flags & ~labels
+        anomalous = np.flatnonzero(labels)
+        first, last = (anomalous[0], anomalous[-1]) if len(anomalous) else (len(labels),) * 2
+        self.details = {
+            "fp_before_anomaly": int(false[:first].sum()),
+            "fp_after_anomaly": int(false[last + 1 :].sum()),
+            "episodes_detail": [
+                {"first_row": a, "last_row": b, "top_feature": top,
+                 "anomalous_rows": int(labels[a : b + 1].sum())}
+                for a, b, top in self.spans
+            ],
+        }  # fmt: skip
 
     def row(self) -> dict[str, Any]:
         return {
@@ -114,6 +138,7 @@ class FileResult:
             "window": self.window, "threshold": round(self.threshold, 6), "method": self.method,
             "model_version": self.version, "stream_equals_replay": self.agrees,
             "train_s": round(self.train_s, 2), "stream_s": round(self.stream_s, 2),
+            **self.details,
         }  # fmt: skip
 
 
@@ -297,11 +322,21 @@ def run_file(exp: Experiment, train_rows: int, bootstrap: str | None, workdir: P
         events = stream(exp, first, bootstrap, workdir / "model-store")
         flags = row_flags(episodes_from_events(events), exp.asset_id, scored_ts)
         agrees = bool(np.array_equal(flags, replayed))
+    episodes = episodes_from_events(events)
+    top = {
+        str(e["episode_id"]): str(e["top_features"][0]["feature"]) if e["top_features"] else ""
+        for e in events
+        if e["type"] == "open"
+    }
+    spans = [
+        (first_row, last_row, top.get(episode_id, ""))
+        for episode_id, first_row, last_row in episode_rows(episodes, exp.asset_id, scored_ts)
+    ]
     return FileResult(
         name=exp.name, rows=len(scored_ts), window=window,
         threshold=artifact.threshold.value, method=artifact.threshold.method,
-        version=artifact.version, episodes=len(episodes_from_events(events)), flags=flags,
-        agrees=agrees, train_s=train_s, stream_s=time.perf_counter() - started,
+        version=artifact.version, episodes=len(episodes), flags=flags, agrees=agrees,
+        train_s=train_s, stream_s=time.perf_counter() - started, spans=spans,
     )  # fmt: skip
 
 
@@ -394,11 +429,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The decisions are all made: only now are the labels read.
     pooled, pooled_free = Confusion(), Confusion()
     for result, path in zip(results, labelled, strict=False):
-        labels = read_labels(path, args.delimiter)[args.train_rows :]
-        result.confusion = Confusion.of(result.flags, labels)
+        result.score(read_labels(path, args.delimiter)[args.train_rows :])
         pooled = pooled + result.confusion
     for result in results[len(labelled) :]:  # anomaly-free: every row is normal
-        result.confusion = Confusion.of(result.flags, np.zeros(result.rows, dtype=bool))
+        result.score(np.zeros(result.rows, dtype=bool))
         pooled_free = pooled_free + result.confusion
     elapsed = time.perf_counter() - started
     table = markdown(

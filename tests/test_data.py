@@ -109,3 +109,43 @@ def test_rows_all_at_one_time_leave_no_fit_part_and_publish_nothing(tmp_path: Pa
         train(TrainingSettings(data={"path": data, "timestamp_column": "ts"},
                                store={"path": tmp_path / "store"}))  # fmt: skip
     assert_nothing_published(tmp_path / "store")
+
+
+def test_a_short_history_trains_a_windowed_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SKAB's protocol: 400 rows. With a 60-row window the held-out 80 rows give 21 scores:
+    # the exponential tail calibrates them, and the gate checks the calibration part.
+    data = tmp_path / "short.csv"
+    write_csv(data, simulator.clean_rows(400, seed=0))
+    settings = TrainingSettings(
+        data={"path": data, "timestamp_column": "timestamp"},
+        model={"kind": "dense", "window": 60, "epochs": 20}, store={"path": tmp_path / "store"},
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger="training.job"):
+        outcome = train(settings)
+    assert outcome.manifest.threshold.method == "exp"
+    assert outcome.manifest.training.holdout_windows == 21
+    assert "the gate checks the calibration part instead" in caplog.text
+    assert outcome.decision.promoted
+    assert ModelStore(tmp_path / "store").load_current().manifest.window == 60
+
+
+def test_the_margin_widens_the_threshold_and_the_gate_checks_the_calibration(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "clean.csv"
+    write_csv(data, simulator.clean_rows(6000, seed=2))
+    calibration = {"target_fpr": 0.05, "margin": 2.0}
+    settings = settings_for(data, tmp_path / "store", calibration, epochs=20)
+    outcome = train(settings.model_copy(update={"gate": settings.gate.model_copy(
+        update={"fraction": 0.5})}))  # fmt: skip
+    threshold = outcome.manifest.threshold
+    assert threshold.margin == 2.0
+    assert threshold.method == "quantile"
+    manifest = json.loads((outcome.directory / "manifest.json").read_text())
+    assert manifest["threshold"]["margin"] == 2.0
+    figures = outcome.decision.figures
+    assert 0.025 <= float(figures["candidate_fpr"] or 0) <= 0.1  # the calibrated value
+    assert float(figures["candidate_fpr_with_margin"] or 1) < float(figures["candidate_fpr"] or 0)
+    assert outcome.decision.promoted, outcome.decision.reasons

@@ -5,7 +5,13 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks.quality import Confusion, EpisodeSpan, episodes_from_events, row_flags
+from benchmarks.quality import (
+    Confusion,
+    EpisodeSpan,
+    episode_rows,
+    episodes_from_events,
+    row_flags,
+)
 
 T0 = 1_600_000_000.0  # rows one second apart from here
 ROWS = T0 + np.arange(12, dtype=np.float64)
@@ -53,6 +59,14 @@ def test_several_episodes_and_other_assets() -> None:
     assert flags(events) == [1, 1, 0, 0, 0, 0, 0, 0, 0, 1, 1, 0]
     assert flags(events, asset="b") == [0, 0, 0] + [1] * 9
     assert flags(events, asset="c") == [0] * 12
+
+
+def test_episode_rows_name_the_first_and_last_row_of_each_episode() -> None:
+    events = [open_event(0, 1), resolve_event(0, 1), open_event(9, 11)]
+    events.append(open_event(3, 5, asset="b", episode="t/1/3"))
+    episodes = episodes_from_events(events)
+    assert episode_rows(episodes, "a", ROWS) == [("t/0/0", 0, 1), ("t/0/9", 9, 11)]
+    assert episode_rows(episodes, "a", ROWS[2:9]) == []  # neither covers rows 2-8
 
 
 def test_replayed_events_and_a_resolve_before_its_open_count_once() -> None:

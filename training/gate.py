@@ -2,8 +2,9 @@
 
 Both are scored on the same held-out clean slice (the latest rows, never used to fit or
 calibrate the candidate). The candidate is promoted only if
-- its false-positive rate there, at its own threshold, lies within `fpr_factor` of the target
-  (checked when the slice expects at least 10 false positives; fewer cannot tell);
+- its false-positive rate there, at its own threshold as calibrated (before any margin),
+  lies within `fpr_factor` of the target (checked when the slice expects at least 10 false
+  positives; fewer cannot tell);
 - its reconstruction error there is at most (1 + error_margin) times the service model's,
   both measured in the candidate's scaled units, so two scalers compare fairly;
 - with a labelled validation file, its F1 there is not lower than the service model's.
@@ -70,8 +71,12 @@ def decide(
     if n == 0:
         decision.reasons.append("no held-out records for the gate: promoted unchecked")
         return decision
-    fpr = float(candidate.threshold.exceeds(scores).mean())
+    # The calibration is checked, not the margin above it, which lowers the rate on purpose.
+    calibrated = candidate.threshold.value / candidate.threshold.margin
+    fpr = float((scores > calibrated).mean())
     figures["candidate_fpr"] = fpr
+    if candidate.threshold.margin != 1.0:
+        figures["candidate_fpr_with_margin"] = float(candidate.threshold.exceeds(scores).mean())
     if n * target >= MIN_EXPECTED_FALSE_POSITIVES:
         low, high = target / settings.fpr_factor, target * settings.fpr_factor
         if not low <= fpr <= high:
