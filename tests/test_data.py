@@ -105,7 +105,7 @@ def test_a_rate_the_held_out_part_cannot_support_publishes_nothing(tmp_path: Pat
 def test_rows_all_at_one_time_leave_no_fit_part_and_publish_nothing(tmp_path: Path) -> None:
     data = tmp_path / "one-instant.csv"
     data.write_text("ts,a,b\n" + "2026-11-21T10:00:00Z,1,2\n" * 50)
-    with pytest.raises(DataError, match="the fit part has no window of 1"):
+    with pytest.raises(DataError, match="the fit part has no window of 10"):
         train(TrainingSettings(data={"path": data, "timestamp_column": "ts"},
                                store={"path": tmp_path / "store"}))  # fmt: skip
     assert_nothing_published(tmp_path / "store")
@@ -136,7 +136,7 @@ def test_the_margin_widens_the_threshold_and_the_gate_checks_the_calibration(
 ) -> None:
     data = tmp_path / "clean.csv"
     write_csv(data, simulator.clean_rows(6000, seed=2))
-    calibration = {"target_fpr": 0.05, "margin": 2.0}
+    calibration: dict[str, object] = {"target_fpr": 0.05, "margin": 2.0}
     settings = settings_for(data, tmp_path / "store", calibration, epochs=20)
     outcome = train(settings.model_copy(update={"gate": settings.gate.model_copy(
         update={"fraction": 0.5})}))  # fmt: skip

@@ -58,7 +58,7 @@ _FIELD_FLAGS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("--kind", "model.kind", "autoencoder kind: dense or conv (default dense)",
      {"choices": ["dense", "conv"]}),
     ("--kernel", "model.kernel", "conv: kernel length over time (default 7)", {}),
-    ("--window", "model.window", "records per window; 1 scores single records (default 1)", {}),
+    ("--window", "model.window", "records per window; 1 scores single records (default 10)", {}),
     ("--hidden", "model.hidden", "comma-separated hidden layer sizes (default 32,16)", {}),
     ("--latent", "model.latent", "bottleneck size (default: inputs/4, between 2 and 32)", {}),
     ("--epochs", "model.epochs", "maximum epochs (default 200)", {}),

@@ -75,7 +75,7 @@ class ModelSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     kind: Kind = "dense"
-    window: int = Field(default=1, ge=1)
+    window: int = Field(default=10, ge=1)
     hidden: Annotated[tuple[Annotated[int, Field(ge=1)], ...], NoDecode] = (32, 16)
     latent: int | None = Field(default=None, ge=1)
     kernel: int = Field(default=DEFAULT_KERNEL, ge=1, description="conv: kernel length")
