@@ -73,3 +73,17 @@ def test_a_conv_model_trains_round_trips_and_sees_a_drift(tmp_path: Path) -> Non
     assert flagged.mean() >= 0.5
     assert flagged.mean() >= 10 * max(clean_rate.mean(), 0.01)
     assert np.isin(drifted.shares[200:][flagged].argmax(axis=1), [2]).mean() >= 0.9
+
+
+def test_the_gate_compares_errors_only_between_models_of_one_shape(tmp_path: Path) -> None:
+    data = tmp_path / "clean.csv"
+    write_csv(data, simulator.clean_rows(1500, seed=13))
+    train(settings_for(data, tmp_path / "store", epochs=3))  # window 1: the service model
+    same = train(settings_for(data, tmp_path / "store", epochs=3, seed=1))
+    assert "service_error" in same.decision.figures
+    other = train(settings_for(data, tmp_path / "store", epochs=3, kind="conv", window=4))
+    assert "service_error" not in other.decision.figures
+    assert other.decision.figures["error_check"] == (
+        "skipped: the service model is a dense model of window 1, the candidate a conv model "
+        "of window 4; their errors do not compare"
+    )

@@ -135,9 +135,9 @@ def test_the_margin_widens_the_threshold_and_the_gate_checks_the_calibration(
     tmp_path: Path,
 ) -> None:
     data = tmp_path / "clean.csv"
-    write_csv(data, simulator.clean_rows(6000, seed=2))
+    write_csv(data, simulator.clean_rows(4000, seed=2))
     calibration: dict[str, object] = {"target_fpr": 0.05, "margin": 2.0}
-    settings = settings_for(data, tmp_path / "store", calibration, epochs=20)
+    settings = settings_for(data, tmp_path / "store", calibration, epochs=10)
     outcome = train(settings.model_copy(update={"gate": settings.gate.model_copy(
         update={"fraction": 0.5})}))  # fmt: skip
     threshold = outcome.manifest.threshold
@@ -146,6 +146,9 @@ def test_the_margin_widens_the_threshold_and_the_gate_checks_the_calibration(
     manifest = json.loads((outcome.directory / "manifest.json").read_text())
     assert manifest["threshold"]["margin"] == 2.0
     figures = outcome.decision.figures
-    assert 0.025 <= float(figures["candidate_fpr"] or 0) <= 0.1  # the calibrated value
-    assert float(figures["candidate_fpr_with_margin"] or 1) < float(figures["candidate_fpr"] or 0)
+    calibrated, widened = figures["candidate_fpr"], figures["candidate_fpr_with_margin"]
+    assert isinstance(calibrated, float)
+    assert isinstance(widened, float)
+    assert 0.025 <= calibrated <= 0.1  # the calibrated value holds the target
+    assert widened < calibrated
     assert outcome.decision.promoted, outcome.decision.reasons
