@@ -4,7 +4,7 @@ Both are scored on the same held-out clean slice (the latest rows, never used to
 calibrate the candidate). The candidate is promoted only if
 - its false-positive rate there, at its own threshold as calibrated (before any margin),
   lies within `fpr_factor` of the target (checked when the slice expects at least 10 false
-  positives; fewer cannot tell);
+  positives among n / window independent scores; fewer cannot tell);
 - its reconstruction error there is at most (1 + error_margin) times the service model's,
   both measured in the candidate's scaled units, so two scalers compare fairly (checked when
   both have the same kind and window: the error of another shape does not compare);
@@ -79,7 +79,11 @@ def decide(
     figures["candidate_fpr"] = fpr
     if candidate.threshold.margin != 1.0:
         figures["candidate_fpr_with_margin"] = float(candidate.threshold.exceeds(scores).mean())
-    if n * target >= MIN_EXPECTED_FALSE_POSITIVES:
+    # Overlapping windows share all but one record: an outlying record lifts the scores of
+    # the `window` windows that hold it, so n scores count as about n / window independent
+    # ones, and only those can tell whether the rate is off.
+    independent = n / candidate.window
+    if independent * target >= MIN_EXPECTED_FALSE_POSITIVES:
         low, high = target / settings.fpr_factor, target * settings.fpr_factor
         if not low <= fpr <= high:
             decision.reject(
@@ -87,7 +91,10 @@ def decide(
                 f"[{low:.4g}, {high:.4g}] (target {target:g}, factor {settings.fpr_factor:g})"
             )
     else:
-        figures["fpr_check"] = f"skipped: {n} records expect fewer than 10 false positives"
+        figures["fpr_check"] = (
+            f"skipped: {n} records (windows of {candidate.window}) expect fewer than 10 "
+            "independent false positives"
+        )
     scale = candidate.detector.scaler.scale
     figures["candidate_error"] = cand_error = _error(candidate, slice_, scale)
     if service is not None and _architecture(service) != _architecture(candidate):
