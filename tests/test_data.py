@@ -152,3 +152,22 @@ def test_the_margin_widens_the_threshold_and_the_gate_checks_the_calibration(
     assert 0.025 <= calibrated <= 0.1  # the calibrated value holds the target
     assert widened < calibrated
     assert outcome.decision.promoted, outcome.decision.reasons
+
+
+def test_a_first_run_keeps_its_first_fit_when_cleaning_would_starve_calibration(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = simulator.clean_rows(400, seed=1)
+    for start in range(40, 320, 40):  # spikes the first fit flags, 40 rows apart: without
+        rows[start : start + 3, 2] += 30 * simulator.sensor_std(rows)[2]  # them, no window
+    data = tmp_path / "short.csv"
+    write_csv(data, rows)
+    settings = TrainingSettings(
+        data={"path": data, "timestamp_column": "timestamp"},
+        model={"window": 60, "epochs": 20}, store={"path": tmp_path / "store"},
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger="training.job"):
+        outcome = train(settings)
+    assert "keeping the first fit" in caplog.text
+    assert outcome.removed["first_fit"] == 0
+    assert outcome.manifest.training.holdout_windows == 21  # all 80 held-out rows

@@ -155,24 +155,23 @@ def _train(
             history, k, m,
         )  # fmt: skip
         marks["first_fit"] = first
-        cleaned = union(excluded, first)
-        fit_part, held_part = parts(cleaned)
-        held_windows = _windows(held_part, window)
-        if not count(first):
-            pass
-        elif held_windows < MIN_EXP_SCORES or not _windows(fit_part, window):
-            # A short history: dropping the flagged rows would leave too little to calibrate.
-            log.info(
-                "first run: the first fit flags %d records, but the held-out part would keep "
-                "%d windows without them (fewer than %d): keeping the first fit",
-                count(first), held_windows, MIN_EXP_SCORES,
-            )  # fmt: skip
-            marks["first_fit"] = {i: np.zeros_like(mask) for i, mask in first.items()}
-        else:
-            log.info("first run: the first fit flags %d records; refitting without them",
-                     count(first))  # fmt: skip
-            excluded = train_drop = cleaned
-            candidate = _fit(settings, history.features, fit_part, held_part, progress)
+        if count(first):
+            cleaned = union(excluded, first)
+            fit_part, held_part = parts(cleaned)
+            held_windows = _windows(held_part, window)
+            if held_windows < MIN_EXP_SCORES or not _windows(fit_part, window):
+                # A short history: without the flagged rows too little is left to calibrate.
+                log.info(
+                    "first run: the first fit flags %d records, but the held-out part would "
+                    "keep %d windows without them (fewer than %d): keeping the first fit",
+                    count(first), held_windows, MIN_EXP_SCORES,
+                )  # fmt: skip
+                marks["first_fit"] = {i: np.zeros_like(mask) for i, mask in first.items()}
+            else:
+                log.info("first run: the first fit flags %d records; refitting without them",
+                         count(first))  # fmt: skip
+                excluded = train_drop = cleaned
+                candidate = _fit(settings, history.features, fit_part, held_part, progress)
     removed = {rule: count(mask) for rule, mask in marks.items()}
     removed_total = count(excluded) if settings.clean.enabled else 0
     figures.rows_removed = removed
