@@ -45,11 +45,12 @@ def settings_for(
     data: Path, store: Path, calibration: dict[str, object] | None = None, **model: object
 ) -> TrainingSettings:
     """Training settings for a CSV written by write_csv: calibration on the whole held-out
-    part (no gate slice) and no hygiene, so that the model tests see plain training."""
+    part (no gate slice), no margin above it and no hygiene, single records unless a window
+    is given, so that the model tests see plain training and calibration."""
     return TrainingSettings(
         data={"path": data, "timestamp_column": "timestamp"},
-        model={"epochs": 150, "patience": 10, "batch_size": 128, **model},
-        calibration=calibration or {},
+        model={"epochs": 150, "patience": 10, "batch_size": 128, "window": 1, **model},
+        calibration={"margin": 1.0, **(calibration or {})},
         clean={"enabled": False},
         gate={"fraction": 0},
         store={"path": store},

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from worker.model import CalibrationError, calibrate
-from worker.model.calibration import pot_threshold, quantile_threshold
+from worker.model.calibration import exp_threshold, pot_threshold, quantile_threshold
 
 
 def test_quantile_leaves_at_most_the_target_rate_above() -> None:
@@ -52,10 +52,36 @@ def test_pot_refuses_too_few_scores_and_rates_outside_its_tail() -> None:
         pot_threshold(np.arange(10_000.0), 0.05)
 
 
-def test_auto_picks_quantile_with_enough_exceedances_else_pot() -> None:
+def test_auto_picks_quantile_with_enough_exceedances_else_pot_else_exp() -> None:
     scores = np.random.default_rng(3).exponential(size=2000)
     assert calibrate(scores, 0.01).method == "quantile"  # 20 expected above
     assert calibrate(scores, 0.001).method == "pot"  # 2 expected above
+    assert calibrate(scores[:119], 0.01).method == "exp"  # too few for POT's 30 peaks
+    with pytest.raises(CalibrationError, match="at least 20 needed"):
+        calibrate(scores[:19], 0.01)
+
+
+@pytest.mark.parametrize(("n", "target"), [(21, 0.01), (40, 0.01), (100, 0.001)])
+def test_exp_holds_its_rate_on_short_histories(n: int, target: float) -> None:
+    # Squared errors of Gaussian residuals averaged over a window: a gamma-type tail. Over
+    # many short histories, the threshold's realised rate on fresh scores stays near the
+    # target (a single draw varies: 21 scores hold little information).
+    rng = np.random.default_rng(4)
+    fresh = np.sort(rng.gamma(shape=4.0, size=2_000_000))
+    realised = []
+    for _ in range(300):
+        threshold = exp_threshold(rng.gamma(shape=4.0, size=n), target)
+        assert threshold.method == "exp"
+        assert threshold.pot is not None
+        assert threshold.pot.shape == 0.0
+        realised.append(1 - np.searchsorted(fresh, threshold.value, "right") / len(fresh))
+    assert target / 2.5 <= float(np.median(realised)) <= target * 2.5
+    assert float(np.mean(realised)) <= target * 3
+
+
+def test_exp_refuses_a_rate_outside_its_tail() -> None:
+    with pytest.raises(CalibrationError, match="not in the tail the 'exp' method"):
+        exp_threshold(np.arange(40.0), 0.3)
 
 
 @pytest.mark.parametrize(

@@ -105,7 +105,69 @@ def test_a_rate_the_held_out_part_cannot_support_publishes_nothing(tmp_path: Pat
 def test_rows_all_at_one_time_leave_no_fit_part_and_publish_nothing(tmp_path: Path) -> None:
     data = tmp_path / "one-instant.csv"
     data.write_text("ts,a,b\n" + "2026-11-21T10:00:00Z,1,2\n" * 50)
-    with pytest.raises(DataError, match="the fit part has no window of 1"):
+    with pytest.raises(DataError, match="the fit part has no window of 10"):
         train(TrainingSettings(data={"path": data, "timestamp_column": "ts"},
                                store={"path": tmp_path / "store"}))  # fmt: skip
     assert_nothing_published(tmp_path / "store")
+
+
+def test_a_short_history_trains_a_windowed_model(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # SKAB's protocol: 400 rows. With a 60-row window the held-out 80 rows give 21 scores:
+    # the exponential tail calibrates them, and the gate checks the calibration part.
+    data = tmp_path / "short.csv"
+    write_csv(data, simulator.clean_rows(400, seed=0))
+    settings = TrainingSettings(
+        data={"path": data, "timestamp_column": "timestamp"},
+        model={"kind": "dense", "window": 60, "epochs": 20}, store={"path": tmp_path / "store"},
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger="training.job"):
+        outcome = train(settings)
+    assert outcome.manifest.threshold.method == "exp"
+    assert outcome.manifest.training.holdout_windows == 21
+    assert "the gate checks the calibration part instead" in caplog.text
+    assert outcome.decision.promoted
+    assert ModelStore(tmp_path / "store").load_current().manifest.window == 60
+
+
+def test_the_margin_widens_the_threshold_and_the_gate_checks_the_calibration(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "clean.csv"
+    write_csv(data, simulator.clean_rows(4000, seed=2))
+    calibration: dict[str, object] = {"target_fpr": 0.05, "margin": 2.0}
+    settings = settings_for(data, tmp_path / "store", calibration, epochs=10)
+    outcome = train(settings.model_copy(update={"gate": settings.gate.model_copy(
+        update={"fraction": 0.5})}))  # fmt: skip
+    threshold = outcome.manifest.threshold
+    assert threshold.margin == 2.0
+    assert threshold.method == "quantile"
+    manifest = json.loads((outcome.directory / "manifest.json").read_text())
+    assert manifest["threshold"]["margin"] == 2.0
+    figures = outcome.decision.figures
+    calibrated, widened = figures["candidate_fpr"], figures["candidate_fpr_with_margin"]
+    assert isinstance(calibrated, float)
+    assert isinstance(widened, float)
+    assert 0.025 <= calibrated <= 0.1  # the calibrated value holds the target
+    assert widened < calibrated
+    assert outcome.decision.promoted, outcome.decision.reasons
+
+
+def test_a_first_run_keeps_its_first_fit_when_cleaning_would_starve_calibration(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = simulator.clean_rows(400, seed=1)
+    for start in range(40, 320, 40):  # spikes the first fit flags, 40 rows apart: without
+        rows[start : start + 3, 2] += 30 * simulator.sensor_std(rows)[2]  # them, no window
+    data = tmp_path / "short.csv"
+    write_csv(data, rows)
+    settings = TrainingSettings(
+        data={"path": data, "timestamp_column": "timestamp"},
+        model={"window": 60, "epochs": 20}, store={"path": tmp_path / "store"},
+    )  # fmt: skip
+    with caplog.at_level("INFO", logger="training.job"):
+        outcome = train(settings)
+    assert "keeping the first fit" in caplog.text
+    assert outcome.removed["first_fit"] == 0
+    assert outcome.manifest.training.holdout_windows == 21  # all 80 held-out rows

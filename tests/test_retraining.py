@@ -127,7 +127,8 @@ def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(
         outcome = train(
             TrainingSettings(
                 data={"source": "kafka", "since": "2h"}, kafka=kafka, topics=topics,
-                model={"epochs": 60, "patience": 8}, store={"path": store},
+                model={"epochs": 60, "patience": 8, "window": 1},  # the service model's
+                store={"path": store},
                 pushgateway={"url": pushgateway, "job": job},
             )
         )  # fmt: skip
@@ -206,7 +207,8 @@ def test_a_worse_candidate_is_rejected_and_the_service_model_stays(
     outcome = train(
         TrainingSettings(
             data={"path": data, "timestamp_column": "timestamp"},
-            model={"epochs": 40, "patience": 8}, clean={"enabled": False},
+            model={"epochs": 40, "patience": 8, "window": 1},  # the service model's
+            clean={"enabled": False},
             store={"path": store},
         )
     )  # fmt: skip

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from training.settings import ModelSettings
-from worker.model.autoencoder import ArchitectureConfig, DenseAutoencoder, build_autoencoder
+from worker.model.autoencoder import ArchitectureConfig, Autoencoder, build_autoencoder
 from worker.model.features import FloatArray, RobustScaler
 
 # Windows per forward pass when computing the held-out loss.
@@ -35,7 +35,7 @@ class Epoch:
 class FitResult:
     """The network restored to its best epoch, and the loss of every epoch run."""
 
-    network: DenseAutoencoder
+    network: Autoencoder
     history: tuple[Epoch, ...]
     best_epoch: int
 
@@ -112,7 +112,7 @@ def fit_autoencoder(
     return FitResult(network.eval(), tuple(history), best_epoch)
 
 
-def holdout_loss(network: DenseAutoencoder, windows: WindowIndex) -> float:
+def holdout_loss(network: Autoencoder, windows: WindowIndex) -> float:
     """Mean squared reconstruction error over every window (the mean held-out score)."""
     network.eval()
     total = 0.0

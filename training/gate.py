@@ -2,10 +2,12 @@
 
 Both are scored on the same held-out clean slice (the latest rows, never used to fit or
 calibrate the candidate). The candidate is promoted only if
-- its false-positive rate there, at its own threshold, lies within `fpr_factor` of the target
-  (checked when the slice expects at least 10 false positives; fewer cannot tell);
+- its false-positive rate there, at its own threshold as calibrated (before any margin),
+  lies within `fpr_factor` of the target (checked when the slice expects at least 10 false
+  positives among n / window independent scores; fewer cannot tell);
 - its reconstruction error there is at most (1 + error_margin) times the service model's,
-  both measured in the candidate's scaled units, so two scalers compare fairly;
+  both measured in the candidate's scaled units, so two scalers compare fairly (checked when
+  both have the same kind and window: the error of another shape does not compare);
 - with a labelled validation file, its F1 there is not lower than the service model's.
 """
 
@@ -20,6 +22,7 @@ from training.data import SensorHistory, read_history
 from training.settings import DataSettings, GateSettings
 from worker.alerts import flag_episodes
 from worker.model import Detector, Threshold, sliding_windows
+from worker.model.autoencoder import ConvAutoencoder
 
 log = logging.getLogger(__name__)
 
@@ -70,9 +73,17 @@ def decide(
     if n == 0:
         decision.reasons.append("no held-out records for the gate: promoted unchecked")
         return decision
-    fpr = float(candidate.threshold.exceeds(scores).mean())
+    # The calibration is checked, not the margin above it, which lowers the rate on purpose.
+    calibrated = candidate.threshold.value / candidate.threshold.margin
+    fpr = float((scores > calibrated).mean())
     figures["candidate_fpr"] = fpr
-    if n * target >= MIN_EXPECTED_FALSE_POSITIVES:
+    if candidate.threshold.margin != 1.0:
+        figures["candidate_fpr_with_margin"] = float(candidate.threshold.exceeds(scores).mean())
+    # Overlapping windows share all but one record: an outlying record lifts the scores of
+    # the `window` windows that hold it, so n scores count as about n / window independent
+    # ones, and only those can tell whether the rate is off.
+    independent = n / candidate.window
+    if independent * target >= MIN_EXPECTED_FALSE_POSITIVES:
         low, high = target / settings.fpr_factor, target * settings.fpr_factor
         if not low <= fpr <= high:
             decision.reject(
@@ -80,10 +91,18 @@ def decide(
                 f"[{low:.4g}, {high:.4g}] (target {target:g}, factor {settings.fpr_factor:g})"
             )
     else:
-        figures["fpr_check"] = f"skipped: {n} records expect fewer than 10 false positives"
+        figures["fpr_check"] = (
+            f"skipped: {n} records (windows of {candidate.window}) expect fewer than 10 "
+            "independent false positives"
+        )
     scale = candidate.detector.scaler.scale
     figures["candidate_error"] = cand_error = _error(candidate, slice_, scale)
-    if service is not None and service.features == candidate.features:
+    if service is not None and _architecture(service) != _architecture(candidate):
+        figures["error_check"] = (
+            f"skipped: the service model is a {_architecture(service)}, the candidate a "
+            f"{_architecture(candidate)}; their errors do not compare"
+        )
+    elif service is not None and service.features == candidate.features:
         figures["service_error"] = service_error = _error(service, slice_, scale)
         if cand_error > service_error * (1 + settings.error_margin):
             decision.reject(
@@ -125,6 +144,12 @@ def f1(model: Scored, labelled: SensorHistory, k: int, m: int) -> float:
         fp += int((flagged & ~truth).sum())
         fn += int((~flagged & truth).sum())
     return tp / (tp + (fp + fn) / 2) if tp + fp + fn else 1.0
+
+
+def _architecture(model: Scored) -> str:
+    """The model's kind and window: what its reconstruction error depends on besides data."""
+    kind = "conv" if isinstance(model.detector.network, ConvAutoencoder) else "dense"
+    return f"{kind} model of window {model.window}"
 
 
 def _scores(model: Scored, slice_: SensorHistory) -> np.ndarray:

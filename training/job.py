@@ -44,9 +44,14 @@ from worker.model import (
     sliding_windows,
     write_artifact,
 )
+from worker.model.calibration import MIN_EXP_SCORES
 from worker.model.store import DECISION
 
 log = logging.getLogger(__name__)
+
+# A gate slice of its own needs this many windows; a shorter history gates on the
+# calibration part (as with TRAINING_GATE__FRACTION=0) rather than starve calibration.
+MIN_GATE_WINDOWS = 100
 
 
 @dataclass(frozen=True)
@@ -131,6 +136,13 @@ def _train(
         if gate_fraction
         else math.inf
     )
+    window = settings.model.window
+    if gate_fraction and _windows(history.between(gate_cut, math.inf), window) < MIN_GATE_WINDOWS:
+        log.info(
+            "short history: a gate slice of its own would hold fewer than %d windows; the "
+            "gate checks the calibration part instead", MIN_GATE_WINDOWS,
+        )  # fmt: skip
+        gate_fraction, gate_cut = 0.0, math.inf
 
     def parts(drop: Masks | None) -> tuple[SensorHistory, SensorHistory]:
         return history.between(-math.inf, hold_cut, drop), history.between(hold_cut, gate_cut, drop)
@@ -144,11 +156,22 @@ def _train(
         )  # fmt: skip
         marks["first_fit"] = first
         if count(first):
-            log.info("first run: the first fit flags %d records; refitting without them",
-                     count(first))  # fmt: skip
-            excluded = union(excluded, first)
-            train_drop = excluded
-            candidate = _fit(settings, history.features, *parts(train_drop), progress)
+            cleaned = union(excluded, first)
+            fit_part, held_part = parts(cleaned)
+            held_windows = _windows(held_part, window)
+            if held_windows < MIN_EXP_SCORES or not _windows(fit_part, window):
+                # A short history: without the flagged rows too little is left to calibrate.
+                log.info(
+                    "first run: the first fit flags %d records, but the held-out part would "
+                    "keep %d windows without them (fewer than %d): keeping the first fit",
+                    count(first), held_windows, MIN_EXP_SCORES,
+                )  # fmt: skip
+                marks["first_fit"] = {i: np.zeros_like(mask) for i, mask in first.items()}
+            else:
+                log.info("first run: the first fit flags %d records; refitting without them",
+                         count(first))  # fmt: skip
+                excluded = train_drop = cleaned
+                candidate = _fit(settings, history.features, fit_part, held_part, progress)
     removed = {rule: count(mask) for rule, mask in marks.items()}
     removed_total = count(excluded) if settings.clean.enabled else 0
     figures.rows_removed = removed
@@ -246,11 +269,14 @@ def _fit(
     scaler = RobustScaler.fit(np.concatenate([s.values for s in fit_part.series]))
     fit_windows = WindowIndex([s.values for s in fit_part.series], scaler, window)
     held_windows = WindowIndex([s.values for s in calibration_part.series], scaler, window)
+    kind = settings.model.kind
     architecture = ArchitectureConfig(
+        kind=kind,
         n_features=len(features),
         window=window,
         hidden=settings.model.hidden,
-        latent=settings.model.latent or default_latent(len(features) * window),
+        latent=settings.model.latent or default_latent(len(features) * window, kind, len(features)),
+        kernel=settings.model.kernel if kind == "conv" else None,
     )
     if progress is not None:
         progress.restart()
@@ -270,7 +296,9 @@ def _fit(
         ]
     )
     calibration = settings.calibration
-    threshold = calibrate(scores, calibration.target_fpr, calibration.method)
+    threshold = calibrate(scores, calibration.target_fpr, calibration.method).widened(
+        calibration.margin
+    )
     best = result.history[result.best_epoch - 1]
     log.info(
         "fitted in %d epochs (best %d, held-out loss %.5f); threshold %.5g by %s at FPR %g",
@@ -326,6 +354,11 @@ def _manifest(
 
 def _quiet(epoch: object, improved: bool) -> None:
     """Progress for callers that want none."""
+
+
+def _windows(history: SensorHistory, window: int) -> int:
+    """How many windows of `window` consecutive rows of one asset the history holds."""
+    return sum(max(0, len(s.ts) - window + 1) for s in history.series)
 
 
 def _require_windows(part: str, history: SensorHistory, window: int) -> None:

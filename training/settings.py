@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from worker.model.autoencoder import DEFAULT_KERNEL, Kind
 from worker.model.calibration import MethodChoice
 from worker.settings import KafkaSettings, TopicSettings
 from worker.settings import env_name as worker_env_name
@@ -73,9 +74,11 @@ class ModelSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    window: int = Field(default=1, ge=1)
+    kind: Kind = "dense"
+    window: int = Field(default=10, ge=1)
     hidden: Annotated[tuple[Annotated[int, Field(ge=1)], ...], NoDecode] = (32, 16)
     latent: int | None = Field(default=None, ge=1)
+    kernel: int = Field(default=DEFAULT_KERNEL, ge=1, description="conv: kernel length")
     epochs: int = Field(default=200, ge=1)
     batch_size: int = Field(default=256, ge=1)
     learning_rate: float = Field(default=1e-3, gt=0.0)
@@ -92,12 +95,16 @@ class ModelSettings(BaseModel):
 
 
 class CalibrationSettings(BaseModel):
-    """The threshold's target false-positive rate on held-out clean data, and its method."""
+    """The threshold's target false-positive rate on held-out clean data, its method, and a
+    margin above the calibrated value for data that drifts beyond the held-out part."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     target_fpr: float = Field(default=0.01, gt=0.0, lt=1.0)
     method: MethodChoice = "auto"
+    margin: float = Field(
+        default=1.0, ge=1.0, description="the calibrated threshold is multiplied by this"
+    )
 
 
 class CleanSettings(BaseModel):

@@ -1,11 +1,14 @@
 """The threshold: calibrated to a target false-positive rate on held-out clean scores.
 
-Two methods:
+Three methods:
 - `quantile`: the empirical (1 - rate) quantile. Needs at least 1/rate scores; with fewer it
   would be the maximum seen, not a calibrated value, so it is refused.
 - `pot` (peaks over threshold, extreme value theory): fits a generalised Pareto distribution
   to the excesses over a high initial level and extrapolates to the target rate. Use it for
   low rates where the quantile has too few scores beyond it.
+- `exp`: the same extrapolation with the tail's shape fixed at 0 (an exponential tail, the
+  tail of squared errors), fitted on the top quarter of as few as 20 scores. For short
+  histories, where POT's two-parameter fit on 30 peaks is out of reach.
 
 The decision lives here too: `Threshold.exceeds` is the only place a score becomes a flag.
 """
@@ -13,22 +16,27 @@ The decision lives here too: `Threshold.exceeds` is the only place a score becom
 from __future__ import annotations
 
 import math
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
 from worker.model.errors import CalibrationError
 
-Method = Literal["quantile", "pot"]
-MethodChoice = Literal["auto", "quantile", "pot"]
+Method = Literal["quantile", "pot", "exp"]
+MethodChoice = Literal["auto", "quantile", "pot", "exp"]
 
-# `auto` uses the quantile when this many held-out scores are expected above it, else POT.
+# `auto` uses the quantile when this many held-out scores are expected above it, else POT
+# when there are enough scores for it, else the exponential tail.
 MIN_EXCEEDANCES = 10
 # POT fits its tail on at least this many peaks, and on no more than a quarter of the scores.
 MIN_PEAKS = 30
 POT_TAIL_FRACTION = 0.02
+# The exponential tail is fitted on the top quarter of the scores, at least this many.
+MIN_EXP_PEAKS = 5
+EXP_TAIL_FRACTION = 0.25
+MIN_EXP_SCORES = 20
 
 Rate = Annotated[float, Field(gt=0.0, lt=1.0)]
 
@@ -54,6 +62,22 @@ class Threshold(BaseModel):
     target_fpr: Rate
     n_samples: int = Field(ge=1)
     pot: PotFit | None = None
+    margin: float = Field(default=1.0, ge=1.0, allow_inf_nan=False)
+
+    @model_serializer(mode="wrap")
+    def _omit_no_margin(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """Without a margin the manifest reads exactly as before margins existed."""
+        data: dict[str, Any] = handler(self)
+        if data.get("margin") == 1.0:
+            data.pop("margin", None)
+        return data
+
+    def widened(self, margin: float) -> Threshold:
+        """The threshold `margin` times higher (recorded): room for data that drifts beyond
+        the held-out part, which calibration cannot see."""
+        if margin == 1.0:
+            return self
+        return self.model_copy(update={"value": self.value * margin, "margin": margin})
 
     def exceeds(self, scores: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
         """True where a score is above the threshold."""
@@ -64,14 +88,20 @@ def calibrate(scores: npt.ArrayLike, target_fpr: float, method: MethodChoice = "
     """A threshold that `target_fpr` of clean scores like these would exceed.
 
     `auto` picks the quantile when at least MIN_EXCEEDANCES scores are expected above the
-    threshold and POT otherwise. Raises CalibrationError, naming the remedy, when the scores
-    cannot support the rate.
+    threshold, else POT when there are enough scores for its tail (4 x MIN_PEAKS), else the
+    exponential tail. Raises CalibrationError, naming the remedy, when the scores cannot
+    support the rate.
     """
     values = _validated(scores, target_fpr)
     if method == "auto":
-        method = "quantile" if len(values) * target_fpr >= MIN_EXCEEDANCES else "pot"
+        if len(values) * target_fpr >= MIN_EXCEEDANCES:
+            method = "quantile"
+        else:
+            method = "pot" if len(values) >= 4 * MIN_PEAKS else "exp"
     if method == "quantile":
         return quantile_threshold(values, target_fpr)
+    if method == "exp":
+        return exp_threshold(values, target_fpr)
     return pot_threshold(values, target_fpr)
 
 
@@ -127,6 +157,40 @@ def pot_threshold(scores: npt.ArrayLike, target_fpr: float) -> Threshold:
         target_fpr=target_fpr,
         n_samples=n,
         pot=PotFit(initial_level=initial_level, n_peaks=n_peaks, shape=shape, scale=scale),
+    )
+
+
+def exp_threshold(scores: npt.ArrayLike, target_fpr: float) -> Threshold:
+    """Peaks over threshold with an exponential tail (shape 0): for few calibration scores.
+
+    The initial level leaves the top max(MIN_EXP_PEAKS, 25% of n) scores above it; their mean
+    excess is the tail's scale (the maximum-likelihood estimate), and the threshold is the
+    level that tail exceeds with probability `target_fpr`. Squared reconstruction errors have
+    an exponential-type tail, so one parameter fitted on a handful of peaks extrapolates more
+    steadily than POT's two; a heavier real tail makes the threshold low (more alerts).
+    """
+    values = np.sort(_validated(scores, target_fpr))
+    n = len(values)
+    if n < MIN_EXP_SCORES:
+        raise CalibrationError(
+            f"too few calibration scores: {n} given, at least {MIN_EXP_SCORES} needed. Use "
+            "more data, a larger held-out fraction or a shorter window."
+        )
+    n_peaks = max(MIN_EXP_PEAKS, math.ceil(EXP_TAIL_FRACTION * n))
+    if target_fpr * n >= n_peaks:
+        raise CalibrationError(
+            f"target false-positive rate {target_fpr:g} is not in the tail the 'exp' method "
+            f"fits ({n_peaks} of {n} scores, rate {n_peaks / n:g}); use the 'quantile' method."
+        )
+    initial_level = float(values[n - n_peaks - 1])
+    scale = max(float((values[n - n_peaks :] - initial_level).mean()), 1e-12)
+    value = initial_level + scale * math.log(n_peaks / (target_fpr * n))
+    return Threshold(
+        value=value,
+        method="exp",
+        target_fpr=target_fpr,
+        n_samples=n,
+        pot=PotFit(initial_level=initial_level, n_peaks=n_peaks, shape=0.0, scale=scale),
     )
 
 
