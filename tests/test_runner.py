@@ -2,6 +2,7 @@
 hot reload, and the metrics it leaves behind."""
 
 import json
+import os
 import shutil
 import threading
 import time
@@ -14,6 +15,7 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import Trained
 from tests.fakes import FakeRecord, FakeSink, FakeSource, as_records
+from tests.test_artifact import edit_manifest, replace_weights
 from worker.errors import BrokerUnavailableError, ExitCode
 from worker.metrics import Metrics
 from worker.model import ModelStore
@@ -189,6 +191,60 @@ def test_new_versions_are_swapped_in_and_a_corrupt_one_is_refused(
     assert sample(metrics, "anomaly_model_load_failures_total") == 1
     assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     assert sample(metrics, "anomaly_model_load_failures_total") == 1  # refused once, not per batch
+
+
+class _Payload:
+    """Weights that would run a command if unpickled: nothing may execute."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _truncate(d: Path, _: Path) -> None:
+    os.truncate(d / WEIGHTS, (d / WEIGHTS).stat().st_size // 2)
+
+
+def _lie_about_features(d: Path, _: Path) -> None:
+    edit_manifest(d, lambda m: m.update(features=["extra", *m["features"]]))
+
+
+def _lie_about_shapes(d: Path, _: Path) -> None:
+    edit_manifest(d, lambda m: m["architecture"].update(hidden=[64, 16]))
+
+
+def _pickle(d: Path, marker: Path) -> None:
+    replace_weights(d, {"encoder.0.weight": _Payload(marker)})
+
+
+@pytest.mark.parametrize("damage", [_truncate, _lie_about_features, _lie_about_shapes, _pickle,
+                                    None])  # fmt: skip
+def test_a_bad_model_is_refused_with_a_metric_while_the_previous_one_serves(
+    store: Path, publish_random: Callable[[ModelStore, str], str], tmp_path: Path,
+    damage: Callable[[Path, Path], None] | None,
+) -> None:  # fmt: skip
+    """Truncated weights, a manifest lying about features or shapes, a pickle payload posing
+    as weights, and (None) a pointer to a version that does not exist."""
+    models = ModelStore(store)
+    first = models.current_version()
+    metrics = Metrics(CollectorRegistry())
+    worker = Worker(settings(store), metrics, lambda s: stream(), lambda s: FakeSink(),
+                    serve_http=False)  # fmt: skip
+    assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
+    marker = tmp_path / "executed"
+    if damage is None:
+        models.pointer.write_text("zz-gone\n")
+    else:
+        publish_random(models, "zz-bad")
+        damage(models.versions_dir / "zz-bad", marker)
+    assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
+    assert worker.processor.model is not None
+    assert worker.processor.model.version == first  # the previous model kept serving
+    assert sample(metrics, "anomaly_model_load_failures_total") == 1
+    assert sample(metrics, "anomaly_records_total", outcome="scored") > 0
+    assert not marker.exists()
 
 
 def test_unreachable_brokers_exit_with_their_code(store: Path) -> None:
