@@ -1,5 +1,6 @@
 """Secrets stay secret: not in logs, error messages, metrics or dead letters."""
 
+import json
 import os
 import subprocess
 import sys
@@ -13,11 +14,15 @@ from prometheus_client import CollectorRegistry
 
 from tests.conftest import REPO, Trained
 from tests.fakes import FakeRecord, FakeSink, FakeSource, as_records
+from tests.test_kafka import produce, read, run_until_processed
+from worker import local_broker
 from worker.errors import ExitCode
+from worker.kafka_io import committed_total
 from worker.local_broker import LocalBroker
 from worker.metrics import Metrics
 from worker.runner import Worker
 from worker.settings import WorkerSettings
+from worker.simulator import Fleet
 
 SECRET = "hunter2-do-not-leak"
 SASL = {
@@ -119,3 +124,48 @@ def test_every_dependency_has_an_upper_bound() -> None:
     requirements = [*project["dependencies"], *(r for extra in extras for r in extra)]
     ours = [r for r in requirements if not r.startswith("sensor-anomaly[")]
     assert not [r for r in ours if "<" not in r and "==" not in r]
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path]:
+    """A CA (PEM, for the client) and a broker keystore it signed (JKS, for Kafka 0.9)."""
+    names = ("ca.pem", "ca.key", "broker.jks", "broker.csr", "broker.pem", "san.cnf")
+    ca, key, jks, csr, cert, san = (directory / name for name in names)
+    san.write_text("subjectAltName=IP:127.0.0.1\n")  # the client checks the broker's address
+    store = ["-keystore", str(jks), "-storepass", "changeit"]
+    for command in (
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key),
+         "-out", str(ca), "-days", "2", "-subj", "/CN=test-ca"],
+        ["keytool", "-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048",
+         "-dname", "CN=127.0.0.1", "-validity", "2", "-storetype", "JKS", "-keypass",
+         "changeit", *store],
+        ["keytool", "-certreq", "-alias", "broker", "-file", str(csr), *store],
+        ["openssl", "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(key),
+         "-CAcreateserial", "-out", str(cert), "-days", "2", "-extfile", str(san)],
+        ["keytool", "-importcert", "-noprompt", "-alias", "ca", "-file", str(ca), *store],
+        ["keytool", "-importcert", "-noprompt", "-alias", "broker", "-file", str(cert), *store],
+    ):  # fmt: skip
+        subprocess.run(command, check=True, capture_output=True, timeout=60)
+    return ca, jks
+
+
+def test_the_worker_reads_and_publishes_over_tls(trained: Trained, tmp_path: Path) -> None:
+    """Apache Kafka 0.9 with a TLS listener and a certificate from a CA made here: the worker,
+    given that CA, consumes, publishes its alerts and dead letters and commits over TLS."""
+    ca, jks = make_certificates(tmp_path)
+    with local_broker.start_kafka09(tmp_path / "kafka", keystore=(jks, "changeit")) as broker:
+        settings = WorkerSettings(
+            kafka={"bootstrap_servers": broker.ssl_bootstrap, "security_protocol": "SSL",
+                   "ssl_cafile": ca, "api_version": "0.9", "session_timeout_ms": 6000},
+            topics={"input": "tls-in", "alerts": "tls-alerts", "dead_letters": "tls-dlq",
+                    "group": "tls"},
+            batch={"size": 100, "max_wait_ms": 50}, store={"path": trained.store.root},
+            http={"port": 0, "host": "127.0.0.1"}, log_format="text",
+        )  # fmt: skip
+        fleet = Fleet(n_assets=3, seed=12)
+        n = produce(settings, [*fleet.records(60, fleet.faults(60)), (b"x", b"not json")])
+        metrics = run_until_processed(settings, n)
+        assert committed_total(settings.kafka, "tls", "tls-in") == n
+        assert metrics.registry.get_sample_value("anomaly_dead_letters_total",
+                                                 {"reason": "not_json"}) == 1  # fmt: skip
+        [dead] = read(settings, "tls-dlq", 1)
+        assert json.loads(dead.value or b"")["reason"] == "not_json"

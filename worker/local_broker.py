@@ -61,10 +61,17 @@ class LocalBroker:
     port: int
     processes: list[subprocess.Popen[bytes]]
     api_version: str | None = None
+    ssl_port: int | None = None  # a TLS listener beside the plaintext one, where started
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        if self.ssl_port is None:
+            raise BrokerError("this broker has no TLS listener")
+        return f"127.0.0.1:{self.ssl_port}"
 
     @property
     def process(self) -> subprocess.Popen[bytes]:
@@ -109,25 +116,39 @@ KAFKA09_HOME = STATE_DIR / "kafka-0.9"
 
 
 def start_kafka09(
-    directory: Path, home: Path = KAFKA09_HOME, port: int | None = None, timeout_s: float = 60.0
+    directory: Path,
+    home: Path = KAFKA09_HOME,
+    port: int | None = None,
+    timeout_s: float = 60.0,
+    keystore: tuple[Path, str] | None = None,
 ) -> LocalBroker:
     """Start ZooKeeper and Apache Kafka 0.9 with their data under `directory`.
 
     Uses bin/kafka-run-class.sh directly: the stock *-server-start.sh scripts pass a GC flag
-    that Java 9+ rejects. Topics are auto-created with 3 partitions.
+    that Java 9+ rejects. Topics are auto-created with 3 partitions. With `keystore` (a JKS
+    file holding the broker's key and certificate, and its password) a TLS listener opens on
+    a second port as well.
     """
     runner = home / "bin" / "kafka-run-class.sh"
     if not runner.is_file():
         raise BrokerError(f"no Apache Kafka 0.9 at {home}: run `make kafka09` to unpack it")
     directory.mkdir(parents=True, exist_ok=True)
     zk_port, port = free_port(), port or free_port()
+    ssl_port = free_port() if keystore else None
+    listeners = f"PLAINTEXT://127.0.0.1:{port}" + (
+        f",SSL://127.0.0.1:{ssl_port}" if keystore else ""
+    )
+    tls = ""
+    if keystore:
+        path, password = keystore
+        tls = (f"ssl.keystore.location={path}\nssl.keystore.password={password}\n"
+               f"ssl.key.password={password}\nssl.enabled.protocols=TLSv1.2\n")  # fmt: skip
     (directory / "zookeeper.properties").write_text(
         f"dataDir={directory / 'zookeeper'}\nclientPort={zk_port}\n"
         "clientPortAddress=127.0.0.1\nmaxClientCnxns=0\n"
     )
     (directory / "server.properties").write_text(
-        f"broker.id=0\nlisteners=PLAINTEXT://127.0.0.1:{port}\n"
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n"
+        f"broker.id=0\nlisteners={listeners}\nadvertised.listeners={listeners}\n{tls}"
         f"log.dirs={directory / 'kafka-logs'}\nzookeeper.connect=127.0.0.1:{zk_port}\n"
         "num.partitions=3\noffsets.topic.replication.factor=1\noffsets.topic.num.partitions=3\n"
         "auto.create.topics.enable=true\ngroup.min.session.timeout.ms=1000\n"
@@ -149,7 +170,9 @@ def start_kafka09(
     except BaseException:
         LocalBroker(port, processes).stop()
         raise
-    return LocalBroker(port, processes, api_version="0.9")
+    if ssl_port is not None:
+        wait_for_port(ssl_port, processes[-1], "kafka (TLS)", timeout_s)
+    return LocalBroker(port, processes, api_version="0.9", ssl_port=ssl_port)
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout_s: float) -> None:
