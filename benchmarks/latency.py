@@ -14,12 +14,11 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from pathlib import Path
 
-from benchmarks.common import REPO, machine, train_model, wait_until, write_results
+from benchmarks.common import REPO, machine, train_model, wait_until, workdir, write_results
 from worker import local_broker
 from worker.kafka_io import create_topics, make_producer
 from worker.settings import KafkaSettings
@@ -35,7 +34,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
     rate = args.rate or _half_max(args.out)
-    work = Path(tempfile.mkdtemp(prefix="bench-latency-"))
+    work = workdir("latency")
     store = work / "store"
     train_model(store, window=1)
     steady = int(rate * args.seconds)

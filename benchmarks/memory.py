@@ -13,14 +13,21 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
 
-from benchmarks.common import REPO, machine, produce, train_model, wait_until, write_results
+from benchmarks.common import (
+    REPO,
+    machine,
+    produce,
+    train_model,
+    wait_until,
+    workdir,
+    write_results,
+)  # fmt: skip
 from worker import local_broker
 from worker.kafka_io import create_topics
 from worker.settings import KafkaSettings
@@ -44,7 +51,7 @@ def main() -> None:
     parser.add_argument("--window", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-memory-"))
+    work = workdir("memory")
     store = work / "store"
     train_model(store, window=args.window)
     with local_broker.start() as broker:

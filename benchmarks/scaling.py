@@ -13,7 +13,6 @@ import json
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +28,7 @@ from benchmarks.common import (
     median,
     produce,
     train_model,
+    workdir,
     write_results,
 )  # fmt: skip
 from worker import local_broker
@@ -111,7 +111,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-scaling-"))
+    work = workdir("scaling")
     store = work / "store"
     train_model(store, window=1)
     runs: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}

@@ -13,7 +13,6 @@ lengths 1 and 60. Medians of the repeats.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from benchmarks.common import (
     produce,
     run_role,
     train_model,
+    workdir,
     write_results,
 )  # fmt: skip
 from worker import local_broker
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--windows", default="1,60")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-throughput-"))
+    work = workdir("throughput")
     settings = vars(args) | {"out": str(args.out)}
     results: dict[str, Any] = {"machine": machine(), "settings": settings, "windows": {}}
     with local_broker.start() as broker:
