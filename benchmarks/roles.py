@@ -23,6 +23,7 @@ import numpy as np
 from prometheus_client import CollectorRegistry
 
 from benchmarks.common import peak_rss_mb, wait_until, worker_settings
+from worker.checkpoint import Handover
 from worker.kafka_io import KafkaSource, make_consumer
 from worker.metrics import Metrics
 from worker.pipeline import SourceRecord
@@ -118,8 +119,13 @@ class _Timed:
             self.pending.append((phase, getattr(r, "timestamp", 0) / 1000))
         return records
 
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        self.source.commit(offsets)
+    def handover(self) -> Handover | None:
+        return self.source.handover()
+
+    def commit(
+        self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
+    ) -> None:
+        self.source.commit(offsets, states)
         now = time.time()
         for phase, produced in self.pending:
             self.latencies[phase].append(now - produced)

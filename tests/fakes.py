@@ -6,6 +6,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from worker.checkpoint import Handover
 from worker.errors import CommitError, PublishError
 from worker.pipeline import Outbound
 
@@ -39,6 +40,8 @@ class FakeSource:
     records: list[FakeRecord]
     fail_commit: bool = False
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
+    states: dict[tuple[str, int], str] = field(default_factory=dict)
+    handovers: list[Handover] = field(default_factory=list)  # one given out per poll
     closed: bool = False
     _position: int = 0
 
@@ -47,10 +50,16 @@ class FakeSource:
         self._position += len(batch)
         return batch
 
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
+    def handover(self) -> Handover | None:
+        return self.handovers.pop(0) if self.handovers else None
+
+    def commit(
+        self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
+    ) -> None:
         if self.fail_commit:
             raise CommitError("the group coordinator is gone")
         self.committed.update(offsets)
+        self.states.update(states)
 
     def assigned(self) -> bool:
         return True

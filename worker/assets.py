@@ -7,7 +7,7 @@ asset arrives at the limit, so memory stays flat however many asset ids the stre
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,10 +51,12 @@ class WindowBuffer:
 
 @dataclass(slots=True)
 class AssetState:
-    """Everything the worker remembers about one asset."""
+    """Everything the worker remembers about one asset, and the partition its records come
+    from (its state is saved with that partition's offsets: worker/checkpoint.py)."""
 
     buffer: WindowBuffer
     rules: RuleState = field(default_factory=RuleState)
+    partition: int = -1
 
 
 class AssetTable:
@@ -84,6 +86,11 @@ class AssetTable:
         state = AssetState(WindowBuffer(self.window, self.n_features))
         self._states[asset_id] = state
         return state, evicted
+
+    def drop(self, asset_ids: Iterable[str]) -> None:
+        """Forget these assets (their partition moved to another worker)."""
+        for asset_id in asset_ids:
+            self._states.pop(asset_id, None)
 
     def reshape(self, window: int, n_features: int) -> None:
         """Start every window afresh for a model with another window length or features.

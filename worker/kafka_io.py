@@ -13,11 +13,12 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
+from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.errors import KafkaError, OffsetMetadataTooLargeError, TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from worker.checkpoint import Handover
 from worker.errors import BrokerUnavailableError, CommitError, PublishError
 from worker.pipeline import Outbound, SourceRecord
 from worker.settings import KafkaSettings, WorkerSettings
@@ -90,7 +91,9 @@ def create_topics(kafka: KafkaSettings, partitions: Mapping[str, int]) -> None:
 
 
 class KafkaSource:
-    """The worker's consumer: joins the group, polls batches, commits offsets."""
+    """The worker's consumer: joins the group, polls batches, commits offsets with the state
+    of each partition's assets (worker/checkpoint.py), and says which partitions changed hands.
+    """
 
     def __init__(self, settings: WorkerSettings) -> None:
         try:
@@ -99,26 +102,72 @@ class KafkaSource:
             )
         except Exception as exc:
             raise BrokerUnavailableError(f"cannot create the consumer: {exc!r}") from exc
-        self.consumer.subscribe([settings.topics.input])
+        self.timeout_ms = settings.kafka.request_timeout_ms
+        self._held: set[TopicPartition] = set()  # as of the last handover
+        self._committed: dict[TopicPartition, int] = {}  # this worker's last commit of each
+        self._rebalanced = False
+        self._metadata_refused = False
+        self.consumer.subscribe([settings.topics.input], listener=_Rebalanced(self))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[SourceRecord]:
         """Up to `max_records` records, in offset order within each partition."""
         batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
         return [record for records in batches.values() for record in records]
 
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Commit the next offset to read of each partition; CommitError if it fails."""
+    def handover(self) -> Handover | None:
+        """The partitions lost and gained since the last call (None: no rebalance since).
+
+        A partition kept through a rebalance counts as gained (and lost) when someone else
+        committed it meanwhile: this worker's state of it is then out of date.
+        """
+        if not self._rebalanced:
+            return None
+        now = set(self.consumer.assignment())
+        gained: dict[tuple[str, int], str | None] = {}
+        for tp in sorted(now):
+            try:
+                committed = self.consumer.committed(tp, metadata=True, timeout_ms=self.timeout_ms)
+            except KafkaError as exc:
+                raise BrokerUnavailableError(
+                    f"cannot read the committed offset of {tp.topic}/{tp.partition}: {exc!r}"
+                ) from exc
+            offset = committed.offset if committed is not None else None
+            if tp in self._held and offset == self._committed.get(tp):
+                continue  # kept, and nobody else moved it on: the state here is current
+            gained[(tp.topic, tp.partition)] = committed.metadata if committed else None
+        lost = (self._held - now) | {tp for tp in self._held if (tp.topic, tp.partition) in gained}
+        self._held, self._rebalanced = now, False
+        self._committed = {tp: o for tp, o in self._committed.items() if tp in now}
+        return Handover(frozenset((tp.topic, tp.partition) for tp in lost), gained)
+
+    def commit(
+        self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
+    ) -> None:
+        """Commit the next offset to read of each partition with its state; CommitError if
+        it fails. A broker that refuses the state as too long gets the offsets without it."""
         if not offsets:
             return
-        try:
-            self.consumer.commit(
-                {
-                    TopicPartition(topic, partition): OffsetAndMetadata(offset, "", -1)
-                    for (topic, partition), offset in offsets.items()
-                }
+        commit = {
+            TopicPartition(topic, partition): OffsetAndMetadata(
+                offset, "" if self._metadata_refused else states.get((topic, partition), ""), -1
             )
+            for (topic, partition), offset in offsets.items()
+        }
+        try:
+            try:
+                self.consumer.commit(commit)
+            except OffsetMetadataTooLargeError:
+                self._metadata_refused = True
+                log.error(
+                    "the broker refuses the alert state saved with the offsets as too long: "
+                    "lower WORKER_KAFKA__COMMIT_METADATA_MAX_BYTES to the broker's "
+                    "offset.metadata.max.bytes; committing offsets without it from now on"
+                )
+                self.consumer.commit({tp: OffsetAndMetadata(o.offset, "", -1)
+                                      for tp, o in commit.items()})  # fmt: skip
         except KafkaError as exc:
             raise CommitError(f"offset commit failed: {exc!r}") from exc
+        self._committed.update((tp, o.offset) for tp, o in commit.items())
 
     def assigned(self) -> bool:
         return bool(self.consumer.assignment())
@@ -135,6 +184,24 @@ class KafkaSource:
     def close(self) -> None:
         """Leave the group (offsets were committed per batch; nothing is auto-committed)."""
         self.consumer.close(autocommit=False)
+
+
+class _Rebalanced:
+    """Notes that the group rebalanced; `KafkaSource.handover` works out what moved (outside
+    the client's callback, where it can ask the broker for the committed offsets). Registered
+    as a ConsumerRebalanceListener, the type kafka-python checks for."""
+
+    def __init__(self, source: KafkaSource) -> None:
+        self.source = source
+
+    def on_partitions_revoked(self, revoked: object) -> None:
+        pass
+
+    def on_partitions_assigned(self, assigned: object) -> None:
+        self.source._rebalanced = True
+
+
+ConsumerRebalanceListener.register(_Rebalanced)
 
 
 class KafkaSink:

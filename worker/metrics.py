@@ -21,6 +21,7 @@ from worker.records import REASONS
 OUTCOMES = ("scored", "dead_lettered", "warming_up")
 EVENT_TYPES = ("open", "resolve")
 STAGES = ("poll", "decode", "score", "publish", "commit")
+CHECKPOINT_EVENTS = ("restored", "released", "unsaved")
 
 _SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_SECONDS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 900, 3600, 86400)
@@ -135,6 +136,12 @@ class Metrics:
         self.assets_evicted = Counter(
             "anomaly_assets_evicted", "Assets evicted at the max_assets limit.", registry=r
         )
+        self.checkpoint_assets = Counter(
+            "anomaly_checkpoint_assets",
+            "Assets' alert state saved with the offsets: restored with a gained partition, "
+            "released with a lost one, or unsaved (over the commit metadata limit).",
+            ["event"], registry=r,
+        )  # fmt: skip
         self.ready = Gauge("anomaly_ready", "1 when a model is loaded and partitions assigned.",
                            registry=r)  # fmt: skip
         self.last_batch = Gauge(
@@ -149,6 +156,8 @@ class Metrics:
             self.alert_events.labels(kind)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+        for event in CHECKPOINT_EVENTS:
+            self.checkpoint_assets.labels(event)
         self._model_version: str | None = None
 
     def episode(self, kind: str, asset_id: str, top_feature: str | None) -> None:

@@ -10,7 +10,7 @@ import base64
 import json
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -18,8 +18,9 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from worker.alerts import Episode, EventContext, EventType, SourceRef, event_json
+from worker.alerts import Episode, EventContext, EventType, RuleState, SourceRef, event_json
 from worker.assets import AssetState, AssetTable
+from worker.checkpoint import CheckpointError, Handover, decode, encode
 from worker.model import Artifact
 from worker.records import RecordError, decode_record
 from worker.settings import AlertSettings, BatchSettings, TopicSettings
@@ -63,6 +64,11 @@ class BatchResult:
     # (event type, asset id, top feature) of each event, in order, for the episode metric
     episodes: list[tuple[str, str, str | None]] = field(default_factory=list)
     evicted: int = 0
+    # handover: assets whose state came with a gained partition, assets of lost partitions
+    # forgotten, and the gained partitions whose saved state could not be read (with why)
+    restored: int = 0
+    released: int = 0
+    unreadable: list[tuple[tuple[str, int], str]] = field(default_factory=list)
     scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     record_times: list[float] = field(default_factory=list)
     decode_s: float = 0.0
@@ -77,7 +83,9 @@ class BatchProcessor:
     """Turns batches of raw records into alert events and dead letters with one model.
 
     Keeps per-asset windows and alert state between batches (bounded by max_assets). Records
-    are handled in the order given, so each asset's records keep their order.
+    are handled in the order given, so each asset's records keep their order. The alert state
+    of each partition's assets is saved with its offsets (`checkpoints`) and restored when a
+    partition is gained (`process(records, handover)`).
     """
 
     def __init__(
@@ -92,6 +100,11 @@ class BatchProcessor:
         self.model: Artifact | None = None
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
         self.open_episodes = 0
+        # assets whose alert state is not idle (a run above the threshold or an open episode):
+        # the only ones a checkpoint has to save
+        self._tracked: dict[str, AssetState] = {}
+        # the next offset of each partition, as of the last batch that read it
+        self._positions: dict[tuple[str, int], int] = {}
 
     def set_model(self, artifact: Artifact) -> None:
         """Score with `artifact` from the next batch on; windows restart if their shape changes."""
@@ -100,8 +113,14 @@ class BatchProcessor:
             self.assets.reshape(*shape)
         self.model = artifact
 
-    def process(self, records: Sequence[SourceRecord]) -> BatchResult:
-        """Decode, score and apply the alert rules to a batch. Never raises on bad records."""
+    def process(
+        self, records: Sequence[SourceRecord], handover: Handover | None = None
+    ) -> BatchResult:
+        """Decode, score and apply the alert rules to a batch. Never raises on bad records.
+
+        `handover` (partitions that changed hands before this batch) is applied first: the
+        state of lost partitions' assets is forgotten, that of gained ones restored.
+        """
         if self.model is None:
             raise RuntimeError("process() before set_model()")
         manifest = self.model.manifest
@@ -114,6 +133,8 @@ class BatchProcessor:
             top_features=self.alerts.top_features,
             detected_at=datetime.fromtimestamp(self.clock(), UTC),
         )
+        if handover is not None:
+            self._hand_over(handover, context, result)
         windows = np.empty((len(records), manifest.window, len(manifest.features)))
         pending: list[_Scoring] = []  # the records with a full window, in order
         # the next offset to read of each partition: offsets grow within a partition
@@ -139,6 +160,7 @@ class BatchProcessor:
             if evicted is not None:
                 result.evicted += 1
                 self._close_evicted(*evicted, context, result)
+            state.partition = record.partition
             record_times.append(ts.timestamp())
             if not state.buffer.push(values):
                 result.warming_up += 1
@@ -146,6 +168,7 @@ class BatchProcessor:
             state.buffer.copy_window(windows[len(pending)])
             pending.append((index, state, asset_id, ts))
         result.decode_s = time.perf_counter() - started
+        self._positions.update(result.offsets)
 
         started = time.perf_counter()
         scores = self.model.detector.score(windows[: len(pending)]) if pending else None
@@ -157,6 +180,7 @@ class BatchProcessor:
         above = self.model.threshold.exceeds(scores.score)
         result.outliers = int(above.sum())
         k, m = self.alerts.open_after, self.alerts.resolve_after
+        tracked = self._tracked
         for i, is_above in enumerate(above.tolist()):
             index, state, asset_id, ts = pending[i]
             rules = state.rules
@@ -165,11 +189,60 @@ class BatchProcessor:
             record, score = records[index], float(scores.score[i])
             ref = SourceRef(record.topic, record.partition, record.offset)
             change = rules.observe(ts, ref, score, is_above, k, m)
+            if rules.episode is None and rules.above_run == 0:
+                tracked.pop(asset_id, None)
+            else:
+                tracked[asset_id] = state
             if change is not None:
                 kind, episode = change
                 event = (kind, episode, asset_id, ts, ref, score, scores.shares[i])
                 self._event(result, *event, context)
         return result
+
+    def checkpoints(
+        self, partitions: Iterable[tuple[str, int]], max_bytes: int
+    ) -> tuple[dict[tuple[str, int], str], int]:
+        """The text to commit with each partition's offset (its assets' alert state), and how
+        many assets did not fit in `max_bytes` per partition (0: save nothing)."""
+        by_partition: dict[int, list[tuple[str, RuleState]]] = {}
+        for asset_id, state in self._tracked.items():
+            by_partition.setdefault(state.partition, []).append((asset_id, state.rules))
+        texts, unsaved = {}, 0
+        for tp in partitions:
+            text, left_out = encode(by_partition.get(tp[1], ()), max_bytes)
+            texts[tp] = text
+            unsaved += left_out
+        return texts, unsaved
+
+    def _hand_over(self, handover: Handover, context: EventContext, result: BatchResult) -> None:
+        lost = {partition for _, partition in handover.lost}
+        if lost:
+            gone = [asset_id for asset_id, state in self.assets if state.partition in lost]
+            for asset_id in gone:
+                state = self._tracked.pop(asset_id, None)
+                if state is not None and state.rules.episode is not None:
+                    self.open_episodes -= 1
+            self.assets.drop(gone)
+            result.released += len(gone)
+            for tp in handover.lost:
+                self._positions.pop(tp, None)
+        for tp, text in handover.gained.items():
+            try:
+                saved = decode(text)
+            except CheckpointError as exc:
+                result.unreadable.append((tp, str(exc)))
+                continue
+            for asset_id, rules in saved.items():
+                state, evicted = self.assets.get(asset_id)
+                if evicted is not None:
+                    result.evicted += 1
+                    self._close_evicted(*evicted, context, result)
+                if state.rules.episode is not None:
+                    self.open_episodes -= 1
+                state.rules, state.partition = rules, tp[1]
+                self._tracked[asset_id] = state
+                self.open_episodes += rules.episode is not None
+            result.restored += len(saved)
 
     def _event(
         self,
@@ -193,6 +266,11 @@ class BatchProcessor:
         self, asset_id: str, state: AssetState, context: EventContext, result: BatchResult
     ) -> None:
         """An evicted asset's open episode is resolved now, marked so, rather than forgotten."""
+        if self._tracked.pop(asset_id, None) is not None:
+            # its partition's saved state changes: commit it again even if no record came
+            tp = (self.topics.input, state.partition)
+            if tp not in result.offsets and tp in self._positions:
+                result.offsets[tp] = self._positions[tp]
         episode = state.rules.episode
         if episode is None:
             return

@@ -13,13 +13,14 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType
 from typing import Protocol
 
 import numpy as np
 import torch
 
+from worker.checkpoint import Handover
 from worker.errors import BrokerUnavailableError, ExitCode, FatalError
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
@@ -32,10 +33,14 @@ log = logging.getLogger(__name__)
 
 
 class Source(Protocol):
-    """Where batches come from and where their offsets are committed (see kafka_io)."""
+    """Where batches come from, which partitions changed hands, and where offsets are committed
+    with the state of each partition's assets (see kafka_io)."""
 
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[SourceRecord]: ...
-    def commit(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
+    def handover(self) -> Handover | None: ...
+    def commit(
+        self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
+    ) -> None: ...
     def assigned(self) -> bool: ...
     def lag(self) -> dict[tuple[str, int], int]: ...
     def close(self) -> None: ...
@@ -83,6 +88,7 @@ class Worker:
         self.http: HealthServer | None = None
         self._stop = threading.Event()
         self._interrupts = 0
+        self._told_no_state = False
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and return (safe from any thread)."""
@@ -149,20 +155,53 @@ class Worker:
         settings, metrics = self.settings, self.metrics
         started = time.perf_counter()
         records = source.poll(settings.batch.max_wait_ms, settings.batch.size)
+        handover = source.handover()
         poll_s = time.perf_counter() - started
         self.health.partitions_assigned = source.assigned()
         metrics.ready.set(1 if self.health.ready else 0)
-        if not records:
+        if not records and handover is None:
             return False
-        result = self.processor.process(records)
+        result = self.processor.process(records, handover)
+        if handover is not None:
+            self._handed_over(handover, result)
+        if records and log.isEnabledFor(logging.DEBUG):  # what the crash tests account with
+            spans: dict[str, list[int]] = {}  # partition -> [first offset, next offset]
+            for record in records:
+                span = spans.setdefault(f"{record.topic}/{record.partition}", [record.offset, 0])
+                span[1] = record.offset + 1
+            log.debug("batch processed", extra={"offsets": spans})
         started = time.perf_counter()
         sink.publish(result.messages)
         publish_s = time.perf_counter() - started
         started = time.perf_counter()
-        source.commit(result.offsets)
+        states, unsaved = self.processor.checkpoints(
+            result.offsets, settings.kafka.commit_metadata_max_bytes
+        )
+        source.commit(result.offsets, states)
         commit_s = time.perf_counter() - started
+        metrics.checkpoint_assets.labels("unsaved").inc(unsaved)
+        if not records:
+            return False
         self._observe(result, len(records), poll_s, publish_s, commit_s, source)
         return True
+
+    def _handed_over(self, handover: Handover, result: BatchResult) -> None:
+        def names(tps: Iterable[tuple[str, int]]) -> str:
+            return ",".join(f"{topic}/{partition}" for topic, partition in sorted(tps)) or "-"
+
+        log.info(
+            "partitions moved: lost %s (%d assets forgotten), gained %s (%d assets' alert "
+            "state restored)", names(handover.lost), result.released, names(handover.gained),
+            result.restored,
+        )  # fmt: skip
+        for (topic, partition), why in result.unreadable:
+            log.warning("state saved with %s/%d not restored: %s", topic, partition, why)
+        if any(text is None for text in handover.gained.values()) and not self._told_no_state:
+            self._told_no_state = True
+            log.info("no alert state was saved with some gained partitions (new partitions, "
+                     "or a broker that keeps no commit metadata)")  # fmt: skip
+        self.metrics.checkpoint_assets.labels("restored").inc(result.restored)
+        self.metrics.checkpoint_assets.labels("released").inc(result.released)
 
     def _observe(
         self,

@@ -43,6 +43,13 @@ class KafkaSettings(_Part):
     )
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     flush_timeout_s: float = Field(default=30.0, gt=0)
+    commit_metadata_max_bytes: int = Field(
+        default=4096,
+        ge=0,
+        le=1_048_576,
+        description="room for the alert state saved with each partition's offset "
+        "(the broker's offset.metadata.max.bytes; 0 saves none)",
+    )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
 
     @model_validator(mode="after")

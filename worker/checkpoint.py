@@ -1,0 +1,134 @@
+"""Alert state that travels with the offsets: saved in each commit, restored with the partition.
+
+Beyond its window, what a worker knows about an asset is its alert-rule state (`RuleState`):
+a run of records above the threshold, an open episode. When the worker dies or the partition
+moves to another worker, that state must follow the offsets, or an open episode never gets its
+`resolve` and a run that was one record short of opening one starts again from zero. So it is
+written into the offset commit itself (Kafka's offset-commit metadata, one string per
+partition): the saved state always describes exactly the records before the committed offset,
+and the next owner restores it before it processes the partition's next record.
+
+Windows are not saved: after a move an asset's first `window - 1` records refill its window
+(counted as warming up), as for an asset seen for the first time.
+
+The text is "v1:" + base64(zlib(JSON)). Brokers cap it (Kafka's `offset.metadata.max.bytes`,
+4096 bytes by default): when a partition's assets do not fit, open episodes are kept first,
+most recent first, and the rest are left out and counted.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import zlib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from worker.alerts import Episode, RuleState, SourceRef
+
+PREFIX = "v1:"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_US = timedelta(microseconds=1)
+
+TopicPartition = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Handover:
+    """Partitions that changed hands since the last batch: those this worker lost, and those it
+    gained with the text committed with their offsets (None where nothing was saved)."""
+
+    lost: frozenset[TopicPartition]
+    gained: Mapping[TopicPartition, str | None]
+
+
+class CheckpointError(ValueError):
+    """The committed text is not a checkpoint this version can read."""
+
+
+def encode(states: Iterable[tuple[str, RuleState]], max_bytes: int) -> tuple[str, int]:
+    """The text for one partition's assets, and how many assets did not fit in `max_bytes`."""
+    rows = [_row(asset_id, rules) for asset_id, rules in states]
+    # what to keep first when the text is too long: open episodes, then the latest runs
+    rows.sort(key=_priority, reverse=True)
+    kept = len(rows)
+    while True:
+        text = _pack(rows[:kept])
+        if len(text) <= max_bytes or kept == 0:
+            return (text if len(text) <= max_bytes else ""), len(rows) - kept
+        kept = min(kept - 1, kept * max_bytes // len(text))
+
+
+def decode(text: str | None) -> dict[str, RuleState]:
+    """Asset id -> rule state from a partition's committed text ("" or None: nothing saved)."""
+    if not text:
+        return {}
+    if not text.startswith(PREFIX):
+        raise CheckpointError(f"not a checkpoint: starts with {text[:8]!r}")
+    try:
+        rows = json.loads(zlib.decompress(base64.b64decode(text[len(PREFIX) :], validate=True)))
+        return {row[0]: _rules(row) for row in rows}
+    except (ValueError, TypeError, IndexError, zlib.error) as exc:
+        raise CheckpointError(f"unreadable checkpoint: {exc}") from exc
+
+
+def _priority(row: list[Any]) -> tuple[bool, int]:
+    """Open episodes before runs, the latest (episode end, run start) first."""
+    run, saved = row[3], row[5]
+    return saved is not None, saved[3] if saved is not None else run[0] if run else 0
+
+
+def _pack(rows: list[list[Any]]) -> str:
+    packed = zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 9)
+    return PREFIX + base64.b64encode(packed).decode()
+
+
+def _row(asset_id: str, rules: RuleState) -> list[Any]:
+    run = None
+    if rules.above_run and rules.run_start is not None:
+        ts, ref = rules.run_start
+        run = [_us(ts), *_ref(ref)]
+    episode = rules.episode
+    saved = None
+    if episode is not None:
+        saved = [
+            episode.episode_id, _ref(episode.start), _us(episode.started_at),
+            _us(episode.ended_at), episode.records, episode.peak_score, episode.span,
+        ]  # fmt: skip
+    return [asset_id, rules.above_run, rules.below_run, run, rules.run_peak, saved]
+
+
+def _rules(row: list[Any]) -> RuleState:
+    asset_id, above_run, below_run, run, run_peak, saved = row
+    if not isinstance(asset_id, str):
+        raise TypeError(f"asset id {asset_id!r}")
+    rules = RuleState(above_run=int(above_run), below_run=int(below_run))
+    rules.run_peak = float(run_peak)
+    if isinstance(run, list):
+        rules.run_start = (_ts(run[0]), SourceRef(run[1], int(run[2]), int(run[3])))
+    if isinstance(saved, list):
+        episode_id, start, started, ended, records, peak, span = saved
+        rules.episode = Episode(
+            episode_id=str(episode_id),
+            start=SourceRef(start[0], int(start[1]), int(start[2])),
+            started_at=_ts(started),
+            ended_at=_ts(ended),
+            records=int(records),
+            peak_score=float(peak),
+            span=int(span),
+        )
+    return rules
+
+
+def _ref(ref: SourceRef) -> list[Any]:
+    return [ref.topic, ref.partition, ref.offset]
+
+
+def _us(ts: datetime) -> int:
+    return (ts - _EPOCH) // _US
+
+
+def _ts(us: Any) -> datetime:
+    return _EPOCH + int(us) * _US
