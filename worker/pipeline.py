@@ -160,11 +160,11 @@ class BatchProcessor:
         for i, is_above in enumerate(above.tolist()):
             index, state, asset_id, ts = pending[i]
             rules = state.rules
-            if not is_above and rules.episode is None and rules.above_run == 0:
+            if not is_above and rules.idle:
                 continue  # nothing to track: the rules would not change (the common case)
             record, score = records[index], float(scores.score[i])
             ref = SourceRef(record.topic, record.partition, record.offset)
-            change = rules.observe(ts, ref, score, is_above, k, m)
+            change = rules.observe(ts, ref, score, is_above, k, m, self.alerts.end_drop)
             if change is not None:
                 kind, episode = change
                 event = (kind, episode, asset_id, ts, ref, score, scores.shares[i])
