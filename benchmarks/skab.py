@@ -294,8 +294,9 @@ def replay(
         ref = SourceRef("replay", 0, i - first)
         score = float(scores.score[j])
         change = state.observe(
-            exp.ts[i], ref, score, bool(above[j]), alerts.open_after, alerts.resolve_after
-        )
+            exp.ts[i], ref, score, bool(above[j]), alerts.open_after, alerts.resolve_after,
+            alerts.end_drop,
+        )  # fmt: skip
         if change is not None:
             kind, episode = change
             value = event_json(kind, episode, exp.asset_id, exp.ts[i], ref, score,

@@ -71,3 +71,59 @@ def test_flag_episodes_marks_the_records_inside_episodes(
 ) -> None:
     above = np.array([c == "+" for c in pattern])
     assert "".join("+" if f else "-" for f in flag_episodes(above, k, m)) == flagged
+
+
+def run_scores(
+    scores: list[float], k: int, m: int, drop: float, threshold: float = 1.0
+) -> tuple[list[tuple[int, str, int, int]], RuleState]:
+    """Feed scores against a threshold with the drop rule; (index, event, start, records)."""
+    state = RuleState()
+    out: list[tuple[int, str, int, int]] = []
+    for i, score in enumerate(scores):
+        ref = SourceRef("in", 0, i)
+        change = state.observe(T0 + timedelta(seconds=i), ref, score, score > threshold, k, m, drop)
+        if change is not None:
+            kind, episode = change
+            out.append((i, kind, episode.start.offset, episode.records))
+    return out, state
+
+
+def test_drop_rule_ends_an_episode_whose_state_has_ended_and_keeps_its_line() -> None:
+    # normal, a fault at 10, then a new state at 3: above the model's threshold (1) for good,
+    # but under half the episode's level
+    scores = [0.5] * 5 + [10.0] * 20 + [3.0] * 30
+    without, _ = run_scores(scores, 3, 4, drop=0.0)
+    assert without == [(7, "open", 5, 3)]  # one episode to the end
+    events, state = run_scores(scores, 3, 4, drop=2.0)
+    # resolved by the 4th record at 3.0; it covers the 20 records at 10.0, not the ones at 3.0
+    assert events == [(7, "open", 5, 3), (28, "resolve", 5, 20)]
+    assert state.floor == pytest.approx(5.0)  # the episode's level / drop: 3.0 stays below it
+    assert not state.idle
+    # back below the model's threshold for m records: the raised threshold is cleared, and
+    # the state at 3.0 alerts again
+    events, state = run_scores(scores + [0.5] * 4 + [3.0] * 3, 3, 4, drop=2.0)
+    assert events[2:] == [(61, "open", 59, 3)]
+    assert state.floor == 0.0
+
+
+def test_drop_rule_follows_a_slow_change_and_ignores_short_dips() -> None:
+    # an episode whose scores fall slowly from 10 to 2 (1% a record): its level follows them
+    slow = [0.5] * 5 + [10.0 * 0.99**i for i in range(160)]
+    events, _ = run_scores(slow, 3, 4, drop=2.0)
+    assert events == [(7, "open", 5, 3)]
+    # dips under half the level shorter than m do not end it
+    dips = [0.5] * 5 + ([10.0] * 6 + [3.0] * 3) * 10
+    events, state = run_scores(dips, 3, 4, drop=2.0)
+    assert events == [(7, "open", 5, 3)]
+    assert state.floor == 0.0
+    assert not state.idle
+
+
+def test_flag_episodes_applies_the_drop_rule_with_scores() -> None:
+    scores = np.array([0.5] * 3 + [10.0] * 6 + [3.0] * 6)
+    above = scores > 1.0
+    assert flag_episodes(above, 2, 3).sum() == 12  # open to the end
+    flags = flag_episodes(above, 2, 3, scores=scores, drop=2.0)
+    assert "".join("+" if f else "-" for f in flags) == "---++++++------"
+    # without scores the drop rule cannot apply
+    assert flag_episodes(above, 2, 3, drop=2.0).sum() == 12

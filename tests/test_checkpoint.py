@@ -21,7 +21,8 @@ T0 = datetime(2026, 11, 21, 10, 0, 0, 123456, tzinfo=UTC)
 def open_episode(i: int) -> RuleState:
     start = SourceRef("in", 2, 1000 + i)
     episode = Episode(f"in/2/{1000 + i}", start, T0, T0 + timedelta(seconds=i), 4 + i, 3.5, 9)
-    return RuleState(above_run=0, below_run=2, run_start=(T0, start), run_peak=3.5, episode=episode)
+    return RuleState(above_run=0, below_run=2, run_start=(T0, start), run_peak=3.5,
+                     episode=episode, level=1.0 + i / 3, drop_run=1)  # fmt: skip
 
 
 def a_run(i: int) -> RuleState:
@@ -29,8 +30,14 @@ def a_run(i: int) -> RuleState:
                      run_peak=1.25)  # fmt: skip
 
 
+def raised(i: int) -> RuleState:
+    """After an episode ended by the drop rule: a raised threshold of its own."""
+    return RuleState(below_run=i % 3, floor=0.1 + i / 7, level=2.5)
+
+
 def test_rule_states_come_back_exactly() -> None:
-    states = {"pump-1": open_episode(1), "pump-2": a_run(2), "pump-3": open_episode(3)}
+    states = {"pump-1": open_episode(1), "pump-2": a_run(2), "pump-3": open_episode(3),
+              "pump-4": raised(4)}  # fmt: skip
     text, unsaved = encode(states.items(), max_bytes=4096)
     assert unsaved == 0
     assert text.startswith("v1:")

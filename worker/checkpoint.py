@@ -1,7 +1,8 @@
 """Alert state that travels with the offsets: saved in each commit, restored with the partition.
 
 Beyond its window, what a worker knows about an asset is its alert-rule state (`RuleState`):
-a run of records above the threshold, an open episode. When the worker dies or the partition
+a run of records above the threshold, an open episode, a raised threshold after an episode
+that the drop rule ended. When the worker dies or the partition
 moves to another worker, that state must follow the offsets, or an open episode never gets its
 `resolve` and a run that was one record short of opening one starts again from zero. So it is
 written into the offset commit itself (Kafka's offset-commit metadata, one string per
@@ -75,7 +76,8 @@ def decode(text: str | None) -> dict[str, RuleState]:
 
 
 def _priority(row: list[Any]) -> tuple[bool, int]:
-    """Open episodes before runs, the latest (episode end, run start) first."""
+    """Open episodes before runs and raised thresholds, the latest (episode end, run start)
+    first."""
     run, saved = row[3], row[5]
     return saved is not None, saved[3] if saved is not None else run[0] if run else 0
 
@@ -97,14 +99,16 @@ def _row(asset_id: str, rules: RuleState) -> list[Any]:
             episode.episode_id, _ref(episode.start), _us(episode.started_at),
             _us(episode.ended_at), episode.records, episode.peak_score, episode.span,
         ]  # fmt: skip
-    return [asset_id, rules.above_run, rules.below_run, run, rules.run_peak, saved]
+    return [asset_id, rules.above_run, rules.below_run, run, rules.run_peak, saved, rules.level,
+            rules.drop_run, rules.floor]  # fmt: skip
 
 
 def _rules(row: list[Any]) -> RuleState:
-    asset_id, above_run, below_run, run, run_peak, saved = row
+    asset_id, above_run, below_run, run, run_peak, saved, level, drop_run, floor = row
     if not isinstance(asset_id, str):
         raise TypeError(f"asset id {asset_id!r}")
-    rules = RuleState(above_run=int(above_run), below_run=int(below_run))
+    rules = RuleState(above_run=int(above_run), below_run=int(below_run), level=float(level),
+                      drop_run=int(drop_run), floor=float(floor))  # fmt: skip
     rules.run_peak = float(run_peak)
     if isinstance(run, list):
         rules.run_start = (_ts(run[0]), SourceRef(run[1], int(run[2]), int(run[3])))

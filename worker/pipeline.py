@@ -100,8 +100,8 @@ class BatchProcessor:
         self.model: Artifact | None = None
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
         self.open_episodes = 0
-        # assets whose alert state is not idle (a run above the threshold or an open episode):
-        # the only ones a checkpoint has to save
+        # assets whose alert state is not idle (a run above the threshold, an open episode, a
+        # raised threshold): the only ones a checkpoint has to save
         self._tracked: dict[str, AssetState] = {}
         # the next offset of each partition, as of the last batch that read it
         self._positions: dict[tuple[str, int], int] = {}
@@ -184,12 +184,12 @@ class BatchProcessor:
         for i, is_above in enumerate(above.tolist()):
             index, state, asset_id, ts = pending[i]
             rules = state.rules
-            if not is_above and rules.episode is None and rules.above_run == 0:
+            if not is_above and rules.idle:
                 continue  # nothing to track: the rules would not change (the common case)
             record, score = records[index], float(scores.score[i])
             ref = SourceRef(record.topic, record.partition, record.offset)
-            change = rules.observe(ts, ref, score, is_above, k, m)
-            if rules.episode is None and rules.above_run == 0:
+            change = rules.observe(ts, ref, score, is_above, k, m, self.alerts.end_drop)
+            if rules.idle:
                 tracked.pop(asset_id, None)
             else:
                 tracked[asset_id] = state

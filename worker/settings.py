@@ -96,10 +96,15 @@ class StoreSettings(_Part):
 
 
 class AlertSettings(_Part):
-    """Alert episodes: open after k records in a row above the threshold, resolve after m below."""
+    """Alert episodes: open after k records in a row above the threshold, resolve after m below
+    (or m below 1/end_drop of the episode's own level: worker.alerts)."""
 
     open_after: int = Field(default=3, ge=1, description="k")
     resolve_after: int = Field(default=5, ge=1, description="m")
+    end_drop: float = Field(
+        default=2.0, ge=0.0,
+        description="resolve when scores fall below the episode's level / this (0 or 1: off)",
+    )  # fmt: skip
     top_features: int = Field(default=3, ge=1)
     max_assets: int = Field(default=100_000, ge=1)
 
