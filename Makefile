@@ -15,7 +15,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA09 := .kafka/kafka-0.9/bin/kafka-run-class.sh
 
-.PHONY: install system test lint demo bench skab broker-start broker-stop kafka09 clean
+.PHONY: install system test lint demo bench soak skab broker-start broker-stop kafka09 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -60,6 +60,10 @@ bench: install
 	$(BIN)/python -m benchmarks.latency
 	$(BIN)/python -m benchmarks.memory
 	$(BIN)/python -m benchmarks.scaling
+
+# Ten minutes at 80% of the measured rate (RATE=records/s to choose): RSS, latency, lag, loss.
+soak: install
+	$(BIN)/python -m benchmarks.soak $(if $(RATE),--rate $(RATE))
 
 # Detection quality on SKAB through broker and worker (a few minutes); SKAB=dir to change.
 skab: install

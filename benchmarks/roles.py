@@ -4,8 +4,9 @@
 
 ceiling: a bare consumer reads N records; worker: the real worker until N are committed;
 member: the real worker until SIGTERM; latency: the worker, timing each record from its
-Kafka timestamp to its commit; memory: RSS idle, then after N/2 and N records. Each prints
-one JSON line with its figures.
+Kafka timestamp to its commit; memory: RSS idle, then after N/2 and N records; soak: the
+latency role's timing, RSS and lag summed up every `--interval` seconds until N records.
+Each prints one JSON line with its figures.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
@@ -33,7 +35,9 @@ from worker.settings import WorkerSettings
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("role", choices=["ceiling", "worker", "member", "latency", "memory"])
+    parser.add_argument(
+        "role", choices=["ceiling", "worker", "member", "latency", "memory", "soak"]
+    )
     for flag in ("--bootstrap", "--topic", "--group"):
         parser.add_argument(flag, required=True)
     parser.add_argument("--records", type=int, required=True)
@@ -41,9 +45,10 @@ def main() -> None:
     parser.add_argument("--store", type=Path)
     parser.add_argument("--ready", type=Path)
     parser.add_argument("--max-assets", type=int, default=100_000)
+    parser.add_argument("--interval", type=float, default=30.0)
     args = parser.parse_args()
     roles = {"ceiling": ceiling, "worker": worker, "member": member, "latency": latency,
-             "memory": memory}  # fmt: skip
+             "memory": memory, "soak": soak}  # fmt: skip
     out = roles[args.role](args)
     print(json.dumps(out))
 
@@ -134,6 +139,9 @@ class _Timed:
     def assigned(self) -> bool:
         return self.source.assigned()
 
+    def connected(self) -> bool:
+        return self.source.connected()
+
     def lag(self) -> dict[tuple[str, int], int]:
         return self.source.lag()
 
@@ -169,6 +177,43 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
                           "p95_ms": round(float(np.percentile(ms, 95)), 2),
                           "p99_ms": round(float(np.percentile(ms, 99)), 2)}  # fmt: skip
     return out
+
+
+def soak(args: argparse.Namespace) -> dict[str, Any]:
+    """The latency role over a long run: every `interval` seconds, the latencies of the records
+    committed in it (then forgotten, so that the bookkeeping cannot grow), RSS and lag."""
+    timed: list[_Timed] = []
+
+    def source(settings: WorkerSettings) -> _Timed:
+        timed.append(_Timed(KafkaSource(settings)))
+        return timed[0]
+
+    settings = worker_settings(args.bootstrap, args.topic, args.group, args.store, args.batch_size)
+    w = Worker(settings, Metrics(CollectorRegistry()), source=source, serve_http=False)
+    gc.freeze()
+    thread = threading.Thread(target=w.run)
+    thread.start()
+    wait_until(lambda: bool(timed) and timed[0].assigned(), 120, "partitions assigned")
+    args.ready.write_text("ready")
+    started, samples, total, quiet = time.monotonic(), [], 0, 0
+    while total < args.records and quiet < 4:
+        time.sleep(args.interval)  # the sampling period, not synchronisation
+        latencies = timed[0].latencies
+        values, latencies["steady"] = latencies["steady"], []
+        total += len(values)
+        quiet = 0 if values else quiet + 1
+        ms = np.array(values or [np.nan]) * 1000
+        samples.append({
+            "t_s": round(time.monotonic() - started), "records": len(values),
+            "records_per_s": round(len(values) / args.interval),
+            "median_ms": round(float(np.median(ms)), 1),
+            "p99_ms": round(float(np.percentile(ms, 99)), 1), "rss_mb": round(_rss_mb(), 1),
+            "lag": sum(timed[0].lag().values()),
+        })  # fmt: skip
+        print(json.dumps(samples[-1]), file=sys.stderr, flush=True)
+    w.stop()
+    thread.join()
+    return {"samples": samples, "records": total, "processed": processed(w)}
 
 
 def memory(args: argparse.Namespace) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class FakeSource:
 
     records: list[FakeRecord]
     fail_commit: bool = False
+    reachable: bool = True
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     states: dict[tuple[str, int], str] = field(default_factory=dict)
     handovers: list[Handover] = field(default_factory=list)  # one given out per poll
@@ -64,6 +65,9 @@ class FakeSource:
     def assigned(self) -> bool:
         return True
 
+    def connected(self) -> bool:
+        return self.reachable
+
     def lag(self) -> dict[tuple[str, int], int]:
         return {("in", 0): len(self.records) - self._position}
 
@@ -73,15 +77,22 @@ class FakeSource:
 
 @dataclass
 class FakeSink:
-    """Collects published messages; can be told to fail."""
+    """Collects published messages; can be told to fail (always, or the next `failures`
+    times, acknowledging the first half of the messages each time)."""
 
     fail: bool = False
+    failures: int = 0
     messages: list[Outbound] = field(default_factory=list)
     closed: bool = False
 
     def publish(self, messages: Sequence[Outbound]) -> None:
         if self.fail:
-            raise PublishError("the alerts topic is unwritable")
+            raise PublishError("the alerts topic is unwritable", messages)
+        if self.failures > 0:
+            self.failures -= 1
+            half = len(messages) // 2
+            self.messages.extend(messages[:half])
+            raise PublishError("no ack in time", messages[half:])
         self.messages.extend(messages)
 
     def close(self) -> None:

@@ -237,7 +237,11 @@ def test_a_failed_publish_exits_with_its_code_commits_nothing_and_is_redone_afte
         doomed.stop()
         return connected
 
-    worker = Worker(settings, Metrics(CollectorRegistry()), sink=sink, serve_http=False)
+    # tried again for 2 s (WORKER_KAFKA__OUTAGE_TIMEOUT_S), then the worker gives up
+    impatient = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"outage_timeout_s": 2})}
+    )
+    worker = Worker(impatient, Metrics(CollectorRegistry()), sink=sink, serve_http=False)
     assert worker.run(idle_timeout_s=30) == ExitCode.PUBLISH_FAILED
     assert committed_total(settings.kafka, settings.topics.group, settings.topics.input) == 0
     # the fault cleared (alerts reachable again), a restarted worker does the batch again
@@ -447,6 +451,9 @@ def test_workers_joining_and_leaving_mid_stream_lose_and_reorder_nothing(
     assert all(offsets == set(range(len(offsets))) for offsets in by_partition.values())
     read = sum(len(member.seen) for member in members.values())
     duplicates = read - n
-    changes = 4  # b joins, c joins, b leaves, c leaves; leaving drains and commits first
-    assert 0 <= duplicates <= changes * settings.batch.size
+    # At each change (b joins, c joins, b leaves, c leaves) every member already in the group
+    # may have a batch in hand whose commit the rebalance refuses: its records are read again
+    # by the partitions' new holders. One batch per member per change; leaving drains first.
+    in_hand = 1 + 2 + 2 + 1
+    assert 0 <= duplicates <= in_hand * settings.batch.size
     assert all(member.seen for member in members.values())  # partitions did move

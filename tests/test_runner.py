@@ -7,6 +7,7 @@ import shutil
 import threading
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -17,11 +18,13 @@ from tests.conftest import Trained
 from tests.fakes import FakeRecord, FakeSink, FakeSource, as_records
 from tests.test_artifact import edit_manifest, replace_weights
 from worker.errors import BrokerUnavailableError, ExitCode
+from worker.health import Health
 from worker.metrics import Metrics
 from worker.model import ModelStore
 from worker.model.artifact import WEIGHTS
+from worker.pipeline import Outbound
 from worker.runner import Worker
-from worker.settings import WorkerSettings
+from worker.settings import KafkaSettings, WorkerSettings
 from worker.simulator import Fleet
 
 
@@ -40,9 +43,14 @@ def store(trained: Trained, tmp_path: Path) -> Path:
     return tmp_path / "store"
 
 
-def worker_with(store: Path, source: FakeSource, sink: FakeSink) -> tuple[Worker, Metrics]:
+def worker_with(
+    store: Path, source: FakeSource, sink: FakeSink, outage_timeout_s: float = 0.5
+) -> tuple[Worker, Metrics]:
     metrics = Metrics(CollectorRegistry())
-    worker = Worker(settings(store), metrics, lambda s: source, lambda s: sink, serve_http=False)
+    configured = settings(store).model_copy(
+        update={"kafka": KafkaSettings(outage_timeout_s=outage_timeout_s)}
+    )
+    worker = Worker(configured, metrics, lambda s: source, lambda s: sink, serve_http=False)
     return worker, metrics
 
 
@@ -125,6 +133,59 @@ def test_a_failed_publish_exits_with_its_code_and_commits_nothing(store: Path) -
     assert worker.run(idle_timeout_s=1) == ExitCode.PUBLISH_FAILED
     assert source.committed == {}
     assert source.closed
+
+
+def test_publishing_is_tried_again_while_the_brokers_are_away_not_ready_meanwhile(
+    store: Path,
+) -> None:
+    reference, undisturbed = FakeSink(), stream()
+    assert worker_with(store, undisturbed, reference)[0].run(idle_timeout_s=1) == ExitCode.OK
+    assert any(m.topic == "alerts" for m in reference.messages)
+
+    source, sink = stream(), Watched(failures=3)
+    worker, _ = worker_with(store, source, sink, outage_timeout_s=30)
+    sink.health = worker.health
+    assert worker.run(idle_timeout_s=1) == ExitCode.OK
+    assert sink.readiness[1:4] == [False, False, False]  # while it was tried again
+    assert sink.readiness[0]
+    assert sink.readiness[4]  # ready again once it went through
+    assert undated(sink.messages) == undated(reference.messages)  # each once, in order
+    assert source.committed == undisturbed.committed
+
+
+def undated(messages: list[Outbound]) -> list[tuple[str, bytes | None, dict[str, object]]]:
+    """The messages without the time they were made."""
+    out = []
+    for m in messages:
+        body = json.loads(m.value)
+        body.pop("detected_at", None)
+        body.pop("dead_lettered_at", None)
+        out.append((m.topic, m.key, body))
+    return out
+
+
+@dataclass
+class Watched(FakeSink):
+    """Notes whether the worker said it was ready at each attempt to publish."""
+
+    health: Health | None = None
+    readiness: list[bool] = field(default_factory=list)
+
+    def publish(self, messages: Sequence[Outbound]) -> None:
+        assert self.health is not None
+        self.readiness.append(self.health.ready)
+        super().publish(messages)
+
+
+def test_the_brokers_out_of_reach_or_a_retried_batch_make_the_worker_not_ready() -> None:
+    source, health = stream(), Health(liveness_timeout_s=60)
+    health.model_loaded = health.partitions_assigned = True
+    health.brokers_reachable = source.connected
+    assert health.ready
+    source.reachable = False
+    assert not health.ready
+    source.reachable, health.outage = True, True
+    assert not health.ready
 
 
 def test_a_failed_commit_exits_with_its_code(store: Path) -> None:

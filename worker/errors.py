@@ -1,13 +1,19 @@
 """Fatal worker errors and the exit codes they end the process with.
 
 A bad record is never fatal (it is dead-lettered). These are: the batch's results could not
-be published, or its offsets could not be committed. The batch is then not committed, the
-process exits with the code below, Kubernetes restarts it, and the batch is read again.
+be published, or its offsets could not be committed, for longer than the brokers may be away
+(`WORKER_KAFKA__OUTAGE_TIMEOUT_S`). The batch is then not committed, the process exits with
+the code below, Kubernetes restarts it, and the batch is read again.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from enum import IntEnum
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from worker.pipeline import Outbound
 
 
 class ExitCode(IntEnum):
@@ -29,9 +35,14 @@ class FatalError(Exception):
 
 
 class PublishError(FatalError):
-    """Alerts or dead letters were not acknowledged by the broker."""
+    """Alerts or dead letters were not acknowledged by the broker; `pending` are the messages
+    still unacknowledged (to send again)."""
 
     exit_code = ExitCode.PUBLISH_FAILED
+
+    def __init__(self, message: str, pending: Sequence[Outbound] = ()) -> None:
+        super().__init__(message)
+        self.pending = list(pending)
 
 
 class CommitError(FatalError):

@@ -19,6 +19,10 @@ class Health:
         self.last_beat = clock()
         self.model_loaded = False
         self.partitions_assigned = False
+        # the brokers: the consumer's own view (set once it exists), and whether a publish or
+        # commit is being retried because they did not answer
+        self.brokers_reachable: Callable[[], bool] = lambda: True
+        self.outage = False
 
     def beat(self) -> None:
         """The loop is alive: called once per iteration."""
@@ -29,8 +33,12 @@ class Health:
         return self.clock() - self.last_beat <= self.liveness_timeout_s
 
     @property
+    def brokers_ok(self) -> bool:
+        return not self.outage and self.brokers_reachable()
+
+    @property
     def ready(self) -> bool:
-        return self.model_loaded and self.partitions_assigned
+        return self.model_loaded and self.partitions_assigned and self.brokers_ok
 
 
 class HealthServer:
@@ -70,7 +78,8 @@ def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPReques
                     missing = [
                         what
                         for what, ok in (("model", health.model_loaded),
-                                         ("partitions", health.partitions_assigned))
+                                         ("partitions", health.partitions_assigned),
+                                         ("brokers", health.brokers_ok))
                         if not ok
                     ]  # fmt: skip
                     self._send(503, f"not ready: no {' and no '.join(missing)}\n".encode())

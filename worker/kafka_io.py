@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,12 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
-from kafka.errors import KafkaError, OffsetMetadataTooLargeError, TopicAlreadyExistsError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    OffsetMetadataTooLargeError,
+    TopicAlreadyExistsError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.checkpoint import Handover
@@ -103,6 +109,7 @@ class KafkaSource:
         except Exception as exc:
             raise BrokerUnavailableError(f"cannot create the consumer: {exc!r}") from exc
         self.timeout_ms = settings.kafka.request_timeout_ms
+        self.session_timeout_s = settings.kafka.session_timeout_ms / 1000
         self._held: set[TopicPartition] = set()  # as of the last handover
         self._committed: dict[TopicPartition, int] = {}  # this worker's last commit of each
         self._rebalanced = False
@@ -115,7 +122,7 @@ class KafkaSource:
         return [record for records in batches.values() for record in records]
 
     def handover(self) -> Handover | None:
-        """The partitions lost and gained since the last call (None: no rebalance since).
+        """The partitions lost and gained since the last call (None: nothing moved).
 
         A partition kept through a rebalance counts as gained (and lost) when someone else
         committed it meanwhile: this worker's state of it is then out of date.
@@ -138,6 +145,8 @@ class KafkaSource:
         lost = (self._held - now) | {tp for tp in self._held if (tp.topic, tp.partition) in gained}
         self._held, self._rebalanced = now, False
         self._committed = {tp: o for tp, o in self._committed.items() if tp in now}
+        if not lost and not gained:
+            return None  # a rebalance that left this worker's partitions where they were
         return Handover(frozenset((tp.topic, tp.partition) for tp in lost), gained)
 
     def commit(
@@ -165,12 +174,27 @@ class KafkaSource:
                 )
                 self.consumer.commit({tp: OffsetAndMetadata(o.offset, "", -1)
                                       for tp, o in commit.items()})  # fmt: skip
+        except CommitFailedError as exc:
+            # Not a failure of this worker: the group moved on without it (a session that
+            # expired, a rebalance). The batch's alerts are out; whoever holds each partition
+            # now reads on from its last commit, with the state committed there.
+            log.warning("offsets not committed, the group rebalanced meanwhile: %s", exc)
+            return
         except KafkaError as exc:
             raise CommitError(f"offset commit failed: {exc!r}") from exc
         self._committed.update((tp, o.offset) for tp, o in commit.items())
 
     def assigned(self) -> bool:
         return bool(self.consumer.assignment())
+
+    def connected(self) -> bool:
+        """False once no heartbeat has gone to the group coordinator for a session timeout:
+        the brokers are away (kafka-python keeps the assignment through an outage)."""
+        metrics = self.consumer.metrics() or {}
+        ago = metrics.get("consumer-coordinator-metrics", {}).get("last-heartbeat-seconds-ago")
+        # infinite: no heartbeat since the group was joined (the first comes a third of a
+        # session timeout later), and joining is contact enough
+        return ago is None or math.isinf(ago) or ago <= self.session_timeout_s
 
     def lag(self) -> dict[tuple[str, int], int]:
         """Records between the position and the last known end of each assigned partition."""
@@ -197,6 +221,9 @@ class _Rebalanced:
     def on_partitions_revoked(self, revoked: object) -> None:
         pass
 
+    def on_partitions_lost(self, lost: object) -> None:
+        """Taken away without a revocation (the member was dropped from the group)."""
+
     def on_partitions_assigned(self, assigned: object) -> None:
         self.source._rebalanced = True
 
@@ -215,22 +242,37 @@ class KafkaSink:
             raise BrokerUnavailableError(f"cannot create the producer: {exc!r}") from exc
 
     def publish(self, messages: Sequence[Outbound]) -> None:
-        """Send all, flush, and raise PublishError unless every message was acknowledged."""
+        """Send all and wait for the acks; PublishError, holding the messages still
+        unacknowledged, unless every one was acknowledged."""
         if not messages:
             return
+        futures = []
         try:
-            futures = [self.producer.send(m.topic, key=m.key, value=m.value) for m in messages]
+            for m in messages:
+                futures.append(self.producer.send(m.topic, key=m.key, value=m.value))
             self.producer.flush(timeout=self.timeout_s)
-        except Exception as exc:  # whatever the client raises, the batch was not published
-            raise PublishError(f"publishing {len(messages)} messages failed: {exc!r}") from exc
-        for future in futures:
-            if not future.is_done:
-                raise PublishError(f"no ack within {self.timeout_s} s for {len(messages)} messages")
-            if future.failed():
-                raise PublishError(f"the broker refused a message: {future.exception!r}")
+        except Exception as exc:  # whatever the client raises, these were not all published
+            sent = len(futures)
+            pending = [m for m, f in zip(messages[:sent], futures, strict=True) if not _acked(f)]
+            pending += messages[sent:]
+            raise PublishError(
+                f"publishing {len(messages)} messages failed: {exc!r}", pending
+            ) from exc
+        pending = [m for m, f in zip(messages, futures, strict=True) if not _acked(f)]
+        if pending:
+            failed = next((f.exception for f in futures if f.is_done and f.failed()), None)
+            why = (
+                f"the broker refused: {failed!r}" if failed else f"no ack within {self.timeout_s} s"
+            )
+            raise PublishError(f"{len(pending)} of {len(messages)} messages unpublished: {why}",
+                               pending)  # fmt: skip
 
     def close(self) -> None:
         self.producer.close(timeout=self.timeout_s)
+
+
+def _acked(future: Any) -> bool:
+    return bool(future.is_done and future.succeeded())
 
 
 class TopicReader:

@@ -22,7 +22,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -62,6 +62,8 @@ class LocalBroker:
     processes: list[subprocess.Popen[bytes]]
     api_version: str | None = None
     ssl_port: int | None = None  # a TLS listener beside the plaintext one, where started
+    # starts the broker process again on the same data (persistent brokers only)
+    relaunch: Callable[[], subprocess.Popen[bytes]] | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -80,13 +82,29 @@ class LocalBroker:
     def stop(self, timeout_s: float = 20.0) -> None:
         """Stop the processes in reverse order (SIGTERM, then SIGKILL after `timeout_s`)."""
         for process in reversed(self.processes):
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout_s)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
+            self.stop_process(process, timeout_s)
+
+    def stop_broker(self, timeout_s: float = 30.0) -> None:
+        """Stop the broker process only (ZooKeeper and the data stay), as an outage would."""
+        if self.relaunch is None:
+            raise BrokerError("this broker keeps no data to start again from")
+        self.stop_process(self.processes[-1], timeout_s)
+
+    def start_broker(self) -> None:
+        """Start the broker process again after `stop_broker`, on the same port and data."""
+        if self.relaunch is None:
+            raise BrokerError("this broker keeps no data to start again from")
+        self.processes[-1] = self.relaunch()
+
+    @staticmethod
+    def stop_process(process: subprocess.Popen[bytes], timeout_s: float) -> None:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
 
     def __enter__(self) -> LocalBroker:
         return self
@@ -154,25 +172,30 @@ def start_kafka09(
         "auto.create.topics.enable=true\ngroup.min.session.timeout.ms=1000\n"
     )
     env = {**os.environ, "KAFKA_HEAP_OPTS": "-Xmx384m -Xms64m", "LOG_DIR": str(directory)}
+
+    def launch(main_class: str, config: str, name: str, wait_port: int) -> subprocess.Popen[bytes]:
+        with (directory / f"{name}.out").open("ab") as out:
+            command = [str(runner), main_class, str(directory / config)]
+            process = subprocess.Popen(
+                command, stdout=out, stderr=out, env=env, start_new_session=True
+            )
+        wait_for_port(wait_port, process, name, timeout_s)
+        if name == "kafka" and ssl_port is not None:
+            wait_for_port(ssl_port, process, "kafka (TLS)", timeout_s)
+        return process
+
     processes: list[subprocess.Popen[bytes]] = []
     try:
-        for main_class, config, name, wait_port in (
-            ("org.apache.zookeeper.server.quorum.QuorumPeerMain", "zookeeper.properties",
-             "zookeeper", zk_port),
-            ("kafka.Kafka", "server.properties", "kafka", port),
-        ):  # fmt: skip
-            out = (directory / f"{name}.out").open("ab")
-            command = [str(runner), main_class, str(directory / config)]
-            processes.append(
-                subprocess.Popen(command, stdout=out, stderr=out, env=env, start_new_session=True)
-            )
-            wait_for_port(wait_port, processes[-1], name, timeout_s)
+        processes.append(launch("org.apache.zookeeper.server.quorum.QuorumPeerMain",
+                                "zookeeper.properties", "zookeeper", zk_port))  # fmt: skip
+        processes.append(launch("kafka.Kafka", "server.properties", "kafka", port))
     except BaseException:
         LocalBroker(port, processes).stop()
         raise
-    if ssl_port is not None:
-        wait_for_port(ssl_port, processes[-1], "kafka (TLS)", timeout_s)
-    return LocalBroker(port, processes, api_version="0.9", ssl_port=ssl_port)
+    return LocalBroker(
+        port, processes, api_version="0.9", ssl_port=ssl_port,
+        relaunch=lambda: launch("kafka.Kafka", "server.properties", "kafka", port),
+    )  # fmt: skip
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout_s: float) -> None:

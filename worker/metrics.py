@@ -142,8 +142,10 @@ class Metrics:
             "released with a lost one, or unsaved (over the commit metadata limit).",
             ["event"], registry=r,
         )  # fmt: skip
-        self.ready = Gauge("anomaly_ready", "1 when a model is loaded and partitions assigned.",
-                           registry=r)  # fmt: skip
+        self.ready = Gauge(
+            "anomaly_ready", "1 when a model is loaded, partitions assigned, brokers answering.",
+            registry=r,
+        )  # fmt: skip
         self.last_batch = Gauge(
             "anomaly_last_batch_timestamp_seconds", "When the last batch was committed.",
             registry=r,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from worker.checkpoint import Handover
-from worker.errors import BrokerUnavailableError, ExitCode, FatalError
+from worker.errors import BrokerUnavailableError, CommitError, ExitCode, FatalError, PublishError
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
 from worker.model import ModelStore
@@ -42,6 +42,7 @@ class Source(Protocol):
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None: ...
     def assigned(self) -> bool: ...
+    def connected(self) -> bool: ...
     def lag(self) -> dict[tuple[str, int], int]: ...
     def close(self) -> None: ...
 
@@ -121,6 +122,7 @@ class Worker:
                 elif source is None or sink is None:
                     sink = self._make_sink(self.settings)  # closed in `finally` if the next fails
                     source = self._make_source(self.settings)
+                    self.health.brokers_reachable = source.connected
                     idle_since = time.monotonic()
                     continue
                 else:
@@ -139,6 +141,7 @@ class Worker:
             return exc.exit_code
         finally:
             self.health.partitions_assigned = False
+            self.health.brokers_reachable = lambda: True
             self.metrics.ready.set(0)
             for closeable in (source, sink):
                 if closeable is not None:
@@ -171,19 +174,54 @@ class Worker:
                 span[1] = record.offset + 1
             log.debug("batch processed", extra={"offsets": spans})
         started = time.perf_counter()
-        sink.publish(result.messages)
+        pending = result.messages
+
+        def publish() -> None:
+            nonlocal pending
+            try:
+                sink.publish(pending)
+            except PublishError as exc:
+                pending = exc.pending or pending
+                raise
+
+        self._deliver("publishing the batch's alerts and dead letters", publish)
         publish_s = time.perf_counter() - started
         started = time.perf_counter()
         states, unsaved = self.processor.checkpoints(
             result.offsets, settings.kafka.commit_metadata_max_bytes
         )
-        source.commit(result.offsets, states)
+        self._deliver("committing the batch", lambda: source.commit(result.offsets, states))
         commit_s = time.perf_counter() - started
         metrics.checkpoint_assets.labels("unsaved").inc(unsaved)
         if not records:
             return False
         self._observe(result, len(records), poll_s, publish_s, commit_s, source)
         return True
+
+    def _deliver(self, what: str, attempt: Callable[[], None]) -> None:
+        """Publish or commit. When the brokers do not answer, try again (not ready meanwhile)
+        until they do or `outage_timeout_s` has passed; then the error ends the worker."""
+        deadline = time.monotonic() + self.settings.kafka.outage_timeout_s
+        backoff = 0.1  # doubling to 1 s between attempts
+        while True:
+            try:
+                attempt()
+            except (PublishError, CommitError) as exc:
+                if time.monotonic() >= deadline or self._stop.is_set():
+                    raise
+                if not self.health.outage:
+                    log.warning("%s failed, trying again for up to %.0f s: %s", what,
+                                self.settings.kafka.outage_timeout_s, exc)  # fmt: skip
+                    self.health.outage = True
+                    self.metrics.ready.set(0)
+                self.health.beat()  # waiting for the brokers is not a stalled loop
+                self._stop.wait(min(backoff, max(0.0, deadline - time.monotonic())))
+                backoff = min(1.0, 2 * backoff)
+                continue
+            if self.health.outage:
+                log.info("%s succeeded: the brokers answer again", what)
+                self.health.outage = False
+            return
 
     def _handed_over(self, handover: Handover, result: BatchResult) -> None:
         def names(tps: Iterable[tuple[str, int]]) -> str:

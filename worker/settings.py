@@ -43,6 +43,12 @@ class KafkaSettings(_Part):
     )
     request_timeout_ms: int = Field(default=30_000, ge=1000)
     flush_timeout_s: float = Field(default=30.0, gt=0)
+    outage_timeout_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="how long a batch's publish or commit is retried while the brokers do "
+        "not answer before the worker exits (0: not retried)",
+    )
     commit_metadata_max_bytes: int = Field(
         default=4096,
         ge=0,

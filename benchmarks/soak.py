@@ -1,0 +1,145 @@
+"""Soak: a long run at a steady high rate; RSS, latency and lag over time, nothing lost.
+
+    python -m benchmarks.soak [--rate R] [--minutes 10] [--interval 30]
+
+Offers `rate` records/s (default: 80% of the worker's rate in benchmarks/results/
+throughput.json, window 1) for `minutes`, paced in 5 ms ticks from a pool of simulator
+records made before the clock starts (2,000 pumps, cycled). The worker runs in its own process
+(benchmarks/roles.py soak) and reports, every `interval` seconds, the records committed in it,
+their latency from the producer's timestamp to the commit (median, p99), its RSS and its lag.
+At the end: every record produced was committed (the group's offsets against the count sent).
+The broker's RSS is sampled too (Tansu keeps everything in memory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from benchmarks.common import REPO, machine, train_model, wait_until, workdir, write_results
+from worker import local_broker
+from worker.kafka_io import committed_total, create_topics, make_producer
+from worker.settings import KafkaSettings
+from worker.simulator import Fleet
+
+POOL = 200_000  # records made up front and cycled
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.soak")
+    parser.add_argument("--rate", type=float, help="records/s (default: 80%% of the measured max)")
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--interval", type=float, default=30.0)
+    parser.add_argument("--assets", type=int, default=2000)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = parser.parse_args()
+    rate = args.rate or 0.8 * _max_rate(args.out)
+    total = int(rate * args.minutes * 60)
+    work = workdir("soak")
+    store = work / "store"
+    train_model(store, window=1)
+    fleet = Fleet(n_assets=args.assets, seed=11)
+    pool = list(fleet.records(POOL // args.assets))
+    with local_broker.start() as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+        topic = "soak-" + uuid.uuid4().hex[:6]
+        create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
+        ready = work / "ready"
+        role = subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.roles", "soak", "--bootstrap", broker.bootstrap,
+             "--topic", topic, "--group", "soak", "--store", str(store), "--records", str(total),
+             "--ready", str(ready), "--interval", str(args.interval)],
+            cwd=REPO, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        wait_until(ready.exists, 120, "the worker")
+        broker_rss: list[float] = []
+        sampler = threading.Thread(
+            target=_sample_rss, args=(broker.process.pid, args.interval, broker_rss), daemon=True
+        )
+        sampler.start()
+        print(f"offering {rate:,.0f} records/s for {args.minutes} minutes ({total:,} records)",
+              flush=True)  # fmt: skip
+        sent, seconds = _offer(kafka, topic, pool, rate, total)
+        out, _ = role.communicate(timeout=args.minutes * 60 + 900)
+        figures = json.loads(out.strip().splitlines()[-1])
+        committed = committed_total(kafka, "soak", topic)
+    samples = figures["samples"]
+    for sample, rss in zip(samples, broker_rss, strict=False):
+        sample["broker_rss_mb"] = rss
+    steady = samples[1:-1] or samples  # the first and last intervals are partly idle
+    results = {
+        "machine": machine(),
+        "offered_rate": round(rate),
+        "achieved_offered_rate": round(sent / seconds),
+        "minutes": args.minutes,
+        "produced": sent,
+        "committed": committed,
+        "lost": sent - committed,
+        "processed": figures["processed"],
+        "rss_mb": {"first": steady[0]["rss_mb"], "last": steady[-1]["rss_mb"],
+                   "max": max(s["rss_mb"] for s in samples)},
+        "p99_ms": {"first": steady[0]["p99_ms"], "last": steady[-1]["p99_ms"],
+                   "max": max(s["p99_ms"] for s in steady)},
+        "samples": samples,
+    }  # fmt: skip
+    rows = [
+        "| t (s) | records/s | median ms | p99 ms | worker RSS MB | lag | broker RSS MB |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for s in samples:
+        rows.append(f"| {s['t_s']} | {s['records_per_s']:,} | {s['median_ms']} | {s['p99_ms']} |"
+                    f" {s['rss_mb']} | {s['lag']:,} | {s.get('broker_rss_mb', '')} |")  # fmt: skip
+    rows.append(
+        f"\noffered {results['achieved_offered_rate']:,} records/s (asked {round(rate):,}); "
+        f"produced {sent:,}, committed {committed:,}, lost {sent - committed:,}"
+    )
+    write_results(args.out, "soak", results, "\n".join(rows))
+
+
+def _offer(
+    kafka: KafkaSettings, topic: str, pool: list[tuple[bytes, bytes]], rate: float, total: int
+) -> tuple[int, float]:
+    """Send `total` records at `rate`, paced in 5 ms ticks; (records sent, seconds taken)."""
+    producer = make_producer(kafka, linger_ms=5)
+    start, sent, tick, n = time.perf_counter(), 0, 0.005, len(pool)
+    while sent < total:  # by time t, rate * t records were sent
+        due = min(total, int((time.perf_counter() - start) * rate) + 1)
+        for i in range(sent, due):
+            key, value = pool[i % n]
+            producer.send(topic, key=b"steady-" + key, value=value)
+        sent = due
+        time.sleep(tick)  # pacing the offered load, not synchronising
+    producer.flush()
+    seconds = time.perf_counter() - start
+    producer.close()
+    return sent, seconds
+
+
+def _sample_rss(pid: int, interval: float, out: list[float]) -> None:
+    while True:
+        time.sleep(interval)  # the sampling period
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                out.append(round(int(line.split()[1]) / 1024, 1))
+
+
+def _max_rate(out: Path) -> float:
+    try:
+        measured = json.loads((out / "throughput.json").read_text())
+        return float(measured["windows"]["1"]["median"]["worker"]["records_per_s"])
+    except (OSError, KeyError, ValueError) as exc:
+        raise SystemExit("no benchmarks/results/throughput.json: give --rate") from exc
+
+
+if __name__ == "__main__":
+    main()
