@@ -62,7 +62,7 @@ bench: install
 	$(BIN)/python -m benchmarks.scaling
 
 # Ten minutes at 80% of the measured rate (RATE=records/s to choose): RSS, latency, lag, loss.
-soak: install
+soak: install kafka09
 	$(BIN)/python -m benchmarks.soak $(if $(RATE),--rate $(RATE))
 
 # Detection quality on SKAB through broker and worker (a few minutes); SKAB=dir to change.

@@ -91,10 +91,16 @@ def fleet_records(n: int, assets: int, seed: int = 7) -> list[tuple[bytes, bytes
 
 
 def worker_settings(
-    bootstrap: str, topic: str, group: str, store: Path, batch_size: int
+    bootstrap: str,
+    topic: str,
+    group: str,
+    store: Path,
+    batch_size: int,
+    api_version: str | None = None,
 ) -> WorkerSettings:
     return WorkerSettings(
-        kafka={"bootstrap_servers": bootstrap, "session_timeout_ms": 6000},
+        kafka={"bootstrap_servers": bootstrap, "session_timeout_ms": 6000,
+               "api_version": api_version},
         topics={"input": topic, "alerts": f"{topic}-alerts", "dead_letters": f"{topic}-dlq",
                 "group": group},
         batch={"size": batch_size, "max_wait_ms": 100},

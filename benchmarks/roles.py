@@ -46,6 +46,7 @@ def main() -> None:
     parser.add_argument("--ready", type=Path)
     parser.add_argument("--max-assets", type=int, default=100_000)
     parser.add_argument("--interval", type=float, default=30.0)
+    parser.add_argument("--api-version", help="the broker's protocol version (0.9: Kafka 0.9)")
     args = parser.parse_args()
     roles = {"ceiling": ceiling, "worker": worker, "member": member, "latency": latency,
              "memory": memory, "soak": soak}  # fmt: skip
@@ -55,7 +56,9 @@ def main() -> None:
 
 def ceiling(args: argparse.Namespace) -> dict[str, Any]:
     """A bare consumer with the worker's consumer settings: read and discard."""
-    settings = worker_settings(args.bootstrap, args.topic, args.group, Path(), args.batch_size)
+    settings = worker_settings(
+        args.bootstrap, args.topic, args.group, Path(), args.batch_size, args.api_version
+    )
     consumer = make_consumer(settings.kafka, args.group, max_poll_records=args.batch_size)
     consumer.subscribe([args.topic])
     got, started, cpu = 0, 0.0, 0.0
@@ -71,7 +74,9 @@ def ceiling(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _worker(args: argparse.Namespace, **batch: Any) -> tuple[Worker, WorkerSettings]:
-    settings = worker_settings(args.bootstrap, args.topic, args.group, args.store, args.batch_size)
+    settings = worker_settings(
+        args.bootstrap, args.topic, args.group, args.store, args.batch_size, args.api_version
+    )
     if batch:
         settings = settings.model_copy(update={"alerts": settings.alerts.model_copy(update=batch)})
     return Worker(settings, Metrics(CollectorRegistry()), serve_http=False), settings
@@ -120,8 +125,12 @@ class _Timed:
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[SourceRecord]:
         records = self.source.poll(timeout_ms, max_records)
         for r in records:
-            phase = "burst" if (r.key or b"").startswith(b"burst") else "steady"
-            self.pending.append((phase, getattr(r, "timestamp", 0) / 1000))
+            key = r.key or b""
+            phase = "burst" if key.startswith(b"burst") else "steady"
+            stamp = getattr(r, "timestamp", -1)
+            if stamp is None or stamp <= 0:  # a broker without timestamps (Kafka 0.9): the
+                stamp = int(key.split(b"-", 2)[1]) / 1000  # producer put its clock (µs) in the key
+            self.pending.append((phase, stamp / 1000))
         return records
 
     def handover(self) -> Handover | None:
@@ -157,7 +166,9 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
         timed.append(_Timed(KafkaSource(settings)))
         return timed[0]
 
-    settings = worker_settings(args.bootstrap, args.topic, args.group, args.store, args.batch_size)
+    settings = worker_settings(
+        args.bootstrap, args.topic, args.group, args.store, args.batch_size, args.api_version
+    )
     w = Worker(settings, Metrics(CollectorRegistry()), source=source, serve_http=False)
     gc.freeze()
     thread = threading.Thread(target=w.run)
@@ -188,7 +199,9 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
         timed.append(_Timed(KafkaSource(settings)))
         return timed[0]
 
-    settings = worker_settings(args.bootstrap, args.topic, args.group, args.store, args.batch_size)
+    settings = worker_settings(
+        args.bootstrap, args.topic, args.group, args.store, args.batch_size, args.api_version
+    )
     w = Worker(settings, Metrics(CollectorRegistry()), source=source, serve_http=False)
     gc.freeze()
     thread = threading.Thread(target=w.run)

@@ -6,7 +6,9 @@ Offers `rate` records/s (default: 80% of the worker's rate in benchmarks/results
 throughput.json, window 1) for `minutes`, paced in 5 ms ticks from a pool of simulator
 records made before the clock starts (2,000 pumps, cycled). The worker runs in its own process
 (benchmarks/roles.py soak) and reports, every `interval` seconds, the records committed in it,
-their latency from the producer's timestamp to the commit (median, p99), its RSS and its lag.
+their latency from the producer's timestamp to the commit (median, p99), its RSS and its lag;
+beside them the rate actually offered and how long records waited in the producer's buffer
+(part of the latency, and the sign of a machine that cannot offer the load).
 At the end: every record produced was committed (the group's offsets against the count sent).
 The broker's RSS is sampled too (Tansu keeps everything in memory).
 """
@@ -20,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 from benchmarks.common import REPO, machine, train_model, wait_until, workdir, write_results
@@ -37,24 +40,35 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--assets", type=int, default=2000)
+    parser.add_argument(
+        "--broker", choices=["kafka09", "tansu"], default="kafka09",
+        help="Apache Kafka 0.9 keeps its log on disk (make kafka09); Tansu keeps everything "
+        "in memory and slows as it grows: its latency rises over a long run",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = parser.parse_args()
-    rate = args.rate or 0.8 * _max_rate(args.out)
+    rate = args.rate or 0.8 * _max_rate(REPO / "benchmarks" / "results")
     total = int(rate * args.minutes * 60)
     work = workdir("soak")
     store = work / "store"
     train_model(store, window=1)
     fleet = Fleet(n_assets=args.assets, seed=11)
     pool = list(fleet.records(POOL // args.assets))
-    with local_broker.start() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    started = (
+        local_broker.start() if args.broker == "tansu"
+        else local_broker.start_kafka09(work / "kafka09")
+    )  # fmt: skip
+    with started as broker:
+        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, api_version=broker.api_version)
         topic = "soak-" + uuid.uuid4().hex[:6]
-        create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
+        if broker.api_version is None:  # Kafka 0.9 creates them on first use (3 partitions)
+            create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
         ready = work / "ready"
+        version = ["--api-version", broker.api_version] if broker.api_version else []
         role = subprocess.Popen(
             [sys.executable, "-m", "benchmarks.roles", "soak", "--bootstrap", broker.bootstrap,
              "--topic", topic, "--group", "soak", "--store", str(store), "--records", str(total),
-             "--ready", str(ready), "--interval", str(args.interval)],
+             "--ready", str(ready), "--interval", str(args.interval), *version],
             cwd=REPO, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         wait_until(ready.exists, 120, "the worker")
@@ -65,16 +79,21 @@ def main() -> None:
         sampler.start()
         print(f"offering {rate:,.0f} records/s for {args.minutes} minutes ({total:,} records)",
               flush=True)  # fmt: skip
-        sent, seconds = _offer(kafka, topic, pool, rate, total)
+        sent, seconds, offered = _offer(kafka, topic, pool, rate, total, args.interval,
+                                        stamp_keys=broker.api_version is not None)  # fmt: skip
         out, _ = role.communicate(timeout=args.minutes * 60 + 900)
         figures = json.loads(out.strip().splitlines()[-1])
         committed = committed_total(kafka, "soak", topic)
     samples = figures["samples"]
     for sample, rss in zip(samples, broker_rss, strict=False):
         sample["broker_rss_mb"] = rss
+    for sample, producer in zip(samples, offered, strict=False):
+        sample["offered_per_s"] = producer["records_per_s"]
+        sample["producer_queue_ms"] = producer["queue_ms_avg"]
     steady = samples[1:-1] or samples  # the first and last intervals are partly idle
     results = {
         "machine": machine(),
+        "broker": args.broker,
         "offered_rate": round(rate),
         "achieved_offered_rate": round(sent / seconds),
         "minutes": args.minutes,
@@ -89,11 +108,13 @@ def main() -> None:
         "samples": samples,
     }  # fmt: skip
     rows = [
-        "| t (s) | records/s | median ms | p99 ms | worker RSS MB | lag | broker RSS MB |",
-        "|---|---|---|---|---|---|---|",
+        "| t (s) | offered/s | committed/s | median ms | p99 ms | producer queue ms | worker "
+        "RSS MB | lag | broker RSS MB |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in samples:
-        rows.append(f"| {s['t_s']} | {s['records_per_s']:,} | {s['median_ms']} | {s['p99_ms']} |"
+        rows.append(f"| {s['t_s']} | {s.get('offered_per_s', '')} | {s['records_per_s']:,} |"
+                    f" {s['median_ms']} | {s['p99_ms']} | {s.get('producer_queue_ms', '')} |"
                     f" {s['rss_mb']} | {s['lag']:,} | {s.get('broker_rss_mb', '')} |")  # fmt: skip
     rows.append(
         f"\noffered {results['achieved_offered_rate']:,} records/s (asked {round(rate):,}); "
@@ -103,22 +124,51 @@ def main() -> None:
 
 
 def _offer(
-    kafka: KafkaSettings, topic: str, pool: list[tuple[bytes, bytes]], rate: float, total: int
-) -> tuple[int, float]:
-    """Send `total` records at `rate`, paced in 5 ms ticks; (records sent, seconds taken)."""
+    kafka: KafkaSettings,
+    topic: str,
+    pool: list[tuple[bytes, bytes]],
+    rate: float,
+    total: int,
+    interval: float,
+    stamp_keys: bool,
+) -> tuple[int, float, list[dict[str, float]]]:
+    """Send `total` records at `rate`, paced in 5 ms ticks: (records sent, seconds taken, and
+    every `interval` seconds the rate sent and how long records waited in the producer's
+    buffer before they went to the broker: time that counts in the measured latency).
+
+    `stamp_keys`: the broker keeps no timestamps (Kafka 0.9), so the send time (µs) goes into
+    the key, and the partition is chosen from the pump's id as the key would have chosen it.
+    """
     producer = make_producer(kafka, linger_ms=5)
+    partitions = len(producer.partitions_for(topic)) if stamp_keys else 0
+    chosen = [zlib.crc32(key) % partitions if partitions else None for key, _ in pool]
     start, sent, tick, n = time.perf_counter(), 0, 0.005, len(pool)
+    samples: list[dict[str, float]] = []
+    next_sample, sent_then = start + interval, 0
     while sent < total:  # by time t, rate * t records were sent
-        due = min(total, int((time.perf_counter() - start) * rate) + 1)
+        now = time.perf_counter()
+        due = min(total, int((now - start) * rate) + 1)
         for i in range(sent, due):
             key, value = pool[i % n]
-            producer.send(topic, key=b"steady-" + key, value=value)
+            if stamp_keys:
+                stamped = b"steady-%d-" % (time.time_ns() // 1000) + key
+                producer.send(topic, key=stamped, value=value, partition=chosen[i % n])
+            else:
+                producer.send(topic, key=b"steady-" + key, value=value)
         sent = due
+        if now >= next_sample:
+            queue = (producer.metrics() or {}).get("producer-metrics", {})
+            samples.append({  # kafka-python records these in seconds (monotonic clock)
+                "records_per_s": round((sent - sent_then) / interval),
+                "queue_ms_avg": round(1000 * float(queue.get("record-queue-time-avg", 0)), 1),
+                "queue_ms_max": round(1000 * float(queue.get("record-queue-time-max", 0)), 1),
+            })  # fmt: skip
+            next_sample, sent_then = next_sample + interval, sent
         time.sleep(tick)  # pacing the offered load, not synchronising
     producer.flush()
     seconds = time.perf_counter() - start
     producer.close()
-    return sent, seconds
+    return sent, seconds, samples
 
 
 def _sample_rss(pid: int, interval: float, out: list[float]) -> None:

@@ -167,3 +167,28 @@ def test_a_lost_partition_is_forgotten_and_the_gaining_worker_resolves_its_open_
         mine = [e for e in events if e["asset_id"] == asset_id]
         assert mine[0]["type"] == "resolve"
         assert mine[0]["episode_id"] == episode_id
+
+
+def test_in_an_alert_storm_what_fits_is_written_at_most_once_a_second(
+    model: Artifact,
+) -> None:
+    fleet = Fleet(n_assets=6, seed=3)
+    records = as_records(fleet.records(400, fleet.faults(400, first=60, length=300)), partitions=1)
+    now = [0.0]
+    p = BatchProcessor(TOPICS, BatchSettings(), AlertSettings(), clock=lambda: now[0])
+    p.set_model(model)
+    chunks = batches(records, 97)
+    for chunk in chunks[:12]:
+        p.process(chunk)
+    assert p.open_episodes >= 3
+    part = [("in", 0)]
+    first, unsaved = p.checkpoints(part, max_bytes=200)  # room for one or two
+    assert unsaved > 0
+    assert 0 < len(decode(first[("in", 0)])) < p.open_episodes
+    p.process(chunks[12])  # the episodes go on: their state changes
+    again, _ = p.checkpoints(part, max_bytes=200)
+    assert again == first  # within the second: the partial text is not written anew
+    now[0] += 1.5
+    later, _ = p.checkpoints(part, max_bytes=200)
+    assert later != first
+    assert decode(later[("in", 0)]).keys() <= {a for a, s in p.assets if s.rules.episode}

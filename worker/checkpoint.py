@@ -49,17 +49,31 @@ class CheckpointError(ValueError):
     """The committed text is not a checkpoint this version can read."""
 
 
-def encode(states: Iterable[tuple[str, RuleState]], max_bytes: int) -> tuple[str, int]:
-    """The text for one partition's assets, and how many assets did not fit in `max_bytes`."""
-    rows = [_row(asset_id, rules) for asset_id, rules in states]
+# A saved asset takes at least this many bytes of text: more candidates than fit are not even
+# written out (the cost of a checkpoint stays bounded in an alert storm).
+_MIN_ROW_BYTES = 24
+
+
+def encode(
+    states: Iterable[tuple[str, RuleState]], max_bytes: int, guess: int | None = None
+) -> tuple[str, int]:
+    """The text for one partition's assets, and how many assets did not fit in `max_bytes`.
+    `guess`: how many fitted last time (where to start when not all do)."""
+    candidates = list(states)
     # what to keep first when the text is too long: open episodes, then the latest runs
-    rows.sort(key=_priority, reverse=True)
-    kept = len(rows)
-    while True:
+    candidates.sort(key=_priority, reverse=True)
+    kept = min(len(candidates), max_bytes // _MIN_ROW_BYTES)
+    if guess is not None and guess < kept:
+        kept = guess + max(1, guess // 10)  # a little more room than last time
+    rows = [_row(asset_id, rules) for asset_id, rules in candidates[:kept]]
+    for _ in range(4):
         text = _pack(rows[:kept])
-        if len(text) <= max_bytes or kept == 0:
-            return (text if len(text) <= max_bytes else ""), len(rows) - kept
-        kept = min(kept - 1, kept * max_bytes // len(text))
+        if len(text) <= max_bytes:
+            return text, len(candidates) - kept
+        kept = min(kept - 1, int(kept * max_bytes / len(text) * 0.95))
+        if kept <= 0:
+            break
+    return "", len(candidates)
 
 
 def decode(text: str | None) -> dict[str, RuleState]:
@@ -75,15 +89,17 @@ def decode(text: str | None) -> dict[str, RuleState]:
         raise CheckpointError(f"unreadable checkpoint: {exc}") from exc
 
 
-def _priority(row: list[Any]) -> tuple[bool, int]:
+def _priority(candidate: tuple[str, RuleState]) -> tuple[bool, datetime]:
     """Open episodes before runs and raised thresholds, the latest (episode end, run start)
     first."""
-    run, saved = row[3], row[5]
-    return saved is not None, saved[3] if saved is not None else run[0] if run else 0
+    rules = candidate[1]
+    if rules.episode is not None:
+        return True, rules.episode.ended_at
+    return False, rules.run_start[0] if rules.run_start is not None else _EPOCH
 
 
 def _pack(rows: list[list[Any]]) -> str:
-    packed = zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 9)
+    packed = zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 6)
     return PREFIX + base64.b64encode(packed).decode()
 
 
@@ -131,7 +147,8 @@ def _ref(ref: SourceRef) -> list[Any]:
 
 
 def _us(ts: datetime) -> int:
-    return (ts - _EPOCH) // _US
+    """Microseconds since the epoch, exactly (below 2**53, float seconds round back)."""
+    return round(ts.timestamp() * 1_000_000)
 
 
 def _ts(us: Any) -> datetime:

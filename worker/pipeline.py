@@ -18,7 +18,7 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 
-from worker.alerts import Episode, EventContext, EventType, RuleState, SourceRef, event_json
+from worker.alerts import Episode, EventContext, EventType, SourceRef, event_json
 from worker.assets import AssetState, AssetTable
 from worker.checkpoint import CheckpointError, Handover, decode, encode
 from worker.model import Artifact
@@ -75,6 +75,11 @@ class BatchResult:
     score_s: float = 0.0
 
 
+# A partition whose assets' alert state does not all fit in its commit (an alert storm) saves
+# what fits at most this often: the text is lossy anyway, and writing it out for hundreds of
+# open episodes at every batch would halve the worker's rate when it is needed most.
+OVERFLOW_REFRESH_S = 1.0
+
 # A record with a full window: its index in the batch, its asset's state and id, its time.
 _Scoring = tuple[int, AssetState, str, datetime]
 
@@ -102,9 +107,12 @@ class BatchProcessor:
         self.open_episodes = 0
         # assets whose alert state is not idle (a run above the threshold, an open episode, a
         # raised threshold): the only ones a checkpoint has to save
-        self._tracked: dict[str, AssetState] = {}
+        # (partition -> asset id -> state)
+        self._tracked: dict[int, dict[str, AssetState]] = {}
         # the next offset of each partition, as of the last batch that read it
         self._positions: dict[tuple[str, int], int] = {}
+        # partitions whose assets' state did not all fit: (text, assets in it, when written)
+        self._overflow: dict[int, tuple[str, int, float]] = {}
 
     def set_model(self, artifact: Artifact) -> None:
         """Score with `artifact` from the next batch on; windows restart if their shape changes."""
@@ -190,9 +198,9 @@ class BatchProcessor:
             ref = SourceRef(record.topic, record.partition, record.offset)
             change = rules.observe(ts, ref, score, is_above, k, m, self.alerts.end_drop)
             if rules.idle:
-                tracked.pop(asset_id, None)
+                tracked.get(state.partition, {}).pop(asset_id, None)
             else:
-                tracked[asset_id] = state
+                tracked.setdefault(state.partition, {})[asset_id] = state
             if change is not None:
                 kind, episode = change
                 event = (kind, episode, asset_id, ts, ref, score, scores.shares[i])
@@ -203,13 +211,22 @@ class BatchProcessor:
         self, partitions: Iterable[tuple[str, int]], max_bytes: int
     ) -> tuple[dict[tuple[str, int], str], int]:
         """The text to commit with each partition's offset (its assets' alert state), and how
-        many assets did not fit in `max_bytes` per partition (0: save nothing)."""
-        by_partition: dict[int, list[tuple[str, RuleState]]] = {}
-        for asset_id, state in self._tracked.items():
-            by_partition.setdefault(state.partition, []).append((asset_id, state.rules))
-        texts, unsaved = {}, 0
+        many assets did not fit in `max_bytes` per partition (0: save nothing). Where not all
+        fit, the text is written anew at most every OVERFLOW_REFRESH_S seconds."""
+        texts, unsaved, now = {}, 0, self.clock()
         for tp in partitions:
-            text, left_out = encode(by_partition.get(tp[1], ()), max_bytes)
+            held = self._tracked.get(tp[1], {})
+            overflow = self._overflow.get(tp[1])
+            if overflow is not None and now - overflow[2] < OVERFLOW_REFRESH_S:
+                text, left_out = overflow[0], max(0, len(held) - overflow[1])
+            else:
+                states = [(a, s.rules) for a, s in held.items() if s.partition == tp[1]]
+                fitted = overflow[1] if overflow is not None else None
+                text, left_out = encode(states, max_bytes, fitted)
+                if left_out:
+                    self._overflow[tp[1]] = (text, len(states) - left_out, now)
+                else:
+                    self._overflow.pop(tp[1], None)
             texts[tp] = text
             unsaved += left_out
         return texts, unsaved
@@ -218,12 +235,12 @@ class BatchProcessor:
         lost = {partition for _, partition in handover.lost}
         if lost:
             gone = [asset_id for asset_id, state in self.assets if state.partition in lost]
-            for asset_id in gone:
-                state = self._tracked.pop(asset_id, None)
-                if state is not None and state.rules.episode is not None:
-                    self.open_episodes -= 1
             self.assets.drop(gone)
             result.released += len(gone)
+            for partition in lost:
+                held = self._tracked.pop(partition, {})
+                self.open_episodes -= sum(s.rules.episode is not None for s in held.values())
+                self._overflow.pop(partition, None)
             for tp in handover.lost:
                 self._positions.pop(tp, None)
         for tp, text in handover.gained.items():
@@ -240,7 +257,7 @@ class BatchProcessor:
                 if state.rules.episode is not None:
                     self.open_episodes -= 1
                 state.rules, state.partition = rules, tp[1]
-                self._tracked[asset_id] = state
+                self._tracked.setdefault(tp[1], {})[asset_id] = state
                 self.open_episodes += rules.episode is not None
             result.restored += len(saved)
 
@@ -266,7 +283,7 @@ class BatchProcessor:
         self, asset_id: str, state: AssetState, context: EventContext, result: BatchResult
     ) -> None:
         """An evicted asset's open episode is resolved now, marked so, rather than forgotten."""
-        if self._tracked.pop(asset_id, None) is not None:
+        if self._tracked.get(state.partition, {}).pop(asset_id, None) is not None:
             # its partition's saved state changes: commit it again even if no record came
             tp = (self.topics.input, state.partition)
             if tp not in result.offsets and tp in self._positions:
