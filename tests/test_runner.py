@@ -214,7 +214,10 @@ def test_without_a_model_it_waits_not_ready_then_serves_the_first_published(
         wait_until(lambda: worker.health.last_beat > 0)
         assert not worker.health.ready
         assert source.committed == {}  # nothing consumed without a model
-        shutil.copytree(store, empty)  # the training job publishes
+        # the training job publishes: whole, in one rename, as ModelStore does (a copy that the
+        # watcher saw half-made would be refused, rightly, and not tried again)
+        shutil.copytree(store, tmp_path / "staging")
+        (tmp_path / "staging").rename(empty)
         wait_until(lambda: sum(source.committed.values()) == len(source.records))
         assert worker.health.ready
     finally:
