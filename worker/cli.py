@@ -6,7 +6,8 @@
 
 Settings come from WORKER_* environment variables (see the README's configuration table).
 Exit codes: 0 stopped cleanly; 2 bad setting; 4 model refused; 5 publishing failed;
-6 commit failed; 7 brokers unavailable; 130 second interrupt.
+6 commit failed; 7 brokers unavailable; 8 a compression codec's library is missing;
+9 a batch the client cannot read; 130 second interrupt.
 """
 
 from __future__ import annotations
@@ -48,9 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_model(settings)
     import gc
 
+    from worker.errors import CodecUnavailableError
+    from worker.kafka_io import check_codecs
     from worker.runner import Worker
 
     log.info("starting with settings %s", settings.masked())
+    try:
+        check_codecs()
+    except CodecUnavailableError as exc:
+        log.error("fatal: %s", exc)
+        return exc.exit_code
     worker = Worker(settings)
     # Start-up objects (torch, the model) never die: keep the collector from rescanning them.
     gc.freeze()

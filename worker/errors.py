@@ -2,8 +2,10 @@
 
 A bad record is never fatal (it is dead-lettered). These are: the batch's results could not
 be published, or its offsets could not be committed, for longer than the brokers may be away
-(`WORKER_KAFKA__OUTAGE_TIMEOUT_S`). The batch is then not committed, the process exits with
-the code below, Kubernetes restarts it, and the batch is read again.
+(`WORKER_KAFKA__OUTAGE_TIMEOUT_S`); the image lacks a compression codec's library; the client
+cannot read a batch at all (its records cannot be dead-lettered, since they cannot be read).
+The batch is then not committed, the process exits with the code below, Kubernetes restarts
+it, and the batch is read again.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ class ExitCode(IntEnum):
     PUBLISH_FAILED = 5
     COMMIT_FAILED = 6
     BROKER_UNAVAILABLE = 7
+    CODEC_UNAVAILABLE = 8
+    UNREADABLE_BATCH = 9
     INTERRUPTED = 130
 
 
@@ -55,3 +59,23 @@ class BrokerUnavailableError(FatalError):
     """The consumer or producer could not be created (brokers unreachable, bad credentials)."""
 
     exit_code = ExitCode.BROKER_UNAVAILABLE
+
+
+class CodecUnavailableError(FatalError):
+    """A compression codec Kafka defines cannot be read by this installation (found at start,
+    before any batch is read)."""
+
+    exit_code = ExitCode.CODEC_UNAVAILABLE
+
+
+class UnreadableBatchError(FatalError):
+    """The Kafka client cannot decode a fetched batch (an unknown codec, a corrupt batch):
+    none of its records can be read, so none can be scored or dead-lettered."""
+
+    exit_code = ExitCode.UNREADABLE_BATCH
+
+    def __init__(
+        self, message: str, topic: str | None, partition: int | None, offset: int | None
+    ) -> None:
+        super().__init__(message)
+        self.topic, self.partition, self.offset = topic, partition, offset

@@ -2,6 +2,10 @@
 
 Records are read as raw bytes (no deserializer in the client) with auto-commit off; offsets
 are committed explicitly, after the batch's messages were acknowledged.
+
+Every compression codec Kafka defines is read (gzip, snappy, lz4, zstd): `check_codecs` proves
+it at start, and a batch the client still cannot decode ends the reader with
+UnreadableBatchError naming where it lies (`poll_records`), never with a bare traceback.
 """
 
 from __future__ import annotations
@@ -18,18 +22,105 @@ from kafka import ConsumerRebalanceListener, KafkaAdminClient, KafkaConsumer, Ka
 from kafka.admin import NewTopic
 from kafka.errors import (
     CommitFailedError,
+    CorruptRecordError,
     KafkaError,
     OffsetMetadataTooLargeError,
     TopicAlreadyExistsError,
+    UnsupportedCodecError,
 )
+from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from worker.checkpoint import Handover
-from worker.errors import BrokerUnavailableError, CommitError, PublishError
+from worker.errors import (
+    BrokerUnavailableError,
+    CodecUnavailableError,
+    CommitError,
+    PublishError,
+    UnreadableBatchError,
+)
 from worker.pipeline import Outbound, SourceRecord
 from worker.settings import KafkaSettings, WorkerSettings
 
 log = logging.getLogger(__name__)
+
+
+# Kafka's compression codecs: their id in a batch's attributes, the message formats (magic)
+# a broker may serve them in, and what gives kafka-python each one. Kafka 0.8-0.9 frame lz4
+# with a wrong header checksum (magic 0), which kafka-python mends with xxhash.
+CODECS: dict[str, tuple[int, tuple[int, ...], str]] = {
+    "gzip": (1, (0, 1, 2), "Python's zlib"),
+    "snappy": (2, (0, 1, 2), "the python-snappy package"),
+    "lz4": (3, (0, 1, 2), "the lz4 and xxhash packages"),
+    "zstd": (4, (2,), "the zstandard package"),
+}
+_PROBE = b'{"asset_id": "codec-check", "values": {"x": 1.0}}' * 4
+
+
+def check_codecs() -> None:
+    """Write and read back a record batch in every codec and message format, as the consumer
+    reads them; CodecUnavailableError naming each codec that fails and what provides it."""
+    failed = []
+    for name, (codec, formats, provider) in CODECS.items():
+        for magic in formats:
+            try:
+                builder = MemoryRecordsBuilder(magic, codec, batch_size=1 << 16)
+                builder.append(1_700_000_000_000, b"key", _PROBE, [])
+                builder.close()
+                batch = MemoryRecords(builder.buffer()).next_batch()
+                values = [record.value for record in batch] if batch is not None else []
+                if values != [_PROBE]:
+                    raise ValueError(f"read back {len(values)} records, not the one written")
+            except Exception as exc:
+                failed.append(f"{name} (message format v{magic}: {exc}; needs {provider})")
+                break
+    if failed:
+        raise CodecUnavailableError(
+            "cannot read batches compressed with " + "; ".join(failed) + ": install the "
+            "project's dependencies (pip install sensor-anomaly) in this environment"
+        )
+
+
+def poll_records(consumer: KafkaConsumer, timeout_ms: int, max_records: int) -> list[SourceRecord]:
+    """One poll's records, in offset order within each partition; UnreadableBatchError when
+    the client cannot decode a fetched batch (records of other partitions taken before it
+    come out first: kafka-python raises at the next poll)."""
+    try:
+        batches = consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
+    except (UnsupportedCodecError, CorruptRecordError) as exc:
+        raise _unreadable(consumer, exc) from exc
+    except KafkaError:
+        raise
+    except Exception as exc:  # a decompressor's own error on a damaged batch (zlib, lz4...)
+        raise _unreadable(consumer, exc) from exc
+    return [record for records in batches.values() for record in records]
+
+
+def _unreadable(consumer: KafkaConsumer, exc: Exception) -> UnreadableBatchError:
+    """Where the batch that `exc` came from lies: the partition whose records the client was
+    unpacking (kafka-python keeps it while the batch is not drained) and the next offset to
+    read there, which is inside that batch. Unknown: the position of every partition."""
+    pending = getattr(getattr(consumer, "_fetcher", None), "_next_partition_records", None)
+    tp = getattr(pending, "topic_partition", None)
+    if isinstance(tp, TopicPartition):
+        offset = consumer.position(tp)
+        where = f"{tp.topic}/{tp.partition} at offset {offset}"
+        return UnreadableBatchError(
+            f"cannot read the batch of {where}: {exc!r}; no record of it can be scored or "
+            "dead-lettered, so the worker stops rather than skip it (docs/operations.md, "
+            "'An unreadable batch')",
+            tp.topic,
+            tp.partition,
+            offset,
+        )
+    positions = {f"{t.topic}/{t.partition}": consumer.position(t) for t in consumer.assignment()}
+    return UnreadableBatchError(
+        f"cannot read a fetched batch: {exc!r} (positions {positions}); the worker stops "
+        "rather than skip it (docs/operations.md, 'An unreadable batch')",
+        None,
+        None,
+        None,
+    )
 
 
 def client_config(kafka: KafkaSettings) -> dict[str, Any]:
@@ -119,8 +210,7 @@ class KafkaSource:
 
     def poll(self, timeout_ms: int, max_records: int) -> list[SourceRecord]:
         """Up to `max_records` records, in offset order within each partition."""
-        batches = self.consumer.poll(timeout_ms=timeout_ms, max_records=max_records)
-        return [record for records in batches.values() for record in records]
+        return poll_records(self.consumer, timeout_ms, max_records)
 
     def handover(self) -> Handover | None:
         """The partitions lost and gained since the last call (None: nothing moved).
@@ -295,8 +385,7 @@ class TopicReader:
         self.consumer.seek_to_beginning()
 
     def poll(self, timeout_ms: int = 200) -> list[SourceRecord]:
-        batches = self.consumer.poll(timeout_ms=timeout_ms)
-        return [record for records in batches.values() for record in records]
+        return poll_records(self.consumer, timeout_ms, 500)
 
     def close(self) -> None:
         self.consumer.close(autocommit=False)
@@ -395,14 +484,13 @@ def read_planned(kafka: KafkaSettings, planned: TopicRange) -> Iterator[SourceRe
         for p, tp in parts.items():
             consumer.seek(tp, planned.starts[p])
         while todo:
-            for tp, records in consumer.poll(timeout_ms=500).items():
-                end = planned.ends[tp.partition]
-                for record in records:
-                    if record.offset < end:
-                        yield record
-                if tp.partition in todo and consumer.position(tp) >= end:
-                    todo.discard(tp.partition)
-                    consumer.pause(tp)
+            for record in poll_records(consumer, 500, 2000):
+                if record.offset < planned.ends[record.partition]:
+                    yield record
+            for p in list(todo):
+                if consumer.position(parts[p]) >= planned.ends[p]:
+                    todo.discard(p)
+                    consumer.pause(parts[p])
     finally:
         consumer.close(autocommit=False)
 

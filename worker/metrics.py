@@ -142,6 +142,12 @@ class Metrics:
             "released with a lost one, or unsaved (over the commit metadata limit).",
             ["event"], registry=r,
         )  # fmt: skip
+        self.unreadable_batches = Counter(
+            "anomaly_unreadable_batches",
+            "Fetched batches the Kafka client could not decode (each ends the worker with "
+            "exit code 9).",
+            registry=r,
+        )
         self.ready = Gauge(
             "anomaly_ready", "1 when a model is loaded, partitions assigned, brokers answering.",
             registry=r,

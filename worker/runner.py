@@ -21,7 +21,14 @@ import numpy as np
 import torch
 
 from worker.checkpoint import Handover
-from worker.errors import BrokerUnavailableError, CommitError, ExitCode, FatalError, PublishError
+from worker.errors import (
+    BrokerUnavailableError,
+    CommitError,
+    ExitCode,
+    FatalError,
+    PublishError,
+    UnreadableBatchError,
+)
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
 from worker.model import ModelStore
@@ -135,6 +142,8 @@ class Worker:
             log.info("stopping after %d batches: offsets committed, leaving the group", batches)
             return ExitCode.OK
         except FatalError as exc:
+            if isinstance(exc, UnreadableBatchError):
+                self.metrics.unreadable_batches.inc()
             after = "" if isinstance(exc, BrokerUnavailableError) else (
                 "; the batch was not committed and will be read again")  # fmt: skip
             log.error("fatal: %s%s", exc, after)
