@@ -20,11 +20,12 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject
     && pip install -r /tmp/requirements.txt
 # 3. The project itself.
 COPY README.md /src/README.md
+COPY anomaly /src/anomaly
 COPY worker /src/worker
 COPY training /src/training
-# Every Kafka compression codec must read back (worker.kafka_io.check_codecs), or no image.
+# Every Kafka compression codec must read back (anomaly.kafka.check_codecs), or no image.
 RUN pip install --no-deps /src \
-    && python -c "from worker.kafka_io import check_codecs; check_codecs()"
+    && python -c "from anomaly.kafka import check_codecs; check_codecs()"
 
 FROM python:${PYTHON}-slim
 RUN groupadd --gid 10001 app && useradd --uid 10001 --gid 10001 --no-create-home --shell /usr/sbin/nologin app

@@ -47,12 +47,13 @@ lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: lint system $(KAFKA09)
 	$(BIN)/pytest
 
 demo: install
-	$(BIN)/python -m worker.demo --workdir $(DEMO)
+	$(BIN)/python -m devtools.demo --workdir $(DEMO)
 
 # All benchmarks at their default sizes (about 20 minutes here); results in benchmarks/results/.
 bench: install
@@ -70,10 +71,10 @@ skab: install
 	$(BIN)/python -m benchmarks.skab $(SKAB)
 
 broker-start: install
-	$(BIN)/python -m worker.local_broker start
+	$(BIN)/python -m devtools.local_broker start
 
 broker-stop:
-	$(BIN)/python -m worker.local_broker stop
+	$(BIN)/python -m devtools.local_broker stop
 
 clean:
 	rm -rf $(VENV) $(DEMO) .kafka .mypy_cache .ruff_cache .pytest_cache

@@ -18,11 +18,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from anomaly.kafka import make_producer
+from anomaly.settings import KafkaSettings
+from devtools.simulator import Fleet
 from training.job import train
 from training.settings import TrainingSettings
-from worker.kafka_io import make_producer
-from worker.settings import KafkaSettings, WorkerSettings
-from worker.simulator import Fleet
+from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -18,11 +18,12 @@ import time
 import uuid
 from pathlib import Path
 
+from anomaly.kafka import make_producer
+from anomaly.settings import KafkaSettings
 from benchmarks.common import REPO, machine, train_model, wait_until, workdir, write_results
-from worker import local_broker
-from worker.kafka_io import create_topics, make_producer
-from worker.settings import KafkaSettings
-from worker.simulator import Fleet
+from devtools import local_broker
+from devtools.simulator import Fleet
+from devtools.topics import create_topics
 
 
 def main() -> None:

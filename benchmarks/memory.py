@@ -19,6 +19,7 @@ from pathlib import Path
 
 import orjson
 
+from anomaly.settings import KafkaSettings
 from benchmarks.common import (
     REPO,
     machine,
@@ -28,10 +29,9 @@ from benchmarks.common import (
     workdir,
     write_results,
 )  # fmt: skip
-from worker import local_broker
-from worker.kafka_io import create_topics
-from worker.settings import KafkaSettings
-from worker.simulator import FEATURES, clean_rows
+from devtools import local_broker
+from devtools.simulator import FEATURES, clean_rows
+from devtools.topics import create_topics
 
 
 def records(n: int) -> Iterator[tuple[bytes, bytes]]:

@@ -8,7 +8,7 @@ record of the run above the threshold that opened it, not the k-th record that t
 `open` event) to its `ended_at` (the last record above the threshold, carried by the
 `resolve` event), both included. An episode still open when the stream ends covers every
 row from its start to the last row. This is the worker's own definition of "flagged"
-(`worker.alerts`); the records between `ended_at` and the `resolve` event (below the
+(`anomaly.rules`); the records between `ended_at` and the `resolve` event (below the
 threshold, waiting for m of them) are not flagged.
 """
 
@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from worker.records import parse_ts
+from anomaly.records import parse_ts
 
 BoolArray = npt.NDArray[np.bool_]
 

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 from prometheus_client import CollectorRegistry
 
+from anomaly.kafka import make_consumer
+from anomaly.records import SourceRecord
 from benchmarks.common import peak_rss_mb, wait_until, worker_settings
 from worker.checkpoint import Handover
-from worker.kafka_io import KafkaSource, make_consumer
+from worker.kafka_io import KafkaSource
 from worker.metrics import Metrics
-from worker.pipeline import SourceRecord
 from worker.runner import Worker
 from worker.settings import WorkerSettings
 

@@ -21,6 +21,8 @@ from typing import Any
 
 from kafka.structs import TopicPartition
 
+from anomaly.kafka import make_consumer
+from anomaly.settings import KafkaSettings
 from benchmarks.common import (
     REPO,
     fleet_records,
@@ -31,9 +33,8 @@ from benchmarks.common import (
     workdir,
     write_results,
 )  # fmt: skip
-from worker import local_broker
-from worker.kafka_io import create_topics, make_consumer
-from worker.settings import KafkaSettings
+from devtools import local_broker
+from devtools.topics import create_topics
 
 
 class CommitWatcher:

@@ -52,6 +52,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from anomaly.model import Artifact, ModelStore, sliding_windows
+from anomaly.records import parse_ts
+from anomaly.rules import EventContext, RuleState, SourceRef, event_json
+from anomaly.settings import KafkaSettings, TopicSettings
 from benchmarks.common import REPO, machine, produce, wait_until
 from benchmarks.quality import (
     BoolArray,
@@ -60,15 +64,13 @@ from benchmarks.quality import (
     episodes_from_events,
     row_flags,
 )
+from devtools import local_broker
+from devtools.topics import committed_total, create_topics
 from training.job import train
+from training.kafka_range import plan_range, read_planned
 from training.settings import TrainingSettings
-from worker import local_broker
-from worker.alerts import EventContext, RuleState, SourceRef, event_json
-from worker.kafka_io import committed_total, create_topics, plan_range, read_planned
-from worker.model import Artifact, ModelStore, sliding_windows
-from worker.records import parse_ts
 from worker.runner import Worker
-from worker.settings import AlertSettings, KafkaSettings, TopicSettings, WorkerSettings
+from worker.settings import AlertSettings, WorkerSettings
 
 TIMESTAMP = "datetime"
 LABEL = "anomaly"

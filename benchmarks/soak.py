@@ -25,11 +25,12 @@ import uuid
 import zlib
 from pathlib import Path
 
+from anomaly.kafka import make_producer
+from anomaly.settings import KafkaSettings
 from benchmarks.common import REPO, machine, train_model, wait_until, workdir, write_results
-from worker import local_broker
-from worker.kafka_io import committed_total, create_topics, make_producer
-from worker.settings import KafkaSettings
-from worker.simulator import Fleet
+from devtools import local_broker
+from devtools.simulator import Fleet
+from devtools.topics import committed_total, create_topics
 
 POOL = 200_000  # records made up front and cycled
 

@@ -17,6 +17,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from anomaly.settings import KafkaSettings
 from benchmarks.common import (
     fleet_records,
     machine,
@@ -27,9 +28,8 @@ from benchmarks.common import (
     workdir,
     write_results,
 )  # fmt: skip
-from worker import local_broker
-from worker.kafka_io import create_topics
-from worker.settings import KafkaSettings
+from devtools import local_broker
+from devtools.topics import create_topics
 
 
 def main() -> None:

@@ -11,11 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from training.job import TrainingOutcome, train
-from training.settings import TrainingSettings
-from worker import local_broker, simulator
-from worker.local_broker import LocalBroker
-from worker.model import (
+from anomaly.model import (
     FORMAT_VERSION,
     ArchitectureConfig,
     Manifest,
@@ -27,7 +23,11 @@ from worker.model import (
     build_autoencoder,
     write_artifact,
 )
-from worker.model.features import FloatArray
+from anomaly.model.features import FloatArray
+from devtools import local_broker, simulator
+from devtools.local_broker import LocalBroker
+from training.job import TrainingOutcome, train
+from training.settings import TrainingSettings
 
 REPO = Path(__file__).resolve().parents[1]
 SKAB = REPO.parent / "shared" / "data" / "skab"

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from worker.alerts import RuleState, SourceRef, flag_episodes
+from anomaly.rules import RuleState, SourceRef, flag_episodes
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 

@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from anomaly.model import ArtifactError, ModelStore, load_artifact, sliding_windows, write_artifact
+from anomaly.model.artifact import MANIFEST, WEIGHTS, _sha256
+from devtools import simulator
 from tests.conftest import Trained
-from worker import simulator
-from worker.model import ArtifactError, ModelStore, load_artifact, sliding_windows, write_artifact
-from worker.model.artifact import MANIFEST, WEIGHTS, _sha256
 
 
 @pytest.fixture

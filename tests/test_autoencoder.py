@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
+from anomaly.model import ArchitectureConfig, ModelStore, build_autoencoder, sliding_windows
+from anomaly.model.artifact import MANIFEST
+from anomaly.model.autoencoder import ConvAutoencoder, DenseAutoencoder, default_latent
+from devtools import simulator
 from tests.conftest import settings_for, write_csv
 from training.job import train
-from worker import simulator
-from worker.model import ArchitectureConfig, ModelStore, build_autoencoder, sliding_windows
-from worker.model.artifact import MANIFEST
-from worker.model.autoencoder import ConvAutoencoder, DenseAutoencoder, default_latent
 
 
 @pytest.mark.parametrize("window", [1, 2, 5, 8, 30, 60, 61])

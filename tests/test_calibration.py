@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from worker.model import CalibrationError, calibrate
-from worker.model.calibration import exp_threshold, pot_threshold, quantile_threshold
+from anomaly.model import CalibrationError, calibrate
+from anomaly.model.calibration import exp_threshold, pot_threshold, quantile_threshold
 
 
 def test_quantile_leaves_at_most_the_target_rate_above() -> None:

@@ -5,14 +5,15 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from anomaly.model import Artifact
+from anomaly.rules import Episode, RuleState, SourceRef
+from anomaly.settings import TopicSettings
+from devtools.simulator import Fleet
 from tests.conftest import Trained
 from tests.fakes import FakeRecord, as_records
-from worker.alerts import Episode, RuleState, SourceRef
 from worker.checkpoint import CheckpointError, Handover, decode, encode
-from worker.model import Artifact
 from worker.pipeline import BatchProcessor, BatchResult
-from worker.settings import AlertSettings, BatchSettings, TopicSettings
-from worker.simulator import Fleet
+from worker.settings import AlertSettings, BatchSettings
 
 TOPICS = TopicSettings(input="in", alerts="alerts", dead_letters="dlq")
 T0 = datetime(2026, 11, 21, 10, 0, 0, 123456, tzinfo=UTC)

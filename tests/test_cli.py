@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from anomaly.model import ModelStore
+from devtools import simulator
 from tests.conftest import REPO, SKAB, write_csv
-from worker import simulator
-from worker.model import ModelStore
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -23,22 +23,17 @@ import kafka.record.default_records
 import pytest
 from prometheus_client import CollectorRegistry
 
+from anomaly.kafka import check_codecs, make_producer
+from devtools.local_broker import LocalBroker
+from devtools.simulator import Fleet
+from devtools.topics import committed_total, create_topics
 from tests.conftest import REPO, Trained
 from tests.test_kafka import Running, processed, read, wait_until
+from training.kafka_range import plan_range, read_planned
 from worker.errors import ExitCode
-from worker.kafka_io import (
-    check_codecs,
-    committed_total,
-    create_topics,
-    make_producer,
-    plan_range,
-    read_planned,
-)
-from worker.local_broker import LocalBroker
 from worker.metrics import Metrics
 from worker.runner import Worker
 from worker.settings import WorkerSettings
-from worker.simulator import Fleet
 
 N_READINGS = 300  # per pump: every fault opens and resolves within it
 

@@ -6,12 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from anomaly.model import CalibrationError, ModelStore
+from devtools import simulator
 from tests.conftest import settings_for, write_csv
 from training.data import DataError, read_history
 from training.job import train
 from training.settings import DataSettings, TrainingSettings
-from worker import simulator
-from worker.model import CalibrationError, ModelStore
 
 
 def test_reads_semicolon_csv_with_timestamps_in_time_order(tmp_path: Path) -> None:

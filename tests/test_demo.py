@@ -4,13 +4,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+from devtools.local_broker import free_port
 from tests.conftest import REPO
-from worker.local_broker import free_port
 
 
 def test_the_demo_detects_every_injected_fault(tmp_path: Path) -> None:
     demo = subprocess.run(
-        [sys.executable, "-m", "worker.demo", "--assets", "4", "--readings", "300",
+        [sys.executable, "-m", "devtools.demo", "--assets", "4", "--readings", "300",
          "--http-port", str(free_port()), "--workdir", str(tmp_path / "demo")],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip

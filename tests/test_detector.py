@@ -5,10 +5,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from anomaly.model import Artifact, ModelStore, calibrate, sliding_windows
+from devtools import simulator
 from tests.conftest import Trained, settings_for, write_csv
 from training.job import train
-from worker import simulator
-from worker.model import Artifact, ModelStore, calibrate, sliding_windows
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from worker.model.features import CLIP, RobustScaler, sliding_windows
+from anomaly.model.features import CLIP, RobustScaler, sliding_windows
 
 
 def test_scaler_ignores_outliers_in_training_rows() -> None:

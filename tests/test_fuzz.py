@@ -13,16 +13,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from anomaly.records import LIMIT, REASONS, RecordError, decode_record
+from anomaly.settings import TopicSettings
+from devtools import simulator
+from devtools.local_broker import LocalBroker
+from devtools.topics import committed_total, create_topics
 from tests.conftest import Trained
 from tests.fakes import FakeRecord
 from tests.test_kafka import Running, processed, produce, read, wait_until
-from worker import simulator
 from worker.errors import ExitCode
-from worker.kafka_io import committed_total, create_topics
-from worker.local_broker import LocalBroker
 from worker.pipeline import BatchProcessor
-from worker.records import LIMIT, REASONS, RecordError, decode_record
-from worker.settings import AlertSettings, BatchSettings, TopicSettings, WorkerSettings
+from worker.settings import AlertSettings, BatchSettings, WorkerSettings
 
 FEATURES = ("pressure", "current", "vibration")
 

@@ -25,26 +25,21 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from anomaly.kafka import make_producer
+from anomaly.model import ModelStore
+from anomaly.model.artifact import WEIGHTS
+from anomaly.records import SourceRecord
+from devtools import local_broker
+from devtools.local_broker import LocalBroker, free_port
+from devtools.simulator import Fleet
+from devtools.topics import TopicReader, committed_total, create_topics
 from tests.conftest import REPO, Trained
 from tests.test_pipeline import MALFORMED, good
-from worker import local_broker
 from worker.errors import ExitCode
-from worker.kafka_io import (
-    KafkaSink,
-    KafkaSource,
-    TopicReader,
-    committed_total,
-    create_topics,
-    make_producer,
-)
-from worker.local_broker import LocalBroker, free_port
+from worker.kafka_io import KafkaSink, KafkaSource
 from worker.metrics import Metrics
-from worker.model import ModelStore
-from worker.model.artifact import WEIGHTS
-from worker.pipeline import SourceRecord
 from worker.runner import Worker
 from worker.settings import WorkerSettings
-from worker.simulator import Fleet
 
 
 @pytest.fixture

@@ -16,17 +16,17 @@ from typing import Any
 
 import pytest
 
+from devtools import local_broker, simulator
+from devtools.local_broker import LocalBroker
+from devtools.simulator import Fleet
+from devtools.topics import create_topics
 from tests.conftest import Trained, settings_for, write_csv
 from tests.test_deploy import dashboard_exprs, rule_exprs
 from tests.test_kafka import Running, processed, produce, wait_until
 from tests.test_pipeline import MALFORMED
 from tests.test_retraining import fresh
 from training.job import train
-from worker import local_broker, simulator
-from worker.kafka_io import create_topics
-from worker.local_broker import LocalBroker
 from worker.settings import WorkerSettings
-from worker.simulator import Fleet
 
 VARIABLES = {"$namespace": ".*", "$asset": ".*"}
 

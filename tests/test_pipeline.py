@@ -7,13 +7,14 @@ from pathlib import Path
 
 import pytest
 
+from anomaly.model import Artifact, ModelStore
+from anomaly.settings import TopicSettings
+from devtools import simulator
+from devtools.simulator import Fleet
 from tests.conftest import Trained
 from tests.fakes import FakeRecord, as_records
-from worker import simulator
-from worker.model import Artifact, ModelStore
 from worker.pipeline import BatchProcessor, BatchResult
-from worker.settings import AlertSettings, BatchSettings, TopicSettings
-from worker.simulator import Fleet
+from worker.settings import AlertSettings, BatchSettings
 
 TOPICS = TopicSettings(input="in", alerts="alerts", dead_letters="dlq")
 

@@ -12,11 +12,11 @@ from pathlib import Path
 
 import pytest
 
+from devtools import simulator
+from devtools.local_broker import LocalBroker
+from devtools.topics import committed_total, create_topics
 from tests.conftest import REPO, Trained, write_csv
 from tests.test_kafka import produce, wait_until
-from worker import simulator
-from worker.kafka_io import committed_total, create_topics
-from worker.local_broker import LocalBroker
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.skipif(

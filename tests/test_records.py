@@ -3,7 +3,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from worker.records import RecordError, decode_record
+from anomaly.records import RecordError, decode_record
 
 FEATURES = ("pressure", "current")
 

@@ -43,13 +43,15 @@ from typing import Any
 import pytest
 from kafka.structs import TopicPartition
 
+from anomaly.kafka import make_consumer, make_producer
+from anomaly.model import Artifact
+from anomaly.records import SourceRecord
+from anomaly.settings import KafkaSettings, TopicSettings
+from devtools.local_broker import LocalBroker, free_port
+from devtools.simulator import FAULT_KINDS, Fault, Fleet, asset_name, timestamp
 from tests.conftest import REPO, Trained
-from worker.kafka_io import make_consumer, make_producer
-from worker.local_broker import LocalBroker, free_port
-from worker.model import Artifact
-from worker.pipeline import BatchProcessor, SourceRecord
-from worker.settings import AlertSettings, BatchSettings, KafkaSettings, TopicSettings
-from worker.simulator import FAULT_KINDS, Fault, Fleet, asset_name, timestamp
+from worker.pipeline import BatchProcessor
+from worker.settings import AlertSettings, BatchSettings
 
 ROWS = 1200  # readings per pump
 PUMPS = 12

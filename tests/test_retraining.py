@@ -15,17 +15,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from anomaly.kafka import make_producer
+from anomaly.model import ModelStore
+from devtools import simulator
+from devtools.local_broker import LocalBroker
+from devtools.simulator import Fleet
+from devtools.topics import committed_total, create_topics
 from tests.conftest import Trained, write_csv
 from tests.test_kafka import Running, processed, produce, read, wait_until
 from training.job import train
 from training.settings import TrainingSettings
 from training.topic import read_topic
-from worker import simulator
-from worker.kafka_io import committed_total, create_topics, make_producer
-from worker.local_broker import LocalBroker
-from worker.model import ModelStore
 from worker.settings import WorkerSettings
-from worker.simulator import Fleet
 
 
 def fresh(broker: LocalBroker) -> tuple[dict[str, object], dict[str, str]]:

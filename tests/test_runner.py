@@ -14,18 +14,19 @@ import pytest
 import torch
 from prometheus_client import CollectorRegistry
 
+from anomaly.model import ModelStore
+from anomaly.model.artifact import WEIGHTS
+from anomaly.settings import KafkaSettings
+from devtools.simulator import Fleet
 from tests.conftest import Trained
 from tests.fakes import FakeRecord, FakeSink, FakeSource, as_records
 from tests.test_artifact import edit_manifest, replace_weights
 from worker.errors import BrokerUnavailableError, ExitCode
 from worker.health import Health
 from worker.metrics import Metrics
-from worker.model import ModelStore
-from worker.model.artifact import WEIGHTS
 from worker.pipeline import Outbound
 from worker.runner import Worker
-from worker.settings import KafkaSettings, WorkerSettings
-from worker.simulator import Fleet
+from worker.settings import WorkerSettings
 
 
 def settings(store: Path) -> WorkerSettings:

@@ -12,17 +12,17 @@ from pathlib import Path
 import pytest
 from prometheus_client import CollectorRegistry
 
+from devtools import local_broker
+from devtools.local_broker import LocalBroker
+from devtools.simulator import Fleet
+from devtools.topics import committed_total
 from tests.conftest import REPO, Trained
 from tests.fakes import FakeRecord, FakeSink, FakeSource, as_records
 from tests.test_kafka import produce, read, run_until_processed
-from worker import local_broker
 from worker.errors import ExitCode
-from worker.kafka_io import committed_total
-from worker.local_broker import LocalBroker
 from worker.metrics import Metrics
 from worker.runner import Worker
 from worker.settings import WorkerSettings
-from worker.simulator import Fleet
 
 SECRET = "hunter2-do-not-leak"
 SASL = {
@@ -103,8 +103,8 @@ def test_metrics_and_dead_letters_carry_no_secret(trained: Trained) -> None:
 def test_the_model_store_cannot_be_escaped_through_a_version_name(
     trained: Trained, tmp_path: Path
 ) -> None:
-    from worker.model import ModelStore
-    from worker.model.errors import ArtifactError
+    from anomaly.model import ModelStore
+    from anomaly.model.errors import ArtifactError
 
     outside = tmp_path / "outside"
     outside.mkdir()

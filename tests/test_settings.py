@@ -8,9 +8,9 @@ import sys
 import pytest
 from pydantic import BaseModel, ValidationError
 
+from anomaly.kafka import client_config
 from tests.conftest import REPO
 from training.settings import TrainingSettings
-from worker.kafka_io import client_config
 from worker.settings import WorkerSettings
 
 SASL = {

@@ -16,8 +16,8 @@ from benchmarks.skab import (
     segments,
     train_model,
 )
+from devtools import simulator
 from tests.conftest import REPO
-from worker import simulator
 
 ANOMALY = (520, 640)
 

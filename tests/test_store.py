@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from worker.model import ArtifactError, ModelStore
-from worker.model.artifact import WEIGHTS
+from anomaly.model import ArtifactError, ModelStore
+from anomaly.model.artifact import WEIGHTS
 
 Publish = Callable[[ModelStore, str], str]
 

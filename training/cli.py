@@ -19,9 +19,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from anomaly.model import ArtifactError, CalibrationError, ModelStore
+from anomaly.settings import shown_input
 from training.settings import TrainingSettings, env_name
-from worker.model import ArtifactError, CalibrationError, ModelStore
-from worker.settings import shown_input
 
 log = logging.getLogger("training")
 
@@ -124,11 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _fit(settings: TrainingSettings) -> int:
+    from anomaly.kafka import CodecUnavailableError, UnreadableBatchError, check_codecs
     from training.data import DataError
     from training.job import train
+    from training.kafka_range import KafkaUnavailableError
     from training.progress import EpochProgress
-    from worker.errors import BrokerUnavailableError, CodecUnavailableError, UnreadableBatchError
-    from worker.kafka_io import check_codecs
 
     log.info("training with %s", settings.model_dump_json())
     try:
@@ -138,7 +138,7 @@ def _fit(settings: TrainingSettings) -> int:
     except (DataError, CalibrationError) as exc:
         log.error("no model published: %s", exc)
         return ExitCode.BAD_DATA
-    except (BrokerUnavailableError, CodecUnavailableError, UnreadableBatchError) as exc:
+    except (KafkaUnavailableError, CodecUnavailableError, UnreadableBatchError) as exc:
         log.error("no model published: %s", exc)
         return ExitCode.KAFKA_ERROR
     threshold = outcome.manifest.threshold

@@ -20,9 +20,9 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from anomaly.model.features import FloatArray
+from anomaly.records import RecordError, decode_record, parse_ts
 from training.settings import DataSettings
-from worker.model.features import FloatArray
-from worker.records import RecordError, decode_record, parse_ts
 
 
 class DataError(Exception):

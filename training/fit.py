@@ -14,9 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from anomaly.model.autoencoder import ArchitectureConfig, Autoencoder, build_autoencoder
+from anomaly.model.features import FloatArray, RobustScaler
 from training.settings import ModelSettings
-from worker.model.autoencoder import ArchitectureConfig, Autoencoder, build_autoencoder
-from worker.model.features import FloatArray, RobustScaler
 
 # Windows per forward pass when computing the held-out loss.
 _EVAL_CHUNK = 8192

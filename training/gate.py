@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from anomaly.model import Detector, Threshold, sliding_windows
+from anomaly.model.autoencoder import ConvAutoencoder
+from anomaly.rules import flag_episodes
 from training.data import SensorHistory, read_history
 from training.settings import DataSettings, GateSettings
-from worker.alerts import flag_episodes
-from worker.model import Detector, Threshold, sliding_windows
-from worker.model.autoencoder import ConvAutoencoder
 
 log = logging.getLogger(__name__)
 

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from anomaly.model import Detector, Threshold, sliding_windows
+from anomaly.rules import flag_episodes
 from training.data import Masks, SensorHistory
 from training.topic import Episodes
-from worker.alerts import flag_episodes
-from worker.model import Detector, Threshold, sliding_windows
 
 
 def flagged_by(

@@ -19,16 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from training.data import DataError, Masks, SensorHistory, read_history
-from training.fit import FitResult, WindowIndex, fit_autoencoder
-from training.gate import Decision, Scored, decide
-from training.hygiene import count, flagged_by, inside_episodes, union
-from training.metrics import RunFigures, push
-from training.progress import EpochProgress
-from training.report import write_report
-from training.settings import TrainingSettings
-from training.topic import Episodes, read_episodes, read_topic
-from worker.model import (
+from anomaly.model import (
     FORMAT_VERSION,
     ArchitectureConfig,
     ArtifactError,
@@ -44,8 +35,17 @@ from worker.model import (
     sliding_windows,
     write_artifact,
 )
-from worker.model.calibration import MIN_EXP_SCORES
-from worker.model.store import DECISION
+from anomaly.model.calibration import MIN_EXP_SCORES
+from anomaly.model.store import DECISION
+from training.data import DataError, Masks, SensorHistory, read_history
+from training.fit import FitResult, WindowIndex, fit_autoencoder
+from training.gate import Decision, Scored, decide
+from training.hygiene import count, flagged_by, inside_episodes, union
+from training.metrics import RunFigures, push
+from training.progress import EpochProgress
+from training.report import write_report
+from training.settings import TrainingSettings
+from training.topic import Episodes, read_episodes, read_topic
 
 log = logging.getLogger(__name__)
 

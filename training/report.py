@@ -9,8 +9,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from anomaly.model.artifact import Manifest
 from training.fit import Epoch
-from worker.model.artifact import Manifest
 
 REPORT_JSON = "report.json"
 REPORT_PNG = "report.png"

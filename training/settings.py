@@ -13,10 +13,10 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from worker.model.autoencoder import DEFAULT_KERNEL, Kind
-from worker.model.calibration import MethodChoice
-from worker.settings import KafkaSettings, TopicSettings
-from worker.settings import env_name as worker_env_name
+from anomaly import settings
+from anomaly.model.autoencoder import DEFAULT_KERNEL, Kind
+from anomaly.model.calibration import MethodChoice
+from anomaly.settings import KafkaSettings, TopicSettings
 
 ENV_PREFIX = "TRAINING_"
 NESTED_DELIMITER = "__"
@@ -178,4 +178,4 @@ class TrainingSettings(BaseSettings):
 
 def env_name(location: tuple[str | int, ...]) -> str:
     """The environment variable behind a settings field, e.g. ('model', 'window')."""
-    return worker_env_name(location, ENV_PREFIX)
+    return settings.env_name(location, ENV_PREFIX)

@@ -18,10 +18,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from anomaly.records import RecordError, decode_record, parse_ts
 from training.data import DataError, SensorHistory, group_rows
+from training.kafka_range import plan_range, read_planned
 from training.settings import TrainingSettings
-from worker.kafka_io import plan_range, read_planned
-from worker.records import RecordError, decode_record, parse_ts
 
 log = logging.getLogger(__name__)
 

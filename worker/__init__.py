@@ -1,1 +1,1 @@
-"""The long-running scorer: wire contracts, settings and the model runtime (worker.model)."""
+"""The long-running scorer: wire contracts, settings and the model runtime (anomaly.model)."""

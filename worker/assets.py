@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
-from worker.alerts import RuleState
+from anomaly.rules import RuleState
 
 
 class WindowBuffer:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from worker.alerts import Episode, RuleState, SourceRef
+from anomaly.rules import Episode, RuleState, SourceRef
 
 PREFIX = "v1:"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -19,8 +19,9 @@ from collections.abc import Sequence
 
 from pydantic import ValidationError
 
+from anomaly.settings import shown_input
 from worker.errors import ExitCode
-from worker.settings import WorkerSettings, env_name, shown_input
+from worker.settings import WorkerSettings, env_name
 
 log = logging.getLogger("worker")
 
@@ -49,8 +50,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check_model(settings)
     import gc
 
-    from worker.errors import CodecUnavailableError
-    from worker.kafka_io import check_codecs
+    from anomaly.kafka import CodecUnavailableError, check_codecs
     from worker.runner import Worker
 
     log.info("starting with settings %s", settings.masked())
@@ -58,7 +58,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         check_codecs()
     except CodecUnavailableError as exc:
         log.error("fatal: %s", exc)
-        return exc.exit_code
+        return ExitCode.CODEC_UNAVAILABLE
     worker = Worker(settings)
     # Start-up objects (torch, the model) never die: keep the collector from rescanning them.
     gc.freeze()
@@ -66,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_model(settings: WorkerSettings) -> int:
-    from worker.model import ArtifactError, ModelStore
+    from anomaly.model import ArtifactError, ModelStore
 
     store = ModelStore(settings.store.path)
     try:

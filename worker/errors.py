@@ -61,21 +61,8 @@ class BrokerUnavailableError(FatalError):
     exit_code = ExitCode.BROKER_UNAVAILABLE
 
 
-class CodecUnavailableError(FatalError):
-    """A compression codec Kafka defines cannot be read by this installation (found at start,
-    before any batch is read)."""
-
-    exit_code = ExitCode.CODEC_UNAVAILABLE
-
-
-class UnreadableBatchError(FatalError):
-    """The Kafka client cannot decode a fetched batch (an unknown codec, a corrupt batch):
+class InputUnreadableError(FatalError):
+    """The Kafka client cannot decode a fetched batch (anomaly.kafka.UnreadableBatchError):
     none of its records can be read, so none can be scored or dead-lettered."""
 
     exit_code = ExitCode.UNREADABLE_BATCH
-
-    def __init__(
-        self, message: str, topic: str | None, partition: int | None, offset: int | None
-    ) -> None:
-        super().__init__(message)
-        self.topic, self.partition, self.offset = topic, partition, offset

@@ -16,7 +16,7 @@ from prometheus_client.core import HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from worker.records import REASONS
+from anomaly.records import REASONS
 
 OUTCOMES = ("scored", "dead_lettered", "warming_up")
 EVENT_TYPES = ("open", "resolve")

@@ -13,32 +13,17 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from worker.alerts import Episode, EventContext, EventType, SourceRef, event_json
+from anomaly.model import Artifact
+from anomaly.records import RecordError, SourceRecord, decode_record
+from anomaly.rules import Episode, EventContext, EventType, SourceRef, event_json
+from anomaly.settings import TopicSettings
 from worker.assets import AssetState, AssetTable
 from worker.checkpoint import CheckpointError, Handover, decode, encode
-from worker.model import Artifact
-from worker.records import RecordError, decode_record
-from worker.settings import AlertSettings, BatchSettings, TopicSettings
-
-
-class SourceRecord(Protocol):
-    """What the worker reads of a Kafka record (kafka-python's ConsumerRecord fits)."""
-
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
+from worker.settings import AlertSettings, BatchSettings
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from anomaly.model import Artifact, ArtifactError, ModelStore
 from worker.metrics import Metrics
-from worker.model import Artifact, ArtifactError, ModelStore
 
 log = logging.getLogger(__name__)
 

@@ -20,19 +20,20 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from anomaly.model import ModelStore
+from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
 from worker.errors import (
     BrokerUnavailableError,
     CommitError,
     ExitCode,
     FatalError,
+    InputUnreadableError,
     PublishError,
-    UnreadableBatchError,
 )
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
-from worker.model import ModelStore
-from worker.pipeline import BatchProcessor, BatchResult, Outbound, SourceRecord
+from worker.pipeline import BatchProcessor, BatchResult, Outbound
 from worker.reload import ModelWatcher
 from worker.settings import WorkerSettings
 
@@ -142,7 +143,7 @@ class Worker:
             log.info("stopping after %d batches: offsets committed, leaving the group", batches)
             return ExitCode.OK
         except FatalError as exc:
-            if isinstance(exc, UnreadableBatchError):
+            if isinstance(exc, InputUnreadableError):
                 self.metrics.unreadable_batches.inc()
             after = "" if isinstance(exc, BrokerUnavailableError) else (
                 "; the batch was not committed and will be read again")  # fmt: skip

@@ -8,82 +8,19 @@ No other module reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from anomaly import settings
+from anomaly.settings import NESTED_DELIMITER, KafkaSettings, TopicSettings
+
 ENV_PREFIX = "WORKER_"
-NESTED_DELIMITER = "__"
 
 
 class _Part(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class KafkaSettings(_Part):
-    """How to reach the brokers."""
-
-    bootstrap_servers: str = "127.0.0.1:19092"
-    client_id: str = "anomaly-worker"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    ssl_cafile: Path | None = None
-    ssl_certfile: Path | None = None
-    ssl_keyfile: Path | None = None
-    ssl_password: SecretStr | None = None
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    api_version: Annotated[str | None, Field(pattern=r"^\d+(\.\d+){1,2}$")] = Field(
-        default=None, description="broker protocol version, e.g. 0.9 for old brokers"
-    )
-    session_timeout_ms: int = Field(default=10_000, ge=1000)
-    fetch_max_wait_ms: int = Field(
-        default=50, ge=0, le=10_000, description="longest a fetch waits at the broker for data"
-    )
-    request_timeout_ms: int = Field(default=30_000, ge=1000)
-    flush_timeout_s: float = Field(default=30.0, gt=0)
-    outage_timeout_s: float = Field(
-        default=300.0,
-        ge=0,
-        description="how long a batch's publish or commit is retried while the brokers do "
-        "not answer before the worker exits (0: not retried)",
-    )
-    commit_metadata_max_bytes: int = Field(
-        default=4096,
-        ge=0,
-        le=1_048_576,
-        description="room for the alert state saved with each partition's offset "
-        "(the broker's offset.metadata.max.bytes; 0 saves none)",
-    )
-    auto_offset_reset: Literal["earliest", "latest"] = "earliest"
-
-    @model_validator(mode="after")
-    def _sasl_complete(self) -> KafkaSettings:
-        if self.security_protocol.startswith("SASL") and not (
-            self.sasl_mechanism and self.sasl_username and self.sasl_password
-        ):
-            raise ValueError(
-                f"security_protocol {self.security_protocol} needs sasl_mechanism, "
-                "sasl_username and sasl_password"
-            )
-        return self
-
-    @property
-    def api_version_tuple(self) -> tuple[int, ...] | None:
-        return tuple(int(p) for p in self.api_version.split(".")) if self.api_version else None
-
-
-TopicName = Annotated[str, Field(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
-
-
-class TopicSettings(_Part):
-    """Where records come from and where alerts and dead letters go."""
-
-    input: TopicName = "sensor-readings"
-    alerts: TopicName = "sensor-alerts"
-    dead_letters: TopicName = "sensor-readings.dlq"
-    group: str = Field(default="anomaly-worker", min_length=1)
 
 
 class BatchSettings(_Part):
@@ -103,7 +40,7 @@ class StoreSettings(_Part):
 
 class AlertSettings(_Part):
     """Alert episodes: open after k records in a row above the threshold, resolve after m below
-    (or m below 1/end_drop of the episode's own level: worker.alerts)."""
+    (or m below 1/end_drop of the episode's own level: anomaly.rules)."""
 
     open_after: int = Field(default=3, ge=1, description="k")
     resolve_after: int = Field(default=5, ge=1, description="m")
@@ -147,21 +84,9 @@ class WorkerSettings(BaseSettings):
         return self.model_dump(mode="json")
 
 
-SECRETS = frozenset({"ssl_password", "sasl_password"})
-MASK = "**********"
+def env_name(location: tuple[str | int, ...]) -> str:
+    """The environment variable behind a worker settings field, e.g. ('store', 'path')."""
+    return settings.env_name(location, ENV_PREFIX)
 
 
-def shown_input(location: tuple[str | int, ...], value: object) -> object:
-    """A refused setting's value as an error message may show it: secrets masked, also
-    inside the section a cross-field check received whole."""
-    if any(part in SECRETS for part in location):
-        return MASK
-    if isinstance(value, dict):
-        return {k: MASK if k in SECRETS else shown_input((), v) for k, v in value.items()}
-    return value
-
-
-def env_name(location: tuple[str | int, ...], prefix: str = ENV_PREFIX) -> str:
-    """The environment variable behind a settings field, e.g. ('store', 'path')."""
-    fields = [str(part) for part in location if isinstance(part, str)]
-    return prefix + NESTED_DELIMITER.join(fields).upper()
+__all__ = ["KafkaSettings", "TopicSettings", "WorkerSettings", "env_name"]

@@ -7,9 +7,9 @@
 
 Both listen on loopback only and are stopped by PID, never by name.
 
-    python -m worker.local_broker start [--port 19092]   # writes .kafka/broker.pid
-    python -m worker.local_broker stop
-    python -m worker.local_broker status
+    python -m devtools.local_broker start [--port 19092]   # writes .kafka/broker.pid
+    python -m devtools.local_broker stop
+    python -m devtools.local_broker status
 """
 
 from __future__ import annotations
@@ -226,7 +226,7 @@ def _running_pid() -> int | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.local_broker", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.local_broker", description=__doc__)
     parser.add_argument("command", choices=["start", "stop", "status"])
     parser.add_argument("--port", type=int, default=DEFAULT_PORT)
     args = parser.parse_args(argv)

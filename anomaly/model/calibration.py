@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, SerializerFunctionWrapHandler, model_serializer
 
-from worker.model.errors import CalibrationError
+from anomaly.model.errors import CalibrationError
 
 Method = Literal["quantile", "pot", "exp"]
 MethodChoice = Literal["auto", "quantile", "pot", "exp"]

@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 import orjson
@@ -27,6 +27,22 @@ REASONS = (
 )  # fmt: skip
 # The model computes in float32: a larger magnitude cannot be scored as what it is.
 LIMIT = float(np.finfo(np.float32).max)
+
+
+class SourceRecord(Protocol):
+    """What the apps read of a Kafka record (kafka-python's ConsumerRecord fits): its place,
+    its key and the bytes the contract above applies to."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def partition(self) -> int: ...
+    @property
+    def offset(self) -> int: ...
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
 
 
 class RecordError(ValueError):

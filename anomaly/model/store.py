@@ -23,8 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from worker.model.artifact import Artifact, Manifest, load_artifact, read_manifest
-from worker.model.errors import ArtifactError
+from anomaly.model.artifact import Artifact, Manifest, load_artifact, read_manifest
+from anomaly.model.errors import ArtifactError
 
 VERSIONS = "versions"
 POINTER = "current"

@@ -1,6 +1,6 @@
 """The local demo: a simulated fleet of pumps through the real broker, trainer and worker.
 
-    python -m worker.demo [--assets 8] [--readings 400] [--http-port 8000]
+    python -m devtools.demo [--assets 8] [--readings 400] [--http-port 8000]
 
 Starts the embedded broker, trains a model on clean simulated readings (python -m training),
 starts a worker (python -m worker), streams readings with injected faults (and a few
@@ -25,10 +25,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from worker import local_broker
-from worker.kafka_io import TopicReader, committed_total, create_topics, make_producer
-from worker.settings import AlertSettings, KafkaSettings, TopicSettings
-from worker.simulator import Fault, Fleet
+from anomaly.kafka import make_producer
+from anomaly.settings import KafkaSettings, TopicSettings
+from devtools import local_broker
+from devtools.simulator import Fault, Fleet
+from devtools.topics import TopicReader, committed_total, create_topics
+from worker.settings import AlertSettings
 
 MALFORMED = [
     b"not json at all",
@@ -49,7 +51,7 @@ class Seen:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m worker.demo", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
     parser.add_argument("--assets", type=int, default=8, help="pumps in the fleet")
     parser.add_argument("--readings", type=int, default=400, help="readings per pump streamed")
     parser.add_argument("--http-port", type=int, default=8000, help="the worker's metrics port")

@@ -9,7 +9,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
-from worker.model.features import FloatArray, RobustScaler
+from anomaly.model.features import FloatArray, RobustScaler
 
 # Windows scored per forward pass; bounds the memory of scoring a long history at once.
 SCORE_CHUNK = 8192

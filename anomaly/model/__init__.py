@@ -5,7 +5,7 @@ features (scaler, windows) -> autoencoder -> detector (scores, shares) -> calibr
 (threshold) -> artifact (manifest + weights) -> store (versions + current pointer).
 """
 
-from worker.model.artifact import (
+from anomaly.model.artifact import (
     FORMAT_VERSION,
     Artifact,
     Manifest,
@@ -16,12 +16,12 @@ from worker.model.artifact import (
     read_manifest,
     write_artifact,
 )
-from worker.model.autoencoder import ArchitectureConfig, build_autoencoder, default_latent
-from worker.model.calibration import Threshold, calibrate
-from worker.model.detector import Detector, Scores
-from worker.model.errors import ArtifactError, CalibrationError, ModelError
-from worker.model.features import RobustScaler, sliding_windows
-from worker.model.store import ModelStore, VersionInfo
+from anomaly.model.autoencoder import ArchitectureConfig, build_autoencoder, default_latent
+from anomaly.model.calibration import Threshold, calibrate
+from anomaly.model.detector import Detector, Scores
+from anomaly.model.errors import ArtifactError, CalibrationError, ModelError
+from anomaly.model.features import RobustScaler, sliding_windows
+from anomaly.model.store import ModelStore, VersionInfo
 
 __all__ = [
     "FORMAT_VERSION",

@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from worker.model.features import FloatArray
+from anomaly.model.features import FloatArray
 
 FEATURES = (
     "pressure", "flow", "current", "vibration", "temperature", "speed", "power", "bearing_temp"

@@ -23,11 +23,11 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from worker.model.autoencoder import ArchitectureConfig, build_autoencoder
-from worker.model.calibration import Threshold
-from worker.model.detector import Detector
-from worker.model.errors import ArtifactError
-from worker.model.features import RobustScaler
+from anomaly.model.autoencoder import ArchitectureConfig, build_autoencoder
+from anomaly.model.calibration import Threshold
+from anomaly.model.detector import Detector
+from anomaly.model.errors import ArtifactError
+from anomaly.model.features import RobustScaler
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
