@@ -1,11 +1,17 @@
-"""Alert episodes per asset: open after k records in a row above the threshold, resolve after m
-in a row below, or after m in a row that score less than 1/drop of the episode's own level.
+"""The alert rules: one value (`Rules`), one streaming state machine (`RuleState`), and the
+offline entry points built on it (`changes`, `flags`).
 
+Episodes per asset: open after k records in a row above the threshold, resolve after m in a
+row below, or after m in a row that score less than 1/drop of the episode's own level.
 An episode spans from the first record of the run that opened it to the last record above the
-threshold before the run that resolved it; a record inside that span is "flagged". `RuleState`
-is the pure state machine; `event_json` writes the events the worker publishes.
+threshold before the run that resolved it; a record inside that span is "flagged".
 
-The drop rule (`drop` > 1, the worker's `WORKER_ALERTS__END_DROP`) ends an episode when the
+`Rules` is recorded in each model's manifest when it is trained: the worker applies the
+rules of the model it serves (an operator may override them, WORKER_ALERTS__*), and the
+training job's cleaning, the gate's labelled check and the benchmarks' replay apply the same
+value through `flags`/`changes`, which run the very state machine the worker runs.
+
+The drop rule (`end_drop` > 1) ends an episode when the
 state that opened it has ended even though the asset has not come back to what the model knows
 as normal: a test rig that settles a little off its training state after a fault would
 otherwise stay in one episode for good. The episode's level is the geometric mean of its
@@ -19,20 +25,36 @@ asset: `level`, `drop_run`, `floor` and the counters already there.
 
 from __future__ import annotations
 
-import json
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
 
 EventType = Literal["open", "resolve"]
 
 # How fast an episode's level follows its scores (an exponential average of log scores).
 LEVEL_RATE = 0.05
 _TINY = 1e-300  # log of an exactly zero score
+
+
+class Rules(BaseModel):
+    """When episodes open and end: k (`open_after`), m (`resolve_after`) and the drop rule
+    (`end_drop` > 1 turns it on; 0 or 1: off)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    open_after: int = Field(default=3, ge=1, description="k: records in a row above to open")
+    resolve_after: int = Field(default=5, ge=1, description="m: records in a row below to end")
+    end_drop: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="end an episode after m records under its own level / end_drop (0, 1: off)",
+    )
 
 
 @dataclass(frozen=True)
@@ -87,12 +109,11 @@ class RuleState:
         ref: SourceRef,
         score: float,
         above: bool,
-        k: int,
-        m: int,
-        drop: float = 0.0,
+        rules: Rules,
     ) -> tuple[EventType, Episode] | None:
         """Advance by one scored record (`above`: over the model's threshold); returns the event
-        it triggers, if any. `drop` > 1 turns the drop rule on (see the module's docstring)."""
+        it triggers, if any."""
+        k, m, drop = rules.open_after, rules.resolve_after, rules.end_drop
         episode = self.episode
         if self.floor and episode is None:
             self.below_run = 0 if above else self.below_run + 1
@@ -151,88 +172,32 @@ class RuleState:
         return None
 
 
-def flag_episodes(
+def changes(
+    scores: npt.NDArray[np.float64],
     above: npt.NDArray[np.bool_],
-    k: int,
-    m: int,
-    scores: npt.NDArray[np.float64] | None = None,
-    drop: float = 0.0,
-) -> npt.NDArray[np.bool_]:
-    """Which of one asset's consecutive records lie inside an episode, by the worker's rules.
-
-    This is how training and evaluations turn scores back into per-record decisions. The drop
-    rule needs the scores (`drop` > 1 with `scores`); without them only k and m apply.
-    """
-    state, episodes = RuleState(), []
+    rules: Rules,
+    times: Sequence[datetime] | None = None,
+) -> Iterator[tuple[int, EventType, Episode]]:
+    """The events one asset's consecutive scored records trigger, as the worker would publish
+    them: (index of the record that triggers it, type, episode). An episode's `start.offset`
+    is the index of its first record; `times` (one per record) dates the episodes."""
+    state = RuleState()
     origin = datetime.fromtimestamp(0, UTC)
-    values = scores.tolist() if scores is not None else [0.0] * len(above)
-    drop = drop if scores is not None else 0.0
-    for i, is_above in enumerate(above.tolist()):
-        change = state.observe(origin, SourceRef("", 0, i), values[i], is_above, k, m, drop)
-        if change is not None and change[0] == "open":
-            episodes.append(change[1])
-    flags = np.zeros(len(above), dtype=bool)
-    for episode in episodes:
-        flags[episode.start.offset : episode.start.offset + episode.records] = True
-    return flags
+    for i, (score, is_above) in enumerate(zip(scores.tolist(), above.tolist(), strict=True)):
+        ts = times[i] if times is not None else origin
+        change = state.observe(ts, SourceRef("", 0, i), score, is_above, rules)
+        if change is not None:
+            yield i, change[0], change[1]
 
 
-@dataclass(frozen=True)
-class EventContext:
-    """What every event of a batch shares: the model that scored it and when."""
-
-    model_version: str
-    threshold: float
-    features: tuple[str, ...]
-    top_features: int
-    detected_at: datetime
-
-
-def event_json(
-    kind: EventType,
-    episode: Episode,
-    asset_id: str,
-    ts: datetime,
-    ref: SourceRef,
-    score: float,
-    shares: npt.NDArray[np.float64] | None,
-    context: EventContext,
-    reason: str | None = None,
-) -> bytes:
-    """The JSON of an open or resolve event, triggered by the record at `ref`."""
-    event: dict[str, object] = {
-        "type": kind,
-        "episode_id": episode.episode_id,
-        "asset_id": asset_id,
-        "ts": _iso(ts),
-        "source": {"topic": ref.topic, "partition": ref.partition, "offset": ref.offset},
-        "score": score,
-        "threshold": context.threshold,
-        "model_version": context.model_version,
-        "top_features": top_features(shares, context.features, context.top_features),
-        "detected_at": _iso(context.detected_at),
-        "started_at": _iso(episode.started_at),
-    }
-    if kind == "resolve":
-        event.update(
-            ended_at=_iso(episode.ended_at),
-            records=episode.records,
-            peak_score=episode.peak_score,
-        )
-    if reason is not None:
-        event["reason"] = reason
-    return json.dumps(event).encode()
-
-
-def top_features(
-    shares: npt.NDArray[np.float64] | None, features: tuple[str, ...], n: int
-) -> list[dict[str, object]]:
-    """The n features with the largest share of the error, largest first."""
-    if shares is None:
-        return []
-    order = np.argsort(-shares, kind="stable")[:n]
-    return [{"feature": features[i], "share": round(float(shares[i]), 4)} for i in order]
-
-
-def _iso(ts: datetime) -> str:
-    return ts.isoformat().replace("+00:00", "Z")
+def flags(
+    scores: npt.NDArray[np.float64], above: npt.NDArray[np.bool_], rules: Rules
+) -> npt.NDArray[np.bool_]:
+    """Which of one asset's consecutive scored records lie inside an episode, by `rules`: how
+    training and evaluations turn scores back into per-record decisions."""
+    # an episode grows until it resolves (or the records end): mark each once all are seen
+    opened = [episode for _, kind, episode in changes(scores, above, rules) if kind == "open"]
+    out = np.zeros(len(above), dtype=bool)
+    for episode in opened:
+        out[episode.start.offset : episode.start.offset + episode.records] = True
+    return out

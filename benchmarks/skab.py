@@ -24,8 +24,9 @@ CSV files with a `datetime` column but no `anomaly` column (SKAB's anomaly-free 
 are cut into segments of --train-rows + --clean-rows rows, each run the same way: every row
 there is normal, so the share flagged is the false-alarm rate of a normal day.
 
-The same model also replays the rows offline (scores, `RuleState`, `event_json`: the worker's
-code without Kafka); the results say whether the streamed decisions equal the replayed ones.
+The same model also replays the rows offline (`anomaly.scoring`, `anomaly.rules.changes`,
+`event_json`: the worker's code without Kafka); the results say whether the streamed
+decisions equal the replayed ones.
 `--replay offline` skips the broker and reports the replay, for exploring settings quickly;
 figures quoted in the docs come from the streaming run. Writes `<out>/<name>.json` and
 `<out>/<name>.md` and prints the markdown.
@@ -52,9 +53,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from anomaly.model import Artifact, ModelStore, sliding_windows
+from anomaly.events import EventContext, event_json
+from anomaly.model import Artifact, ModelStore
 from anomaly.records import parse_ts
-from anomaly.rules import EventContext, RuleState, SourceRef, event_json
+from anomaly.rules import SourceRef, changes
+from anomaly.scoring import score_series
 from anomaly.settings import KafkaSettings, TopicSettings
 from benchmarks.common import REPO, machine, produce, wait_until
 from benchmarks.quality import (
@@ -278,32 +281,25 @@ def stream(
 def replay(
     artifact: Artifact, exp: Experiment, first: int, alerts: AlertSettings
 ) -> list[dict[str, Any]]:
-    """The events the worker's code publishes for rows first.., computed without Kafka."""
+    """The events the worker's code publishes for rows first.., computed without Kafka: the
+    scoring step and the rules' state machine (`anomaly.scoring`, `anomaly.rules.changes`)
+    with the model's rules and the worker's overrides (WORKER_ALERTS__*), as the worker."""
     manifest = artifact.manifest
     window = manifest.window
-    values = exp.values[first:]
-    if len(values) < window:
-        return []
-    scores = artifact.detector.score(sliding_windows(values, window))
-    above = artifact.threshold.exceeds(scores.score)
+    scored = score_series(artifact.detector, artifact.threshold, exp.values[first:], window)
     context = EventContext(
         manifest.model_version, manifest.threshold.value, manifest.features,
         alerts.top_features, datetime.now(UTC),
     )  # fmt: skip
-    state, events = RuleState(), []
-    for j in range(len(scores.score)):
-        i = first + window - 1 + j
-        ref = SourceRef("replay", 0, i - first)
-        score = float(scores.score[j])
-        change = state.observe(
-            exp.ts[i], ref, score, bool(above[j]), alerts.open_after, alerts.resolve_after,
-            alerts.end_drop,
-        )  # fmt: skip
-        if change is not None:
-            kind, episode = change
-            value = event_json(kind, episode, exp.asset_id, exp.ts[i], ref, score,
-                               scores.shares[j], context)  # fmt: skip
-            events.append(json.loads(value))
+    rules = manifest.rules.model_copy(update=alerts.overrides())
+    times = exp.ts[first + window - 1 :]
+    events = []
+    for j, kind, episode in changes(scored.score, scored.above, rules, times):
+        ref = SourceRef("replay", 0, window - 1 + j)
+        score = float(scored.score[j])
+        value = event_json(kind, episode, exp.asset_id, times[j], ref, score,
+                           scored.shares[j], context)  # fmt: skip
+        events.append(json.loads(value))
     return events
 
 
@@ -490,6 +486,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 mode="json", include={"model", "calibration", "clean", "gate", "data"}
             ),
             "alerts": WorkerSettings().alerts.model_dump(mode="json"),
+            "rules": training.rules.model_dump(mode="json"),
         },
         "seconds": round(elapsed, 1),
         "machine": machine(),

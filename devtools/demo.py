@@ -26,11 +26,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from anomaly.kafka import make_producer
+from anomaly.rules import Rules
 from anomaly.settings import KafkaSettings, TopicSettings
 from devtools import local_broker
 from devtools.simulator import Fault, Fleet
 from devtools.topics import TopicReader, committed_total, create_topics
-from worker.settings import AlertSettings
 
 MALFORMED = [
     b"not json at all",
@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"metrics: {base}/metrics (probes: {base}/livez, {base}/readyz)")
         for line in scrape(f"{base}/metrics"):
             print(f"    {line}")
-        return summary(faults, opened, AlertSettings())
+        return summary(faults, opened, Rules())
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -170,8 +170,8 @@ def follow(
     raise RuntimeError("the worker did not catch up within 120 s")  # fmt: skip
 
 
-def summary(faults: list[Fault], opened: list[Seen], alerts: AlertSettings) -> int:
-    grace = timedelta(seconds=alerts.resolve_after + alerts.open_after)
+def summary(faults: list[Fault], opened: list[Seen], rules: Rules) -> int:
+    grace = timedelta(seconds=rules.resolve_after + rules.open_after)
     matched: set[str] = set()
     print()
     say(f"summary: {len(faults)} faults injected")

@@ -180,8 +180,10 @@ def start_kafka09(
                 command, stdout=out, stderr=out, env=env, start_new_session=True
             )
         wait_for_port(wait_port, process, name, timeout_s)
-        if name == "kafka" and ssl_port is not None:
-            wait_for_port(ssl_port, process, "kafka (TLS)", timeout_s)
+        if name == "kafka":
+            wait_for_registration(f"127.0.0.1:{port}", process, timeout_s)
+            if ssl_port is not None:
+                wait_for_port(ssl_port, process, "kafka (TLS)", timeout_s)
         return process
 
     processes: list[subprocess.Popen[bytes]] = []
@@ -210,6 +212,33 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeou
             time.sleep(0.05)  # polling the port with a deadline, not synchronising on time
     process.kill()
     raise BrokerError(f"{name} did not open port {port} within {timeout_s} s")
+
+
+def wait_for_registration(
+    bootstrap: str, process: subprocess.Popen[bytes], timeout_s: float
+) -> None:
+    """Wait until Kafka 0.9's metadata lists a broker. Its port opens a little before the
+    broker has registered in ZooKeeper; a topic created on first use meanwhile fails
+    ("replication factor: 1 larger than available brokers: 0"), and librdkafka drops the
+    records it was producing there."""
+    from kafka import KafkaConsumer
+    from kafka.errors import KafkaError
+
+    deadline = time.monotonic() + timeout_s
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=(0, 9))
+    try:
+        while True:
+            if process.poll() is not None:
+                raise BrokerError(f"kafka exited with code {process.returncode}")
+            try:
+                consumer.topics()  # a metadata request: refused while it lists no broker
+                return
+            except KafkaError as exc:
+                if time.monotonic() >= deadline:
+                    raise BrokerError(f"kafka listed no broker within {timeout_s} s") from exc
+            time.sleep(0.05)  # polling a condition with a deadline
+    finally:
+        consumer.close()
 
 
 def _pid_file() -> Path:

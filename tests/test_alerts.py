@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from anomaly.rules import RuleState, SourceRef, flag_episodes
+from anomaly.rules import Rules, RuleState, SourceRef, flags
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 
@@ -14,7 +14,8 @@ def run(pattern: str, k: int, m: int) -> list[tuple[int, str, int, int]]:
     out: list[tuple[int, str, int, int]] = []
     for i, mark in enumerate(pattern):
         ref = SourceRef("in", 0, i)
-        change = state.observe(T0 + timedelta(seconds=i), ref, float(i), mark == "+", k, m)
+        rules = Rules(open_after=k, resolve_after=m, end_drop=0)
+        change = state.observe(T0 + timedelta(seconds=i), ref, float(i), mark == "+", rules)
         if change is not None:
             kind, episode = change
             start = int(episode.episode_id.rsplit("/", 1)[1])
@@ -46,7 +47,8 @@ def test_episode_records_its_span_and_peak() -> None:
     scores = [5.0, 9.0, 1.0, 7.0, 0.0, 0.0]
     for i, score in enumerate(scores):
         ref = SourceRef("in", 3, 100 + i)
-        change = state.observe(T0 + timedelta(seconds=i), ref, score, score > 2, 2, 2)
+        rules = Rules(open_after=2, resolve_after=2, end_drop=0)
+        change = state.observe(T0 + timedelta(seconds=i), ref, score, score > 2, rules)
     assert change is not None
     kind, episode = change
     assert kind == "resolve"
@@ -70,7 +72,9 @@ def test_flag_episodes_marks_the_records_inside_episodes(
     pattern: str, k: int, m: int, flagged: str
 ) -> None:
     above = np.array([c == "+" for c in pattern])
-    assert "".join("+" if f else "-" for f in flag_episodes(above, k, m)) == flagged
+    scores = np.arange(len(pattern), dtype=float)  # rising: the drop rule could never end one
+    marks = flags(scores, above, Rules(open_after=k, resolve_after=m))
+    assert "".join("+" if f else "-" for f in marks) == flagged
 
 
 def run_scores(
@@ -81,7 +85,8 @@ def run_scores(
     out: list[tuple[int, str, int, int]] = []
     for i, score in enumerate(scores):
         ref = SourceRef("in", 0, i)
-        change = state.observe(T0 + timedelta(seconds=i), ref, score, score > threshold, k, m, drop)
+        rules = Rules(open_after=k, resolve_after=m, end_drop=drop)
+        change = state.observe(T0 + timedelta(seconds=i), ref, score, score > threshold, rules)
         if change is not None:
             kind, episode = change
             out.append((i, kind, episode.start.offset, episode.records))
@@ -119,11 +124,9 @@ def test_drop_rule_follows_a_slow_change_and_ignores_short_dips() -> None:
     assert not state.idle
 
 
-def test_flag_episodes_applies_the_drop_rule_with_scores() -> None:
+def test_flags_apply_the_drop_rule() -> None:
     scores = np.array([0.5] * 3 + [10.0] * 6 + [3.0] * 6)
     above = scores > 1.0
-    assert flag_episodes(above, 2, 3).sum() == 12  # open to the end
-    flags = flag_episodes(above, 2, 3, scores=scores, drop=2.0)
-    assert "".join("+" if f else "-" for f in flags) == "---++++++------"
-    # without scores the drop rule cannot apply
-    assert flag_episodes(above, 2, 3, drop=2.0).sum() == 12
+    assert flags(scores, above, Rules(open_after=2, resolve_after=3, end_drop=0)).sum() == 12
+    marks = flags(scores, above, Rules(open_after=2, resolve_after=3, end_drop=2.0))
+    assert "".join("+" if f else "-" for f in marks) == "---++++++------"

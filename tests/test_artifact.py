@@ -88,8 +88,23 @@ def test_refuses_a_truncated_manifest(artifact_dir: Path) -> None:
 
 
 def test_refuses_another_format_version(artifact_dir: Path) -> None:
-    edit_manifest(artifact_dir, lambda m: m.update(format_version=2))
-    with pytest.raises(ArtifactError, match="format version 2; this code reads version 1"):
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=3))
+    with pytest.raises(ArtifactError, match="format version 3; this code reads versions 1, 2"):
+        load_artifact(artifact_dir)
+
+
+def test_a_format_1_artifact_loads_with_the_rules_its_workers_applied(artifact_dir: Path) -> None:
+    """0.1.x manifests record no rules: they serve with 0.1.x's defaults (k 3, m 5, drop 2)."""
+
+    def as_format_1(manifest: dict[str, Any]) -> None:
+        manifest.update(format_version=1)
+        del manifest["rules"]
+
+    edit_manifest(artifact_dir, as_format_1)
+    rules = load_artifact(artifact_dir).manifest.rules
+    assert (rules.open_after, rules.resolve_after, rules.end_drop) == (3, 5, 2.0)
+    edit_manifest(artifact_dir, lambda m: m.update(rules={"open_after": 2}))
+    with pytest.raises(ArtifactError, match="format version 1 has no rules"):
         load_artifact(artifact_dir)
 
 

@@ -8,7 +8,8 @@ calibrate the candidate). The candidate is promoted only if
 - its reconstruction error there is at most (1 + error_margin) times the service model's,
   both measured in the candidate's scaled units, so two scalers compare fairly (checked when
   both have the same kind and window: the error of another shape does not compare);
-- with a labelled validation file, its F1 there is not lower than the service model's.
+- with a labelled validation file, its F1 there is not lower than the service model's, each
+  model's records flagged by its own alert rules (the rules the workers apply with it).
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ import numpy as np
 
 from anomaly.model import Detector, Threshold, sliding_windows
 from anomaly.model.autoencoder import ConvAutoencoder
-from anomaly.rules import flag_episodes
+from anomaly.rules import Rules
+from anomaly.scoring import score_series, series_flags
 from training.data import SensorHistory, read_history
 from training.settings import DataSettings, GateSettings
 
@@ -37,6 +39,7 @@ class Scored:
     threshold: Threshold
     window: int
     features: tuple[str, ...]
+    rules: Rules
     version: str | None = None
 
 
@@ -59,8 +62,6 @@ def decide(
     slice_: SensorHistory,
     settings: GateSettings,
     data: DataSettings,
-    k: int,
-    m: int,
 ) -> Decision:
     """Apply every rule; the decision lists each rule that failed."""
     decision = Decision()
@@ -118,9 +119,9 @@ def decide(
                         "features": candidate.features, "label_column": settings.validation_label}
             )
         )  # fmt: skip
-        figures["candidate_f1"] = cand_f1 = f1(candidate, labelled, k, m)
+        figures["candidate_f1"] = cand_f1 = f1(candidate, labelled)
         if service is not None and service.features == candidate.features:
-            figures["service_f1"] = service_f1 = f1(service, labelled, k, m)
+            figures["service_f1"] = service_f1 = f1(service, labelled)
             if cand_f1 < service_f1:
                 decision.reject(
                     f"F1 {cand_f1:.4f} on {settings.validation_path} is lower than the "
@@ -129,16 +130,13 @@ def decide(
     return decision
 
 
-def f1(model: Scored, labelled: SensorHistory, k: int, m: int) -> float:
-    """Pooled F1 of the per-record decisions (inside an episode) against the labels."""
+def f1(model: Scored, labelled: SensorHistory) -> float:
+    """Pooled F1 of the per-record decisions (inside an episode, by the model's rules) against
+    the labels."""
     tp = fp = fn = 0
     for s in labelled.series:
         assert s.labels is not None
-        above = np.zeros(len(s.ts), dtype=bool)
-        if len(s.ts) >= model.window:
-            scores = model.detector.score(sliding_windows(s.values, model.window)).score
-            above[model.window - 1 :] = model.threshold.exceeds(scores)
-        flagged = flag_episodes(above, k, m)
+        flagged = series_flags(model.detector, model.threshold, s.values, model.window, model.rules)
         truth = s.labels.astype(bool)
         tp += int((flagged & truth).sum())
         fp += int((flagged & ~truth).sum())
@@ -154,9 +152,8 @@ def _architecture(model: Scored) -> str:
 
 def _scores(model: Scored, slice_: SensorHistory) -> np.ndarray:
     parts = [
-        model.detector.score(sliding_windows(s.values, model.window)).score
+        score_series(model.detector, model.threshold, s.values, model.window).score
         for s in slice_.series
-        if len(s.ts) >= model.window
     ]
     return np.concatenate(parts) if parts else np.empty(0)
 

@@ -1,31 +1,25 @@
 """Clean data only: find the records that a model flags, or that recorded episodes cover.
 
-"Flagged" means what it means in the worker: inside an alert episode (k records in a row
-above the threshold open it, m below close it), scored over the same windows.
+"Flagged" means what it means in the worker: inside an alert episode by the model's own
+rules (anomaly.rules), scored over the same windows (anomaly.scoring).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from anomaly.model import Detector, Threshold, sliding_windows
-from anomaly.rules import flag_episodes
+from anomaly.scoring import series_flags
 from training.data import Masks, SensorHistory
+from training.gate import Scored
 from training.topic import Episodes
 
 
-def flagged_by(
-    detector: Detector, threshold: Threshold, window: int, history: SensorHistory, k: int, m: int
-) -> Masks:
-    """Rows inside an episode of `detector` (records before a full window are not scored)."""
-    masks: Masks = {}
-    for i, s in enumerate(history.series):
-        above = np.zeros(len(s.ts), dtype=bool)
-        if len(s.ts) >= window:
-            scores = detector.score(sliding_windows(s.values, window)).score
-            above[window - 1 :] = threshold.exceeds(scores)
-        masks[i] = flag_episodes(above, k, m)
-    return masks
+def flagged_by(model: Scored, history: SensorHistory) -> Masks:
+    """Rows inside an episode of `model` (records before a full window are not scored)."""
+    return {
+        i: series_flags(model.detector, model.threshold, s.values, model.window, model.rules)
+        for i, s in enumerate(history.series)
+    }
 
 
 def inside_episodes(history: SensorHistory, episodes: Episodes) -> Masks:

@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 # A gate slice of its own needs this many windows; a shorter history gates on the
 # calibration part (as with TRAINING_GATE__FRACTION=0) rather than starve calibration.
 MIN_GATE_WINDOWS = 100
+# The hygiene rules, each a series of anomaly_training_rows_removed{rule}.
+HYGIENE_RULES = ("service_model", "alert_episodes", "first_fit")
 
 
 @dataclass(frozen=True)
@@ -117,13 +119,10 @@ def _train(
     read = _read(settings, service, now)
     history = read.history
     figures.rows_read = read.read
-    k, m = settings.clean.open_after, settings.clean.resolve_after
 
     marks: dict[str, Masks] = {}
     if service is not None and service.features == history.features:
-        marks["service_model"] = flagged_by(
-            service.detector, service.threshold, service.window, history, k, m
-        )
+        marks["service_model"] = flagged_by(service, history)
     elif service is not None:
         log.warning("the service model has other features: its flags cannot clean this data")
     if read.episodes:
@@ -150,10 +149,7 @@ def _train(
     train_drop = excluded if settings.clean.enabled else None
     candidate = _fit(settings, history.features, *parts(train_drop), progress)
     if settings.clean.enabled and service is None:
-        first = flagged_by(
-            candidate.scored.detector, candidate.scored.threshold, settings.model.window,
-            history, k, m,
-        )  # fmt: skip
+        first = flagged_by(candidate.scored, history)
         marks["first_fit"] = first
         if count(first):
             cleaned = union(excluded, first)
@@ -174,12 +170,14 @@ def _train(
                 candidate = _fit(settings, history.features, fit_part, held_part, progress)
     removed = {rule: count(mask) for rule, mask in marks.items()}
     removed_total = count(excluded) if settings.clean.enabled else 0
-    figures.rows_removed = removed
+    # every rule is pushed, 0 where it removed nothing or did not apply: a rule that
+    # applied before keeps no stale count on the Pushgateway, and the board has a series
+    figures.rows_removed = dict.fromkeys(HYGIENE_RULES, 0) | removed
     figures.rows_used = candidate.fit.rows
     gate_slice = (
         history.between(gate_cut, math.inf, excluded) if gate_fraction else candidate.calibration
     )
-    decision = decide(candidate.scored, service, gate_slice, settings.gate, settings.data, k, m)
+    decision = decide(candidate.scored, service, gate_slice, settings.gate, settings.data)
     log.info(
         "gate: %s%s", "promoted" if decision.promoted else "rejected",
         "".join(f"; {r}" for r in decision.reasons),
@@ -234,7 +232,7 @@ def _service_model(store: ModelStore) -> Scored | None:
         log.error("the current model is refused (%s): training as on a first run", exc)
         return None
     m = artifact.manifest
-    return Scored(artifact.detector, m.threshold, m.window, m.features, m.model_version)
+    return Scored(artifact.detector, m.threshold, m.window, m.features, m.rules, m.model_version)
 
 
 def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> _Read:
@@ -306,7 +304,7 @@ def _fit(
         threshold.method, threshold.target_fpr,
     )  # fmt: skip
     return _Candidate(
-        Scored(detector, threshold, window, features), result, architecture, scores,
+        Scored(detector, threshold, window, features, settings.rules), result, architecture, scores,
         fit_part, calibration_part, len(fit_windows), len(held_windows),
     )  # fmt: skip
 
@@ -349,6 +347,7 @@ def _manifest(
             best_epoch=candidate.result.best_epoch,
         ),
         weights_sha256="0" * 64,  # write_artifact fills in the real checksum
+        rules=candidate.scored.rules,
     )
 
 

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from anomaly import settings
 from anomaly.model.autoencoder import DEFAULT_KERNEL, Kind
 from anomaly.model.calibration import MethodChoice
+from anomaly.rules import Rules
 from anomaly.settings import KafkaSettings, TopicSettings
 
 ENV_PREFIX = "TRAINING_"
@@ -108,16 +109,12 @@ class CalibrationSettings(BaseModel):
 
 
 class CleanSettings(BaseModel):
-    """Data hygiene: drop records the model in service flags, and recorded alert episodes.
-
-    open_after / resolve_after must match the workers' alert rules (WORKER_ALERTS__...).
-    """
+    """Data hygiene: drop records the model in service flags (by its own alert rules), and
+    recorded alert episodes."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = True
-    open_after: int = Field(default=3, ge=1)
-    resolve_after: int = Field(default=5, ge=1)
 
 
 class GateSettings(BaseModel):
@@ -170,6 +167,7 @@ class TrainingSettings(BaseSettings):
     model: ModelSettings = ModelSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     clean: CleanSettings = CleanSettings()
+    rules: Rules = Rules()  # recorded in the manifest: what the workers will apply
     gate: GateSettings = GateSettings()
     store: StoreSettings = StoreSettings()
     pushgateway: PushgatewaySettings = PushgatewaySettings()

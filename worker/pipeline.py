@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -17,13 +18,16 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from anomaly.events import EventContext, event_json
 from anomaly.model import Artifact
 from anomaly.records import RecordError, SourceRecord, decode_record
-from anomaly.rules import Episode, EventContext, EventType, SourceRef, event_json
+from anomaly.rules import Episode, EventType, Rules, SourceRef
 from anomaly.settings import TopicSettings
 from worker.assets import AssetState, AssetTable
 from worker.checkpoint import CheckpointError, Handover, decode, encode
 from worker.settings import AlertSettings, BatchSettings
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,7 @@ class BatchProcessor:
         self.topics, self.batch, self.alerts = topics, batch, alerts
         self.clock = clock
         self.model: Artifact | None = None
+        self.rules = Rules()  # the model's, with the operator's overrides (set_model)
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
         self.open_episodes = 0
         # assets whose alert state is not idle (a run above the threshold, an open episode, a
@@ -105,6 +110,15 @@ class BatchProcessor:
         if self.model is None or shape != (self.assets.window, self.assets.n_features):
             self.assets.reshape(*shape)
         self.model = artifact
+        overrides = self.alerts.overrides()
+        self.rules = artifact.manifest.rules.model_copy(update=overrides)
+        if overrides:
+            log.warning(
+                "alert rules of model %s overridden by WORKER_ALERTS__*: %s (the model's: %s)",
+                artifact.version,
+                overrides,
+                artifact.manifest.rules.model_dump(),
+            )
 
     def process(
         self, records: Sequence[SourceRecord], handover: Handover | None = None
@@ -172,17 +186,16 @@ class BatchProcessor:
         result.scores = scores.score
         above = self.model.threshold.exceeds(scores.score)
         result.outliers = int(above.sum())
-        k, m = self.alerts.open_after, self.alerts.resolve_after
-        tracked = self._tracked
+        rules, tracked = self.rules, self._tracked
         for i, is_above in enumerate(above.tolist()):
             index, state, asset_id, ts = pending[i]
-            rules = state.rules
-            if not is_above and rules.idle:
+            state_rules = state.rules
+            if not is_above and state_rules.idle:
                 continue  # nothing to track: the rules would not change (the common case)
             record, score = records[index], float(scores.score[i])
             ref = SourceRef(record.topic, record.partition, record.offset)
-            change = rules.observe(ts, ref, score, is_above, k, m, self.alerts.end_drop)
-            if rules.idle:
+            change = state_rules.observe(ts, ref, score, is_above, rules)
+            if state_rules.idle:
                 tracked.get(state.partition, {}).pop(asset_id, None)
             else:
                 tracked.setdefault(state.partition, {})[asset_id] = state

@@ -39,17 +39,20 @@ class StoreSettings(_Part):
 
 
 class AlertSettings(_Part):
-    """Alert episodes: open after k records in a row above the threshold, resolve after m below
-    (or m below 1/end_drop of the episode's own level: anomaly.rules)."""
+    """Alert episodes. The rules (k, m, the drop rule) come with each model, as it was trained
+    and gated (anomaly.rules.Rules in its manifest); a value set here overrides the model's
+    for every model this worker serves, and is logged when a model is loaded."""
 
-    open_after: int = Field(default=3, ge=1, description="k")
-    resolve_after: int = Field(default=5, ge=1, description="m")
-    end_drop: float = Field(
-        default=2.0, ge=0.0,
-        description="resolve when scores fall below the episode's level / this (0 or 1: off)",
-    )  # fmt: skip
+    open_after: int | None = Field(default=None, ge=1, description="override k")
+    resolve_after: int | None = Field(default=None, ge=1, description="override m")
+    end_drop: float | None = Field(default=None, ge=0.0, description="override the drop rule")
     top_features: int = Field(default=3, ge=1)
     max_assets: int = Field(default=100_000, ge=1)
+
+    def overrides(self) -> dict[str, int | float]:
+        """The rules set here, by field name (empty: the model's rules apply as trained)."""
+        names = ("open_after", "resolve_after", "end_drop")
+        return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 
 class HttpSettings(_Part):

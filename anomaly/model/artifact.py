@@ -28,8 +28,12 @@ from anomaly.model.calibration import Threshold
 from anomaly.model.detector import Detector
 from anomaly.model.errors import ArtifactError
 from anomaly.model.features import RobustScaler
+from anomaly.rules import Rules
 
-FORMAT_VERSION = 1
+# 2: the manifest records the alert rules. Version 1 manifests (0.1.x) still load, with the
+# rules 0.1.x workers applied by default.
+FORMAT_VERSION = 2
+READABLE_FORMATS = (1, 2)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 
@@ -96,6 +100,7 @@ class Manifest(_Frozen):
     training: TrainingSummary
     validation: ValidationFigures
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    rules: Rules = Rules()
 
     @property
     def window(self) -> int:
@@ -104,8 +109,8 @@ class Manifest(_Frozen):
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
-        if self.format_version != FORMAT_VERSION:
-            raise ValueError(f"format_version must be {FORMAT_VERSION}")
+        if self.format_version not in READABLE_FORMATS:
+            raise ValueError(f"format_version must be one of {READABLE_FORMATS}")
         n = len(self.features)
         if len(set(self.features)) != n:
             raise ValueError("features contains duplicate names")
@@ -171,11 +176,14 @@ def read_manifest(directory: Path) -> Manifest:
     if not isinstance(raw, dict):
         raise ArtifactError(f"{path} is not a JSON object")
     found = raw.get("format_version")
-    if found != FORMAT_VERSION:
+    if found not in READABLE_FORMATS:
         raise ArtifactError(
-            f"{path} has format version {found!r}; this code reads version {FORMAT_VERSION}. "
-            "Retrain with this release or run a release that reads that format."
+            f"{path} has format version {found!r}; this code reads versions "
+            f"{', '.join(map(str, READABLE_FORMATS))}. Retrain with this release or run a "
+            "release that reads that format."
         )
+    if found == 1 and "rules" in raw:
+        raise ArtifactError(f"{path} is invalid: format version 1 has no rules")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:

@@ -1,0 +1,75 @@
+"""The alert events the worker publishes (JSON on the alerts topic), and what the training job
+reads back of them (`episode_id`, `asset_id`, `type`, `started_at`, `ended_at`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+
+import numpy as np
+import numpy.typing as npt
+
+from anomaly.rules import Episode, EventType, SourceRef
+
+
+@dataclass(frozen=True)
+class EventContext:
+    """What every event of a batch shares: the model that scored it and when."""
+
+    model_version: str
+    threshold: float
+    features: tuple[str, ...]
+    top_features: int
+    detected_at: datetime
+
+
+def event_json(
+    kind: EventType,
+    episode: Episode,
+    asset_id: str,
+    ts: datetime,
+    ref: SourceRef,
+    score: float,
+    shares: npt.NDArray[np.float64] | None,
+    context: EventContext,
+    reason: str | None = None,
+) -> bytes:
+    """The JSON of an open or resolve event, triggered by the record at `ref`."""
+    event: dict[str, object] = {
+        "type": kind,
+        "episode_id": episode.episode_id,
+        "asset_id": asset_id,
+        "ts": _iso(ts),
+        "source": {"topic": ref.topic, "partition": ref.partition, "offset": ref.offset},
+        "score": score,
+        "threshold": context.threshold,
+        "model_version": context.model_version,
+        "top_features": top_features(shares, context.features, context.top_features),
+        "detected_at": _iso(context.detected_at),
+        "started_at": _iso(episode.started_at),
+    }
+    if kind == "resolve":
+        event.update(
+            ended_at=_iso(episode.ended_at),
+            records=episode.records,
+            peak_score=episode.peak_score,
+        )
+    if reason is not None:
+        event["reason"] = reason
+    return json.dumps(event).encode()
+
+
+def top_features(
+    shares: npt.NDArray[np.float64] | None, features: tuple[str, ...], n: int
+) -> list[dict[str, object]]:
+    """The n features with the largest share of the error, largest first."""
+    if shares is None:
+        return []
+    order = np.argsort(-shares, kind="stable")[:n]
+    return [{"feature": features[i], "share": round(float(shares[i]), 4)} for i in order]
+
+
+def _iso(ts: datetime) -> str:
+    return ts.isoformat().replace("+00:00", "Z")

@@ -1,0 +1,167 @@
+"""One set of alert rules: the worker's streaming decisions equal the offline entry points
+(`anomaly.rules.changes`/`flags`, `anomaly.scoring`) that the training job's cleaning, the
+gate and the benchmarks use, on recorded series, with the drop rule on and off."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly.model import (
+    FORMAT_VERSION,
+    ArchitectureConfig,
+    Artifact,
+    Detector,
+    Manifest,
+    RobustScaler,
+    ScalerParams,
+    Threshold,
+    TrainingSummary,
+    ValidationFigures,
+    build_autoencoder,
+)
+from anomaly.rules import Rules, changes
+from anomaly.scoring import score_series, series_flags
+from anomaly.settings import TopicSettings
+from devtools import simulator
+from tests.fakes import as_records
+from training.data import AssetSeries, SensorHistory
+from training.gate import Scored, f1
+from worker.pipeline import BatchProcessor
+from worker.settings import AlertSettings, BatchSettings
+
+TOPICS = TopicSettings(input="in", alerts="alerts", dead_letters="dlq")
+WINDOW = 4
+N = 900
+
+
+def recorded(seed: int) -> np.ndarray:
+    """One pump's readings: a fault that steps vibration up by 20 standard deviations, then
+    settles 5 above normal (a new state, not what opened the episode), then normal again."""
+    rows = simulator.clean_rows(N, seed=seed)
+    std = simulator.sensor_std(rows[:300])[3]
+    rows[300:400, 3] += 20 * std
+    rows[400:600, 3] += 5 * std
+    return rows
+
+
+def artifact(rows: np.ndarray, rules: Rules, quantile: float, of: slice) -> Artifact:
+    """A model with random weights (scores need not be good to be decided alike), its threshold
+    at a quantile of the scores of the series' rows `of`."""
+    n = rows.shape[1]
+    architecture = ArchitectureConfig(n_features=n, window=WINDOW, hidden=(16,), latent=3)
+    torch.manual_seed(0)
+    network = build_autoencoder(architecture).eval()
+    scaler = RobustScaler.fit(rows[:300])
+    detector = Detector(scaler, network)
+    probe = Threshold(value=0.0, method="quantile", target_fpr=0.2, n_samples=100)
+    scores = score_series(detector, probe, rows[of], WINDOW).score
+    threshold = probe.model_copy(update={"value": float(np.quantile(scores, quantile))})
+    summary = dict.fromkeys(TrainingSummary.model_fields, 0) | {"source": "test"}
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        model_version="rules-test",
+        created_at=datetime(2026, 11, 30, tzinfo=UTC),
+        features=simulator.FEATURES,
+        scaler=ScalerParams.from_scaler(scaler),
+        architecture=architecture,
+        threshold=threshold,
+        training=TrainingSummary.model_validate(summary),
+        validation=ValidationFigures.model_validate(
+            dict.fromkeys(ValidationFigures.model_fields, 1)
+        ),
+        weights_sha256="0" * 64,
+        rules=rules,
+    )
+    return Artifact(manifest, detector)
+
+
+NOISY = (0.8, slice(None))  # threshold at the 80th percentile: episodes open and end often
+QUIET = (0.99, slice(0, 300))  # at the 99th of the normal part: the fault's episodes
+
+
+def streamed(model: Artifact, rows: np.ndarray, batch_sizes: list[int]) -> list[tuple[str, int]]:
+    """(type, offset of the record that triggered it) of each event the worker publishes."""
+    processor = BatchProcessor(TOPICS, BatchSettings(), AlertSettings())
+    processor.set_model(model)
+    raw = []
+    for i, row in enumerate(rows):
+        values = dict(zip(simulator.FEATURES, row.tolist(), strict=True))
+        ts = simulator.timestamp(i).isoformat()
+        raw.append((b"p", json.dumps({"asset_id": "p", "ts": ts, "values": values}).encode()))
+    records = as_records(raw, partitions=1)
+    out, at = [], 0
+    sizes = iter(batch_sizes * (len(records) // min(batch_sizes) + 1))
+    while at < len(records):
+        batch = records[at : at + next(sizes)]
+        at += len(batch)
+        for message in processor.process(batch).messages:
+            event = json.loads(message.value)
+            out.append((event["type"], event["source"]["offset"]))
+    return out
+
+
+@pytest.mark.parametrize("end_drop", [0.0, 2.0])
+@pytest.mark.parametrize("threshold", [NOISY, QUIET])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_streamed_events_equal_the_offline_rules_on_recorded_series(
+    seed: int, threshold: tuple[float, slice], end_drop: float
+) -> None:
+    rows = recorded(seed)
+    rules = Rules(open_after=3, resolve_after=5, end_drop=end_drop)
+    model = artifact(rows, rules, *threshold)
+    scored = score_series(model.detector, model.threshold, rows, WINDOW)
+    offline = [(kind, WINDOW - 1 + i) for i, kind, _ in changes(scored.score, scored.above, rules)]
+    assert len(offline) >= 2  # episodes open and end: the comparison means something
+    assert streamed(model, rows, [1, 7, 50, 500]) == offline
+    assert streamed(model, rows, [200]) == offline
+
+
+def test_the_drop_rule_changes_the_decisions_on_these_series() -> None:
+    """The series above exercise the drop rule: with it the settled state is not flagged."""
+    rows = recorded(1)
+    model = artifact(rows, Rules(), *QUIET)
+    with_drop = series_flags(model.detector, model.threshold, rows, WINDOW, Rules(end_drop=2))
+    without = series_flags(model.detector, model.threshold, rows, WINDOW, Rules(end_drop=0))
+    assert with_drop.sum() < without.sum()
+
+
+def test_the_worker_serves_the_models_rules_unless_overridden(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rows = recorded(1)
+    model = artifact(rows, Rules(open_after=2, resolve_after=4, end_drop=3.0), *QUIET)
+    processor = BatchProcessor(TOPICS, BatchSettings(), AlertSettings())
+    processor.set_model(model)
+    assert processor.rules == model.manifest.rules
+    overriding = BatchProcessor(TOPICS, BatchSettings(), AlertSettings(end_drop=0))
+    with caplog.at_level("WARNING", logger="worker.pipeline"):
+        overriding.set_model(model)
+    assert overriding.rules == Rules(open_after=2, resolve_after=4, end_drop=0)
+    assert "overridden by WORKER_ALERTS__*: {'end_drop': 0.0}" in caplog.text
+
+
+def test_the_gate_judges_a_labelled_file_by_the_models_rules_drop_rule_included() -> None:
+    """The same model and labels, flagged with and without the drop rule: F1 follows the rules
+    in the model (the gate and the workers decide alike)."""
+    rows = recorded(1)
+    labels = np.zeros(N)
+    labels[300:400] = 1  # the fault; the state after it is labelled normal
+    series = AssetSeries("p", np.arange(N, dtype=float), rows, labels)
+    history = SensorHistory("labelled", simulator.FEATURES, (series,), has_timestamps=False)
+    model = artifact(rows, Rules(), *QUIET)
+    scores = {}
+    for end_drop in (0.0, 2.0):
+        rules = Rules(end_drop=end_drop)
+        scored = Scored(model.detector, model.threshold, WINDOW, simulator.FEATURES, rules)
+        flagged = series_flags(model.detector, model.threshold, rows, WINDOW, rules)
+        truth = labels.astype(bool)
+        tp, fp = int((flagged & truth).sum()), int((flagged & ~truth).sum())
+        fn = int((~flagged & truth).sum())
+        assert f1(scored, history) == pytest.approx(tp / (tp + (fp + fn) / 2))
+        scores[end_drop] = f1(scored, history)
+    assert scores[2.0] > scores[0.0]
