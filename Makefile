@@ -1,6 +1,7 @@
 # Two entry points do all the set-up on a fresh machine:
 #   make demo   broker, training, worker and a simulated fleet of pumps with faults, end to end
-#   make test   ruff, mypy and the test suite
+#   make test   ruff, mypy, the import contracts and the whole test suite
+# and the inner loop: make unit (the unit tier, under a minute)
 # Torch is installed first, pinned, so the project's torch range installs nothing more.
 # Elsewhere, get the CPU build with: make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 
@@ -15,7 +16,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA09 := .kafka/kafka-0.9/bin/kafka-run-class.sh
 
-.PHONY: install system test lint demo bench soak skab broker-start broker-stop kafka09 clean
+.PHONY: install system test unit lint demo bench soak skab broker-start broker-stop kafka09 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +52,10 @@ lint: install
 
 test: lint system $(KAFKA09)
 	$(BIN)/pytest
+
+# The fast inner loop: the unit tier (no broker, no service), under a minute.
+unit: install
+	$(BIN)/pytest -q tests/unit
 
 demo: install
 	$(BIN)/python -m devtools.demo --workdir $(DEMO)

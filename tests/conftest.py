@@ -1,12 +1,17 @@
-"""Shared fixtures: a model trained once per session on the synthetic plant."""
+"""Shared fixtures (a model trained once per session on the synthetic plant, the real brokers
+and the Pushgateway) and the tiers: each test is marked by its folder.
+
+- unit: no broker and no service; models are the session's small one or made in the test.
+  `make unit`.
+- integration: real brokers (Tansu, Apache Kafka 0.9), Prometheus, the Pushgateway, kubectl.
+- system: the commands as a user runs them (CLI, demo, benchmarks, SKAB, a read-only tree).
+"""
 
 from __future__ import annotations
 
 import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 import torch
@@ -23,44 +28,10 @@ from anomaly.model import (
     build_autoencoder,
     write_artifact,
 )
-from anomaly.model.features import FloatArray
 from devtools import local_broker, simulator
 from devtools.local_broker import LocalBroker
-from training.job import TrainingOutcome, train
-from training.settings import TrainingSettings
-
-REPO = Path(__file__).resolve().parents[1]
-SKAB = REPO.parent / "shared" / "data" / "skab"
-
-
-def write_csv(path: Path, rows: FloatArray) -> None:
-    """Rows as CSV with an ISO `timestamp` column (one per second) and the simulator's features."""
-    lines = [",".join(["timestamp", *simulator.FEATURES])]
-    for i, row in enumerate(rows):
-        lines.append(",".join([simulator.timestamp(i).isoformat(), *map(repr, row.tolist())]))
-    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-
-
-def settings_for(
-    data: Path, store: Path, calibration: dict[str, object] | None = None, **model: object
-) -> TrainingSettings:
-    """Training settings for a CSV written by write_csv: calibration on the whole held-out
-    part (no gate slice), no margin above it and no hygiene, single records unless a window
-    is given, so that the model tests see plain training and calibration."""
-    return TrainingSettings(
-        data={"path": data, "timestamp_column": "timestamp"},
-        model={"epochs": 150, "patience": 10, "batch_size": 128, "window": 1, **model},
-        calibration={"margin": 1.0, **(calibration or {})},
-        clean={"enabled": False},
-        gate={"fraction": 0},
-        store={"path": store},
-    )
-
-
-@dataclass(frozen=True)
-class Trained:
-    outcome: TrainingOutcome
-    store: ModelStore
+from tests.support.models import Trained, settings_for, write_csv
+from training.job import train
 
 
 @pytest.fixture(scope="session")
@@ -134,3 +105,14 @@ def kafka09(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """Apache Kafka 0.9 with ZooKeeper (unpacked by `make kafka09`), persistent, on loopback."""
     with local_broker.start_kafka09(tmp_path_factory.mktemp("kafka09")) as running:
         yield running
+
+
+TIERS = ("unit", "integration", "system")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test with its tier, the folder it lives in."""
+    for item in items:
+        tier = item.path.parent.name
+        if tier in TIERS:
+            item.add_marker(getattr(pytest.mark, tier))

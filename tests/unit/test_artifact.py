@@ -1,6 +1,5 @@
 """Loading refuses every kind of broken artifact with a message that says what is wrong."""
 
-import json
 import os
 import shutil
 from collections.abc import Callable
@@ -12,9 +11,9 @@ import pytest
 import torch
 
 from anomaly.model import ArtifactError, ModelStore, load_artifact, sliding_windows, write_artifact
-from anomaly.model.artifact import MANIFEST, WEIGHTS, _sha256
+from anomaly.model.artifact import MANIFEST, WEIGHTS
 from devtools import simulator
-from tests.conftest import Trained
+from tests.support.models import Trained, edit_manifest, replace_weights
 
 
 @pytest.fixture
@@ -23,20 +22,6 @@ def artifact_dir(trained: Trained, tmp_path: Path) -> Path:
     copy = tmp_path / "version"
     shutil.copytree(trained.outcome.directory, copy)
     return copy
-
-
-def edit_manifest(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
-    path = directory / MANIFEST
-    manifest = json.loads(path.read_text())
-    change(manifest)
-    path.write_text(json.dumps(manifest))
-
-
-def replace_weights(directory: Path, payload: object) -> None:
-    """Write new weights and make the manifest's checksum agree (a consistent forgery)."""
-    torch.save(payload, directory / WEIGHTS)
-    digest = _sha256(directory / WEIGHTS)
-    edit_manifest(directory, lambda m: m.update(weights_sha256=digest))
 
 
 def test_round_trip_gives_identical_scores(

@@ -18,9 +18,10 @@ from anomaly.settings import TopicSettings
 from devtools import simulator
 from devtools.local_broker import LocalBroker
 from devtools.topics import committed_total, create_topics
-from tests.conftest import Trained
-from tests.fakes import FakeRecord
-from tests.test_kafka import Running, processed, produce, read, wait_until
+from tests.support.fakes import FakeRecord
+from tests.support.kafka import Running, processed, produce, read
+from tests.support.models import Trained
+from tests.support.waiting import wait_until
 from worker.errors import ExitCode
 from worker.pipeline import BatchProcessor
 from worker.settings import AlertSettings, BatchSettings, WorkerSettings

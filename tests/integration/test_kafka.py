@@ -19,7 +19,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -32,9 +32,11 @@ from anomaly.records import SourceRecord
 from devtools import local_broker
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import Fleet
-from devtools.topics import TopicReader, committed_total, create_topics
-from tests.conftest import REPO, Trained
-from tests.test_pipeline import MALFORMED, good
+from devtools.topics import committed_total, create_topics
+from tests.support.kafka import Running, processed, produce, read, run_until_processed
+from tests.support.models import REPO, Trained
+from tests.support.records import MALFORMED, good
+from tests.support.waiting import wait_until
 from worker.errors import ExitCode
 from worker.kafka_io import KafkaSink, KafkaSource
 from worker.metrics import Metrics
@@ -64,75 +66,6 @@ def settings(broker: LocalBroker, store: Path) -> WorkerSettings:
     )  # fmt: skip
     create_topics(s.kafka, {s.topics.input: 3, s.topics.alerts: 1, s.topics.dead_letters: 1})
     return s
-
-
-def produce(settings: WorkerSettings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
-    producer = make_producer(settings.kafka)
-    n = 0
-    for key, value in messages:
-        producer.send(settings.topics.input, key=key, value=value)
-        n += 1
-    producer.flush()
-    producer.close()
-    return n
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 60, what: str = "") -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what or condition}"
-        time.sleep(0.05)
-
-
-def processed(metrics: Metrics) -> float:
-    return sum(
-        metrics.registry.get_sample_value("anomaly_records_total", {"outcome": o}) or 0
-        for o in ("scored", "dead_lettered", "warming_up")
-    )
-
-
-class Running:
-    """A worker running in a thread until stopped."""
-
-    def __init__(self, settings: WorkerSettings) -> None:
-        self.metrics = Metrics(CollectorRegistry())
-        self.worker = Worker(settings, self.metrics)
-        self.code: ExitCode | None = None
-        self.thread = threading.Thread(target=self._run)
-        self.thread.start()
-
-    def _run(self) -> None:
-        self.code = self.worker.run()
-
-    def stop(self) -> ExitCode | None:
-        self.worker.stop()
-        self.thread.join(60)
-        return self.code
-
-
-def run_until_processed(settings: WorkerSettings, n: int) -> Metrics:
-    running = Running(settings)
-    try:
-        wait_until(lambda: processed(running.metrics) >= n, what=f"{n} records processed")
-    finally:
-        assert running.stop() == ExitCode.OK
-    return running.metrics
-
-
-def read(settings: WorkerSettings, topic: str, n: int) -> list[SourceRecord]:
-    """The first n records of `topic`, waiting for them with a deadline."""
-    reader = TopicReader(settings.kafka, topic)
-    out: list[SourceRecord] = []
-
-    def enough() -> bool:
-        out.extend(reader.poll(200))
-        return len(out) >= n
-
-    try:
-        wait_until(enough, 30, f"{n} records on {topic}")
-    finally:
-        reader.close()
-    return out
 
 
 def test_faults_become_open_and_resolve_events_on_the_alerts_topic(

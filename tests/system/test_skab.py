@@ -17,7 +17,7 @@ from benchmarks.skab import (
     train_model,
 )
 from devtools import simulator
-from tests.conftest import REPO
+from tests.support.models import REPO
 
 ANOMALY = (520, 640)
 

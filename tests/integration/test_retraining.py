@@ -7,8 +7,6 @@ from __future__ import annotations
 import json
 import shutil
 import threading
-import urllib.request
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,21 +19,14 @@ from devtools import simulator
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import committed_total, create_topics
-from tests.conftest import Trained, write_csv
-from tests.test_kafka import Running, processed, produce, read, wait_until
+from tests.support.kafka import Running, fresh, processed, produce, read
+from tests.support.models import Trained, write_csv
+from tests.support.observability import gateway_metrics
+from tests.support.waiting import wait_until
 from training.job import train
 from training.settings import TrainingSettings
 from training.topic import read_topic
 from worker.settings import WorkerSettings
-
-
-def fresh(broker: LocalBroker) -> tuple[dict[str, object], dict[str, str]]:
-    run = uuid.uuid4().hex[:8]
-    kafka = {"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000,
-             "api_version": broker.api_version}  # fmt: skip
-    topics = {"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
-              "group": f"group-{run}"}  # fmt: skip
-    return kafka, topics
 
 
 @pytest.mark.parametrize("which", ["tansu", "kafka09"])
@@ -90,20 +81,6 @@ def test_the_time_range_read_keeps_the_range_and_ends_while_records_keep_coming(
 def store(trained: Trained, tmp_path: Path) -> Path:
     shutil.copytree(trained.store.root, tmp_path / "store")
     return tmp_path / "store"
-
-
-def gateway_metrics(url: str, job: str) -> dict[str, list[dict[str, object]]]:
-    """Metric families the Pushgateway holds for `job`, read from its own HTTP API."""
-    with urllib.request.urlopen(f"http://{url}/api/v1/metrics", timeout=5) as response:
-        groups = json.loads(response.read())["data"]
-    out: dict[str, list[dict[str, object]]] = {}
-    for group in groups:
-        if group["labels"].get("job") != job:
-            continue
-        for name, family in group.items():
-            if isinstance(family, dict) and "metrics" in family:
-                out[name] = family["metrics"]
-    return out
 
 
 def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(

@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from anomaly.kafka import client_config
-from tests.conftest import REPO
+from tests.support.models import REPO
 from training.settings import TrainingSettings
 from worker.settings import WorkerSettings
 

@@ -19,7 +19,8 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from tests.conftest import REPO
+from tests.support.models import REPO
+from tests.support.observability import dashboard, dashboard_exprs, rule_exprs
 from training import metrics as training_metrics
 from training.settings import TrainingSettings
 from worker.health import Health, HealthServer
@@ -240,21 +241,6 @@ def test_promtool_checks_and_unit_tests_the_rules() -> None:
     alerts = {r["alert"] for g in yaml.safe_load((rules / "rules.yml").read_text())["groups"]
               for r in g["rules"]}  # fmt: skip
     assert tested == alerts  # every alert rule has a unit test
-
-
-def dashboard() -> dict[str, Any]:
-    loaded = json.loads((DEPLOY / "grafana" / "sensor-anomaly.json").read_text())
-    assert isinstance(loaded, dict)
-    return loaded
-
-
-def dashboard_exprs() -> list[str]:
-    return [t["expr"] for p in dashboard()["panels"] for t in p["targets"]]
-
-
-def rule_exprs() -> dict[str, str]:
-    groups = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())["groups"]
-    return {r["alert"]: r["expr"] for g in groups for r in g["rules"]}
 
 
 def exported_metric_names() -> set[str]:

@@ -7,7 +7,7 @@ import pytest
 
 from anomaly.model import Artifact, ModelStore, calibrate, sliding_windows
 from devtools import simulator
-from tests.conftest import Trained, settings_for, write_csv
+from tests.support.models import Trained, settings_for, write_csv
 from training.job import train
 
 

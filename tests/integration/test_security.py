@@ -16,9 +16,9 @@ from devtools import local_broker
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import committed_total
-from tests.conftest import REPO, Trained
-from tests.fakes import FakeRecord, FakeSink, FakeSource, as_records
-from tests.test_kafka import produce, read, run_until_processed
+from tests.support.fakes import FakeRecord, FakeSink, FakeSource, as_records
+from tests.support.kafka import produce, read, run_until_processed
+from tests.support.models import REPO, Trained
 from worker.errors import ExitCode
 from worker.metrics import Metrics
 from worker.runner import Worker

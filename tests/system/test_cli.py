@@ -9,7 +9,7 @@ import pytest
 
 from anomaly.model import ModelStore
 from devtools import simulator
-from tests.conftest import REPO, SKAB, write_csv
+from tests.support.models import REPO, SKAB, write_csv
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,8 +9,8 @@ from anomaly.model import Artifact
 from anomaly.rules import Episode, RuleState, SourceRef
 from anomaly.settings import TopicSettings
 from devtools.simulator import Fleet
-from tests.conftest import Trained
-from tests.fakes import FakeRecord, as_records
+from tests.support.fakes import FakeRecord, as_records
+from tests.support.models import Trained
 from worker.checkpoint import CheckpointError, Handover, decode, encode
 from worker.pipeline import BatchProcessor, BatchResult
 from worker.settings import AlertSettings, BatchSettings

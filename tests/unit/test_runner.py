@@ -5,7 +5,6 @@ import json
 import os
 import shutil
 import threading
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,9 +17,9 @@ from anomaly.model import ModelStore
 from anomaly.model.artifact import WEIGHTS
 from anomaly.settings import KafkaSettings
 from devtools.simulator import Fleet
-from tests.conftest import Trained
-from tests.fakes import FakeRecord, FakeSink, FakeSource, as_records
-from tests.test_artifact import edit_manifest, replace_weights
+from tests.support.fakes import FakeRecord, FakeSink, FakeSource, as_records
+from tests.support.models import Trained, edit_manifest, replace_weights
+from tests.support.waiting import wait_until
 from worker.errors import BrokerUnavailableError, ExitCode
 from worker.health import Health
 from worker.metrics import Metrics
@@ -194,13 +193,6 @@ def test_a_failed_commit_exits_with_its_code(store: Path) -> None:
     source.fail_commit = True
     worker, _ = worker_with(store, source, FakeSink())
     assert worker.run(idle_timeout_s=1) == ExitCode.COMMIT_FAILED
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not met in time"
-        time.sleep(0.01)
 
 
 def test_without_a_model_it_waits_not_ready_then_serves_the_first_published(

@@ -11,7 +11,7 @@ from anomaly.model import ArchitectureConfig, ModelStore, build_autoencoder, sli
 from anomaly.model.artifact import MANIFEST
 from anomaly.model.autoencoder import ConvAutoencoder, DenseAutoencoder, default_latent
 from devtools import simulator
-from tests.conftest import settings_for, write_csv
+from tests.support.models import settings_for, write_csv
 from training.job import train
 
 

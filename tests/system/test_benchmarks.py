@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO
+from tests.support.models import REPO
 
 TINY = {
     "throughput": ["--records", "3000", "--assets", "30", "--repeats", "1",

@@ -34,7 +34,7 @@ import urllib.error
 import urllib.request
 import uuid
 from collections import Counter
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -49,7 +49,8 @@ from anomaly.records import SourceRecord
 from anomaly.settings import KafkaSettings, TopicSettings
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import FAULT_KINDS, Fault, Fleet, asset_name, timestamp
-from tests.conftest import REPO, Trained
+from tests.support.models import REPO, Trained
+from tests.support.waiting import wait_until
 from worker.pipeline import BatchProcessor
 from worker.settings import AlertSettings, BatchSettings
 
@@ -57,13 +58,6 @@ ROWS = 1200  # readings per pump
 PUMPS = 12
 RATE = 240.0  # records per second: the stream lasts ROWS * PUMPS / RATE = 60 s
 BATCH = 200
-
-
-def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
 
 
 SENSORS = {"spike": "vibration", "drift": "temperature", "stuck": "current",

@@ -15,8 +15,9 @@ import pytest
 from devtools import simulator
 from devtools.local_broker import LocalBroker
 from devtools.topics import committed_total, create_topics
-from tests.conftest import REPO, Trained, write_csv
-from tests.test_kafka import produce, wait_until
+from tests.support.kafka import produce
+from tests.support.models import REPO, Trained, write_csv
+from tests.support.waiting import wait_until
 from worker.settings import WorkerSettings
 
 pytestmark = pytest.mark.skipif(

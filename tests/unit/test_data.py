@@ -8,7 +8,7 @@ import pytest
 
 from anomaly.model import CalibrationError, ModelStore
 from devtools import simulator
-from tests.conftest import settings_for, write_csv
+from tests.support.models import settings_for, write_csv
 from training.data import DataError, read_history
 from training.job import train
 from training.settings import DataSettings, TrainingSettings

@@ -20,11 +20,11 @@ from devtools import local_broker, simulator
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import create_topics
-from tests.conftest import Trained, settings_for, write_csv
-from tests.test_deploy import dashboard_exprs, rule_exprs
-from tests.test_kafka import Running, processed, produce, wait_until
-from tests.test_pipeline import MALFORMED
-from tests.test_retraining import fresh
+from tests.support.kafka import Running, fresh, processed, produce
+from tests.support.models import Trained, settings_for, write_csv
+from tests.support.observability import dashboard_exprs, rule_exprs
+from tests.support.records import MALFORMED
+from tests.support.waiting import wait_until
 from training.job import train
 from worker.settings import WorkerSettings
 

@@ -27,8 +27,9 @@ from anomaly.kafka import check_codecs, make_producer
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import committed_total, create_topics
-from tests.conftest import REPO, Trained
-from tests.test_kafka import Running, processed, read, wait_until
+from tests.support.kafka import Running, processed, read
+from tests.support.models import REPO, Trained
+from tests.support.waiting import wait_until
 from training.kafka_range import plan_range, read_planned
 from worker.errors import ExitCode
 from worker.metrics import Metrics

@@ -9,10 +9,10 @@ import pytest
 
 from anomaly.model import Artifact, ModelStore
 from anomaly.settings import TopicSettings
-from devtools import simulator
 from devtools.simulator import Fleet
-from tests.conftest import Trained
-from tests.fakes import FakeRecord, as_records
+from tests.support.fakes import FakeRecord, as_records
+from tests.support.models import Trained
+from tests.support.records import MALFORMED, good
 from worker.pipeline import BatchProcessor, BatchResult
 from worker.settings import AlertSettings, BatchSettings
 
@@ -27,29 +27,6 @@ def processor(artifact: Artifact, **alerts: int) -> BatchProcessor:
 
 def events(result: BatchResult) -> list[dict[str, object]]:
     return [json.loads(m.value) for m in result.messages if m.topic == "alerts"]
-
-
-def good(asset: str, i: int) -> bytes:
-    values = dict.fromkeys(simulator.FEATURES, 1.0)
-    values["speed"] = 2.0
-    return json.dumps(
-        {"asset_id": asset, "ts": f"2026-11-21T10:00:{i:02d}Z", "values": values}
-    ).encode()
-
-
-MALFORMED = {
-    "empty": None,
-    "too_large": b"{" + b" " * 4096 + b"}",
-    "not_utf8": b"\xff\xfe",
-    "not_json": b"{oops",
-    "not_object": b"[]",
-    "bad_asset_id": b'{"ts": "2026-11-21T10:00:00Z", "values": {}}',
-    "bad_ts": b'{"asset_id": "p", "ts": "noon", "values": {}}',
-    "bad_values": b'{"asset_id": "p", "ts": "2026-11-21T10:00:00Z"}',
-    "missing_feature": b'{"asset_id": "p", "ts": "2026-11-21T10:00:00Z", "values": {"flow": 1}}',
-    "non_numeric": good("p", 0).replace(b'"speed": 2.0', b'"speed": "2.0"'),
-    "non_finite": good("p", 0).replace(b'"speed": 2.0', b'"speed": Infinity'),
-}
 
 
 @pytest.fixture(scope="module")

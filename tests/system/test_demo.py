@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 from devtools.local_broker import free_port
-from tests.conftest import REPO
+from tests.support.models import REPO
 
 
 def test_the_demo_detects_every_injected_fault(tmp_path: Path) -> None:

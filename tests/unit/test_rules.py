@@ -28,7 +28,7 @@ from anomaly.rules import Rules, changes
 from anomaly.scoring import score_series, series_flags
 from anomaly.settings import TopicSettings
 from devtools import simulator
-from tests.fakes import as_records
+from tests.support.fakes import as_records
 from training.data import AssetSeries, SensorHistory
 from training.gate import Scored, f1
 from worker.pipeline import BatchProcessor

@@ -1,0 +1,90 @@
+"""The worker on a real broker, for the integration tests: produce, run, read back."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry
+
+from anomaly.kafka import make_producer
+from anomaly.records import SourceRecord
+from devtools.local_broker import LocalBroker
+from devtools.topics import TopicReader
+from tests.support.waiting import wait_until
+from worker.errors import ExitCode
+from worker.metrics import Metrics
+from worker.runner import Worker
+from worker.settings import WorkerSettings
+
+
+def produce(settings: WorkerSettings, messages: Iterable[tuple[bytes | None, bytes | None]]) -> int:
+    producer = make_producer(settings.kafka)
+    n = 0
+    for key, value in messages:
+        producer.send(settings.topics.input, key=key, value=value)
+        n += 1
+    producer.flush()
+    producer.close()
+    return n
+
+
+def processed(metrics: Metrics) -> float:
+    return sum(
+        metrics.registry.get_sample_value("anomaly_records_total", {"outcome": o}) or 0
+        for o in ("scored", "dead_lettered", "warming_up")
+    )
+
+
+class Running:
+    """A worker running in a thread until stopped."""
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.metrics = Metrics(CollectorRegistry())
+        self.worker = Worker(settings, self.metrics)
+        self.code: ExitCode | None = None
+        self.thread = threading.Thread(target=self._run)
+        self.thread.start()
+
+    def _run(self) -> None:
+        self.code = self.worker.run()
+
+    def stop(self) -> ExitCode | None:
+        self.worker.stop()
+        self.thread.join(60)
+        return self.code
+
+
+def run_until_processed(settings: WorkerSettings, n: int) -> Metrics:
+    running = Running(settings)
+    try:
+        wait_until(lambda: processed(running.metrics) >= n, what=f"{n} records processed")
+    finally:
+        assert running.stop() == ExitCode.OK
+    return running.metrics
+
+
+def read(settings: WorkerSettings, topic: str, n: int) -> list[SourceRecord]:
+    """The first n records of `topic`, waiting for them with a deadline."""
+    reader = TopicReader(settings.kafka, topic)
+    out: list[SourceRecord] = []
+
+    def enough() -> bool:
+        out.extend(reader.poll(200))
+        return len(out) >= n
+
+    try:
+        wait_until(enough, 30, f"{n} records on {topic}")
+    finally:
+        reader.close()
+    return out
+
+
+def fresh(broker: LocalBroker) -> tuple[dict[str, object], dict[str, str]]:
+    run = uuid.uuid4().hex[:8]
+    kafka = {"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000,
+             "api_version": broker.api_version}  # fmt: skip
+    topics = {"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
+              "group": f"group-{run}"}  # fmt: skip
+    return kafka, topics

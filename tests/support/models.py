@@ -1,0 +1,67 @@
+"""Paths, training data and settings for the tests, and ways to forge an artifact."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from anomaly.model import ModelStore
+from anomaly.model.artifact import MANIFEST, WEIGHTS, _sha256
+from anomaly.model.features import FloatArray
+from devtools import simulator
+from training.job import TrainingOutcome
+from training.settings import TrainingSettings
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+SKAB = REPO.parent / "shared" / "data" / "skab"
+
+
+def write_csv(path: Path, rows: FloatArray) -> None:
+    """Rows as CSV with an ISO `timestamp` column (one per second) and the simulator's features."""
+    lines = [",".join(["timestamp", *simulator.FEATURES])]
+    for i, row in enumerate(rows):
+        lines.append(",".join([simulator.timestamp(i).isoformat(), *map(repr, row.tolist())]))
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def settings_for(
+    data: Path, store: Path, calibration: dict[str, object] | None = None, **model: object
+) -> TrainingSettings:
+    """Training settings for a CSV written by write_csv: calibration on the whole held-out
+    part (no gate slice), no margin above it and no hygiene, single records unless a window
+    is given, so that the model tests see plain training and calibration."""
+    return TrainingSettings(
+        data={"path": data, "timestamp_column": "timestamp"},
+        model={"epochs": 150, "patience": 10, "batch_size": 128, "window": 1, **model},
+        calibration={"margin": 1.0, **(calibration or {})},
+        clean={"enabled": False},
+        gate={"fraction": 0},
+        store={"path": store},
+    )
+
+
+@dataclass(frozen=True)
+class Trained:
+    outcome: TrainingOutcome
+    store: ModelStore
+
+
+def edit_manifest(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
+    path = directory / MANIFEST
+    manifest = json.loads(path.read_text())
+    change(manifest)
+    path.write_text(json.dumps(manifest))
+
+
+def replace_weights(directory: Path, payload: object) -> None:
+    """Write new weights and make the manifest's checksum agree (a consistent forgery)."""
+    torch.save(payload, directory / WEIGHTS)
+    digest = _sha256(directory / WEIGHTS)
+    edit_manifest(directory, lambda m: m.update(weights_sha256=digest))
