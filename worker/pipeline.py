@@ -1,7 +1,10 @@
 """The pure core of the worker: a batch of raw records in, messages and offsets out.
 
-decode + validate -> per-asset window -> one forward pass -> threshold -> alert rules.
-No I/O: the runner polls, publishes what `process` returns, then commits its offsets.
+Stages, each batch-shaped at its edge: hand over (partitions gained and lost) -> decode and
+validate -> per-asset windows -> one forward pass -> threshold -> alert rules -> messages.
+The per-asset windows live in worker/assets.py, the state saved with each partition's offsets
+in worker/partitions.py. No I/O: the runner polls, publishes what `process` returns, then
+commits its offsets.
 """
 
 from __future__ import annotations
@@ -19,12 +22,13 @@ import numpy as np
 import numpy.typing as npt
 
 from anomaly.events import EventContext, event_json
-from anomaly.model import Artifact
+from anomaly.model import Artifact, Scores
 from anomaly.records import RecordError, SourceRecord, decode_record
 from anomaly.rules import Episode, EventType, Rules, SourceRef
 from anomaly.settings import TopicSettings
 from worker.assets import AssetState, AssetTable
-from worker.checkpoint import CheckpointError, Handover, decode, encode
+from worker.checkpoint import CheckpointError, Handover, decode
+from worker.partitions import PartitionStates
 from worker.settings import AlertSettings, BatchSettings
 
 log = logging.getLogger(__name__)
@@ -40,11 +44,9 @@ class Outbound:
 
 
 @dataclass
-class BatchResult:
-    """What one batch produced: messages to publish, then offsets to commit."""
+class BatchStats:
+    """What the metrics and logs report of one batch."""
 
-    messages: list[Outbound] = field(default_factory=list)
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     scored: int = 0
     warming_up: int = 0
     outliers: int = 0
@@ -64,10 +66,14 @@ class BatchResult:
     score_s: float = 0.0
 
 
-# A partition whose assets' alert state does not all fit in its commit (an alert storm) saves
-# what fits at most this often: the text is lossy anyway, and writing it out for hundreds of
-# open episodes at every batch would halve the worker's rate when it is needed most.
-OVERFLOW_REFRESH_S = 1.0
+@dataclass
+class BatchResult:
+    """What one batch produced: messages to publish, then offsets to commit, and its stats."""
+
+    messages: list[Outbound] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    stats: BatchStats = field(default_factory=BatchStats)
+
 
 # A record with a full window: its index in the batch, its asset's state and id, its time.
 _Scoring = tuple[int, AssetState, str, datetime]
@@ -94,15 +100,7 @@ class BatchProcessor:
         self.model: Artifact | None = None
         self.rules = Rules()  # the model's, with the operator's overrides (set_model)
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
-        self.open_episodes = 0
-        # assets whose alert state is not idle (a run above the threshold, an open episode, a
-        # raised threshold): the only ones a checkpoint has to save
-        # (partition -> asset id -> state)
-        self._tracked: dict[int, dict[str, AssetState]] = {}
-        # the next offset of each partition, as of the last batch that read it
-        self._positions: dict[tuple[str, int], int] = {}
-        # partitions whose assets' state did not all fit: (text, assets in it, when written)
-        self._overflow: dict[int, tuple[str, int, float]] = {}
+        self.partitions = PartitionStates(clock)
 
     def set_model(self, artifact: Artifact) -> None:
         """Score with `artifact` from the next batch on; windows restart if their shape changes."""
@@ -120,6 +118,10 @@ class BatchProcessor:
                 artifact.manifest.rules.model_dump(),
             )
 
+    @property
+    def open_episodes(self) -> int:
+        return self.partitions.open_episodes
+
     def process(
         self, records: Sequence[SourceRecord], handover: Handover | None = None
     ) -> BatchResult:
@@ -132,7 +134,6 @@ class BatchProcessor:
             raise RuntimeError("process() before set_model()")
         manifest = self.model.manifest
         result = BatchResult()
-        started = time.perf_counter()
         context = EventContext(
             model_version=manifest.model_version,
             threshold=manifest.threshold.value,
@@ -142,11 +143,28 @@ class BatchProcessor:
         )
         if handover is not None:
             self._hand_over(handover, context, result)
+        started = time.perf_counter()
+        windows, pending = self._decode(records, context, result)
+        result.stats.decode_s = time.perf_counter() - started
+        started = time.perf_counter()
+        scores = self.model.detector.score(windows) if pending else None
+        result.stats.score_s = time.perf_counter() - started
+        if scores is not None:
+            self._apply_rules(records, pending, scores, context, result)
+        return result
+
+    def _decode(
+        self, records: Sequence[SourceRecord], context: EventContext, result: BatchResult
+    ) -> tuple[npt.NDArray[np.float64], list[_Scoring]]:
+        """Dead-letter the bad records, push the good ones into their assets' windows; the
+        full windows, in order, to score."""
+        assert self.model is not None
+        manifest, stats = self.model.manifest, result.stats
         windows = np.empty((len(records), manifest.window, len(manifest.features)))
         pending: list[_Scoring] = []  # the records with a full window, in order
         # the next offset to read of each partition: offsets grow within a partition
         result.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
-        record_times = result.record_times
+        record_times = stats.record_times
         for index, record in enumerate(records):
             value = record.value
             try:
@@ -160,104 +178,80 @@ class BatchProcessor:
                     )
                 asset_id, ts, values = decode_record(value, manifest.features)
             except RecordError as exc:
-                result.dead_letters[exc.reason] += 1
+                stats.dead_letters[exc.reason] += 1
                 result.messages.append(self._dead_letter(record, exc, context.detected_at))
                 continue
             state, evicted = self.assets.get(asset_id)
             if evicted is not None:
-                result.evicted += 1
+                stats.evicted += 1
                 self._close_evicted(*evicted, context, result)
             state.partition = record.partition
             record_times.append(ts.timestamp())
             if not state.buffer.push(values):
-                result.warming_up += 1
+                stats.warming_up += 1
                 continue
             state.buffer.copy_window(windows[len(pending)])
             pending.append((index, state, asset_id, ts))
-        result.decode_s = time.perf_counter() - started
-        self._positions.update(result.offsets)
+        self.partitions.moved_to(result.offsets)
+        return windows[: len(pending)], pending
 
-        started = time.perf_counter()
-        scores = self.model.detector.score(windows[: len(pending)]) if pending else None
-        result.score_s = time.perf_counter() - started
-        if scores is None:
-            return result
-        result.scored = len(pending)
-        result.scores = scores.score
+    def _apply_rules(
+        self,
+        records: Sequence[SourceRecord],
+        pending: list[_Scoring],
+        scores: Scores,
+        context: EventContext,
+        result: BatchResult,
+    ) -> None:
+        """Compare each score with the threshold and advance its asset's rules."""
+        assert self.model is not None
+        stats = result.stats
+        stats.scored = len(pending)
+        stats.scores = scores.score
         above = self.model.threshold.exceeds(scores.score)
-        result.outliers = int(above.sum())
-        rules, tracked = self.rules, self._tracked
+        stats.outliers = int(above.sum())
+        rules, partitions = self.rules, self.partitions
         for i, is_above in enumerate(above.tolist()):
             index, state, asset_id, ts = pending[i]
-            state_rules = state.rules
-            if not is_above and state_rules.idle:
+            if not is_above and state.rules.idle:
                 continue  # nothing to track: the rules would not change (the common case)
             record, score = records[index], float(scores.score[i])
             ref = SourceRef(record.topic, record.partition, record.offset)
-            change = state_rules.observe(ts, ref, score, is_above, rules)
-            if state_rules.idle:
-                tracked.get(state.partition, {}).pop(asset_id, None)
-            else:
-                tracked.setdefault(state.partition, {})[asset_id] = state
+            change = state.rules.observe(ts, ref, score, is_above, rules)
+            partitions.observed(asset_id, state)
             if change is not None:
                 kind, episode = change
                 event = (kind, episode, asset_id, ts, ref, score, scores.shares[i])
                 self._event(result, *event, context)
-        return result
 
     def checkpoints(
         self, partitions: Iterable[tuple[str, int]], max_bytes: int
     ) -> tuple[dict[tuple[str, int], str], int]:
-        """The text to commit with each partition's offset (its assets' alert state), and how
-        many assets did not fit in `max_bytes` per partition (0: save nothing). Where not all
-        fit, the text is written anew at most every OVERFLOW_REFRESH_S seconds."""
-        texts, unsaved, now = {}, 0, self.clock()
-        for tp in partitions:
-            held = self._tracked.get(tp[1], {})
-            overflow = self._overflow.get(tp[1])
-            if overflow is not None and now - overflow[2] < OVERFLOW_REFRESH_S:
-                text, left_out = overflow[0], max(0, len(held) - overflow[1])
-            else:
-                states = [(a, s.rules) for a, s in held.items() if s.partition == tp[1]]
-                fitted = overflow[1] if overflow is not None else None
-                text, left_out = encode(states, max_bytes, fitted)
-                if left_out:
-                    self._overflow[tp[1]] = (text, len(states) - left_out, now)
-                else:
-                    self._overflow.pop(tp[1], None)
-            texts[tp] = text
-            unsaved += left_out
-        return texts, unsaved
+        """The text to commit with each partition's offset (worker/partitions.py)."""
+        return self.partitions.checkpoints(partitions, max_bytes)
 
     def _hand_over(self, handover: Handover, context: EventContext, result: BatchResult) -> None:
+        stats = result.stats
         lost = {partition for _, partition in handover.lost}
         if lost:
             gone = [asset_id for asset_id, state in self.assets if state.partition in lost]
             self.assets.drop(gone)
-            result.released += len(gone)
-            for partition in lost:
-                held = self._tracked.pop(partition, {})
-                self.open_episodes -= sum(s.rules.episode is not None for s in held.values())
-                self._overflow.pop(partition, None)
-            for tp in handover.lost:
-                self._positions.pop(tp, None)
+            stats.released += len(gone)
+            self.partitions.lost(handover.lost)
         for tp, text in handover.gained.items():
             try:
                 saved = decode(text)
             except CheckpointError as exc:
-                result.unreadable.append((tp, str(exc)))
+                stats.unreadable.append((tp, str(exc)))
                 continue
             for asset_id, rules in saved.items():
                 state, evicted = self.assets.get(asset_id)
                 if evicted is not None:
-                    result.evicted += 1
+                    stats.evicted += 1
                     self._close_evicted(*evicted, context, result)
-                if state.rules.episode is not None:
-                    self.open_episodes -= 1
                 state.rules, state.partition = rules, tp[1]
-                self._tracked.setdefault(tp[1], {})[asset_id] = state
-                self.open_episodes += rules.episode is not None
-            result.restored += len(saved)
+                self.partitions.restored(asset_id, state)
+            stats.restored += len(saved)
 
     def _event(
         self,
@@ -273,19 +267,20 @@ class BatchProcessor:
     ) -> None:
         value = event_json(kind, episode, asset_id, ts, ref, score, shares, context)
         result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
-        result.events[kind] += 1
-        result.episodes.append((kind, asset_id, context.features[int(np.argmax(shares))]))
-        self.open_episodes += 1 if kind == "open" else -1
+        result.stats.events[kind] += 1
+        top = context.features[int(np.argmax(shares))]
+        result.stats.episodes.append((kind, asset_id, top))
 
     def _close_evicted(
         self, asset_id: str, state: AssetState, context: EventContext, result: BatchResult
     ) -> None:
         """An evicted asset's open episode is resolved now, marked so, rather than forgotten."""
-        if self._tracked.get(state.partition, {}).pop(asset_id, None) is not None:
+        if self.partitions.evicted(asset_id, state):
             # its partition's saved state changes: commit it again even if no record came
             tp = (self.topics.input, state.partition)
-            if tp not in result.offsets and tp in self._positions:
-                result.offsets[tp] = self._positions[tp]
+            position = self.partitions.position(tp)
+            if tp not in result.offsets and position is not None:
+                result.offsets[tp] = position
         episode = state.rules.episode
         if episode is None:
             return
@@ -295,9 +290,8 @@ class BatchProcessor:
             context, reason="evicted",
         )  # fmt: skip
         result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
-        result.events["resolve"] += 1
-        result.episodes.append(("resolve", asset_id, None))
-        self.open_episodes -= 1
+        result.stats.events["resolve"] += 1
+        result.stats.episodes.append(("resolve", asset_id, None))
 
     def _dead_letter(self, record: SourceRecord, exc: RecordError, now: datetime) -> Outbound:
         envelope = {

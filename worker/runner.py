@@ -33,7 +33,7 @@ from worker.errors import (
 )
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
-from worker.pipeline import BatchProcessor, BatchResult, Outbound
+from worker.pipeline import BatchProcessor, BatchStats, Outbound
 from worker.reload import ModelWatcher
 from worker.settings import WorkerSettings
 
@@ -88,6 +88,8 @@ class Worker:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.health = Health(settings.http.liveness_timeout_s)
+        # readiness has one source, read at each scrape as at each probe
+        self.metrics.ready.set_function(lambda: float(self.health.ready))
         self.watcher = ModelWatcher(
             ModelStore(settings.store.path), settings.store.reload_interval_s, self.metrics
         )
@@ -152,7 +154,6 @@ class Worker:
         finally:
             self.health.partitions_assigned = False
             self.health.brokers_reachable = lambda: True
-            self.metrics.ready.set(0)
             for closeable in (source, sink):
                 if closeable is not None:
                     try:
@@ -171,12 +172,11 @@ class Worker:
         handover = source.handover()
         poll_s = time.perf_counter() - started
         self.health.partitions_assigned = source.assigned()
-        metrics.ready.set(1 if self.health.ready else 0)
         if not records and handover is None:
             return False
         result = self.processor.process(records, handover)
         if handover is not None:
-            self._handed_over(handover, result)
+            self._handed_over(handover, result.stats)
         if records and log.isEnabledFor(logging.DEBUG):  # what the crash tests account with
             spans: dict[str, list[int]] = {}  # partition -> [first offset, next offset]
             for record in records:
@@ -205,7 +205,7 @@ class Worker:
         metrics.checkpoint_assets.labels("unsaved").inc(unsaved)
         if not records:
             return False
-        self._observe(result, len(records), poll_s, publish_s, commit_s, source)
+        self._observe(result.stats, len(records), poll_s, publish_s, commit_s, source)
         return True
 
     def _deliver(self, what: str, attempt: Callable[[], None]) -> None:
@@ -223,7 +223,6 @@ class Worker:
                     log.warning("%s failed, trying again for up to %.0f s: %s", what,
                                 self.settings.kafka.outage_timeout_s, exc)  # fmt: skip
                     self.health.outage = True
-                    self.metrics.ready.set(0)
                 self.health.beat()  # waiting for the brokers is not a stalled loop
                 self._stop.wait(min(backoff, max(0.0, deadline - time.monotonic())))
                 backoff = min(1.0, 2 * backoff)
@@ -233,27 +232,30 @@ class Worker:
                 self.health.outage = False
             return
 
-    def _handed_over(self, handover: Handover, result: BatchResult) -> None:
+    def _handed_over(self, handover: Handover, stats: BatchStats) -> None:
         def names(tps: Iterable[tuple[str, int]]) -> str:
             return ",".join(f"{topic}/{partition}" for topic, partition in sorted(tps)) or "-"
 
         log.info(
             "partitions moved: lost %s (%d assets forgotten), gained %s (%d assets' alert "
-            "state restored)", names(handover.lost), result.released, names(handover.gained),
-            result.restored,
-        )  # fmt: skip
-        for (topic, partition), why in result.unreadable:
+            "state restored)",
+            names(handover.lost),
+            stats.released,
+            names(handover.gained),
+            stats.restored,
+        )
+        for (topic, partition), why in stats.unreadable:
             log.warning("state saved with %s/%d not restored: %s", topic, partition, why)
         if any(text is None for text in handover.gained.values()) and not self._told_no_state:
             self._told_no_state = True
             log.info("no alert state was saved with some gained partitions (new partitions, "
                      "or a broker that keeps no commit metadata)")  # fmt: skip
-        self.metrics.checkpoint_assets.labels("restored").inc(result.restored)
-        self.metrics.checkpoint_assets.labels("released").inc(result.released)
+        self.metrics.checkpoint_assets.labels("restored").inc(stats.restored)
+        self.metrics.checkpoint_assets.labels("released").inc(stats.released)
 
     def _observe(
         self,
-        result: BatchResult,
+        stats: BatchStats,
         n: int,
         poll_s: float,
         publish_s: float,
@@ -261,28 +263,27 @@ class Worker:
         source: Source,
     ) -> None:
         m = self.metrics
-        m.records.labels("scored").inc(result.scored)
-        m.records.labels("warming_up").inc(result.warming_up)
-        m.records.labels("dead_lettered").inc(sum(result.dead_letters.values()))
-        for reason, count in result.dead_letters.items():
+        m.records.labels("scored").inc(stats.scored)
+        m.records.labels("warming_up").inc(stats.warming_up)
+        m.records.labels("dead_lettered").inc(sum(stats.dead_letters.values()))
+        for reason, count in stats.dead_letters.items():
             m.dead_letters.labels(reason).inc(count)
-        for kind, count in result.events.items():
+        for kind, count in stats.events.items():
             m.alert_events.labels(kind).inc(count)
-        for kind, asset_id, top_feature in result.episodes:
+        for kind, asset_id, top_feature in stats.episodes:
             m.episode(kind, asset_id, top_feature)
-        m.outliers.inc(result.outliers)
-        for stage, seconds in (
-            ("poll", poll_s), ("decode", result.decode_s), ("score", result.score_s),
-            ("publish", publish_s), ("commit", commit_s),
-        ):  # fmt: skip
+        m.outliers.inc(stats.outliers)
+        stages = {"poll": poll_s, "decode": stats.decode_s, "score": stats.score_s,
+                  "publish": publish_s, "commit": commit_s}  # fmt: skip
+        for stage, seconds in stages.items():
             m.stage_seconds.labels(stage).observe(seconds)
         m.batch_records.observe(n)
         now = time.time()
-        m.decision_lag.observe_many(now - np.asarray(result.record_times))
-        m.score.observe_many(result.scores)
+        m.decision_lag.observe_many(now - np.asarray(stats.record_times))
+        m.score.observe_many(stats.scores)
         m.open_episodes.set(self.processor.open_episodes)
         m.assets_tracked.set(len(self.processor.assets))
-        m.assets_evicted.inc(result.evicted)
+        m.assets_evicted.inc(stats.evicted)
         for (topic, partition), lag in source.lag().items():
             m.consumer_lag.labels(topic, str(partition)).set(lag)
         m.last_batch.set(now)

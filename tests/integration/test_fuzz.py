@@ -144,15 +144,15 @@ def test_a_batch_of_anything_dead_letters_the_bad_and_scores_the_good(
     records = [FakeRecord("in", 0, i, None, v) for i, v in enumerate(values)]
     result = processor.process(records)
     good = [v for v in values if _is_good(v)]
-    assert result.scored + result.warming_up == len(good)
-    assert sum(result.dead_letters.values()) == len(values) - len(good)
-    assert set(result.dead_letters) <= set(REASONS)
+    assert result.stats.scored + result.stats.warming_up == len(good)
+    assert sum(result.stats.dead_letters.values()) == len(values) - len(good)
+    assert set(result.stats.dead_letters) <= set(REASONS)
     assert result.offsets == {("in", 0): len(values)}
     assert len(processor.assets) <= 8
     dead = [json.loads(m.value) for m in result.messages if m.topic == TopicSettings().dead_letters]
     assert len(dead) == len(values) - len(good)
     assert all(d["reason"] in REASONS and d["error"] for d in dead)
-    assert np.isfinite(result.scores).all()
+    assert np.isfinite(result.stats.scores).all()
 
 
 def _is_good(raw: bytes) -> bool:
@@ -175,7 +175,10 @@ def test_a_million_distinct_assets_keep_memory_bounded_by_the_asset_limit(
         batch = [FakeRecord("in", 0, i, None, (template % (i, values)).encode())
                  for i in range(start, start + 5000)]  # fmt: skip
         result = processor.process(batch)
-        evicted, warming = evicted + result.evicted, warming + result.warming_up + result.scored
+        evicted, warming = (
+            evicted + result.stats.evicted,
+            warming + result.stats.warming_up + result.stats.scored,
+        )
         assert len(processor.assets) <= 1000
     assert warming == 1_000_000  # every record was taken, none dead-lettered
     assert evicted == 1_000_000 - 1000

@@ -125,7 +125,7 @@ def test_a_worker_restarted_from_the_commit_publishes_what_an_uninterrupted_one_
     results = [second.process(chunks[crash_after], Handover(frozenset(), dict(committed)))]
     results += [second.process(chunk) for chunk in chunks[crash_after + 1 :]]
     assert first.open_episodes > 0  # the crash comes in the middle of episodes
-    assert results[0].restored >= first.open_episodes
+    assert results[0].stats.restored >= first.open_episodes
     assert alerts(results) == alerts(expected[crash_after:])
     assert second.open_episodes == uninterrupted.open_episodes
 
@@ -155,7 +155,7 @@ def test_a_lost_partition_is_forgotten_and_the_gaining_worker_resolves_its_open_
     tracked = len(worker_a.assets)
 
     released = worker_a.process([], Handover(frozenset(committed), {}))
-    assert released.released == tracked
+    assert released.stats.released == tracked
     assert len(worker_a.assets) == 0
     assert worker_a.open_episodes == 0
     assert worker_a.checkpoints(committed, 4096)[0] == dict.fromkeys(committed, encode([], 4096)[0])

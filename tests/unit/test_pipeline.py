@@ -42,8 +42,8 @@ def test_every_malformed_record_is_dead_lettered_and_good_ones_around_it_scored(
         raw += [(b"pump-1", good("pump-1", i)), (b"pump-1", value)]
     records = as_records(raw, partitions=1)
     result = processor(model).process(records)
-    assert result.scored == len(MALFORMED)
-    assert dict(result.dead_letters) == dict.fromkeys(MALFORMED, 1)
+    assert result.stats.scored == len(MALFORMED)
+    assert dict(result.stats.dead_letters) == dict.fromkeys(MALFORMED, 1)
     letters = [json.loads(m.value) for m in result.messages if m.topic == "dlq"]
     assert [letter["reason"] for letter in letters] == list(MALFORMED)
     for letter, record in zip(letters, records[1::2], strict=True):
@@ -87,21 +87,24 @@ def test_records_of_one_asset_keep_their_order_across_batches(
     p = processor(store.load("w2"))
     records = as_records([(b"a", good("a", i)) for i in range(3)] + [(b"b", good("b", 0))])
     first = p.process(records[:1])
-    assert (first.scored, first.warming_up) == (0, 1)  # a record too early to fill a window
+    assert (first.stats.scored, first.stats.warming_up) == (
+        0,
+        1,
+    )  # a record too early to fill a window
     rest = p.process(records[1:])
-    assert (rest.scored, rest.warming_up) == (2, 1)  # a's 2nd and 3rd; b's 1st warms up
+    assert (rest.stats.scored, rest.stats.warming_up) == (2, 1)  # a's 2nd and 3rd; b's 1st warms up
 
 
 def test_a_new_window_length_restarts_windows(
     model: Artifact, tmp_path: Path, publish_random: Callable[[ModelStore, str], str]
 ) -> None:
     p = processor(model)
-    assert p.process(as_records([(b"a", good("a", 0))])).scored == 1
+    assert p.process(as_records([(b"a", good("a", 0))])).stats.scored == 1
     store = ModelStore(tmp_path)
     publish_random(store, "w2")
     p.set_model(store.load("w2"))
     after = p.process(as_records([(b"a", good("a", 1))]))
-    assert (after.scored, after.warming_up) == (0, 1)
+    assert (after.stats.scored, after.stats.warming_up) == (0, 1)
 
 
 def test_evicting_an_asset_with_an_open_episode_resolves_it(model: Artifact) -> None:
@@ -112,7 +115,7 @@ def test_evicting_an_asset_with_an_open_episode_resolves_it(model: Artifact) -> 
     opened = events(p.process(records))
     assert [e["type"] for e in opened] == ["open"]
     result = p.process([FakeRecord("in", 0, 999, b"x", good("other", 0))])
-    assert result.evicted == 1
+    assert result.stats.evicted == 1
     [closing] = events(result)
     assert closing["type"] == "resolve"
     assert closing["asset_id"] == "pump-00"
