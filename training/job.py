@@ -113,13 +113,50 @@ def train(
 def _train(
     settings: TrainingSettings, progress: EpochProgress | None, now: datetime, figures: RunFigures
 ) -> TrainingOutcome:
+    """The recipe: read, clean, split, fit (and calibrate), refit on a first run, gate,
+    publish. Each step is a function of small values below."""
     started = time.monotonic()
     store = ModelStore(settings.store.path)
     service = _service_model(store)
     read = _read(settings, service, now)
-    history = read.history
     figures.rows_read = read.read
+    cleaning = _clean(settings, service, read)
+    split = _split(settings, read.history)
+    candidate = _fit(settings, read.history.features, *split.parts(cleaning.drop), progress)
+    if settings.clean.enabled and service is None:
+        candidate, cleaning = _first_run_refit(settings, split, candidate, cleaning, progress)
+    figures.rows_removed = cleaning.removed()
+    figures.rows_used = candidate.fit.rows
+    decision = _gate(settings, split, cleaning, candidate, service)
+    return _publish(settings, store, read, cleaning, candidate, decision, figures, started)
 
+
+@dataclass(frozen=True)
+class _Cleaning:
+    """The rows each hygiene rule marks, and those dropped before fitting (None: hygiene off,
+    nothing is dropped)."""
+
+    marks: dict[str, Masks]
+    excluded: Masks
+    enabled: bool
+
+    @property
+    def drop(self) -> Masks | None:
+        return self.excluded if self.enabled else None
+
+    def removed(self) -> dict[str, int]:
+        """Rows marked by each rule; every rule, 0 where it marked none or did not apply (so
+        that a rule that applied before keeps no stale count on the Pushgateway)."""
+        return dict.fromkeys(HYGIENE_RULES, 0) | {r: count(m) for r, m in self.marks.items()}
+
+    @property
+    def total(self) -> int:
+        return count(self.excluded) if self.enabled else 0
+
+
+def _clean(settings: TrainingSettings, service: Scored | None, read: _Read) -> _Cleaning:
+    """Mark the rows the service model flags (by its own rules) and recorded episodes cover."""
+    history = read.history
     marks: dict[str, Masks] = {}
     if service is not None and service.features == history.features:
         marks["service_model"] = flagged_by(service, history)
@@ -127,63 +164,111 @@ def _train(
         log.warning("the service model has other features: its flags cannot clean this data")
     if read.episodes:
         marks["alert_episodes"] = inside_episodes(history, read.episodes)
-    excluded = union(*marks.values())
+    return _Cleaning(marks, union(*marks.values()), settings.clean.enabled)
+
+
+@dataclass(frozen=True)
+class _Split:
+    """Time cuts: fit before `hold_cut`, calibrate from it to `gate_cut`, gate after it
+    (`gate_cut` infinite: the gate checks the calibration part)."""
+
+    history: SensorHistory
+    hold_cut: float
+    gate_cut: float
+
+    def parts(self, drop: Masks | None) -> tuple[SensorHistory, SensorHistory]:
+        return (
+            self.history.between(-math.inf, self.hold_cut, drop),
+            self.history.between(self.hold_cut, self.gate_cut, drop),
+        )
+
+    @property
+    def own_gate_slice(self) -> bool:
+        return not math.isinf(self.gate_cut)
+
+
+def _split(settings: TrainingSettings, history: SensorHistory) -> _Split:
+    """The latest rows are held out; the latest of those, a share of their own, for the gate."""
     hold_cut = history.cutoff(settings.data.holdout_fraction)
-    gate_fraction = settings.gate.fraction
-    gate_cut = (
-        history.cutoff(settings.data.holdout_fraction * gate_fraction)
-        if gate_fraction
-        else math.inf
-    )
-    window = settings.model.window
-    if gate_fraction and _windows(history.between(gate_cut, math.inf), window) < MIN_GATE_WINDOWS:
+    fraction = settings.gate.fraction
+    if not fraction:
+        return _Split(history, hold_cut, math.inf)
+    gate_cut = history.cutoff(settings.data.holdout_fraction * fraction)
+    if _windows(history.between(gate_cut, math.inf), settings.model.window) < MIN_GATE_WINDOWS:
         log.info(
             "short history: a gate slice of its own would hold fewer than %d windows; the "
             "gate checks the calibration part instead", MIN_GATE_WINDOWS,
         )  # fmt: skip
-        gate_fraction, gate_cut = 0.0, math.inf
+        return _Split(history, hold_cut, math.inf)
+    return _Split(history, hold_cut, gate_cut)
 
-    def parts(drop: Masks | None) -> tuple[SensorHistory, SensorHistory]:
-        return history.between(-math.inf, hold_cut, drop), history.between(hold_cut, gate_cut, drop)
 
-    train_drop = excluded if settings.clean.enabled else None
-    candidate = _fit(settings, history.features, *parts(train_drop), progress)
-    if settings.clean.enabled and service is None:
-        first = flagged_by(candidate.scored, history)
-        marks["first_fit"] = first
-        if count(first):
-            cleaned = union(excluded, first)
-            fit_part, held_part = parts(cleaned)
-            held_windows = _windows(held_part, window)
-            if held_windows < MIN_EXP_SCORES or not _windows(fit_part, window):
-                # A short history: without the flagged rows too little is left to calibrate.
-                log.info(
-                    "first run: the first fit flags %d records, but the held-out part would "
-                    "keep %d windows without them (fewer than %d): keeping the first fit",
-                    count(first), held_windows, MIN_EXP_SCORES,
-                )  # fmt: skip
-                marks["first_fit"] = {i: np.zeros_like(mask) for i, mask in first.items()}
-            else:
-                log.info("first run: the first fit flags %d records; refitting without them",
-                         count(first))  # fmt: skip
-                excluded = train_drop = cleaned
-                candidate = _fit(settings, history.features, fit_part, held_part, progress)
-    removed = {rule: count(mask) for rule, mask in marks.items()}
-    removed_total = count(excluded) if settings.clean.enabled else 0
-    # every rule is pushed, 0 where it removed nothing or did not apply: a rule that
-    # applied before keeps no stale count on the Pushgateway, and the board has a series
-    figures.rows_removed = dict.fromkeys(HYGIENE_RULES, 0) | removed
-    figures.rows_used = candidate.fit.rows
+def _first_run_refit(
+    settings: TrainingSettings,
+    split: _Split,
+    candidate: _Candidate,
+    cleaning: _Cleaning,
+    progress: EpochProgress | None,
+) -> tuple[_Candidate, _Cleaning]:
+    """No model in service to clean with: the first fit flags what it can, and the model is
+    fitted again without those rows, unless too little would be left to calibrate."""
+    first = flagged_by(candidate.scored, split.history)
+    if not count(first):
+        return candidate, _Cleaning({**cleaning.marks, "first_fit": first}, cleaning.excluded,
+                                    cleaning.enabled)  # fmt: skip
+    cleaned = union(cleaning.excluded, first)
+    fit_part, held_part = split.parts(cleaned)
+    window = settings.model.window
+    held_windows = _windows(held_part, window)
+    if held_windows < MIN_EXP_SCORES or not _windows(fit_part, window):
+        log.info(
+            "first run: the first fit flags %d records, but the held-out part would "
+            "keep %d windows without them (fewer than %d): keeping the first fit",
+            count(first), held_windows, MIN_EXP_SCORES,
+        )  # fmt: skip
+        none = {i: np.zeros_like(mask) for i, mask in first.items()}
+        return candidate, _Cleaning({**cleaning.marks, "first_fit": none}, cleaning.excluded,
+                                    cleaning.enabled)  # fmt: skip
+    log.info("first run: the first fit flags %d records; refitting without them", count(first))
+    refitted = _fit(settings, split.history.features, fit_part, held_part, progress)
+    return refitted, _Cleaning({**cleaning.marks, "first_fit": first}, cleaned, cleaning.enabled)
+
+
+def _gate(
+    settings: TrainingSettings,
+    split: _Split,
+    cleaning: _Cleaning,
+    candidate: _Candidate,
+    service: Scored | None,
+) -> Decision:
+    """May the candidate replace the service model? (training/gate.py)"""
     gate_slice = (
-        history.between(gate_cut, math.inf, excluded) if gate_fraction else candidate.calibration
+        split.history.between(split.gate_cut, math.inf, cleaning.excluded)
+        if split.own_gate_slice
+        else candidate.calibration
     )
     decision = decide(candidate.scored, service, gate_slice, settings.gate, settings.data)
     log.info(
         "gate: %s%s", "promoted" if decision.promoted else "rejected",
         "".join(f"; {r}" for r in decision.reasons),
     )  # fmt: skip
+    return decision
 
-    manifest = _manifest(candidate, history, settings, removed_total)
+
+def _publish(
+    settings: TrainingSettings,
+    store: ModelStore,
+    read: _Read,
+    cleaning: _Cleaning,
+    candidate: _Candidate,
+    decision: Decision,
+    figures: RunFigures,
+    started: float,
+) -> TrainingOutcome:
+    """Write the artifact, its report and the decision; publish (current only if promoted);
+    prune."""
+    history = read.history
+    manifest = _manifest(candidate, history, settings, cleaning.total)
     figures.holdout_loss = manifest.validation.holdout_loss
     figures.threshold = manifest.threshold.value
     figures.promoted = decision.promoted
@@ -194,10 +279,11 @@ def _train(
         "figures": decision.figures,
         "decided_at": datetime.now(UTC).isoformat(),
     }
+    removed = {rule: count(mask) for rule, mask in cleaning.marks.items()}
     extra = {
         "read": {"records": read.read, "invalid": dict(read.invalid),
                  "out_of_range": read.out_of_range, "assets": history.assets},
-        "removed": {"by_rule": removed, "total": removed_total,
+        "removed": {"by_rule": removed, "total": cleaning.total,
                     "hygiene": "on" if settings.clean.enabled else "off"},
         "decision": record,
     }  # fmt: skip

@@ -22,10 +22,10 @@ from devtools.simulator import Fleet
 from devtools.topics import create_topics
 from tests.support.kafka import Running, fresh, processed, produce
 from tests.support.models import Trained, settings_for, write_csv
-from tests.support.observability import dashboard_exprs, rule_exprs
+from tests.support.observability import dashboard_exprs, gateway_metrics, rule_exprs
 from tests.support.records import MALFORMED
 from tests.support.waiting import wait_until
-from training.job import train
+from training.job import HYGIENE_RULES, train
 from worker.settings import WorkerSettings
 
 VARIABLES = {"$namespace": ".*", "$asset": ".*"}
@@ -97,6 +97,12 @@ def test_every_board_query_returns_data_and_every_alert_rule_is_silent(
     training = settings_for(data, tmp_path / "trained", epochs=5)
     train(training.model_copy(update={"pushgateway": training.pushgateway.model_copy(
         update={"url": pushgateway, "job": "anomaly-training"})}))  # fmt: skip
+    # This run's own group holds a series for every hygiene rule (none applied here: 0), not
+    # only the rules that applied; before, its board panel showed data only when another
+    # test had pushed a group that held one.
+    pushed = gateway_metrics(pushgateway, "anomaly-training")
+    rules = {m["labels"]["rule"] for m in pushed["anomaly_training_rows_removed"]}  # type: ignore[index]
+    assert rules == set(HYGIENE_RULES)
 
     # Two bursts of readings (with faults and a few malformed records) while Prometheus scrapes.
     now = datetime.now(UTC)
@@ -109,9 +115,8 @@ def test_every_board_query_returns_data_and_every_alert_rule_is_silent(
     sent += produce(settings, [*records[800:], *[(b"pump-00", v) for v in MALFORMED.values()][:2]])
     wait_until(lambda: processed(running_worker.metrics) >= sent, 60, "the second burst")
     wait_until(lambda: scraped_records(prometheus) >= sent, 60, "a scrape of the second burst")
-    wait_until(
-        lambda: bool(query(prometheus, "anomaly_training_promoted")), 60, "the pushed metrics"
-    )
+    own = 'anomaly_training_rows_removed{job="anomaly-training"}'
+    wait_until(lambda: bool(query(prometheus, own)), 60, "the pushed metrics")
 
     empty = []
     for expr in dashboard_exprs():
