@@ -8,7 +8,7 @@ assets fit. The number of open episodes is derived from the assets held, never c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from worker.assets import AssetState
 from worker.checkpoint import encode
@@ -33,12 +33,11 @@ class PartitionStates:
 
     @property
     def open_episodes(self) -> int:
-        """Assets with an open episode, over every partition held."""
-        return len({a for a, s in self._assets() if s.rules.episode is not None})
-
-    def _assets(self) -> Iterator[tuple[str, AssetState]]:
-        for held in self._held.values():
-            yield from held.items()
+        """Assets with an open episode, over every partition held. Counted when asked (the
+        metrics thread asks at a scrape, not every batch), over copies of the dicts the loop
+        changes: a copy is taken whole while the interpreter lock is held."""
+        held = [tuple(assets.items()) for assets in tuple(self._held.values())]
+        return len({a for assets in held for a, s in assets if s.rules.episode is not None})
 
     def moved_to(self, offsets: Mapping[TopicPartition, int]) -> None:
         """The next offset of each partition a batch read."""

@@ -94,6 +94,8 @@ class Worker:
             ModelStore(settings.store.path), settings.store.reload_interval_s, self.metrics
         )
         self.processor = BatchProcessor(settings.topics, settings.batch, settings.alerts)
+        # counted at a scrape from the partitions' state, not kept by hand nor every batch
+        self.metrics.open_episodes.set_function(lambda: self.processor.open_episodes)
         self._make_source, self._make_sink = source, sink
         self._serve_http = serve_http
         self.http: HealthServer | None = None
@@ -281,7 +283,6 @@ class Worker:
         now = time.time()
         m.decision_lag.observe_many(now - np.asarray(stats.record_times))
         m.score.observe_many(stats.scores)
-        m.open_episodes.set(self.processor.open_episodes)
         m.assets_tracked.set(len(self.processor.assets))
         m.assets_evicted.inc(stats.evicted)
         for (topic, partition), lag in source.lag().items():

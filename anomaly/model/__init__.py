@@ -1,6 +1,7 @@
 """The model shared by the worker and the training job.
 
-Imports only torch, numpy and pydantic. Data flows one way through it:
+Imports torch, numpy, pydantic and the alert rules a manifest records (anomaly.rules). Data
+flows one way through it:
 features (scaler, windows) -> autoencoder -> detector (scores, shares) -> calibration
 (threshold) -> artifact (manifest + weights) -> store (versions + current pointer).
 """
