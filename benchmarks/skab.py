@@ -483,10 +483,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "stream_equals_replay": all(r.agrees for r in results) if args.replay == "stream" else None,
         "settings": {
             "training": training.model_dump(
-                mode="json", include={"model", "calibration", "clean", "gate", "data"}
+                mode="json", include={"model", "calibration", "clean", "gate", "data", "rules"}
             ),
             "alerts": WorkerSettings().alerts.model_dump(mode="json"),
-            "rules": training.rules.model_dump(mode="json"),
         },
         "seconds": round(elapsed, 1),
         "machine": machine(),

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from anomaly.rules import Rules
 from benchmarks.skab import (
     find_files,
     read_experiment,
@@ -99,6 +100,8 @@ def test_the_benchmark_streams_one_file_and_writes_its_results(tmp_path: Path) -
     assert segment["anomalous"] == segment["tp"] == segment["fn"] == 0
     assert results["anomaly_free"]["pooled"]["fp"] == segment["fp"]
     assert set(results["settings"]) == {"training", "alerts"}
+    # the rules the models were trained, cleaned, gated and served with
+    assert results["settings"]["training"]["rules"] == Rules().model_dump(mode="json")
     assert "| **pooled** |" in done.stdout
     assert (tmp_path / "out" / "skab.md").read_text().startswith("SKAB (1 files")
     assert np.isfinite(row["threshold"])
