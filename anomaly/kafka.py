@@ -93,22 +93,20 @@ def _unreadable(consumer: KafkaConsumer, exc: Exception) -> UnreadableBatchError
     pending = getattr(getattr(consumer, "_fetcher", None), "_next_partition_records", None)
     tp = getattr(pending, "topic_partition", None)
     if isinstance(tp, TopicPartition):
-        offset = consumer.position(tp)
-        where = f"{tp.topic}/{tp.partition} at offset {offset}"
-        return UnreadableBatchError(
-            f"cannot read the batch of {where}: {exc!r}; no record of it can be read, so the "
-            "reader stops rather than skip it (docs/operations.md, 'An unreadable batch')",
-            tp.topic,
-            tp.partition,
-            offset,
-        )
-    positions = {f"{t.topic}/{t.partition}": consumer.position(t) for t in consumer.assignment()}
+        topic, partition, offset = tp.topic, tp.partition, consumer.position(tp)
+        where = f"the batch of {topic}/{partition} at offset {offset}"
+    else:
+        topic = partition = offset = None
+        positions = {
+            f"{t.topic}/{t.partition}": consumer.position(t) for t in consumer.assignment()
+        }
+        where = f"a fetched batch (positions {positions})"
     return UnreadableBatchError(
-        f"cannot read a fetched batch: {exc!r} (positions {positions}); the reader stops "
+        f"cannot read {where}: {exc!r}; no record of it can be read, so the reader stops "
         "rather than skip it (docs/operations.md, 'An unreadable batch')",
-        None,
-        None,
-        None,
+        topic,
+        partition,
+        offset,
     )
 
 

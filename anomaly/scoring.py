@@ -44,6 +44,14 @@ def score_series(
     return SeriesScores(window, scores.score, scores.shares, threshold.exceeds(scores.score))
 
 
+def series_scores(detector: Detector, values: FloatArray, window: int) -> npt.NDArray[np.float64]:
+    """The score of every full window of one asset's consecutive rows (before any threshold:
+    what calibration and the gate's rate check read)."""
+    if len(values) < window:
+        return np.empty(0)
+    return detector.score(sliding_windows(values, window)).score
+
+
 def series_flags(
     detector: Detector, threshold: Threshold, values: FloatArray, window: int, rules: Rules
 ) -> npt.NDArray[np.bool_]:

@@ -9,9 +9,11 @@ and the Pushgateway) and the tiers: each test is marked by its folder.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 import torch
@@ -42,6 +44,13 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
     write_csv(data, simulator.clean_rows(10_000, seed=1))
     outcome = train(settings_for(data, root / "store"))
     return Trained(outcome, ModelStore(root / "store"))
+
+
+@pytest.fixture
+def store(trained: Trained, tmp_path: Path) -> Path:
+    """A private copy of the trained model's store, free to change."""
+    shutil.copytree(trained.store.root, tmp_path / "store")
+    return tmp_path / "store"
 
 
 @pytest.fixture

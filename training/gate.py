@@ -22,7 +22,7 @@ import numpy as np
 from anomaly.model import Detector, Threshold, sliding_windows
 from anomaly.model.autoencoder import ConvAutoencoder
 from anomaly.rules import Rules
-from anomaly.scoring import score_series, series_flags
+from anomaly.scoring import series_flags, series_scores
 from training.data import SensorHistory, read_history
 from training.settings import DataSettings, GateSettings
 
@@ -151,10 +151,7 @@ def _architecture(model: Scored) -> str:
 
 
 def _scores(model: Scored, slice_: SensorHistory) -> np.ndarray:
-    parts = [
-        score_series(model.detector, model.threshold, s.values, model.window).score
-        for s in slice_.series
-    ]
+    parts = [series_scores(model.detector, s.values, model.window) for s in slice_.series]
     return np.concatenate(parts) if parts else np.empty(0)
 
 

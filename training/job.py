@@ -32,11 +32,11 @@ from anomaly.model import (
     ValidationFigures,
     calibrate,
     default_latent,
-    sliding_windows,
     write_artifact,
 )
 from anomaly.model.calibration import MIN_EXP_SCORES
 from anomaly.model.store import DECISION
+from anomaly.scoring import series_scores
 from training.data import DataError, Masks, SensorHistory, read_history
 from training.fit import FitResult, WindowIndex, fit_autoencoder
 from training.gate import Decision, Scored, decide
@@ -144,10 +144,20 @@ class _Cleaning:
     def drop(self) -> Masks | None:
         return self.excluded if self.enabled else None
 
+    @property
+    def counts(self) -> dict[str, int]:
+        """Rows marked by each rule that applied."""
+        return {rule: count(mask) for rule, mask in self.marks.items()}
+
     def removed(self) -> dict[str, int]:
         """Rows marked by each rule; every rule, 0 where it marked none or did not apply (so
         that a rule that applied before keeps no stale count on the Pushgateway)."""
-        return dict.fromkeys(HYGIENE_RULES, 0) | {r: count(m) for r, m in self.marks.items()}
+        return dict.fromkeys(HYGIENE_RULES, 0) | self.counts
+
+    def with_first_fit(self, marked: Masks, excluded: Masks | None = None) -> _Cleaning:
+        """The same, with the first fit's marks (and, if it is refitted, what it drops)."""
+        marks = {**self.marks, "first_fit": marked}
+        return _Cleaning(marks, self.excluded if excluded is None else excluded, self.enabled)
 
     @property
     def total(self) -> int:
@@ -214,8 +224,7 @@ def _first_run_refit(
     fitted again without those rows, unless too little would be left to calibrate."""
     first = flagged_by(candidate.scored, split.history)
     if not count(first):
-        return candidate, _Cleaning({**cleaning.marks, "first_fit": first}, cleaning.excluded,
-                                    cleaning.enabled)  # fmt: skip
+        return candidate, cleaning.with_first_fit(first)
     cleaned = union(cleaning.excluded, first)
     fit_part, held_part = split.parts(cleaned)
     window = settings.model.window
@@ -227,11 +236,10 @@ def _first_run_refit(
             count(first), held_windows, MIN_EXP_SCORES,
         )  # fmt: skip
         none = {i: np.zeros_like(mask) for i, mask in first.items()}
-        return candidate, _Cleaning({**cleaning.marks, "first_fit": none}, cleaning.excluded,
-                                    cleaning.enabled)  # fmt: skip
+        return candidate, cleaning.with_first_fit(none)
     log.info("first run: the first fit flags %d records; refitting without them", count(first))
     refitted = _fit(settings, split.history.features, fit_part, held_part, progress)
-    return refitted, _Cleaning({**cleaning.marks, "first_fit": first}, cleaned, cleaning.enabled)
+    return refitted, cleaning.with_first_fit(first, cleaned)
 
 
 def _gate(
@@ -279,7 +287,7 @@ def _publish(
         "figures": decision.figures,
         "decided_at": datetime.now(UTC).isoformat(),
     }
-    removed = {rule: count(mask) for rule, mask in cleaning.marks.items()}
+    removed = cleaning.counts
     extra = {
         "read": {"records": read.read, "invalid": dict(read.invalid),
                  "out_of_range": read.out_of_range, "assets": history.assets},
@@ -372,13 +380,8 @@ def _fit(
         if progress is not None:
             progress.close()
     detector = Detector(scaler, result.network)
-    scores = np.concatenate(
-        [
-            detector.score(sliding_windows(s.values, window)).score
-            for s in calibration_part.series
-            if len(s.ts) >= window
-        ]
-    )
+    held = calibration_part.series
+    scores = np.concatenate([series_scores(detector, s.values, window) for s in held])
     calibration = settings.calibration
     threshold = calibrate(scores, calibration.target_fpr, calibration.method).widened(
         calibration.margin

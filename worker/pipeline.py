@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from anomaly.events import EventContext, event_json
-from anomaly.model import Artifact, Scores
+from anomaly.model import Artifact, Manifest, Scores
 from anomaly.records import RecordError, SourceRecord, decode_record
 from anomaly.rules import Episode, EventType, Rules, SourceRef
 from anomaly.settings import TopicSettings
@@ -130,9 +130,10 @@ class BatchProcessor:
         `handover` (partitions that changed hands before this batch) is applied first: the
         state of lost partitions' assets is forgotten, that of gained ones restored.
         """
-        if self.model is None:
+        model = self.model
+        if model is None:
             raise RuntimeError("process() before set_model()")
-        manifest = self.model.manifest
+        manifest = model.manifest
         result = BatchResult()
         context = EventContext(
             model_version=manifest.model_version,
@@ -144,22 +145,25 @@ class BatchProcessor:
         if handover is not None:
             self._hand_over(handover, context, result)
         started = time.perf_counter()
-        windows, pending = self._decode(records, context, result)
+        windows, pending = self._decode(records, manifest, context, result)
         result.stats.decode_s = time.perf_counter() - started
         started = time.perf_counter()
-        scores = self.model.detector.score(windows) if pending else None
+        scores = model.detector.score(windows) if pending else None
         result.stats.score_s = time.perf_counter() - started
         if scores is not None:
-            self._apply_rules(records, pending, scores, context, result)
+            self._apply_rules(records, pending, scores, model, context, result)
         return result
 
     def _decode(
-        self, records: Sequence[SourceRecord], context: EventContext, result: BatchResult
+        self,
+        records: Sequence[SourceRecord],
+        manifest: Manifest,
+        context: EventContext,
+        result: BatchResult,
     ) -> tuple[npt.NDArray[np.float64], list[_Scoring]]:
         """Dead-letter the bad records, push the good ones into their assets' windows; the
         full windows, in order, to score."""
-        assert self.model is not None
-        manifest, stats = self.model.manifest, result.stats
+        stats = result.stats
         windows = np.empty((len(records), manifest.window, len(manifest.features)))
         pending: list[_Scoring] = []  # the records with a full window, in order
         # the next offset to read of each partition: offsets grow within a partition
@@ -200,15 +204,15 @@ class BatchProcessor:
         records: Sequence[SourceRecord],
         pending: list[_Scoring],
         scores: Scores,
+        model: Artifact,
         context: EventContext,
         result: BatchResult,
     ) -> None:
         """Compare each score with the threshold and advance its asset's rules."""
-        assert self.model is not None
         stats = result.stats
         stats.scored = len(pending)
         stats.scores = scores.score
-        above = self.model.threshold.exceeds(scores.score)
+        above = model.threshold.exceeds(scores.score)
         stats.outliers = int(above.sum())
         rules, partitions = self.rules, self.partitions
         for i, is_above in enumerate(above.tolist()):

@@ -15,7 +15,6 @@ import os
 import shutil
 import subprocess
 import sys
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -27,8 +26,8 @@ from anomaly.kafka import check_codecs, make_producer
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import committed_total, create_topics
-from tests.support.kafka import Running, processed, read
-from tests.support.models import REPO, Trained
+from tests.support.kafka import Running, fresh, processed, read
+from tests.support.models import REPO
 from tests.support.waiting import wait_until
 from training.kafka_range import plan_range, read_planned
 from worker.errors import ExitCode
@@ -54,20 +53,10 @@ def copies(codecs: list[str], fleet: Fleet) -> dict[str, list[tuple[str, str]]]:
 
 
 def settings_on(broker: LocalBroker, store: Path, partitions: int) -> WorkerSettings:
-    run = uuid.uuid4().hex[:8]
+    kafka, topics = fresh(broker)
     s = WorkerSettings(
-        kafka={
-            "bootstrap_servers": broker.bootstrap,
-            "api_version": broker.api_version,
-            "session_timeout_ms": 6000,
-            "flush_timeout_s": 10,
-        },
-        topics={
-            "input": f"in-{run}",
-            "alerts": f"alerts-{run}",
-            "dead_letters": f"dlq-{run}",
-            "group": f"group-{run}",
-        },
+        kafka={**kafka, "flush_timeout_s": 10},
+        topics=topics,
         batch={"size": 200, "max_wait_ms": 50},
         store={"path": store, "reload_interval_s": 0.05},
         http={"port": 0, "host": "127.0.0.1"},
@@ -107,12 +96,6 @@ def alerts_by_codec(settings: WorkerSettings, expected_records: int) -> dict[str
         summary = (pump, event["type"], event["started_at"], event.get("ended_at"), features)
         out.setdefault(codec, []).append(summary)
     return {codec: sorted(events, key=repr) for codec, events in out.items()}
-
-
-@pytest.fixture
-def store(trained: Trained, tmp_path: Path) -> Path:
-    shutil.copytree(trained.store.root, tmp_path / "store")
-    return tmp_path / "store"
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (make system)")

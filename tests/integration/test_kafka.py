@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -42,12 +41,6 @@ from worker.kafka_io import KafkaSink, KafkaSource
 from worker.metrics import Metrics
 from worker.runner import Worker
 from worker.settings import WorkerSettings
-
-
-@pytest.fixture
-def store(trained: Trained, tmp_path: Path) -> Path:
-    shutil.copytree(trained.store.root, tmp_path / "store")
-    return tmp_path / "store"
 
 
 @pytest.fixture

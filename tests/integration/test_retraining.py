@@ -5,7 +5,6 @@ the model in service, publishes it, and the running worker swaps it in."""
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import committed_total, create_topics
 from tests.support.kafka import Running, fresh, processed, produce, read
-from tests.support.models import Trained, write_csv
+from tests.support.models import write_csv
 from tests.support.observability import gateway_metrics
 from tests.support.waiting import wait_until
 from training.job import train
@@ -75,12 +74,6 @@ def test_the_time_range_read_keeps_the_range_and_ends_while_records_keep_coming(
     assert summary.out_of_range in (0, 300)  # an exact lookup never reads the old ones
     if which == "kafka09":  # scanned from the beginning: the old ones were read and dropped
         assert summary.out_of_range == 300
-
-
-@pytest.fixture
-def store(trained: Trained, tmp_path: Path) -> Path:
-    shutil.copytree(trained.store.root, tmp_path / "store")
-    return tmp_path / "store"
 
 
 def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(

@@ -18,7 +18,7 @@ from anomaly.model.artifact import WEIGHTS
 from anomaly.settings import KafkaSettings
 from devtools.simulator import Fleet
 from tests.support.fakes import FakeRecord, FakeSink, FakeSource, as_records
-from tests.support.models import Trained, edit_manifest, replace_weights
+from tests.support.models import edit_manifest, replace_weights
 from tests.support.waiting import wait_until
 from worker.errors import BrokerUnavailableError, ExitCode
 from worker.health import Health
@@ -34,13 +34,6 @@ def settings(store: Path) -> WorkerSettings:
         batch={"size": 100, "max_wait_ms": 10},
         store={"path": store, "reload_interval_s": 0.01},
     )
-
-
-@pytest.fixture
-def store(trained: Trained, tmp_path: Path) -> Path:
-    """A private copy of the trained store, free to change."""
-    shutil.copytree(trained.store.root, tmp_path / "store")
-    return tmp_path / "store"
 
 
 def worker_with(
