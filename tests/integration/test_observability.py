@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -80,10 +81,21 @@ def prometheus(running_worker: Running, pushgateway: str, tmp_path: Path) -> Ite
     )  # fmt: skip
     try:
         local_broker.wait_for_port(port, process, "prometheus", 30)
+        # The port opens before the storage is: until then every API answers 503.
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/-/ready"), 60, "prometheus ready")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(20)
+
+
+def answers(url: str) -> bool:
+    """True when `url` answers 200."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError):
+        return False
 
 
 def test_every_board_query_returns_data_and_every_alert_rule_is_silent(
