@@ -34,7 +34,7 @@ from anomaly.model import (
     default_latent,
     write_artifact,
 )
-from anomaly.model.calibration import MIN_EXP_SCORES
+from anomaly.model.calibration import MIN_EXP_SCORES, SpreadCheck, spread_check
 from anomaly.model.store import DECISION
 from anomaly.scoring import series_scores
 from training.data import DataError, Masks, SensorHistory, read_history
@@ -89,6 +89,7 @@ class _Candidate:
     calibration: SensorHistory
     fit_windows: int
     calibration_windows: int
+    spread: SpreadCheck
 
 
 def train(
@@ -294,6 +295,8 @@ def _publish(
         "removed": {"by_rule": removed, "total": cleaning.total,
                     "hygiene": "on" if settings.clean.enabled else "off"},
         "decision": record,
+        "calibration_check": {**candidate.spread.model_dump(mode="json"),
+                              "exceeded": candidate.spread.exceeded},
     }  # fmt: skip
     with store.staging() as staging:
         manifest = write_artifact(staging, manifest, candidate.result.network.state_dict())
@@ -382,6 +385,13 @@ def _fit(
     detector = Detector(scaler, result.network)
     held = calibration_part.series
     scores = np.concatenate([series_scores(detector, s.values, window) for s in held])
+    fitted = fit_part.series
+    spread = spread_check(
+        np.concatenate([series_scores(detector, s.values, window) for s in fitted]), scores,
+        fit_windows.rows.numpy(), held_windows.rows.numpy(), features,
+    )  # fmt: skip
+    if spread.exceeded:
+        log.warning("calibration: %s", spread.message())
     calibration = settings.calibration
     threshold = calibrate(scores, calibration.target_fpr, calibration.method).widened(
         calibration.margin
@@ -394,7 +404,7 @@ def _fit(
     )  # fmt: skip
     return _Candidate(
         Scored(detector, threshold, window, features, settings.rules), result, architecture, scores,
-        fit_part, calibration_part, len(fit_windows), len(held_windows),
+        fit_part, calibration_part, len(fit_windows), len(held_windows), spread,
     )  # fmt: skip
 
 

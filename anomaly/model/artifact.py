@@ -32,8 +32,10 @@ from anomaly.rules import Rules
 
 # 2: the manifest records the alert rules. Version 1 manifests (0.1.x) still load, with the
 # rules 0.1.x workers applied by default.
-FORMAT_VERSION = 2
-READABLE_FORMATS = (1, 2)
+# 3: the scaler records the features flat in training (their scaled values are bounded).
+# Versions 1 and 2 load with no flat feature, as they were trained.
+FORMAT_VERSION = 3
+READABLE_FORMATS = (1, 2, 3)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 
@@ -46,17 +48,27 @@ class _Frozen(BaseModel):
 
 
 class ScalerParams(_Frozen):
-    """The robust scaler's per-feature centre and scale, in feature order."""
+    """The robust scaler's per-feature centre and scale, in feature order, and the indices of
+    the features that were flat in training."""
 
     center: tuple[FiniteFloat, ...]
     scale: tuple[Annotated[float, Field(gt=0.0, allow_inf_nan=False)], ...]
+    flat: tuple[int, ...] = ()
 
     def to_scaler(self) -> RobustScaler:
-        return RobustScaler(center=np.array(self.center), scale=np.array(self.scale))
+        flat = None
+        if self.flat:
+            flat = np.zeros(len(self.center), dtype=bool)
+            flat[list(self.flat)] = True
+        return RobustScaler(center=np.array(self.center), scale=np.array(self.scale), flat=flat)
 
     @classmethod
     def from_scaler(cls, scaler: RobustScaler) -> ScalerParams:
-        return cls(center=tuple(scaler.center.tolist()), scale=tuple(scaler.scale.tolist()))
+        return cls(
+            center=tuple(scaler.center.tolist()),
+            scale=tuple(scaler.scale.tolist()),
+            flat=scaler.flat_features(),
+        )
 
 
 class TrainingSummary(_Frozen):
@@ -121,6 +133,10 @@ class Manifest(_Frozen):
                 f"scaler has {len(self.scaler.center)}/{len(self.scaler.scale)} centre/scale "
                 f"values for {n} features"
             )
+        if len(set(self.scaler.flat)) != len(self.scaler.flat) or any(
+            not 0 <= i < n for i in self.scaler.flat
+        ):
+            raise ValueError(f"scaler.flat must list distinct feature indices below {n}")
         if self.architecture.n_features != n:
             raise ValueError(
                 f"architecture.n_features is {self.architecture.n_features} for {n} features"
@@ -184,6 +200,9 @@ def read_manifest(directory: Path) -> Manifest:
         )
     if found == 1 and "rules" in raw:
         raise ArtifactError(f"{path} is invalid: format version 1 has no rules")
+    scaler = raw.get("scaler")
+    if found in (1, 2) and isinstance(scaler, dict) and scaler.get("flat"):
+        raise ArtifactError(f"{path} is invalid: format version {found} has no flat features")
     try:
         return Manifest.model_validate(raw)
     except ValidationError as exc:

@@ -40,6 +40,10 @@ MIN_EXP_SCORES = 20
 
 Rate = Annotated[float, Field(gt=0.0, lt=1.0)]
 
+# The held-out scores' 99th percentile may be this many times the fit part's before the
+# calibration is said to extrapolate from data the model never saw (two orders of magnitude).
+SPREAD_LIMIT = 100.0
+
 
 class PotFit(BaseModel):
     """The generalised Pareto tail that a POT threshold extrapolates."""
@@ -191,6 +195,57 @@ def exp_threshold(scores: npt.ArrayLike, target_fpr: float) -> Threshold:
         target_fpr=target_fpr,
         n_samples=n,
         pot=PotFit(initial_level=initial_level, n_peaks=n_peaks, shape=0.0, scale=scale),
+    )
+
+
+class SpreadCheck(BaseModel):
+    """How far the held-out scores lie beyond the fit part's (the training report's
+    `calibration_check`); `beyond` names the features furthest beyond their training range."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    fit_score_p99: float
+    holdout_score_p99: float
+    ratio: float
+    limit: float = SPREAD_LIMIT
+    beyond: tuple[str, ...] = ()
+
+    @property
+    def exceeded(self) -> bool:
+        return self.ratio > self.limit
+
+    def message(self) -> str:
+        return (
+            f"the held-out scores lie {self.ratio:.3g} times beyond the fit part's (99th "
+            f"percentile {self.holdout_score_p99:.4g} against {self.fit_score_p99:.4g}): the "
+            "threshold is extrapolated from data the model never saw and may be far too high. "
+            f"Furthest beyond their training range: {', '.join(self.beyond) or 'none'}. Train "
+            "on a longer or more varied period, or exclude a sensor that only steps "
+            "(TRAINING_DATA__EXCLUDE)."
+        )
+
+
+def spread_check(
+    fit_scores: npt.ArrayLike,
+    held_scores: npt.ArrayLike,
+    fit_scaled: npt.NDArray[np.floating],
+    held_scaled: npt.NDArray[np.floating],
+    features: tuple[str, ...],
+) -> SpreadCheck:
+    """Compare the held-out scores with the fit part's; name (at most three) features whose
+    largest scaled value in the held-out rows is more than twice the fit part's."""
+    fit_p99 = float(np.quantile(np.asarray(fit_scores, dtype=np.float64), 0.99))
+    held_p99 = float(np.quantile(np.asarray(held_scores, dtype=np.float64), 0.99))
+    ratio = held_p99 / max(fit_p99, 1e-12)
+    fit_max = np.abs(fit_scaled).max(axis=0)
+    held_max = np.abs(held_scaled).max(axis=0)
+    excess = held_max / np.maximum(fit_max, 1e-12)
+    order = [int(i) for i in np.argsort(-excess) if excess[i] > 2.0][:3]
+    return SpreadCheck(
+        fit_score_p99=fit_p99,
+        holdout_score_p99=held_p99,
+        ratio=ratio,
+        beyond=tuple(features[i] for i in order),
     )
 
 

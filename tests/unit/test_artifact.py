@@ -73,8 +73,8 @@ def test_refuses_a_truncated_manifest(artifact_dir: Path) -> None:
 
 
 def test_refuses_another_format_version(artifact_dir: Path) -> None:
-    edit_manifest(artifact_dir, lambda m: m.update(format_version=3))
-    with pytest.raises(ArtifactError, match="format version 3; this code reads versions 1, 2"):
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=4))
+    with pytest.raises(ArtifactError, match="format version 4; this code reads versions 1, 2, 3"):
         load_artifact(artifact_dir)
 
 

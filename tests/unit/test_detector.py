@@ -1,5 +1,6 @@
 """Model contract checks on the synthetic plant: calibration holds, faults stand out."""
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -84,3 +85,47 @@ def test_training_is_deterministic_for_a_seed(tmp_path: Path) -> None:
     first = scores("a", seed=3)
     np.testing.assert_array_equal(first, scores("b", seed=3))
     assert not np.array_equal(first, scores("c", seed=4))
+
+
+def _threshold(tmp_path: Path, name: str, rows: np.ndarray) -> float:
+    data = tmp_path / f"{name}.csv"
+    write_csv(data, rows)
+    outcome = train(settings_for(data, tmp_path / name, epochs=30))
+    return outcome.manifest.threshold.value
+
+
+def test_a_sensor_quiet_in_the_fit_part_does_not_blow_up_the_threshold(tmp_path: Path) -> None:
+    """SKAB's blind files: flow barely moves while the model is fitted (IQR 1e-4), then moves
+    by a normal 0.1% of its level in the held-out part. Scaled by its IQR, that move is 400
+    units and the calibrated threshold follows it up; the level floor keeps it in line."""
+    rows = simulator.clean_rows(3000, seed=21)
+    normal = _threshold(tmp_path, "normal", rows)
+    quiet = rows.copy()
+    quiet[:, 1] = 50.0 + np.random.default_rng(0).normal(scale=1e-4, size=len(rows))
+    quiet[2400:, 1] += 0.04  # the held-out part (the last 20%)
+    assert _threshold(tmp_path, "quiet", quiet) < 10 * normal
+
+
+def test_calibration_warns_when_held_out_scores_lie_far_beyond_the_fit_part(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = simulator.clean_rows(3000, seed=22)
+    rows[2400:, 4] += 1e4  # temperature jumps far beyond its range in the held-out part
+    data = tmp_path / "jump.csv"
+    write_csv(data, rows)
+    with caplog.at_level("WARNING", logger="training.job"):
+        outcome = train(settings_for(data, tmp_path / "store", epochs=10))
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("times beyond the fit part's" in w and "temperature" in w for w in warnings)
+    report = json.loads((outcome.directory / "report.json").read_text())
+    check = report["calibration_check"]
+    assert check["exceeded"]
+    assert check["beyond"][0] == "temperature"
+    assert check["ratio"] > 100
+
+
+def test_no_calibration_warning_on_clean_data(trained: Trained) -> None:
+    report = json.loads((trained.outcome.directory / "report.json").read_text())
+    check = report["calibration_check"]
+    assert not check["exceeded"]
+    assert check["ratio"] < 10
