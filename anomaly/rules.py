@@ -21,6 +21,14 @@ resolve it. The asset then keeps that line (level / drop) as a raised threshold 
 the new state does not reopen an episode at once; the raised threshold is cleared when m
 records in a row score below the model's threshold again (back to normal). Four numbers per
 asset: `level`, `drop_run`, `floor` and the counters already there.
+
+The onset rule (`onset_step` > 0) lets a run of k records above the threshold open an episode
+only once it is "armed": at one of its records some sensor had just stepped (its short mean
+moved by more than `onset_step` noise units within the last `onset_span` records), or the
+score was more than `onset_bypass` times the threshold. A model whose normal slowly drifts away
+from its training (scores creeping over the threshold for hours) then stays quiet, while a
+fault that moves a sensor, or one the model sees as far out, opens an episode as before. The
+state machine takes that evidence per record (`onset`); anomaly/onset.py computes it.
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 EventType = Literal["open", "resolve"]
 
@@ -43,8 +51,9 @@ _TINY = 1e-300  # log of an exactly zero score
 
 
 class Rules(BaseModel):
-    """When episodes open and end: k (`open_after`), m (`resolve_after`) and the drop rule
-    (`end_drop` > 1 turns it on; 0 or 1: off)."""
+    """When episodes open and end: k (`open_after`), m (`resolve_after`), the drop rule
+    (`end_drop` > 1 turns it on; 0 or 1: off) and the onset rule (`onset_step` > 0 turns it
+    on; see anomaly/onset.py)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -55,6 +64,33 @@ class Rules(BaseModel):
         ge=0.0,
         description="end an episode after m records under its own level / end_drop (0, 1: off)",
     )
+    onset_step: float = Field(
+        default=8.0,
+        ge=0.0,
+        description="open only once some sensor's short mean moved by more than this many "
+        "noise units within onset_span records (0: off)",
+    )
+    onset_span: int = Field(default=60, ge=2, description="records a step may take")
+    onset_mean: int = Field(default=5, ge=1, description="records in the short mean")
+    onset_bypass: float = Field(
+        default=10.0,
+        ge=0.0,
+        description="a score over this many times the threshold opens without a step (0: off)",
+    )
+
+    @model_validator(mode="after")
+    def _mean_within_span(self) -> Rules:
+        if self.onset_mean >= self.onset_span:
+            raise ValueError("onset_mean must be below onset_span")
+        return self
+
+    @property
+    def history(self) -> int:
+        """Records of an asset's past the onset rule reads (0 when it is off)."""
+        return self.onset_span if self.onset_step > 0 else 0
+
+    def without_onset(self) -> Rules:
+        return self.model_copy(update={"onset_step": 0.0})
 
 
 @dataclass(frozen=True)
@@ -87,6 +123,8 @@ class RuleState:
     a row below level / drop in an episode; `floor`: the asset's raised threshold after an
     episode ended by the drop rule (0.0: none). Outside an episode with a floor set,
     `below_run` counts the records in a row below the model's threshold that clear it.
+    `armed`: the current run has seen an onset (a step, or a score far above the threshold),
+    so it may open an episode.
     """
 
     above_run: int = 0
@@ -97,6 +135,7 @@ class RuleState:
     level: float = 0.0
     drop_run: int = 0
     floor: float = 0.0
+    armed: bool = False
 
     @property
     def idle(self) -> bool:
@@ -110,9 +149,11 @@ class RuleState:
         score: float,
         above: bool,
         rules: Rules,
+        onset: bool = True,
     ) -> tuple[EventType, Episode] | None:
-        """Advance by one scored record (`above`: over the model's threshold); returns the event
-        it triggers, if any."""
+        """Advance by one scored record (`above`: over the model's threshold; `onset`: the
+        onset rule sees a step or a far excess at it, always True when the rule is off);
+        returns the event it triggers, if any."""
         k, m, drop = rules.open_after, rules.resolve_after, rules.end_drop
         episode = self.episode
         if self.floor and episode is None:
@@ -126,7 +167,7 @@ class RuleState:
             log_score = math.log(max(score, _TINY))
             self.below_run = 0
             if self.above_run == 0:
-                self.run_start, self.run_peak = (ts, ref), score
+                self.run_start, self.run_peak, self.armed = (ts, ref), score, False
                 if episode is None:
                     self.level = log_score
             elif episode is None:  # the opening run's mean log score
@@ -146,7 +187,8 @@ class RuleState:
                 episode.records, episode.ended_at = episode.span, ts
                 episode.peak_score = max(episode.peak_score, score)
                 return None
-            if self.above_run >= k:
+            self.armed = self.armed or onset
+            if self.above_run >= k and self.armed:
                 assert self.run_start is not None
                 start_ts, start_ref = self.run_start
                 self.episode = Episode(
@@ -177,26 +219,35 @@ def changes(
     above: npt.NDArray[np.bool_],
     rules: Rules,
     times: Sequence[datetime] | None = None,
+    onset: npt.NDArray[np.bool_] | None = None,
 ) -> Iterator[tuple[int, EventType, Episode]]:
     """The events one asset's consecutive scored records trigger, as the worker would publish
     them: (index of the record that triggers it, type, episode). An episode's `start.offset`
-    is the index of its first record; `times` (one per record) dates the episodes."""
+    is the index of its first record; `times` (one per record) dates the episodes; `onset`
+    (one per record, anomaly.onset) is the onset rule's evidence (None: always there)."""
     state = RuleState()
     origin = datetime.fromtimestamp(0, UTC)
+    evidence = [True] * len(scores) if onset is None else onset.tolist()
     for i, (score, is_above) in enumerate(zip(scores.tolist(), above.tolist(), strict=True)):
         ts = times[i] if times is not None else origin
-        change = state.observe(ts, SourceRef("", 0, i), score, is_above, rules)
+        change = state.observe(ts, SourceRef("", 0, i), score, is_above, rules, evidence[i])
         if change is not None:
             yield i, change[0], change[1]
 
 
 def flags(
-    scores: npt.NDArray[np.float64], above: npt.NDArray[np.bool_], rules: Rules
+    scores: npt.NDArray[np.float64],
+    above: npt.NDArray[np.bool_],
+    rules: Rules,
+    onset: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Which of one asset's consecutive scored records lie inside an episode, by `rules`: how
     training and evaluations turn scores back into per-record decisions."""
     # an episode grows until it resolves (or the records end): mark each once all are seen
-    opened = [episode for _, kind, episode in changes(scores, above, rules) if kind == "open"]
+    opened = [
+        episode for _, kind, episode in changes(scores, above, rules, onset=onset)
+        if kind == "open"
+    ]  # fmt: skip
     out = np.zeros(len(above), dtype=bool)
     for episode in opened:
         out[episode.start.offset : episode.start.offset + episode.records] = True

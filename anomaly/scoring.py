@@ -1,6 +1,7 @@
-"""The scoring step, offline: one asset's series through sliding windows, then the threshold,
-then the alert rules. The worker does the same record by record (worker/pipeline.py); the
-training job's cleaning and gate, and the benchmarks' replay, call this.
+"""The scoring step, offline: one asset's series through sliding windows, then the threshold
+and the onset rule's evidence, then the alert rules. The worker does the same record by
+record (worker/pipeline.py); the training job's cleaning and gate, and the benchmarks'
+replay, call this.
 """
 
 from __future__ import annotations
@@ -12,7 +13,11 @@ import numpy.typing as npt
 
 from anomaly.model import Detector, Threshold, sliding_windows
 from anomaly.model.features import FloatArray
+from anomaly.onset import history_windows, onsets, steps
 from anomaly.rules import Rules, flags
+
+# History windows per call of `steps` (each call copies its windows once, in float64).
+STEP_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -24,24 +29,37 @@ class SeriesScores:
     score: npt.NDArray[np.float64]
     shares: npt.NDArray[np.float64]
     above: npt.NDArray[np.bool_]
+    onset: npt.NDArray[np.bool_]  # the onset rule's evidence (all True when it is off)
 
     def flags(self, rules: Rules, rows: int) -> npt.NDArray[np.bool_]:
         """Per row of the series: inside an episode by `rules` (unscored rows never are)."""
         out = np.zeros(rows, dtype=bool)
         if len(self.score):
-            out[self.window - 1 :] = flags(self.score, self.above, rules)
+            out[self.window - 1 :] = flags(self.score, self.above, rules, self.onset)
         return out
 
 
 def score_series(
-    detector: Detector, threshold: Threshold, values: FloatArray, window: int
+    detector: Detector, threshold: Threshold, values: FloatArray, window: int, rules: Rules
 ) -> SeriesScores:
-    """Every full window of one asset's consecutive rows, scored and compared."""
+    """Every full window of one asset's consecutive rows, scored and compared, with the onset
+    rule's evidence of `rules`."""
     if len(values) < window:
         empty = np.empty(0)
-        return SeriesScores(window, empty, np.empty((0, values.shape[1])), np.zeros(0, bool))
+        none = np.zeros(0, bool)
+        return SeriesScores(window, empty, np.empty((0, values.shape[1])), none, none)
     scores = detector.score(sliding_windows(values, window))
-    return SeriesScores(window, scores.score, scores.shares, threshold.exceeds(scores.score))
+    step = np.zeros(len(scores.score))
+    if rules.history:
+        history = history_windows(values, rules.history)[window - 1 :]
+        for start in range(0, len(history), STEP_CHUNK):  # bounds the copies steps() makes
+            chunk = history[start : start + STEP_CHUNK]
+            step[start : start + STEP_CHUNK] = steps(
+                chunk, detector.scaler.step_unit, rules.onset_mean
+            )
+    onset = onsets(step, scores.score, threshold.value, rules)
+    above = threshold.exceeds(scores.score)
+    return SeriesScores(window, scores.score, scores.shares, above, onset)
 
 
 def series_scores(detector: Detector, values: FloatArray, window: int) -> npt.NDArray[np.float64]:
@@ -56,4 +74,4 @@ def series_flags(
     detector: Detector, threshold: Threshold, values: FloatArray, window: int, rules: Rules
 ) -> npt.NDArray[np.bool_]:
     """Per row of one asset's series: inside an alert episode, as the worker decides it."""
-    return score_series(detector, threshold, values, window).flags(rules, len(values))
+    return score_series(detector, threshold, values, window, rules).flags(rules, len(values))

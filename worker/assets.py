@@ -1,4 +1,5 @@
-"""Per-asset state: the window of recent records and the alert-rule state, bounded in number.
+"""Per-asset state: the recent records (the window, or the onset rule's history when longer)
+and the alert-rule state, bounded in number.
 
 The table keeps at most `max_assets` assets; the least recently seen one is evicted when a new
 asset arrives at the limit, so memory stays flat however many asset ids the stream carries.
@@ -17,36 +18,45 @@ from anomaly.rules import RuleState
 
 
 class WindowBuffer:
-    """The last `window` records of one asset in a ring of `window` rows.
+    """The last `size` records of one asset in a ring of `size` rows: the window, or the onset
+    rule's history when that is longer (`size`).
 
-    O(1) per record; reading a window copies it, oldest first, into the caller's array (the
-    batch the model scores), so one ring per asset is all the memory a window costs. Values are
+    O(1) per record; reading copies the latest rows, oldest first, into the caller's array
+    (the batch the model scores), so one ring per asset is all the memory it costs. Values are
     kept as float32, the precision the network computes in: half the memory of float64.
     """
 
-    __slots__ = ("_data", "_pos", "count", "window")
+    __slots__ = ("_data", "_pos", "count", "size", "window")
 
-    def __init__(self, window: int, n_features: int) -> None:
+    def __init__(self, window: int, n_features: int, size: int = 0) -> None:
         self.window = window
-        self._data = np.zeros((window, n_features), dtype=np.float32)
+        self.size = max(window, size)
+        self._data = np.zeros((self.size, n_features), dtype=np.float32)
         self._pos = 0  # where the next record goes: the oldest row once the ring is full
         self.count = 0
 
     def push(self, values: Sequence[float] | npt.NDArray[np.float64]) -> bool:
         """Append a record; True once `window` records have been seen (a window is full)."""
         self._data[self._pos] = values
-        self._pos = (self._pos + 1) % self.window
+        self._pos = (self._pos + 1) % self.size
         self.count += 1
         return self.count >= self.window
 
-    def copy_window(self, out: npt.NDArray[np.float64]) -> None:
-        """Write the latest `window` records, oldest first, into `out` (window, F)."""
-        if self._pos == 0:  # the ring starts at row 0 (always, for a window of 1): one copy
-            out[:] = self._data
+    def copy_last(self, out: npt.NDArray[np.float64]) -> None:
+        """Write the latest len(out) records (at most `size`), oldest first, into `out`
+        (rows, F); while fewer have been seen, the oldest seen fills the rows before them."""
+        n, seen = len(out), min(self.count, self.size)
+        if seen < n:  # the ring has not wrapped: rows 0 .. seen - 1, oldest first
+            out[: n - seen] = self._data[0]
+            out[n - seen :] = self._data[:seen]
             return
-        split = self.window - self._pos
-        out[:split] = self._data[self._pos :]
-        out[split:] = self._data[: self._pos]
+        start = (self._pos - n) % self.size
+        if start + n <= self.size:  # contiguous: one copy
+            out[:] = self._data[start : start + n]
+            return
+        split = self.size - start
+        out[:split] = self._data[start:]
+        out[split:] = self._data[: n - split]
 
 
 @dataclass(slots=True)
@@ -62,10 +72,11 @@ class AssetState:
 class AssetTable:
     """Asset id -> AssetState, least recently seen first, at most `max_assets` entries."""
 
-    def __init__(self, max_assets: int, window: int, n_features: int) -> None:
+    def __init__(self, max_assets: int, window: int, n_features: int, history: int = 0) -> None:
         self.max_assets = max_assets
         self.window = window
         self.n_features = n_features
+        self.history = history
         self._states: OrderedDict[str, AssetState] = OrderedDict()
 
     def __len__(self) -> int:
@@ -83,7 +94,7 @@ class AssetTable:
         evicted = None
         if len(self._states) >= self.max_assets:
             evicted = self._states.popitem(last=False)
-        state = AssetState(WindowBuffer(self.window, self.n_features))
+        state = AssetState(WindowBuffer(self.window, self.n_features, self.history))
         self._states[asset_id] = state
         return state, evicted
 
@@ -92,11 +103,12 @@ class AssetTable:
         for asset_id in asset_ids:
             self._states.pop(asset_id, None)
 
-    def reshape(self, window: int, n_features: int) -> None:
-        """Start every window afresh for a model with another window length or features.
+    def reshape(self, window: int, n_features: int, history: int = 0) -> None:
+        """Start every buffer afresh for a model with another window length, features or
+        onset history.
 
         Alert-rule state (open episodes) is kept: the asset is still in the same episode.
         """
-        self.window, self.n_features = window, n_features
+        self.window, self.n_features, self.history = window, n_features, history
         for state in self._states.values():
-            state.buffer = WindowBuffer(window, n_features)
+            state.buffer = WindowBuffer(window, n_features, history)

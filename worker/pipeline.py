@@ -1,10 +1,10 @@
 """The pure core of the worker: a batch of raw records in, messages and offsets out.
 
 Stages, each batch-shaped at its edge: hand over (partitions gained and lost) -> decode and
-validate -> per-asset windows -> one forward pass -> threshold -> alert rules -> messages.
-The per-asset windows live in worker/assets.py, the state saved with each partition's offsets
-in worker/partitions.py. No I/O: the runner polls, publishes what `process` returns, then
-commits its offsets.
+validate -> per-asset windows (and the onset rule's history) -> one forward pass -> threshold
+and onset evidence -> alert rules -> messages. The per-asset windows live in
+worker/assets.py, the state saved with each partition's offsets in worker/partitions.py. No
+I/O: the runner polls, publishes what `process` returns, then commits its offsets.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from anomaly.events import EventContext, event_json
 from anomaly.model import Artifact, Manifest, Scores
+from anomaly.onset import onsets, steps
 from anomaly.records import RecordError, SourceRecord, decode_record
 from anomaly.rules import Episode, EventType, Rules, SourceRef
 from anomaly.settings import TopicSettings
@@ -104,12 +105,14 @@ class BatchProcessor:
 
     def set_model(self, artifact: Artifact) -> None:
         """Score with `artifact` from the next batch on; windows restart if their shape changes."""
-        shape = (artifact.manifest.window, len(artifact.manifest.features))
-        if self.model is None or shape != (self.assets.window, self.assets.n_features):
+        overrides = self.alerts.overrides()
+        rules = artifact.manifest.rules.model_copy(update=overrides)
+        shape = (artifact.manifest.window, len(artifact.manifest.features), rules.history)
+        current = (self.assets.window, self.assets.n_features, self.assets.history)
+        if self.model is None or shape != current:
             self.assets.reshape(*shape)
         self.model = artifact
-        overrides = self.alerts.overrides()
-        self.rules = artifact.manifest.rules.model_copy(update=overrides)
+        self.rules = rules
         if overrides:
             log.warning(
                 "alert rules of model %s overridden by WORKER_ALERTS__*: %s (the model's: %s)",
@@ -145,13 +148,18 @@ class BatchProcessor:
         if handover is not None:
             self._hand_over(handover, context, result)
         started = time.perf_counter()
-        windows, pending = self._decode(records, manifest, context, result)
+        history, pending = self._decode(records, manifest, context, result)
         result.stats.decode_s = time.perf_counter() - started
+        if not pending:
+            return result
         started = time.perf_counter()
-        scores = model.detector.score(windows) if pending else None
+        scores = model.detector.score(history[:, history.shape[1] - manifest.window :])
+        step = np.zeros(len(pending))
+        if self.rules.history:
+            step = steps(history, model.detector.scaler.step_unit, self.rules.onset_mean)
+        onset = onsets(step, scores.score, model.threshold.value, self.rules)
         result.stats.score_s = time.perf_counter() - started
-        if scores is not None:
-            self._apply_rules(records, pending, scores, model, context, result)
+        self._apply_rules(records, pending, scores, onset, model, context, result)
         return result
 
     def _decode(
@@ -161,10 +169,12 @@ class BatchProcessor:
         context: EventContext,
         result: BatchResult,
     ) -> tuple[npt.NDArray[np.float64], list[_Scoring]]:
-        """Dead-letter the bad records, push the good ones into their assets' windows; the
-        full windows, in order, to score."""
+        """Dead-letter the bad records, push the good ones into their assets' buffers; the
+        latest records of those with a full window, in order: their windows to score, and the
+        onset rule's history when that is longer."""
         stats = result.stats
-        windows = np.empty((len(records), manifest.window, len(manifest.features)))
+        rows = max(manifest.window, self.rules.history)
+        history = np.empty((len(records), rows, len(manifest.features)))
         pending: list[_Scoring] = []  # the records with a full window, in order
         # the next offset to read of each partition: offsets grow within a partition
         result.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
@@ -194,16 +204,17 @@ class BatchProcessor:
             if not state.buffer.push(values):
                 stats.warming_up += 1
                 continue
-            state.buffer.copy_window(windows[len(pending)])
+            state.buffer.copy_last(history[len(pending)])
             pending.append((index, state, asset_id, ts))
         self.partitions.moved_to(result.offsets)
-        return windows[: len(pending)], pending
+        return history[: len(pending)], pending
 
     def _apply_rules(
         self,
         records: Sequence[SourceRecord],
         pending: list[_Scoring],
         scores: Scores,
+        onset: npt.NDArray[np.bool_],
         model: Artifact,
         context: EventContext,
         result: BatchResult,
@@ -221,7 +232,7 @@ class BatchProcessor:
                 continue  # nothing to track: the rules would not change (the common case)
             record, score = records[index], float(scores.score[i])
             ref = SourceRef(record.topic, record.partition, record.offset)
-            change = state.rules.observe(ts, ref, score, is_above, rules)
+            change = state.rules.observe(ts, ref, score, is_above, rules, bool(onset[i]))
             partitions.observed(asset_id, state)
             if change is not None:
                 kind, episode = change

@@ -39,19 +39,22 @@ class StoreSettings(_Part):
 
 
 class AlertSettings(_Part):
-    """Alert episodes. The rules (k, m, the drop rule) come with each model, as it was trained
-    and gated (anomaly.rules.Rules in its manifest); a value set here overrides the model's
-    for every model this worker serves, and is logged when a model is loaded."""
+    """Alert episodes. The rules (k, m, the drop rule, the onset rule) come with each model, as
+    it was trained and gated (anomaly.rules.Rules in its manifest); a value set here overrides
+    the model's for every model this worker serves, and is logged when a model is loaded."""
 
     open_after: int | None = Field(default=None, ge=1, description="override k")
     resolve_after: int | None = Field(default=None, ge=1, description="override m")
     end_drop: float | None = Field(default=None, ge=0.0, description="override the drop rule")
+    onset_step: float | None = Field(
+        default=None, ge=0.0, description="override the onset rule's step (0: off)"
+    )
     top_features: int = Field(default=3, ge=1)
     max_assets: int = Field(default=100_000, ge=1)
 
     def overrides(self) -> dict[str, int | float]:
         """The rules set here, by field name (empty: the model's rules apply as trained)."""
-        names = ("open_after", "resolve_after", "end_drop")
+        names = ("open_after", "resolve_after", "end_drop", "onset_step")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
 

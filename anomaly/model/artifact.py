@@ -32,14 +32,16 @@ from anomaly.rules import Rules
 
 # 2: the manifest records the alert rules. Version 1 manifests (0.1.x) still load, with the
 # rules 0.1.x workers applied by default.
-# 3: the scaler records the features flat in training (their scaled values are bounded).
-# Versions 1 and 2 load with no flat feature, as they were trained.
+# 3: the scaler records the features flat in training (their scaled values are bounded) and
+# each feature's noise (the onset rule's unit); the rules hold the onset rule. Versions 1 and
+# 2 load with no flat feature, the scale as the noise, and the onset rule off, as they ran.
 FORMAT_VERSION = 3
 READABLE_FORMATS = (1, 2, 3)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
+Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
 VersionName = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")]
 
 
@@ -48,19 +50,26 @@ class _Frozen(BaseModel):
 
 
 class ScalerParams(_Frozen):
-    """The robust scaler's per-feature centre and scale, in feature order, and the indices of
-    the features that were flat in training."""
+    """The robust scaler's per-feature centre and scale, in feature order, the indices of the
+    features that were flat in training, and each feature's record-to-record noise (empty in
+    formats 1 and 2: the scale stands in for it)."""
 
     center: tuple[FiniteFloat, ...]
-    scale: tuple[Annotated[float, Field(gt=0.0, allow_inf_nan=False)], ...]
+    scale: tuple[Positive, ...]
     flat: tuple[int, ...] = ()
+    noise: tuple[Positive, ...] = ()
 
     def to_scaler(self) -> RobustScaler:
         flat = None
         if self.flat:
             flat = np.zeros(len(self.center), dtype=bool)
             flat[list(self.flat)] = True
-        return RobustScaler(center=np.array(self.center), scale=np.array(self.scale), flat=flat)
+        return RobustScaler(
+            center=np.array(self.center),
+            scale=np.array(self.scale),
+            flat=flat,
+            noise=np.array(self.noise) if self.noise else None,
+        )
 
     @classmethod
     def from_scaler(cls, scaler: RobustScaler) -> ScalerParams:
@@ -68,6 +77,7 @@ class ScalerParams(_Frozen):
             center=tuple(scaler.center.tolist()),
             scale=tuple(scaler.scale.tolist()),
             flat=scaler.flat_features(),
+            noise=() if scaler.noise is None else tuple(scaler.noise.tolist()),
         )
 
 
@@ -128,10 +138,14 @@ class Manifest(_Frozen):
             raise ValueError("features contains duplicate names")
         if any(not name for name in self.features):
             raise ValueError("features contains an empty name")
-        if len(self.scaler.center) != n or len(self.scaler.scale) != n:
+        if (
+            len(self.scaler.center) != n
+            or len(self.scaler.scale) != n
+            or (self.scaler.noise and len(self.scaler.noise) != n)
+        ):
             raise ValueError(
-                f"scaler has {len(self.scaler.center)}/{len(self.scaler.scale)} centre/scale "
-                f"values for {n} features"
+                f"scaler has {len(self.scaler.center)}/{len(self.scaler.scale)}/"
+                f"{len(self.scaler.noise) or '-'} centre/scale/noise values for {n} features"
             )
         if len(set(self.scaler.flat)) != len(self.scaler.flat) or any(
             not 0 <= i < n for i in self.scaler.flat
@@ -201,12 +215,20 @@ def read_manifest(directory: Path) -> Manifest:
     if found == 1 and "rules" in raw:
         raise ArtifactError(f"{path} is invalid: format version 1 has no rules")
     scaler = raw.get("scaler")
-    if found in (1, 2) and isinstance(scaler, dict) and scaler.get("flat"):
-        raise ArtifactError(f"{path} is invalid: format version {found} has no flat features")
+    if found in (1, 2) and isinstance(scaler, dict) and (scaler.get("flat") or scaler.get("noise")):
+        raise ArtifactError(
+            f"{path} is invalid: format version {found} has no flat features and no noise"
+        )
+    rules = raw.get("rules")
+    if found in (1, 2) and isinstance(rules, dict) and any(k.startswith("onset") for k in rules):
+        raise ArtifactError(f"{path} is invalid: format version {found} has no onset rule")
     try:
-        return Manifest.model_validate(raw)
+        manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         raise ArtifactError(f"{path} is invalid: {_summarise(exc)}") from exc
+    if found in (1, 2):  # served as they were: without the onset rule
+        return manifest.model_copy(update={"rules": manifest.rules.without_onset()})
+    return manifest
 
 
 def load_artifact(directory: Path) -> Artifact:

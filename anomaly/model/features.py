@@ -34,6 +34,8 @@ SPAN_SHARE = 0.1
 # scaled value saturates at +-FLAT_LIMIT, so leaving its constant is an event of its own (the
 # feature tops the alert) with a bounded weight in the score instead of an unbounded one.
 FLAT_LIMIT = 10.0
+# A median absolute deviation over this is a standard deviation on Gaussian data.
+_MAD_TO_STD = 1.4826
 
 
 @dataclass(frozen=True)
@@ -44,11 +46,17 @@ class RobustScaler:
 
     A feature whose IQR is zero falls back to its standard deviation (before the floors), and
     a constant one at zero to 1.0, so every scale is positive and finite.
+
+    `noise` is each feature's record-to-record noise (the robust standard deviation of its
+    first differences over sqrt 2, with the resolution and level floors): the unit in which
+    the onset rule measures a step (anomaly/onset.py). A slow sensor wanders over many noise
+    units in normal operation, a step moves it by many at once. None: the scale.
     """
 
     center: FloatArray
     scale: FloatArray
     flat: npt.NDArray[np.bool_] | None = None  # None: no feature is flat
+    noise: FloatArray | None = None
     limit: FloatArray = field(init=False, repr=False, compare=False)  # +- bound per feature
 
     def __post_init__(self) -> None:
@@ -60,6 +68,12 @@ class RobustScaler:
             raise ValueError("scaler scales must be positive")
         if self.flat is not None and self.flat.shape != self.center.shape:
             raise ValueError("flat must have one entry per feature")
+        if self.noise is not None and (
+            self.noise.shape != self.center.shape
+            or not np.all(np.isfinite(self.noise))
+            or np.any(self.noise <= 0)
+        ):
+            raise ValueError("noise must have one positive, finite entry per feature")
         limit = np.full(self.center.shape, CLIP)
         if self.flat is not None:
             limit[self.flat] = FLAT_LIMIT
@@ -81,15 +95,28 @@ class RobustScaler:
         scale = np.maximum(scale, floor)
         scale = np.where(scale > tiny, scale, 1.0)
         flat = q90 - q10 <= tiny
+        steps = np.diff(rows, axis=0)
+        noise = np.zeros_like(scale)
+        if len(steps):
+            deviation = np.abs(steps - np.median(steps, axis=0))
+            noise = _MAD_TO_STD * np.median(deviation, axis=0) / np.sqrt(2.0)
+        noise = np.maximum.reduce([noise, resolution(rows), LEVEL_SHARE * np.abs(center)])
+        noise = np.where(noise > tiny, noise, scale)
         return cls(
             center=center.astype(np.float64),
             scale=scale.astype(np.float64),
             flat=flat if flat.any() else None,
+            noise=noise.astype(np.float64),
         )
 
     @property
     def n_features(self) -> int:
         return int(self.center.shape[0])
+
+    @property
+    def step_unit(self) -> FloatArray:
+        """What a step is measured in, per feature: the noise, else the scale."""
+        return self.scale if self.noise is None else self.noise
 
     def transform(self, values: FloatArray) -> npt.NDArray[np.float32]:
         """Scale values whose last axis is the features; returns float32, clipped to +-CLIP."""

@@ -84,10 +84,12 @@ def test_a_format_1_artifact_loads_with_the_rules_its_workers_applied(artifact_d
     def as_format_1(manifest: dict[str, Any]) -> None:
         manifest.update(format_version=1)
         del manifest["rules"]
+        del manifest["scaler"]["noise"], manifest["scaler"]["flat"]
 
     edit_manifest(artifact_dir, as_format_1)
     rules = load_artifact(artifact_dir).manifest.rules
     assert (rules.open_after, rules.resolve_after, rules.end_drop) == (3, 5, 2.0)
+    assert rules.onset_step == 0.0  # the onset rule came in format 3
     edit_manifest(artifact_dir, lambda m: m.update(rules={"open_after": 2}))
     with pytest.raises(ArtifactError, match="format version 1 has no rules"):
         load_artifact(artifact_dir)
@@ -108,7 +110,8 @@ def test_refuses_truncated_weights(artifact_dir: Path) -> None:
 
 def test_refuses_a_manifest_that_lies_about_its_features(artifact_dir: Path) -> None:
     edit_manifest(artifact_dir, lambda m: m.update(features=["extra", *m["features"]]))
-    with pytest.raises(ArtifactError, match="scaler has 8/8 centre/scale values for 9 features"):
+    lie = "scaler has 8/8/8 centre/scale/noise values for 9 features"
+    with pytest.raises(ArtifactError, match=lie):
         load_artifact(artifact_dir)
     edit_manifest(artifact_dir, lambda m: m.update(features=["a"] * 8))
     with pytest.raises(ArtifactError, match="duplicate names"):

@@ -74,7 +74,9 @@ def test_over_the_limit_open_episodes_are_kept_first_and_the_rest_counted() -> N
 
 
 def processor(artifact: Artifact) -> BatchProcessor:
-    p = BatchProcessor(TOPICS, BatchSettings(), AlertSettings(open_after=3, resolve_after=5))
+    # without the onset rule: its history, like a window, is not saved (refilled after a move)
+    settings = AlertSettings(open_after=3, resolve_after=5, onset_step=0)
+    p = BatchProcessor(TOPICS, BatchSettings(), settings)
     p.set_model(artifact)
     return p
 

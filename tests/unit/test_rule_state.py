@@ -130,3 +130,29 @@ def test_flags_apply_the_drop_rule() -> None:
     assert flags(scores, above, Rules(open_after=2, resolve_after=3, end_drop=0)).sum() == 12
     marks = flags(scores, above, Rules(open_after=2, resolve_after=3, end_drop=2.0))
     assert "".join("+" if f else "-" for f in marks) == "---++++++------"
+
+
+@pytest.mark.parametrize(
+    ("above", "onset", "events"),
+    [
+        # a long run above the threshold with no onset in it never opens
+        ("-++++++++--", "-----------", []),
+        # an onset at any record of the run opens it (at k or at the onset, whichever is
+        # later), from the run's first record
+        ("-++++++++--", "-----+-----", [(5, "open", 1, 5)]),
+        ("-++++++++--", "-+---------", [(3, "open", 1, 3)]),
+        # an onset before the run does not arm it: the evidence is per run
+        ("+-+++------", "+----------", []),
+    ],
+)  # fmt: skip
+def test_the_onset_rule_opens_a_run_only_once_it_saw_an_onset(
+    above: str, onset: str, events: list[tuple[int, str, int, int]]
+) -> None:
+    state, out = RuleState(), []
+    rules = Rules(open_after=3, resolve_after=5, end_drop=0)
+    for i, (a, o) in enumerate(zip(above, onset, strict=True)):
+        change = state.observe(T0, SourceRef("in", 0, i), 2.0, a == "+", rules, o == "+")
+        if change is not None:
+            kind, episode = change
+            out.append((i, kind, episode.start.offset, episode.records))
+    assert out == events

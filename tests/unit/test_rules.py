@@ -59,7 +59,7 @@ def artifact(rows: np.ndarray, rules: Rules, quantile: float, of: slice) -> Arti
     scaler = RobustScaler.fit(rows[:300])
     detector = Detector(scaler, network)
     probe = Threshold(value=0.0, method="quantile", target_fpr=0.2, n_samples=100)
-    scores = score_series(detector, probe, rows[of], WINDOW).score
+    scores = score_series(detector, probe, rows[of], WINDOW, rules).score
     threshold = probe.model_copy(update={"value": float(np.quantile(scores, quantile))})
     summary = dict.fromkeys(TrainingSummary.model_fields, 0) | {"source": "test"}
     manifest = Manifest(
@@ -105,17 +105,21 @@ def streamed(model: Artifact, rows: np.ndarray, batch_sizes: list[int]) -> list[
     return out
 
 
+@pytest.mark.parametrize("onset_step", [0.0, 8.0])
 @pytest.mark.parametrize("end_drop", [0.0, 2.0])
 @pytest.mark.parametrize("threshold", [NOISY, QUIET])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_streamed_events_equal_the_offline_rules_on_recorded_series(
-    seed: int, threshold: tuple[float, slice], end_drop: float
+    seed: int, threshold: tuple[float, slice], end_drop: float, onset_step: float
 ) -> None:
     rows = recorded(seed)
-    rules = Rules(open_after=3, resolve_after=5, end_drop=end_drop)
+    rules = Rules(open_after=3, resolve_after=5, end_drop=end_drop, onset_step=onset_step)
     model = artifact(rows, rules, *threshold)
-    scored = score_series(model.detector, model.threshold, rows, WINDOW)
-    offline = [(kind, WINDOW - 1 + i) for i, kind, _ in changes(scored.score, scored.above, rules)]
+    scored = score_series(model.detector, model.threshold, rows, WINDOW, rules)
+    offline = [
+        (kind, WINDOW - 1 + i)
+        for i, kind, _ in changes(scored.score, scored.above, rules, onset=scored.onset)
+    ]
     assert len(offline) >= 2  # episodes open and end: the comparison means something
     assert streamed(model, rows, [1, 7, 50, 500]) == offline
     assert streamed(model, rows, [200]) == offline
