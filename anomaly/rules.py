@@ -22,13 +22,16 @@ the new state does not reopen an episode at once; the raised threshold is cleare
 records in a row score below the model's threshold again (back to normal). Four numbers per
 asset: `level`, `drop_run`, `floor` and the counters already there.
 
-The onset rule (`onset_step` > 0) lets a run of k records above the threshold open an episode
-only once it is "armed": at one of its records some sensor had just stepped (its short mean
-moved by more than `onset_step` noise units within the last `onset_span` records), or the
-score was more than `onset_bypass` times the threshold. A model whose normal slowly drifts away
-from its training (scores creeping over the threshold for hours) then stays quiet, while a
-fault that moves a sensor, or one the model sees as far out, opens an episode as before. The
-state machine takes that evidence per record (`onset`); anomaly/onset.py computes it.
+The onset rule (`onset_step` > 0): outside an episode, a run above the threshold starts only
+at a record with onset evidence: some sensor has just stepped (its short mean moved by more
+than `onset_step` noise units within the last `onset_span` records), or the score is more
+than `onset_bypass` times the threshold. Records above the threshold before that are not
+counted; once started, the run goes on while the records stay above, and opens an episode
+after k of them as before, starting at its first record. A model whose normal slowly drifts
+away from its training (scores creeping over the threshold for hours) then stays quiet, while
+a fault that moves a sensor, or one the model sees as far out, opens an episode about as
+soon as before (anomaly/onset.py: the confirmation delay). The state machine takes that
+evidence per record (`onset`); anomaly/onset.py computes it.
 """
 
 from __future__ import annotations
@@ -123,8 +126,6 @@ class RuleState:
     a row below level / drop in an episode; `floor`: the asset's raised threshold after an
     episode ended by the drop rule (0.0: none). Outside an episode with a floor set,
     `below_run` counts the records in a row below the model's threshold that clear it.
-    `armed`: the current run has seen an onset (a step, or a score far above the threshold),
-    so it may open an episode.
     """
 
     above_run: int = 0
@@ -135,7 +136,6 @@ class RuleState:
     level: float = 0.0
     drop_run: int = 0
     floor: float = 0.0
-    armed: bool = False
 
     @property
     def idle(self) -> bool:
@@ -161,13 +161,15 @@ class RuleState:
             if self.below_run >= m:  # back to normal: the raised threshold is cleared
                 self.floor, self.below_run = 0.0, 0
         above = above and (not self.floor or score > self.floor)
+        if above and not onset and episode is None and self.above_run == 0:
+            return None  # the onset rule: a run starts only at an onset
         if episode is not None:
             episode.span += 1
         if above:
             log_score = math.log(max(score, _TINY))
             self.below_run = 0
             if self.above_run == 0:
-                self.run_start, self.run_peak, self.armed = (ts, ref), score, False
+                self.run_start, self.run_peak = (ts, ref), score
                 if episode is None:
                     self.level = log_score
             elif episode is None:  # the opening run's mean log score
@@ -187,8 +189,7 @@ class RuleState:
                 episode.records, episode.ended_at = episode.span, ts
                 episode.peak_score = max(episode.peak_score, score)
                 return None
-            self.armed = self.armed or onset
-            if self.above_run >= k and self.armed:
+            if self.above_run >= k:
                 assert self.run_start is not None
                 start_ts, start_ref = self.run_start
                 self.episode = Episode(

@@ -107,7 +107,7 @@ def _row(asset_id: str, rules: RuleState) -> list[Any]:
     run = None
     if rules.above_run and rules.run_start is not None:
         ts, ref = rules.run_start
-        run = [_us(ts), *_ref(ref), int(rules.armed)]  # armed last: 0.2 readers ignore it
+        run = [_us(ts), *_ref(ref)]
     episode = rules.episode
     saved = None
     if episode is not None:
@@ -128,7 +128,6 @@ def _rules(row: list[Any]) -> RuleState:
     rules.run_peak = float(run_peak)
     if isinstance(run, list):
         rules.run_start = (_ts(run[0]), SourceRef(run[1], int(run[2]), int(run[3])))
-        rules.armed = len(run) > 4 and bool(run[4])
     if isinstance(saved, list):
         episode_id, start, started, ended, records, peak, span = saved
         rules.episode = Episode(

@@ -102,6 +102,17 @@ def test_the_benchmark_streams_one_file_and_writes_its_results(tmp_path: Path) -
     assert set(results["settings"]) == {"training", "alerts"}
     # the rules the models were trained, cleaned, gated and served with
     assert results["settings"]["training"]["rules"] == Rules().model_dump(mode="json")
+    summary = results["summary"]
+    assert summary["worst_file_f1"] == {"file": "valve9/1", "f1": row["f1"]}
+    assert summary["highest_threshold"]["times_median"] == 1.0  # one file: its own median
+    assert summary["normal_day_flagged"] == results["anomaly_free"]["pooled"]["far"]
+    like = summary["like_for_like_conv_ae_edges"]
+    assert like["tp"] + like["fp"] + like["fn"] + like["tn"] == 320
+    assert like["fp"] + like["tp"] <= row["fp"] + row["tp"]  # blind edges only remove flags
+    assert set(summary["targets"]["met"]) == {
+        "f1", "far", "mar", "normal_day", "worst_mar", "threshold_ratio"
+    }  # fmt: skip
     assert "| **pooled** |" in done.stdout
+    assert "- like for like with SKAB's Conv-AE" in done.stdout
     assert (tmp_path / "out" / "skab.md").read_text().startswith("SKAB (1 files")
     assert np.isfinite(row["threshold"])

@@ -12,6 +12,7 @@ from benchmarks.quality import (
     episodes_from_events,
     row_flags,
 )
+from benchmarks.skab import blind_edges
 
 T0 = 1_600_000_000.0  # rows one second apart from here
 ROWS = T0 + np.arange(12, dtype=np.float64)
@@ -120,3 +121,10 @@ def test_degenerate_cases_are_defined() -> None:
     assert (nothing.f1, nothing.far, nothing.mar) == (1.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="decisions for"):
         Confusion.of(np.zeros(3, dtype=bool), np.zeros(4, dtype=bool))
+
+
+def test_blind_edges_never_flag_the_first_and_last_rows() -> None:
+    flags = np.ones(10, dtype=bool)
+    assert blind_edges(flags, (2, 3)).tolist() == [False] * 2 + [True] * 5 + [False] * 3
+    assert not blind_edges(flags, (6, 6)).any()  # a file shorter than both edges
+    assert flags.all()  # the product's own decisions are left as they were

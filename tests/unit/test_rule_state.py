@@ -137,15 +137,16 @@ def test_flags_apply_the_drop_rule() -> None:
     [
         # a long run above the threshold with no onset in it never opens
         ("-++++++++--", "-----------", []),
-        # an onset at any record of the run opens it (at k or at the onset, whichever is
-        # later), from the run's first record
-        ("-++++++++--", "-----+-----", [(5, "open", 1, 5)]),
+        # the run starts at its first onset: the records above before it do not count
+        ("-++++++++--", "-----+-----", [(7, "open", 5, 3)]),
         ("-++++++++--", "-+---------", [(3, "open", 1, 3)]),
-        # an onset before the run does not arm it: the evidence is per run
+        # an onset before the run does not start it: the evidence is per run
         ("+-+++------", "+----------", []),
+        # inside an episode no evidence is needed: a dip and a new run above continue it
+        ("-+++-++++------", "-+-------------", [(3, "open", 1, 3), (13, "resolve", 1, 8)]),
     ],
 )  # fmt: skip
-def test_the_onset_rule_opens_a_run_only_once_it_saw_an_onset(
+def test_the_onset_rule_starts_a_run_only_at_an_onset(
     above: str, onset: str, events: list[tuple[int, str, int, int]]
 ) -> None:
     state, out = RuleState(), []
