@@ -17,9 +17,10 @@ jump (5 by default); the run still needs `open_after` records above the threshol
 episode opens at most max(open_after, mean) records after a jump, and a ramp opens once it
 has risen by `onset_step` noise units within `span` records.
 
-The worker and the offline replay call `steps` on the same history windows: the worker reads
+The worker and the offline replay call `onsets` on the same history windows: the worker reads
 each asset's last `span` records from its buffer, repeating the oldest while it has fewer
-(worker/assets.py); `history_windows` builds them so from a series.
+(worker/assets.py); `history_windows` builds them so from a series. Only the records above
+the threshold are measured (a few per cent in a healthy fleet).
 """
 
 from __future__ import annotations
@@ -30,15 +31,18 @@ import numpy.typing as npt
 from anomaly.model.features import FloatArray, sliding_windows
 from anomaly.rules import Rules
 
+# History windows measured per call of `steps` (each call copies its windows once).
+CHUNK = 4096
+
 
 def steps(history: FloatArray, unit: FloatArray, mean: int) -> FloatArray:
     """Per history window (batch, span, features): the largest move of any feature's
     `mean`-record mean within the window, in units of `unit` (one per feature)."""
-    totals = np.cumsum(history, axis=1)
-    sums = totals[:, mean - 1 :].copy()
-    sums[:, 1:] -= totals[:, :-mean]
-    means = sums / mean
-    moved = (means.max(axis=1) - means.min(axis=1)) / unit
+    positions = history.shape[1] - mean + 1
+    sums = np.array(history[:, :positions], dtype=np.float64)
+    for shift in range(1, mean):
+        sums += history[:, shift : shift + positions]
+    moved = (sums.max(axis=1) - sums.min(axis=1)) / (unit * mean)
     return np.asarray(moved.max(axis=1), dtype=np.float64)
 
 
@@ -50,12 +54,21 @@ def history_windows(values: FloatArray, span: int) -> FloatArray:
 
 
 def onsets(
-    step: FloatArray, score: FloatArray, threshold: float, rules: Rules
+    history: FloatArray, score: FloatArray, threshold: float, unit: FloatArray, rules: Rules
 ) -> npt.NDArray[np.bool_]:
-    """Per record: the onset rule's evidence (all True when the rule is off)."""
+    """Per record: the onset rule's evidence (all True when the rule is off). `history` holds
+    each record's history window (anything indexable by record: a view is not copied whole).
+
+    Only a record above the threshold can start a run, so only those are measured: the
+    evidence of the others is never read (`RuleState.observe`), and most records of a
+    healthy fleet are below the threshold."""
     if rules.onset_step <= 0:
         return np.ones(len(score), dtype=bool)
-    out = step > rules.onset_step
+    out = np.zeros(len(score), dtype=bool)
     if rules.onset_bypass > 0:
         out |= score > rules.onset_bypass * threshold
-    return np.asarray(out, dtype=bool)
+    need = np.flatnonzero((score > threshold) & ~out)
+    for start in range(0, len(need), CHUNK):  # bounds the copies of the history windows
+        chunk = need[start : start + CHUNK]
+        out[chunk] = steps(history[chunk], unit, rules.onset_mean) > rules.onset_step
+    return out

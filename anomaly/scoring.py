@@ -13,11 +13,8 @@ import numpy.typing as npt
 
 from anomaly.model import Detector, Threshold, sliding_windows
 from anomaly.model.features import FloatArray
-from anomaly.onset import history_windows, onsets, steps
+from anomaly.onset import history_windows, onsets
 from anomaly.rules import Rules, flags
-
-# History windows per call of `steps` (each call copies its windows once, in float64).
-STEP_CHUNK = 4096
 
 
 @dataclass(frozen=True)
@@ -49,15 +46,9 @@ def score_series(
         none = np.zeros(0, bool)
         return SeriesScores(window, empty, np.empty((0, values.shape[1])), none, none)
     scores = detector.score(sliding_windows(values, window))
-    step = np.zeros(len(scores.score))
-    if rules.history:
-        history = history_windows(values, rules.history)[window - 1 :]
-        for start in range(0, len(history), STEP_CHUNK):  # bounds the copies steps() makes
-            chunk = history[start : start + STEP_CHUNK]
-            step[start : start + STEP_CHUNK] = steps(
-                chunk, detector.scaler.step_unit, rules.onset_mean
-            )
-    onset = onsets(step, scores.score, threshold.value, rules)
+    history = history_windows(values, max(rules.history, 1))[window - 1 :]
+    unit = detector.scaler.step_unit
+    onset = onsets(history, scores.score, threshold.value, unit, rules)
     above = threshold.exceeds(scores.score)
     return SeriesScores(window, scores.score, scores.shares, above, onset)
 

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from anomaly.events import EventContext, event_json
 from anomaly.model import Artifact, Manifest, Scores
-from anomaly.onset import onsets, steps
+from anomaly.onset import onsets
 from anomaly.records import RecordError, SourceRecord, decode_record
 from anomaly.rules import Episode, EventType, Rules, SourceRef
 from anomaly.settings import TopicSettings
@@ -154,10 +154,8 @@ class BatchProcessor:
             return result
         started = time.perf_counter()
         scores = model.detector.score(history[:, history.shape[1] - manifest.window :])
-        step = np.zeros(len(pending))
-        if self.rules.history:
-            step = steps(history, model.detector.scaler.step_unit, self.rules.onset_mean)
-        onset = onsets(step, scores.score, model.threshold.value, self.rules)
+        unit = model.detector.scaler.step_unit
+        onset = onsets(history, scores.score, model.threshold.value, unit, self.rules)
         result.stats.score_s = time.perf_counter() - started
         self._apply_rules(records, pending, scores, onset, model, context, result)
         return result

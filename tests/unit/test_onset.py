@@ -41,15 +41,22 @@ def test_the_unit_is_per_feature() -> None:
 @pytest.mark.parametrize(
     ("rules", "expected"),
     [
-        (Rules(onset_step=8.0, onset_bypass=10.0), [False, True, True]),
-        (Rules(onset_step=8.0, onset_bypass=0.0), [False, True, False]),
-        (Rules(onset_step=0.0), [True, True, True]),  # off: every record is evidence
+        (Rules(onset_step=8.0, onset_bypass=10.0), [False, False, True, True, False]),
+        (Rules(onset_step=8.0, onset_bypass=0.0), [False, False, True, False, False]),
+        (Rules(onset_step=0.0), [True] * 5),  # off: every record is evidence
     ],
 )
-def test_onsets_are_steps_or_far_excesses(rules: Rules, expected: list[bool]) -> None:
-    step = np.array([3.0, 9.0, 3.0])
-    score = np.array([1.0, 1.0, 25.0])  # the threshold is 2: the last is 12.5 times it
-    assert onsets(step, score, 2.0, rules).tolist() == expected
+def test_onsets_are_steps_or_far_excesses_above_the_threshold(
+    rules: Rules, expected: list[bool]
+) -> None:
+    """Threshold 2. Records: above, no step; below, a step (never measured: a record below the
+    threshold cannot start a run); above with a step; 12.5 times the threshold, no step;
+    above, no step."""
+    values = noisy(300)
+    values[150:, 0] += 30.0
+    history = history_windows(values, 60)[[100, 152, 153, 250, 290]]
+    score = np.array([3.0, 1.0, 3.0, 25.0, 3.0])
+    assert onsets(history, score, 2.0, np.ones(2), rules).tolist() == expected
 
 
 def test_rules_refuse_a_short_mean_as_long_as_the_span() -> None:
