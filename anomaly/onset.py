@@ -20,7 +20,9 @@ has risen by `onset_step` noise units within `span` records.
 The worker and the offline replay call `onsets` on the same history windows: the worker reads
 each asset's last `span` records from its buffer, repeating the oldest while it has fewer
 (worker/assets.py); `history_windows` builds them so from a series. Only the records above
-the threshold are measured (a few per cent in a healthy fleet).
+the threshold are measured (a few per cent in a healthy fleet). While an asset's history is
+not full (just met, or taken over after a restart: the history is not saved with the
+offsets), its records count as onsets: no alert is lost to a step the worker did not see.
 """
 
 from __future__ import annotations
@@ -48,23 +50,33 @@ def steps(history: FloatArray, unit: FloatArray, mean: int) -> FloatArray:
 
 def history_windows(values: FloatArray, span: int) -> FloatArray:
     """For each row of one asset's consecutive rows, the `span` rows up to it, the first row
-    repeated before the series starts (as the worker pads an asset it has just met)."""
+    repeated before the series starts (as the worker pads an asset it has just met; the
+    evidence of such a row does not depend on the padding: see `onsets`)."""
     padded = np.concatenate([np.repeat(values[:1], span - 1, axis=0), values])
     return sliding_windows(padded, span)
 
 
 def onsets(
-    history: FloatArray, score: FloatArray, threshold: float, unit: FloatArray, rules: Rules
+    history: FloatArray,
+    seen: npt.NDArray[np.int64],
+    score: FloatArray,
+    threshold: float,
+    unit: FloatArray,
+    rules: Rules,
 ) -> npt.NDArray[np.bool_]:
     """Per record: the onset rule's evidence (all True when the rule is off). `history` holds
-    each record's history window (anything indexable by record: a view is not copied whole).
+    each record's history window (anything indexable by record: a view is not copied whole),
+    `seen` how many records of its asset the history holds, itself included.
 
-    Only a record above the threshold can start a run, so only those are measured: the
-    evidence of the others is never read (`RuleState.observe`), and most records of a
+    A record whose history is not yet full (an asset just met, or just taken over after a
+    restart or a rebalance: the history is not saved with the offsets) counts as an onset:
+    a step may lie in the records before it, and a missed fault costs more than a false
+    alarm. Only a record above the threshold can start a run, so only those are measured:
+    the evidence of the others is never read (`RuleState.observe`), and most records of a
     healthy fleet are below the threshold."""
     if rules.onset_step <= 0:
         return np.ones(len(score), dtype=bool)
-    out = np.zeros(len(score), dtype=bool)
+    out = seen < rules.onset_span
     if rules.onset_bypass > 0:
         out |= score > rules.onset_bypass * threshold
     need = np.flatnonzero((score > threshold) & ~out)

@@ -47,8 +47,9 @@ def score_series(
         return SeriesScores(window, empty, np.empty((0, values.shape[1])), none, none)
     scores = detector.score(sliding_windows(values, window))
     history = history_windows(values, max(rules.history, 1))[window - 1 :]
+    seen = np.arange(window, len(values) + 1)  # the records of the series up to each one
     unit = detector.scaler.step_unit
-    onset = onsets(history, scores.score, threshold.value, unit, rules)
+    onset = onsets(history, seen, scores.score, threshold.value, unit, rules)
     above = threshold.exceeds(scores.score)
     return SeriesScores(window, scores.score, scores.shares, above, onset)
 

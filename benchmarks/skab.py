@@ -11,8 +11,10 @@ the other, on one embedded broker:
    apply) fits a model on the file's first --train-rows rows, written without the label
    columns to a CSV of their own, into a model store of the file's own;
 2. the rows after those are produced to an input topic of the file's own as input records
-   of one asset, preceded by the last window - 1 training rows as warm-up (the worker needs
-   a full window to score the first row after training; warm-up rows are not scored);
+   of one asset, preceded by the last training rows as warm-up: as many as a worker in
+   service holds of an asset (window - 1, or the onset rule's history - 1 when longer), so
+   that the first row after training is judged with a full window and a full history;
+   warm-up rows are not counted (their decisions are on training rows);
 3. a real worker (`worker.runner.Worker`, its Kafka consumer group, the product's alert
    rules; WORKER_* variables apply) scores them and publishes alert episodes, and is stopped
    once it has committed every record;
@@ -314,13 +316,17 @@ def replay(
 
 def run_file(exp: Experiment, train_rows: int, bootstrap: str | None, workdir: Path) -> FileResult:
     """Train, stream (or only replay), and turn the episodes into decisions on the scored rows."""
+    alerts = WorkerSettings().alerts
     if len(exp.ts) <= train_rows:
         raise ValueError(f"{exp.name} has {len(exp.ts)} rows: nothing after {train_rows} to score")
     artifact, train_s = train_model(exp, train_rows, workdir)
     window = artifact.manifest.window
-    first = max(0, train_rows - (window - 1))
+    # warm-up: the records a worker in service holds of the asset (its window, or the onset
+    # rule's history when longer) when the scored part begins
+    held = max(window, artifact.manifest.rules.model_copy(update=alerts.overrides()).history)
+    first = max(0, train_rows - (held - 1))
     scored_ts = exp.epoch[train_rows:]
-    replayed_events = replay(artifact, exp, first, WorkerSettings().alerts)
+    replayed_events = replay(artifact, exp, first, alerts)
     replayed = row_flags(episodes_from_events(replayed_events), exp.asset_id, scored_ts)
     started = time.perf_counter()
     agrees: bool | None = None

@@ -148,14 +148,14 @@ class BatchProcessor:
         if handover is not None:
             self._hand_over(handover, context, result)
         started = time.perf_counter()
-        history, pending = self._decode(records, manifest, context, result)
+        history, seen, pending = self._decode(records, manifest, context, result)
         result.stats.decode_s = time.perf_counter() - started
         if not pending:
             return result
         started = time.perf_counter()
         scores = model.detector.score(history[:, history.shape[1] - manifest.window :])
         unit = model.detector.scaler.step_unit
-        onset = onsets(history, scores.score, model.threshold.value, unit, self.rules)
+        onset = onsets(history, seen, scores.score, model.threshold.value, unit, self.rules)
         result.stats.score_s = time.perf_counter() - started
         self._apply_rules(records, pending, scores, onset, model, context, result)
         return result
@@ -166,13 +166,14 @@ class BatchProcessor:
         manifest: Manifest,
         context: EventContext,
         result: BatchResult,
-    ) -> tuple[npt.NDArray[np.float64], list[_Scoring]]:
+    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], list[_Scoring]]:
         """Dead-letter the bad records, push the good ones into their assets' buffers; the
         latest records of those with a full window, in order: their windows to score, and the
-        onset rule's history when that is longer."""
+        onset rule's history when that is longer; and how many records each history holds."""
         stats = result.stats
         rows = max(manifest.window, self.rules.history)
         history = np.empty((len(records), rows, len(manifest.features)))
+        seen = np.empty(len(records), dtype=np.int64)  # records of the asset its history holds
         pending: list[_Scoring] = []  # the records with a full window, in order
         # the next offset to read of each partition: offsets grow within a partition
         result.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
@@ -203,9 +204,10 @@ class BatchProcessor:
                 stats.warming_up += 1
                 continue
             state.buffer.copy_last(history[len(pending)])
+            seen[len(pending)] = state.buffer.count
             pending.append((index, state, asset_id, ts))
         self.partitions.moved_to(result.offsets)
-        return history[: len(pending)], pending
+        return history[: len(pending)], seen[: len(pending)], pending
 
     def _apply_rules(
         self,

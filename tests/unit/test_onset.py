@@ -54,9 +54,23 @@ def test_onsets_are_steps_or_far_excesses_above_the_threshold(
     above, no step."""
     values = noisy(300)
     values[150:, 0] += 30.0
-    history = history_windows(values, 60)[[100, 152, 153, 250, 290]]
+    rows = [100, 152, 153, 250, 290]
+    history = history_windows(values, 60)[rows]
     score = np.array([3.0, 1.0, 3.0, 25.0, 3.0])
-    assert onsets(history, score, 2.0, np.ones(2), rules).tolist() == expected
+    seen = np.array(rows) + 1
+    assert onsets(history, seen, score, 2.0, np.ones(2), rules).tolist() == expected
+
+
+def test_a_record_whose_history_is_not_full_counts_as_an_onset() -> None:
+    """An asset just met or just taken over: a step may lie before what the worker holds, so
+    its records open runs as without the rule until the history is full."""
+    values = noisy(100)
+    history = history_windows(values, 60)[[10, 58, 59, 80]]
+    score = np.full(4, 3.0)  # all above a threshold of 2, no step anywhere
+    seen = np.array([11, 59, 60, 81])
+    assert onsets(history, seen, score, 2.0, np.ones(2), Rules()).tolist() == [
+        True, True, False, False
+    ]  # fmt: skip
 
 
 def test_rules_refuse_a_short_mean_as_long_as_the_span() -> None:
