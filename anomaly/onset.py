@@ -66,7 +66,8 @@ def onsets(
 ) -> npt.NDArray[np.bool_]:
     """Per record: the onset rule's evidence (all True when the rule is off). `history` holds
     each record's history window (anything indexable by record: a view is not copied whole),
-    `seen` how many records of its asset the history holds, itself included.
+    `seen` how many records of its asset had been seen up to it, itself included (its history
+    is full from `onset_span` on).
 
     A record whose history is not yet full (an asset just met, or just taken over after a
     restart or a rebalance: the history is not saved with the offsets) counts as an onset:

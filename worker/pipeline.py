@@ -155,7 +155,8 @@ class BatchProcessor:
         started = time.perf_counter()
         scores = model.detector.score(history[:, history.shape[1] - manifest.window :])
         unit = model.detector.scaler.step_unit
-        onset = onsets(history, seen, scores.score, model.threshold.value, unit, self.rules)
+        span = history[:, history.shape[1] - max(self.rules.history, 1) :]  # a longer window
+        onset = onsets(span, seen, scores.score, model.threshold.value, unit, self.rules)
         result.stats.score_s = time.perf_counter() - started
         self._apply_rules(records, pending, scores, onset, model, context, result)
         return result
@@ -173,7 +174,7 @@ class BatchProcessor:
         stats = result.stats
         rows = max(manifest.window, self.rules.history)
         history = np.empty((len(records), rows, len(manifest.features)))
-        seen = np.empty(len(records), dtype=np.int64)  # records of the asset its history holds
+        seen = np.empty(len(records), dtype=np.int64)  # records of its asset seen up to each
         pending: list[_Scoring] = []  # the records with a full window, in order
         # the next offset to read of each partition: offsets grow within a partition
         result.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}

@@ -105,15 +105,21 @@ def streamed(model: Artifact, rows: np.ndarray, batch_sizes: list[int]) -> list[
     return out
 
 
-@pytest.mark.parametrize("onset_step", [0.0, 8.0])
+# the onset rule: off; on with a history longer than the window (the default); on with a
+# history shorter than the window (the worker reads the last records of a longer ring)
+ONSETS = [{"onset_step": 0.0}, {"onset_step": 8.0}, {"onset_step": 3.0, "onset_span": 3,
+          "onset_mean": 2}]  # fmt: skip
+
+
+@pytest.mark.parametrize("onset", ONSETS)
 @pytest.mark.parametrize("end_drop", [0.0, 2.0])
 @pytest.mark.parametrize("threshold", [NOISY, QUIET])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_streamed_events_equal_the_offline_rules_on_recorded_series(
-    seed: int, threshold: tuple[float, slice], end_drop: float, onset_step: float
+    seed: int, threshold: tuple[float, slice], end_drop: float, onset: dict[str, float]
 ) -> None:
     rows = recorded(seed)
-    rules = Rules(open_after=3, resolve_after=5, end_drop=end_drop, onset_step=onset_step)
+    rules = Rules(open_after=3, resolve_after=5, end_drop=end_drop, **onset)
     model = artifact(rows, rules, *threshold)
     scored = score_series(model.detector, model.threshold, rows, WINDOW, rules)
     offline = [
