@@ -60,6 +60,7 @@ def onsets(
     history: FloatArray,
     seen: npt.NDArray[np.int64],
     score: FloatArray,
+    above: npt.NDArray[np.bool_],
     threshold: float,
     unit: FloatArray,
     rules: Rules,
@@ -67,7 +68,8 @@ def onsets(
     """Per record: the onset rule's evidence (all True when the rule is off). `history` holds
     each record's history window (anything indexable by record: a view is not copied whole),
     `seen` how many records of its asset had been seen up to it, itself included (its history
-    is full from `onset_span` on).
+    is full from `onset_span` on); `above` is the threshold's decision on each score
+    (`Threshold.exceeds`), `threshold` its value (for the bypass).
 
     A record whose history is not yet full (an asset just met, or just taken over after a
     restart or a rebalance: the history is not saved with the offsets) counts as an onset:
@@ -80,7 +82,7 @@ def onsets(
     out = seen < rules.onset_span
     if rules.onset_bypass > 0:
         out |= score > rules.onset_bypass * threshold
-    need = np.flatnonzero((score > threshold) & ~out)
+    need = np.flatnonzero(above & ~out)
     for start in range(0, len(need), CHUNK):  # bounds the copies of the history windows
         chunk = need[start : start + CHUNK]
         out[chunk] = steps(history[chunk], unit, rules.onset_mean) > rules.onset_step

@@ -49,8 +49,8 @@ def score_series(
     history = history_windows(values, max(rules.history, 1))[window - 1 :]
     seen = np.arange(window, len(values) + 1)  # the records of the series up to each one
     unit = detector.scaler.step_unit
-    onset = onsets(history, seen, scores.score, threshold.value, unit, rules)
     above = threshold.exceeds(scores.score)
+    onset = onsets(history, seen, scores.score, above, threshold.value, unit, rules)
     return SeriesScores(window, scores.score, scores.shares, above, onset)
 
 

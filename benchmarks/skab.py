@@ -296,7 +296,7 @@ def replay(
     with the model's rules and the worker's overrides (WORKER_ALERTS__*), as the worker."""
     manifest = artifact.manifest
     window = manifest.window
-    rules = manifest.rules.model_copy(update=alerts.overrides())
+    rules = alerts.serving(manifest.rules)
     values = exp.values[first:]
     scored = score_series(artifact.detector, artifact.threshold, values, window, rules)
     context = EventContext(
@@ -323,7 +323,7 @@ def run_file(exp: Experiment, train_rows: int, bootstrap: str | None, workdir: P
     window = artifact.manifest.window
     # warm-up: the records a worker in service holds of the asset (its window, or the onset
     # rule's history when longer) when the scored part begins
-    held = max(window, artifact.manifest.rules.model_copy(update=alerts.overrides()).history)
+    held = max(window, alerts.serving(artifact.manifest.rules).history)
     first = max(0, train_rows - (held - 1))
     scored_ts = exp.epoch[train_rows:]
     replayed_events = replay(artifact, exp, first, alerts)

@@ -211,6 +211,7 @@ def scrape(url: str) -> list[str]:
 
 
 def http_ok(url: str) -> bool:
+    """True when `url` answers 200 (False while nothing listens or it answers an error)."""
     try:
         with urllib.request.urlopen(url, timeout=2) as response:
             return bool(response.status == 200)

@@ -106,7 +106,7 @@ class BatchProcessor:
     def set_model(self, artifact: Artifact) -> None:
         """Score with `artifact` from the next batch on; windows restart if their shape changes."""
         overrides = self.alerts.overrides()
-        rules = artifact.manifest.rules.model_copy(update=overrides)
+        rules = self.alerts.serving(artifact.manifest.rules)
         shape = (artifact.manifest.window, len(artifact.manifest.features), rules.history)
         current = (self.assets.window, self.assets.n_features, self.assets.history)
         if self.model is None or shape != current:
@@ -154,11 +154,14 @@ class BatchProcessor:
             return result
         started = time.perf_counter()
         scores = model.detector.score(history[:, history.shape[1] - manifest.window :])
+        above = model.threshold.exceeds(scores.score)
+        # the onset rule reads its span (the ring holds the window when that is longer)
+        span = history[:, history.shape[1] - max(self.rules.history, 1) :]
         unit = model.detector.scaler.step_unit
-        span = history[:, history.shape[1] - max(self.rules.history, 1) :]  # a longer window
-        onset = onsets(span, seen, scores.score, model.threshold.value, unit, self.rules)
+        threshold = model.threshold.value
+        onset = onsets(span, seen, scores.score, above, threshold, unit, self.rules)
         result.stats.score_s = time.perf_counter() - started
-        self._apply_rules(records, pending, scores, onset, model, context, result)
+        self._apply_rules(records, pending, scores, above, onset, context, result)
         return result
 
     def _decode(
@@ -215,16 +218,15 @@ class BatchProcessor:
         records: Sequence[SourceRecord],
         pending: list[_Scoring],
         scores: Scores,
+        above: npt.NDArray[np.bool_],
         onset: npt.NDArray[np.bool_],
-        model: Artifact,
         context: EventContext,
         result: BatchResult,
     ) -> None:
-        """Compare each score with the threshold and advance its asset's rules."""
+        """Advance each scored record's asset by its decision (`above`) and onset evidence."""
         stats = result.stats
         stats.scored = len(pending)
         stats.scores = scores.score
-        above = model.threshold.exceeds(scores.score)
         stats.outliers = int(above.sum())
         rules, partitions = self.rules, self.partitions
         for i, is_above in enumerate(above.tolist()):

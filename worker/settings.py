@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from anomaly import settings
+from anomaly.rules import Rules
 from anomaly.settings import NESTED_DELIMITER, KafkaSettings, TopicSettings
 
 ENV_PREFIX = "WORKER_"
@@ -56,6 +57,10 @@ class AlertSettings(_Part):
         """The rules set here, by field name (empty: the model's rules apply as trained)."""
         names = ("open_after", "resolve_after", "end_drop", "onset_step")
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
+
+    def serving(self, rules: Rules) -> Rules:
+        """The rules a worker applies to a model trained with `rules`: these overrides on them."""
+        return rules.model_copy(update=self.overrides())
 
 
 class HttpSettings(_Part):

@@ -89,10 +89,8 @@ class RobustScaler:
         tiny = 1e-12 * np.maximum(1.0, np.abs(center))
         scale = (q75 - q25) / _IQR_TO_STD
         scale = np.where(scale > tiny, scale, rows.std(axis=0))
-        floor = np.maximum.reduce(
-            [resolution(rows), LEVEL_SHARE * np.abs(center), SPAN_SHARE * (q90 - q10)]
-        )
-        scale = np.maximum(scale, floor)
+        quantum, level = resolution(rows), LEVEL_SHARE * np.abs(center)
+        scale = np.maximum.reduce([scale, quantum, level, SPAN_SHARE * (q90 - q10)])
         scale = np.where(scale > tiny, scale, 1.0)
         flat = q90 - q10 <= tiny
         steps = np.diff(rows, axis=0)
@@ -100,7 +98,7 @@ class RobustScaler:
         if len(steps):
             deviation = np.abs(steps - np.median(steps, axis=0))
             noise = _MAD_TO_STD * np.median(deviation, axis=0) / np.sqrt(2.0)
-        noise = np.maximum.reduce([noise, resolution(rows), LEVEL_SHARE * np.abs(center)])
+        noise = np.maximum.reduce([noise, quantum, level])
         noise = np.where(noise > tiny, noise, scale)
         return cls(
             center=center.astype(np.float64),

@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from devtools import local_broker, simulator
+from devtools.demo import http_ok
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import create_topics
@@ -82,20 +83,11 @@ def prometheus(running_worker: Running, pushgateway: str, tmp_path: Path) -> Ite
     try:
         local_broker.wait_for_port(port, process, "prometheus", 30)
         # The port opens before the storage is: until then every API answers 503.
-        wait_until(lambda: answers(f"http://127.0.0.1:{port}/-/ready"), 60, "prometheus ready")
+        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/-/ready"), 60, "prometheus ready")
         yield f"127.0.0.1:{port}"
     finally:
         process.terminate()
         process.wait(20)
-
-
-def answers(url: str) -> bool:
-    """True when `url` answers 200."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, ConnectionError):
-        return False
 
 
 def test_every_board_query_returns_data_and_every_alert_rule_is_silent(

@@ -58,7 +58,8 @@ def test_onsets_are_steps_or_far_excesses_above_the_threshold(
     history = history_windows(values, 60)[rows]
     score = np.array([3.0, 1.0, 3.0, 25.0, 3.0])
     seen = np.array(rows) + 1
-    assert onsets(history, seen, score, 2.0, np.ones(2), rules).tolist() == expected
+    above = score > 2.0
+    assert onsets(history, seen, score, above, 2.0, np.ones(2), rules).tolist() == expected
 
 
 def test_a_record_whose_history_is_not_full_counts_as_an_onset() -> None:
@@ -68,7 +69,7 @@ def test_a_record_whose_history_is_not_full_counts_as_an_onset() -> None:
     history = history_windows(values, 60)[[10, 58, 59, 80]]
     score = np.full(4, 3.0)  # all above a threshold of 2, no step anywhere
     seen = np.array([11, 59, 60, 81])
-    assert onsets(history, seen, score, 2.0, np.ones(2), Rules()).tolist() == [
+    assert onsets(history, seen, score, score > 2.0, 2.0, np.ones(2), Rules()).tolist() == [
         True, True, False, False
     ]  # fmt: skip
 
