@@ -1,17 +1,24 @@
 """The alert events the worker publishes (JSON on the alerts topic), and what the training job
 reads back of them (`episode_id`, `asset_id`, `type`, `started_at`, `ended_at`).
+
+Two families share the topic, told apart by `type`: an asset's anomaly episodes (`open`,
+`resolve`), and its sensors that fall silent (`sensor_silent`, `sensor_resolve`: one feature
+of one asset, worker/sensors.py). Only the first carry an `episode_id`.
 """
 
 from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 
 from anomaly.rules import Episode, EventType, SourceRef
+
+SensorEventType = Literal["sensor_silent", "sensor_resolve"]
 
 
 @dataclass(frozen=True)
@@ -35,8 +42,10 @@ def event_json(
     shares: npt.NDArray[np.float64] | None,
     context: EventContext,
     reason: str | None = None,
+    filled: tuple[str, ...] = (),
 ) -> bytes:
-    """The JSON of an open or resolve event, triggered by the record at `ref`."""
+    """The JSON of an open or resolve event, triggered by the record at `ref`; `filled`: the
+    features whose values in the deciding window were filled (a sensor that dropped out)."""
     event: dict[str, object] = {
         "type": kind,
         "episode_id": episode.episode_id,
@@ -49,6 +58,7 @@ def event_json(
         "top_features": top_features(shares, context.features, context.top_features),
         "detected_at": _iso(context.detected_at),
         "started_at": _iso(episode.started_at),
+        "filled": list(filled),
     }
     if kind == "resolve":
         event.update(
@@ -56,6 +66,38 @@ def event_json(
             records=episode.records,
             peak_score=episode.peak_score,
         )
+    if reason is not None:
+        event["reason"] = reason
+    return json.dumps(event).encode()
+
+
+def sensor_event_json(
+    kind: SensorEventType,
+    asset_id: str,
+    feature: str,
+    ts: datetime,
+    ref: SourceRef,
+    last_reported: float | None,
+    stale_after_s: float,
+    context: EventContext,
+    reason: str | None = None,
+) -> bytes:
+    """The JSON of a sensor_silent event (the feature has not reported for longer than
+    `stale_after_s`) or of its sensor_resolve (it reports again), at the record at `ref`;
+    `last_reported`: the feature's last report before the silence (epoch s; None: never)."""
+    event: dict[str, object] = {
+        "type": kind,
+        "asset_id": asset_id,
+        "feature": feature,
+        "ts": _iso(ts),
+        "source": {"topic": ref.topic, "partition": ref.partition, "offset": ref.offset},
+        "last_reported_at": (
+            None if last_reported is None else _iso(datetime.fromtimestamp(last_reported, UTC))
+        ),
+        "stale_after_s": stale_after_s,
+        "model_version": context.model_version,
+        "detected_at": _iso(context.detected_at),
+    }
     if reason is not None:
         event["reason"] = reason
     return json.dumps(event).encode()

@@ -7,6 +7,11 @@ A record is valid when it is a UTF-8 JSON object with a non-empty string `asset_
 string, not a boolean) within float32's range, the precision the model computes in. Extra
 features are ignored; of a duplicated key, the last value counts. Anything else raises
 RecordError with a short machine-readable reason and a message for people.
+
+`partial=True` (the worker: sensors drop out) also accepts a record that lacks some of the
+features or holds `null` for them: their values are NaN and their indexes are in `missing`
+(worker/sensors.py fills them); a record with none of them is still refused
+(`missing_feature`).
 """
 
 from __future__ import annotations
@@ -54,22 +59,25 @@ class RecordError(ValueError):
 
 
 class Record(NamedTuple):
-    """A valid input record; `values` follows the order of the features it was decoded for."""
+    """A valid input record; `values` follows the order of the features it was decoded for;
+    `missing`: the indexes of those it lacks (NaN in `values`; only with `partial`)."""
 
     asset_id: str
     ts: datetime
     values: tuple[float, ...]
+    missing: tuple[int, ...] = ()
 
 
 _NUMBERS = frozenset((float, int))  # bool is neither: True is refused as a feature value
 
 
-def decode_record(raw: bytes, features: Sequence[str]) -> Record:
-    """Decode raw bytes into a Record holding `features` in order, or raise RecordError."""
+def decode_record(raw: bytes, features: Sequence[str], partial: bool = False) -> Record:
+    """Decode raw bytes into a Record holding `features` in order, or raise RecordError.
+    `partial`: a feature absent or null is missing (NaN), not an error, while one is there."""
     try:
         obj: Any = orjson.loads(raw)  # fast, strict: valid records take this path only
     except orjson.JSONDecodeError:
-        return _checked(_slow_loads(raw), features)  # says precisely why orjson refused it
+        return _checked(_slow_loads(raw), features, partial)  # says why orjson refused it
     # The common case in a few C-level steps. orjson yields no NaN, no infinity and no integer
     # beyond a float's range, so a float or int here is a finite number. Anything unusual is
     # left to `_checked`, which names the reason.
@@ -77,7 +85,7 @@ def decode_record(raw: bytes, features: Sequence[str]) -> Record:
         asset_id, values = obj["asset_id"], obj["values"]
         picked = tuple([values[name] for name in features])
     except (TypeError, KeyError):
-        return _checked(obj, features)
+        return _checked(obj, features, partial)
     if (
         type(asset_id) is str
         and asset_id
@@ -87,10 +95,10 @@ def decode_record(raw: bytes, features: Sequence[str]) -> Record:
         and max(picked) <= LIMIT
     ):
         return Record(asset_id, parse_ts(obj.get("ts")), tuple(map(float, picked)))
-    return _checked(obj, features)
+    return _checked(obj, features, partial)
 
 
-def _checked(obj: Any, features: Sequence[str]) -> Record:
+def _checked(obj: Any, features: Sequence[str], partial: bool) -> Record:
     """Every rule of the contract, one at a time: the record, or the first rule it breaks."""
     if not isinstance(obj, dict):
         raise RecordError("not_object", "record is not a JSON object")
@@ -102,7 +110,12 @@ def _checked(obj: Any, features: Sequence[str]) -> Record:
     if not isinstance(values, dict):
         raise RecordError("bad_values", "record has no values object")
     out = []
-    for name in features:
+    missing = []
+    for index, name in enumerate(features):
+        if partial and values.get(name) is None:
+            missing.append(index)
+            out.append(math.nan)
+            continue
         if name not in values:
             raise RecordError("missing_feature", f"values lacks feature {name!r}")
         value = values[name]
@@ -119,7 +132,9 @@ def _checked(obj: Any, features: Sequence[str]) -> Record:
                 "out_of_range", f"feature {name!r} is beyond +-{LIMIT:.3g} (float32): {value!r}"
             )
         out.append(number)
-    return Record(asset_id, ts, tuple(out))
+    if len(missing) == len(features):
+        raise RecordError("missing_feature", "values holds none of the model's features")
+    return Record(asset_id, ts, tuple(out), tuple(missing))
 
 
 def _slow_loads(raw: bytes) -> Any:

@@ -37,7 +37,8 @@ class EpisodeSpan:
 
 
 def episodes_from_events(events: Iterable[Mapping[str, Any]]) -> list[EpisodeSpan]:
-    """The episodes that `open` and `resolve` events describe, one per episode id.
+    """The episodes that `open` and `resolve` events describe, one per episode id (other
+    events are skipped).
 
     Events may repeat (the worker publishes at least once: a replayed batch publishes its
     events again, with the same episode id); a `resolve` closes its episode whichever order
@@ -47,6 +48,8 @@ def episodes_from_events(events: Iterable[Mapping[str, Any]]) -> list[EpisodeSpa
     starts: dict[str, tuple[str, float]] = {}
     ends: dict[str, float] = {}
     for event in events:
+        if event["type"] not in ("open", "resolve"):
+            continue  # a sensor's silence (sensor_silent, sensor_resolve) is not an episode
         episode_id = str(event["episode_id"])
         starts.setdefault(episode_id, (str(event["asset_id"]), _epoch(event["started_at"])))
         if event["type"] == "resolve":

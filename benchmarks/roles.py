@@ -29,7 +29,7 @@ from anomaly.records import SourceRecord
 from benchmarks.common import peak_rss_mb, wait_until, worker_settings
 from worker.checkpoint import Handover
 from worker.kafka_io import KafkaSource
-from worker.metrics import Metrics
+from worker.metrics import OUTCOMES, Metrics
 from worker.runner import Worker
 from worker.settings import WorkerSettings
 
@@ -86,7 +86,7 @@ def _worker(args: argparse.Namespace, **batch: Any) -> tuple[Worker, WorkerSetti
 def processed(worker: Worker) -> float:
     return sum(
         worker.metrics.registry.get_sample_value("anomaly_records_total", {"outcome": o}) or 0
-        for o in ("scored", "dead_lettered", "warming_up")
+        for o in OUTCOMES
     )
 
 

@@ -145,6 +145,10 @@ def follow(
         while time.monotonic() < deadline:
             for record in reader.poll(300):
                 event = json.loads(record.value or b"{}")
+                if event["type"].startswith("sensor_"):
+                    state = "SILENT " if event["type"] == "sensor_silent" else "BACK   "
+                    print(f"  {state}  {event['asset_id']}  {event['ts']}  {event['feature']}")
+                    continue
                 top = ", ".join(f"{f['feature']} {f['share']:.0%}" for f in event["top_features"])
                 if event["type"] == "open":
                     opened.append(

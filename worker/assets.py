@@ -7,6 +7,7 @@ asset arrives at the limit, so memory stays flat however many asset ids the stre
 
 from __future__ import annotations
 
+import math
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from anomaly.rules import RuleState
+from worker.sensors import Sensors
 
 
 class WindowBuffer:
@@ -42,6 +44,11 @@ class WindowBuffer:
         self.count += 1
         return self.count >= self.window
 
+    def last(self) -> npt.NDArray[np.float32]:
+        """The latest record (a view; only once one was pushed)."""
+        row: npt.NDArray[np.float32] = self._data[(self._pos - 1) % self.size]
+        return row
+
     def copy_last(self, out: npt.NDArray[np.float64]) -> None:
         """Write the latest len(out) records (at most `size`), oldest first, into `out`
         (rows, F); while fewer have been seen, the oldest seen fills the rows before them."""
@@ -62,11 +69,15 @@ class WindowBuffer:
 @dataclass(slots=True)
 class AssetState:
     """Everything the worker remembers about one asset, and the partition its records come
-    from (its state is saved with that partition's offsets: worker/checkpoint.py)."""
+    from (its state is saved with that partition's offsets: worker/checkpoint.py); when it
+    last sent a complete record (`full_at`, record time) and, once a record of it lacked a
+    feature, its sensors' state (worker/sensors.py)."""
 
     buffer: WindowBuffer
     rules: RuleState = field(default_factory=RuleState)
     partition: int = -1
+    full_at: float = -math.inf
+    sensors: Sensors | None = None
 
 
 class AssetTable:
@@ -112,3 +123,5 @@ class AssetTable:
         self.window, self.n_features, self.history = window, n_features, history
         for state in self._states.values():
             state.buffer = WindowBuffer(window, n_features, history)
+            if state.sensors is not None and len(state.sensors.reported) != n_features:
+                state.sensors = None  # other features: their silences end with the model

@@ -18,8 +18,8 @@ from prometheus_client.utils import floatToGoString
 
 from anomaly.records import REASONS
 
-OUTCOMES = ("scored", "dead_lettered", "warming_up")
-EVENT_TYPES = ("open", "resolve")
+OUTCOMES = ("scored", "dead_lettered", "warming_up", "incomplete")
+EVENT_TYPES = ("open", "resolve", "sensor_silent", "sensor_resolve")
 STAGES = ("poll", "decode", "score", "publish", "commit")
 CHECKPOINT_EVENTS = ("restored", "released", "unsaved")
 
@@ -99,6 +99,15 @@ class Metrics:
             ["asset_id", "top_feature"], registry=r,
         )  # fmt: skip
         self._episode_labels: dict[str, str] = {}
+        self.values_filled = Counter(
+            "anomaly_values_filled",
+            "Missing values filled from the asset's last value of the feature, by feature.",
+            ["feature"], registry=r,
+        )  # fmt: skip
+        self.sensors_silent = Gauge(
+            "anomaly_sensors_silent",
+            "Sensors (asset and feature) with an open sensor_silent event.", registry=r,
+        )  # fmt: skip
         self.stage_seconds = Histogram(
             "anomaly_stage_seconds", "Time per batch spent in each stage.", ["stage"],
             buckets=_SECONDS, registry=r,

@@ -1,10 +1,11 @@
 """The pure core of the worker: a batch of raw records in, messages and offsets out.
 
 Stages, each batch-shaped at its edge: hand over (partitions gained and lost) -> decode and
-validate -> per-asset windows (and the onset rule's history) -> one forward pass -> threshold
-and onset evidence -> alert rules -> messages. The per-asset windows live in
-worker/assets.py, the state saved with each partition's offsets in worker/partitions.py. No
-I/O: the runner polls, publishes what `process` returns, then commits its offsets.
+validate -> missing values filled (worker/sensors.py) -> per-asset windows (and the onset
+rule's history) -> one forward pass -> threshold and onset evidence -> alert rules ->
+messages. The per-asset windows live in worker/assets.py, the state saved with each
+partition's offsets in worker/partitions.py. No I/O: the runner polls, publishes what
+`process` returns, then commits its offsets.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from anomaly.events import EventContext, event_json
+from anomaly.events import EventContext, SensorEventType, event_json, sensor_event_json
 from anomaly.model import Artifact, Manifest, Scores
 from anomaly.onset import onsets
 from anomaly.records import RecordError, SourceRecord, decode_record
@@ -30,7 +31,8 @@ from anomaly.settings import TopicSettings
 from worker.assets import AssetState, AssetTable
 from worker.checkpoint import CheckpointError, Handover, decode
 from worker.partitions import PartitionStates
-from worker.settings import AlertSettings, BatchSettings
+from worker.sensors import Sensors, fill, reported_all
+from worker.settings import AlertSettings, BatchSettings, SensorSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +52,8 @@ class BatchStats:
 
     scored: int = 0
     warming_up: int = 0
+    incomplete: int = 0  # records lacking a feature with no fresh value to fill it
+    filled: Counter[str] = field(default_factory=Counter)  # values filled, by feature
     outliers: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
@@ -76,8 +80,9 @@ class BatchResult:
     stats: BatchStats = field(default_factory=BatchStats)
 
 
-# A record with a full window: its index in the batch, its asset's state and id, its time.
-_Scoring = tuple[int, AssetState, str, datetime]
+# A record with a full window: its index in the batch, its asset's state and id, its time, and
+# the features with a filled value in its window (worker/sensors.py).
+_Scoring = tuple[int, AssetState, str, datetime, tuple[str, ...]]
 
 
 class BatchProcessor:
@@ -95,9 +100,12 @@ class BatchProcessor:
         batch: BatchSettings,
         alerts: AlertSettings,
         clock: Callable[[], float] = time.time,
+        sensors: SensorSettings | None = None,
     ) -> None:
         self.topics, self.batch, self.alerts = topics, batch, alerts
+        self.sensors = sensors if sensors is not None else SensorSettings()
         self.clock = clock
+        self.silent = 0  # (asset, feature) pairs with an open sensor_silent event
         self.model: Artifact | None = None
         self.rules = Rules()  # the model's, with the operator's overrides (set_model)
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
@@ -193,7 +201,7 @@ class BatchProcessor:
                         f"record is {len(value)} bytes, over the limit of "
                         f"{self.batch.max_record_bytes}",
                     )
-                asset_id, ts, values = decode_record(value, manifest.features)
+                asset_id, ts, values, missing = decode_record(value, manifest.features, True)
             except RecordError as exc:
                 stats.dead_letters[exc.reason] += 1
                 result.messages.append(self._dead_letter(record, exc, context.detected_at))
@@ -203,15 +211,94 @@ class BatchProcessor:
                 stats.evicted += 1
                 self._close_evicted(*evicted, context, result)
             state.partition = record.partition
-            record_times.append(ts.timestamp())
-            if not state.buffer.push(values):
+            t = ts.timestamp()
+            record_times.append(t)
+            if missing:
+                row = self._fill(state, asset_id, record, ts, values, missing, context, result)
+                if row is None:
+                    stats.incomplete += 1
+                    continue
+                ready = state.buffer.push(row)
+                assert state.sensors is not None
+                state.sensors.filled_at[list(missing)] = state.buffer.count
+            else:
+                state.full_at = t
+                if state.sensors is not None and (state.sensors.silent or state.sensors.latest
+                                                  is not None):  # fmt: skip
+                    for feature, last in reported_all(state.sensors):
+                        self._sensor_event(
+                            result, "sensor_resolve", asset_id, feature, ts, record, last, context
+                        )
+                ready = state.buffer.push(values)
+            if not ready:
                 stats.warming_up += 1
                 continue
             state.buffer.copy_last(history[len(pending)])
             seen[len(pending)] = state.buffer.count
-            pending.append((index, state, asset_id, ts))
+            filled: tuple[str, ...] = ()
+            if state.sensors is not None:
+                within = state.sensors.filled_within(state.buffer.count, manifest.window)
+                filled = tuple(manifest.features[f] for f in within)
+            pending.append((index, state, asset_id, ts, filled))
         self.partitions.moved_to(result.offsets)
         return history[: len(pending)], seen[: len(pending)], pending
+
+    def _fill(
+        self,
+        state: AssetState,
+        asset_id: str,
+        record: SourceRecord,
+        ts: datetime,
+        values: tuple[float, ...],
+        missing: tuple[int, ...],
+        context: EventContext,
+        result: BatchResult,
+    ) -> npt.NDArray[np.float64] | None:
+        """A record lacking `missing`: its row with the gaps filled, or None (incomplete);
+        publishes the sensor events it triggers (worker/sensors.py)."""
+        t = ts.timestamp()
+        if state.sensors is None:
+            state.sensors = Sensors.start(len(values), state.full_at, first=t)
+        last_row = state.buffer.last() if state.buffer.count else None
+        filled = fill(
+            state.sensors, values, missing, t, state.full_at, last_row,
+            self.sensors.stale_after_s,
+        )  # fmt: skip
+        changes: tuple[tuple[SensorEventType, tuple[tuple[int, float | None], ...]], ...] = (
+            ("sensor_resolve", filled.back),
+            ("sensor_silent", filled.silenced),
+        )
+        for kind, changed in changes:
+            for feature, last in changed:
+                self._sensor_event(result, kind, asset_id, feature, ts, record, last, context)
+        for feature in filled.filled:
+            result.stats.filled[context.features[feature]] += 1
+        return filled.values
+
+    def _sensor_event(
+        self,
+        result: BatchResult,
+        kind: SensorEventType,
+        asset_id: str,
+        feature: int,
+        ts: datetime,
+        record: SourceRecord | None,
+        last_reported: float | None,
+        context: EventContext,
+        reason: str | None = None,
+    ) -> None:
+        self.silent += 1 if kind == "sensor_silent" else -1
+        ref = (
+            SourceRef(record.topic, record.partition, record.offset)
+            if record is not None
+            else SourceRef(self.topics.input, -1, -1)
+        )
+        value = sensor_event_json(
+            kind, asset_id, context.features[feature], ts, ref, last_reported,
+            self.sensors.stale_after_s, context, reason,
+        )  # fmt: skip
+        result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
+        result.stats.events[kind] += 1
 
     def _apply_rules(
         self,
@@ -230,7 +317,7 @@ class BatchProcessor:
         stats.outliers = int(above.sum())
         rules, partitions = self.rules, self.partitions
         for i, is_above in enumerate(above.tolist()):
-            index, state, asset_id, ts = pending[i]
+            index, state, asset_id, ts, filled = pending[i]
             if not is_above and state.rules.idle:
                 continue  # nothing to track: the rules would not change (the common case)
             record, score = records[index], float(scores.score[i])
@@ -239,7 +326,7 @@ class BatchProcessor:
             partitions.observed(asset_id, state)
             if change is not None:
                 kind, episode = change
-                event = (kind, episode, asset_id, ts, ref, score, scores.shares[i])
+                event = (kind, episode, asset_id, ts, ref, score, scores.shares[i], filled)
                 self._event(result, *event, context)
 
     def checkpoints(
@@ -253,6 +340,12 @@ class BatchProcessor:
         lost = {partition for _, partition in handover.lost}
         if lost:
             gone = [asset_id for asset_id, state in self.assets if state.partition in lost]
+            # their sensor_silent events stay open: the new owner knows nothing of them
+            self.silent -= sum(
+                len(state.sensors.silent)
+                for _, state in self.assets
+                if state.partition in lost and state.sensors is not None
+            )
             self.assets.drop(gone)
             stats.released += len(gone)
             self.partitions.lost(handover.lost)
@@ -281,9 +374,10 @@ class BatchProcessor:
         ref: SourceRef,
         score: float,
         shares: npt.NDArray[np.float64],
+        filled: tuple[str, ...],
         context: EventContext,
     ) -> None:
-        value = event_json(kind, episode, asset_id, ts, ref, score, shares, context)
+        value = event_json(kind, episode, asset_id, ts, ref, score, shares, context, filled=filled)
         result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
         result.stats.events[kind] += 1
         top = context.features[int(np.argmax(shares))]
@@ -299,6 +393,12 @@ class BatchProcessor:
             position = self.partitions.position(tp)
             if tp not in result.offsets and position is not None:
                 result.offsets[tp] = position
+        if state.sensors is not None:
+            for feature, last in reported_all(state.sensors):
+                self._sensor_event(
+                    result, "sensor_resolve", asset_id, feature, context.detected_at, None,
+                    last, context, reason="evicted",
+                )  # fmt: skip
         episode = state.rules.episode
         if episode is None:
             return

@@ -93,9 +93,12 @@ class Worker:
         self.watcher = ModelWatcher(
             ModelStore(settings.store.path), settings.store.reload_interval_s, self.metrics
         )
-        self.processor = BatchProcessor(settings.topics, settings.batch, settings.alerts)
-        # counted at a scrape from the partitions' state, not kept by hand nor every batch
+        self.processor = BatchProcessor(
+            settings.topics, settings.batch, settings.alerts, sensors=settings.sensors
+        )
+        # counted at a scrape from the processor's state, not kept by hand nor every batch
         self.metrics.open_episodes.set_function(lambda: self.processor.open_episodes)
+        self.metrics.sensors_silent.set_function(lambda: self.processor.silent)
         self._make_source, self._make_sink = source, sink
         self._serve_http = serve_http
         self.http: HealthServer | None = None
@@ -267,6 +270,9 @@ class Worker:
         m = self.metrics
         m.records.labels("scored").inc(stats.scored)
         m.records.labels("warming_up").inc(stats.warming_up)
+        m.records.labels("incomplete").inc(stats.incomplete)
+        for feature, count in stats.filled.items():
+            m.values_filled.labels(feature).inc(count)
         m.records.labels("dead_lettered").inc(sum(stats.dead_letters.values()))
         for reason, count in stats.dead_letters.items():
             m.dead_letters.labels(reason).inc(count)

@@ -63,6 +63,16 @@ class AlertSettings(_Part):
         return rules.model_copy(update=self.overrides())
 
 
+class SensorSettings(_Part):
+    """Sensors that drop out (worker/sensors.py): a missing value is filled from the asset's
+    last one while that is at most `stale_after_s` old (record time); beyond that the record
+    is incomplete (counted, not scored) and the feature silent (a sensor_silent event)."""
+
+    stale_after_s: float = Field(
+        default=60.0, ge=0.0, description="how old a last value may be to fill a gap (0: never)"
+    )
+
+
 class HttpSettings(_Part):
     """The metrics and health endpoint (port 0 picks a free port)."""
 
@@ -83,6 +93,7 @@ class WorkerSettings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     store: StoreSettings = StoreSettings()
     alerts: AlertSettings = AlertSettings()
+    sensors: SensorSettings = SensorSettings()
     http: HttpSettings = HttpSettings()
     score_threads: int = Field(
         default=1, ge=1, le=64, description="torch threads for scoring (the batch is small)"

@@ -40,7 +40,7 @@ from worker.errors import ExitCode
 from worker.kafka_io import KafkaSink, KafkaSource
 from worker.metrics import Metrics
 from worker.runner import Worker
-from worker.settings import WorkerSettings
+from worker.settings import SensorSettings, WorkerSettings
 
 
 @pytest.fixture
@@ -82,6 +82,47 @@ def test_faults_become_open_and_resolve_events_on_the_alerts_topic(
         assert "resolve" in {e["type"] for e in mine}, fault
         expected = {"flow", "pressure"} if fault.kind == "broken_correlation" else {fault.sensor}
         assert mine[0]["top_features"][0]["feature"] in expected, fault
+
+
+def test_a_sensor_that_drops_out_is_filled_then_silent_then_back(
+    settings: WorkerSettings,
+) -> None:
+    """pump-00's pressure: null for 5 s (filled), then absent for 40 s with a 20 s bound
+    (filled for 20 s, then incomplete and silent), then back. Nothing is dead-lettered."""
+    settings = settings.model_copy(update={"sensors": SensorSettings(stale_after_s=20.0)})
+    messages = []
+    for i, (key, value) in enumerate(Fleet(n_assets=2, seed=7).records(200)):
+        second, record = i // 2, json.loads(value)
+        if key == b"pump-00" and 50 <= second < 55:
+            record["values"]["pressure"] = None
+        if key == b"pump-00" and 100 <= second < 140:
+            del record["values"]["pressure"]
+        messages.append((key, json.dumps(record).encode()))
+    n = produce(settings, messages)
+    metrics = run_until_processed(settings, n)
+    sample = metrics.registry.get_sample_value
+    assert sample("anomaly_values_filled_total", {"feature": "pressure"}) == 5 + 20
+    assert sample("anomaly_records_total", {"outcome": "incomplete"}) == 20
+    assert sample("anomaly_records_total", {"outcome": "dead_lettered"}) == 0
+    assert sample("anomaly_sensors_silent") == 0
+    silent = sample("anomaly_alert_events_total", {"type": "sensor_silent"})
+    back = sample("anomaly_alert_events_total", {"type": "sensor_resolve"})
+    assert (silent, back) == (1, 1)
+    total = sum(
+        sample("anomaly_alert_events_total", {"type": t}) or 0
+        for t in ("open", "resolve", "sensor_silent", "sensor_resolve")
+    )
+    events = [
+        json.loads(e.value or b"") for e in read(settings, settings.topics.alerts, int(total))
+    ]
+    sensors = [e for e in events if e["type"].startswith("sensor_")]
+    assert [(e["type"], e["asset_id"], e["feature"]) for e in sensors] == [
+        ("sensor_silent", "pump-00", "pressure"),
+        ("sensor_resolve", "pump-00", "pressure"),
+    ]
+    assert sensors[0]["ts"] == "2026-01-01T00:02:00Z"  # 21 s after its last report, at 99 s
+    assert sensors[0]["last_reported_at"] == "2026-01-01T00:01:39Z"
+    assert sensors[1]["ts"] == "2026-01-01T00:02:20Z"
 
 
 def test_a_clean_stream_stays_within_the_calibrated_rate(

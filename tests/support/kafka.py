@@ -14,7 +14,7 @@ from devtools.local_broker import LocalBroker
 from devtools.topics import TopicReader
 from tests.support.waiting import wait_until
 from worker.errors import ExitCode
-from worker.metrics import Metrics
+from worker.metrics import OUTCOMES, Metrics
 from worker.runner import Worker
 from worker.settings import WorkerSettings
 
@@ -33,7 +33,7 @@ def produce(settings: WorkerSettings, messages: Iterable[tuple[bytes | None, byt
 def processed(metrics: Metrics) -> float:
     return sum(
         metrics.registry.get_sample_value("anomaly_records_total", {"outcome": o}) or 0
-        for o in ("scored", "dead_lettered", "warming_up")
+        for o in OUTCOMES
     )
 
 

@@ -24,7 +24,7 @@ MALFORMED = {
     "bad_asset_id": b'{"ts": "2026-11-21T10:00:00Z", "values": {}}',
     "bad_ts": b'{"asset_id": "p", "ts": "noon", "values": {}}',
     "bad_values": b'{"asset_id": "p", "ts": "2026-11-21T10:00:00Z"}',
-    "missing_feature": b'{"asset_id": "p", "ts": "2026-11-21T10:00:00Z", "values": {"flow": 1}}',
+    "missing_feature": b'{"asset_id": "p", "ts": "2026-11-21T10:00:00Z", "values": {"rpm": 1}}',
     "non_numeric": good("p", 0).replace(b'"speed": 2.0', b'"speed": "2.0"'),
     "non_finite": good("p", 0).replace(b'"speed": 2.0', b'"speed": Infinity'),
 }

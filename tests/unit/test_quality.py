@@ -62,6 +62,12 @@ def test_several_episodes_and_other_assets() -> None:
     assert flags(events, asset="c") == [0] * 12
 
 
+def test_a_sensors_silence_on_the_alerts_topic_is_not_an_episode() -> None:
+    silent = {"type": "sensor_silent", "asset_id": "a", "feature": "flow", "ts": iso(2)}
+    back = {"type": "sensor_resolve", "asset_id": "a", "feature": "flow", "ts": iso(5)}
+    assert flags([silent, open_event(8, 10), back]) == [0] * 8 + [1] * 4
+
+
 def test_episode_rows_name_the_first_and_last_row_of_each_episode() -> None:
     events = [open_event(0, 1), resolve_event(0, 1), open_event(9, 11)]
     events.append(open_event(3, 5, asset="b", episode="t/1/3"))

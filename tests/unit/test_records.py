@@ -1,4 +1,5 @@
 import json
+import math
 from datetime import UTC, datetime
 
 import pytest
@@ -55,3 +56,36 @@ def test_refuses_what_breaks_the_contract(raw: bytes, reason: str) -> None:
     with pytest.raises(RecordError) as caught:
         decode_record(raw, FEATURES)
     assert caught.value.reason == reason
+
+
+def test_partial_records_name_what_they_lack_absent_or_null() -> None:
+    absent = decode_record(good(values={"current": 2}), FEATURES, partial=True)
+    null = decode_record(good(values={"pressure": None, "current": 2}), FEATURES, partial=True)
+    for record in (absent, null):
+        assert record.missing == (0,)
+        assert math.isnan(record.values[0])
+        assert record.values[1] == 2.0
+    assert decode_record(good(), FEATURES, partial=True).missing == ()
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"extra": 1}, "missing_feature"),  # none of the model's features
+        ({"pressure": None, "current": None}, "missing_feature"),
+        ({"pressure": "1.0"}, "non_numeric"),  # a string is malformed, not a dropout
+        ({"pressure": 1e39}, "out_of_range"),
+    ],
+)
+def test_partial_records_still_refuse_what_breaks_the_contract(
+    values: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(RecordError) as caught:
+        decode_record(good(values=values), FEATURES, partial=True)
+    assert caught.value.reason == reason
+
+
+def test_a_null_value_is_still_refused_where_records_must_be_complete() -> None:
+    with pytest.raises(RecordError) as caught:
+        decode_record(good(values={"pressure": None, "current": 2}), FEATURES)
+    assert caught.value.reason == "non_numeric"
