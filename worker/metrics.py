@@ -186,8 +186,13 @@ class Metrics:
             self.episode_open.labels(asset_id, top_feature).set(1)
             self._episode_labels[asset_id] = top_feature
 
-    def set_model(self, version: str, threshold: float, created_at: float) -> None:
-        """Show `version` as the model in service (and no other)."""
+    def set_model(
+        self, version: str, threshold: float, created_at: float, features: Sequence[str] = ()
+    ) -> None:
+        """Show `version` as the model in service (and no other); its features' series of
+        filled values exist from then on (a feature of an earlier model keeps its own)."""
+        for feature in features:
+            self.values_filled.labels(feature)
         if self._model_version is not None:
             self.model_info.remove(self._model_version)
         self.model_info.labels(version).set(1)

@@ -60,7 +60,8 @@ class ModelWatcher:
             len(artifact.manifest.features),
         )  # fmt: skip
         self.current = artifact
+        manifest = artifact.manifest
         self.metrics.set_model(
-            version, artifact.threshold.value, artifact.manifest.created_at.timestamp()
+            version, artifact.threshold.value, manifest.created_at.timestamp(), manifest.features
         )
         return artifact

@@ -116,9 +116,18 @@ def test_every_board_query_returns_data_and_every_alert_rule_is_silent(
     sent = produce(settings, records[:800])
     wait_until(lambda: processed(running_worker.metrics) >= sent, 60, "the first burst")
     wait_until(lambda: scraped_records(prometheus) >= sent, 60, "a scrape of the first burst")
-    sent += produce(settings, [*records[800:], *[(b"pump-00", v) for v in MALFORMED.values()][:2]])
+    # ... and a reading whose pressure sensor dropped out (filled from the one before it)
+    key, last = next(r for r in reversed(records) if r[0] == b"pump-00")
+    gap = json.loads(last)
+    gap["ts"] = (datetime.fromisoformat(gap["ts"]) + timedelta(seconds=1)).isoformat()
+    gap["values"]["pressure"] = None
+    bad = [(b"pump-00", v) for v in MALFORMED.values()][:2]
+    sent += produce(settings, [*records[800:], *bad, (key, json.dumps(gap).encode())])
     wait_until(lambda: processed(running_worker.metrics) >= sent, 60, "the second burst")
     wait_until(lambda: scraped_records(prometheus) >= sent, 60, "a scrape of the second burst")
+    # the scrape that holds every record's outcome holds the value filled with them
+    filled = query(prometheus, 'anomaly_values_filled_total{feature="pressure"}')
+    assert [float(series["value"][1]) for series in filled] == [1.0]
     own = 'anomaly_training_rows_removed{job="anomaly-training"}'
     wait_until(lambda: bool(query(prometheus, own)), 60, "the pushed metrics")
 
