@@ -43,9 +43,11 @@ def event_json(
     context: EventContext,
     reason: str | None = None,
     filled: tuple[str, ...] = (),
+    threshold: float | None = None,
 ) -> bytes:
     """The JSON of an open or resolve event, triggered by the record at `ref`; `filled`: the
-    features whose values in the deciding window were filled (a sensor that dropped out)."""
+    features whose values in the deciding window were filled (a sensor that dropped out);
+    `threshold`: the asset's (None: the model's, `context.threshold`)."""
     event: dict[str, object] = {
         "type": kind,
         "episode_id": episode.episode_id,
@@ -53,7 +55,7 @@ def event_json(
         "ts": _iso(ts),
         "source": {"topic": ref.topic, "partition": ref.partition, "offset": ref.offset},
         "score": score,
-        "threshold": context.threshold,
+        "threshold": context.threshold if threshold is None else threshold,
         "model_version": context.model_version,
         "top_features": top_features(shares, context.features, context.top_features),
         "detected_at": _iso(context.detected_at),

@@ -61,7 +61,7 @@ def onsets(
     seen: npt.NDArray[np.int64],
     score: FloatArray,
     above: npt.NDArray[np.bool_],
-    threshold: float,
+    threshold: float | FloatArray,
     unit: FloatArray,
     rules: Rules,
 ) -> npt.NDArray[np.bool_]:
@@ -69,7 +69,8 @@ def onsets(
     each record's history window (anything indexable by record: a view is not copied whole),
     `seen` how many records of its asset had been seen up to it, itself included (its history
     is full from `onset_span` on); `above` is the threshold's decision on each score
-    (`Threshold.exceeds`), `threshold` its value (for the bypass).
+    (`Threshold.exceeds`), `threshold` its value (for the bypass; one per record where assets
+    have thresholds of their own).
 
     A record whose history is not yet full (an asset just met, or just taken over after a
     restart or a rebalance: the history is not saved with the offsets) counts as an onset:

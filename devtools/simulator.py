@@ -35,8 +35,9 @@ FaultKind = Literal["spike", "drift", "stuck", "broken_correlation"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("spike", "drift", "stuck", "broken_correlation")
 
 
-def clean_rows(n: int, seed: int) -> FloatArray:
-    """n consecutive clean readings (n, N_FEATURES) of one pump, from a stationary process."""
+def clean_rows(n: int, seed: int, noise: float = NOISE) -> FloatArray:
+    """n consecutive clean readings (n, N_FEATURES) of one pump, from a stationary process
+    (`noise`: the sensors' own noise, in standard units of the process)."""
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 2 * np.pi)
     t = np.arange(n)
@@ -47,7 +48,7 @@ def clean_rows(n: int, seed: int) -> FloatArray:
     for i in range(1, n):
         ar[i] = 0.95 * ar[i - 1] + shocks[i]
     latent = np.stack([slow, ar], axis=1)
-    standard = latent @ _MIX.T + rng.normal(scale=NOISE, size=(n, N_FEATURES))
+    standard = latent @ _MIX.T + rng.normal(scale=noise, size=(n, N_FEATURES))
     return np.asarray(standard * _UNIT + _OFFSET, dtype=np.float64)
 
 
@@ -125,14 +126,18 @@ def asset_name(i: int) -> str:
 
 @dataclass(frozen=True)
 class Fleet:
-    """`n_assets` pumps, each with its own seed; readings one per second per pump."""
+    """`n_assets` pumps, each with its own seed; readings one per second per pump; the pumps
+    in `noisy` run twice as noisy as the others (a pump of the same type, judged against its
+    own normal: per-asset thresholds)."""
 
     n_assets: int = 8
     seed: int = 0
     start: datetime = START
+    noisy: tuple[int, ...] = ()
 
     def rows(self, asset: int, n: int) -> FloatArray:
-        return clean_rows(n, seed=self.seed * 10_000 + asset)
+        noise = NOISE * (2.0 if asset in self.noisy else 1.0)
+        return clean_rows(n, seed=self.seed * 10_000 + asset, noise=noise)
 
     def faults(self, n: int, first: int = 100, length: int = 60) -> list[Fault]:
         """One fault per pump, kinds in turn, each `length` readings from `first` on

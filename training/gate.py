@@ -15,12 +15,14 @@ calibrate the candidate). The candidate is promoted only if
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from anomaly.model import Detector, Threshold, sliding_windows
 from anomaly.model.autoencoder import ConvAutoencoder
+from anomaly.model.calibration import exceed
 from anomaly.rules import Rules
 from anomaly.scoring import series_flags, series_scores
 from training.data import SensorHistory, read_history
@@ -41,6 +43,11 @@ class Scored:
     features: tuple[str, ...]
     rules: Rules
     version: str | None = None
+    asset_thresholds: Mapping[str, Threshold] = field(default_factory=dict)
+
+    def threshold_for(self, asset_id: str) -> Threshold:
+        """The asset's own threshold if it has one, else the model's."""
+        return self.asset_thresholds.get(asset_id, self.threshold)
 
 
 @dataclass
@@ -68,18 +75,19 @@ def decide(
     figures = decision.figures
     figures["service_version"] = service.version if service else None
     target = candidate.threshold.target_fpr
-    scores = _scores(candidate, slice_)
+    scores, limits = _scores(candidate, slice_)
     n = len(scores)
     figures["gate_records"] = n
     if n == 0:
         decision.reasons.append("no held-out records for the gate: promoted unchecked")
         return decision
-    # The calibration is checked, not the margin above it, which lowers the rate on purpose.
-    calibrated = candidate.threshold.value / candidate.threshold.margin
-    fpr = float((scores > calibrated).mean())
+    # The calibration is checked, not the margin above it, which lowers the rate on purpose
+    # (each asset's threshold carries the model's margin). Each asset at its own threshold.
+    margin = candidate.threshold.margin
+    fpr = float(exceed(scores, limits / margin).mean())
     figures["candidate_fpr"] = fpr
-    if candidate.threshold.margin != 1.0:
-        figures["candidate_fpr_with_margin"] = float(candidate.threshold.exceeds(scores).mean())
+    if margin != 1.0:
+        figures["candidate_fpr_with_margin"] = float(exceed(scores, limits).mean())
     # Overlapping windows share all but one record: an outlying record lifts the scores of
     # the `window` windows that hold it, so n scores count as about n / window independent
     # ones, and only those can tell whether the rate is off.
@@ -136,7 +144,8 @@ def f1(model: Scored, labelled: SensorHistory) -> float:
     tp = fp = fn = 0
     for s in labelled.series:
         assert s.labels is not None
-        flagged = series_flags(model.detector, model.threshold, s.values, model.window, model.rules)
+        threshold = model.threshold_for(s.asset_id)
+        flagged = series_flags(model.detector, threshold, s.values, model.window, model.rules)
         truth = s.labels.astype(bool)
         tp += int((flagged & truth).sum())
         fp += int((flagged & ~truth).sum())
@@ -150,9 +159,16 @@ def _architecture(model: Scored) -> str:
     return f"{kind} model of window {model.window}"
 
 
-def _scores(model: Scored, slice_: SensorHistory) -> np.ndarray:
+def _scores(model: Scored, slice_: SensorHistory) -> tuple[np.ndarray, np.ndarray]:
+    """The scores of every series, and the threshold each is compared with (its asset's)."""
     parts = [series_scores(model.detector, s.values, model.window) for s in slice_.series]
-    return np.concatenate(parts) if parts else np.empty(0)
+    limits = [
+        np.full(len(part), model.threshold_for(s.asset_id).value)
+        for part, s in zip(parts, slice_.series, strict=True)
+    ]
+    if not parts:
+        return np.empty(0), np.empty(0)
+    return np.concatenate(parts), np.concatenate(limits)
 
 
 def _error(model: Scored, slice_: SensorHistory, scale: np.ndarray) -> float:

@@ -17,7 +17,9 @@ from training.topic import Episodes
 def flagged_by(model: Scored, history: SensorHistory) -> Masks:
     """Rows inside an episode of `model` (records before a full window are not scored)."""
     return {
-        i: series_flags(model.detector, model.threshold, s.values, model.window, model.rules)
+        i: series_flags(
+            model.detector, model.threshold_for(s.asset_id), s.values, model.window, model.rules
+        )
         for i, s in enumerate(history.series)
     }
 

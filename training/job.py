@@ -34,7 +34,14 @@ from anomaly.model import (
     default_latent,
     write_artifact,
 )
-from anomaly.model.calibration import MIN_EXP_SCORES, SpreadCheck, spread_check
+from anomaly.model.calibration import (
+    MIN_EXP_SCORES,
+    AssetChoice,
+    SpreadCheck,
+    asset_thresholds,
+    exceed,
+    spread_check,
+)
 from anomaly.model.store import DECISION
 from anomaly.scoring import series_scores
 from training.data import DataError, Masks, SensorHistory, read_history
@@ -90,6 +97,8 @@ class _Candidate:
     fit_windows: int
     calibration_windows: int
     spread: SpreadCheck
+    assets: AssetChoice
+    limits: np.ndarray  # the threshold each held-out score is compared with (its asset's)
 
 
 def train(
@@ -297,6 +306,7 @@ def _publish(
         "decision": record,
         "calibration_check": {**candidate.spread.model_dump(mode="json"),
                               "exceeded": candidate.spread.exceeded},
+        "asset_thresholds": candidate.assets.model_dump(mode="json"),
     }  # fmt: skip
     with store.staging() as staging:
         manifest = write_artifact(staging, manifest, candidate.result.network.state_dict())
@@ -329,7 +339,10 @@ def _service_model(store: ModelStore) -> Scored | None:
         log.error("the current model is refused (%s): training as on a first run", exc)
         return None
     m = artifact.manifest
-    return Scored(artifact.detector, m.threshold, m.window, m.features, m.rules, m.model_version)
+    return Scored(
+        artifact.detector, m.threshold, m.window, m.features, m.rules, m.model_version,
+        m.asset_thresholds,
+    )  # fmt: skip
 
 
 def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> _Read:
@@ -384,7 +397,8 @@ def _fit(
             progress.close()
     detector = Detector(scaler, result.network)
     held = calibration_part.series
-    scores = np.concatenate([series_scores(detector, s.values, window) for s in held])
+    parts = [series_scores(detector, s.values, window) for s in held]
+    scores = np.concatenate(parts)
     fitted = fit_part.series
     spread = spread_check(
         np.concatenate([series_scores(detector, s.values, window) for s in fitted]), scores,
@@ -396,6 +410,24 @@ def _fit(
     threshold = calibrate(scores, calibration.target_fpr, calibration.method).widened(
         calibration.margin
     )
+    by_asset: dict[str, list[np.ndarray]] = {}
+    for part, s in zip(parts, held, strict=True):
+        by_asset.setdefault(s.asset_id, []).append(part)
+    own, choice = asset_thresholds(
+        {asset: np.concatenate(p) for asset, p in by_asset.items()}, threshold,
+        calibration.method, calibration.asset_min_windows, calibration.asset_limit,
+    )  # fmt: skip
+    if own:
+        log.info(
+            "%d of %d assets have a threshold of their own (%d with at least %d held-out "
+            "windows, at most %d)", choice.own, choice.assets, choice.qualified,
+            calibration.asset_min_windows,
+            calibration.asset_limit,
+        )  # fmt: skip
+    limits = np.concatenate([
+        np.full(len(part), own.get(s.asset_id, threshold).value)
+        for part, s in zip(parts, held, strict=True)
+    ])  # fmt: skip
     best = result.history[result.best_epoch - 1]
     log.info(
         "fitted in %d epochs (best %d, held-out loss %.5f); threshold %.5g by %s at FPR %g",
@@ -403,8 +435,9 @@ def _fit(
         threshold.method, threshold.target_fpr,
     )  # fmt: skip
     return _Candidate(
-        Scored(detector, threshold, window, features, settings.rules), result, architecture, scores,
-        fit_part, calibration_part, len(fit_windows), len(held_windows), spread,
+        Scored(detector, threshold, window, features, settings.rules, asset_thresholds=own),
+        result, architecture, scores, fit_part, calibration_part, len(fit_windows),
+        len(held_windows), spread, choice, limits,
     )  # fmt: skip
 
 
@@ -438,7 +471,7 @@ def _manifest(
         validation=ValidationFigures(
             fit_loss=best.fit_loss,
             holdout_loss=float(scores.mean()),
-            holdout_fpr=float(threshold.exceeds(scores).mean()),
+            holdout_fpr=float(exceed(scores, candidate.limits).mean()),
             holdout_score_p50=float(np.quantile(scores, 0.5)),
             holdout_score_p99=float(np.quantile(scores, 0.99)),
             holdout_score_max=float(scores.max()),
@@ -447,6 +480,7 @@ def _manifest(
         ),
         weights_sha256="0" * 64,  # write_artifact fills in the real checksum
         rules=candidate.scored.rules,
+        asset_thresholds=dict(candidate.scored.asset_thresholds),
     )
 
 

@@ -97,7 +97,8 @@ class ModelSettings(BaseModel):
 
 class CalibrationSettings(BaseModel):
     """The threshold's target false-positive rate on held-out clean data, its method, and a
-    margin above the calibrated value for data that drifts beyond the held-out part."""
+    margin above the calibrated value for data that drifts beyond the held-out part; which
+    assets get a threshold of their own (anomaly.model.calibration.asset_thresholds)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -105,6 +106,14 @@ class CalibrationSettings(BaseModel):
     method: MethodChoice = "auto"
     margin: float = Field(
         default=1.0, ge=1.0, description="the calibrated threshold is multiplied by this"
+    )
+    asset_min_windows: int = Field(
+        default=1000,
+        ge=1,
+        description="held-out windows an asset needs for a threshold of its own",
+    )
+    asset_limit: int = Field(
+        default=1000, ge=0, description="assets with a threshold of their own, at most (0: none)"
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -71,13 +71,15 @@ class AssetState:
     """Everything the worker remembers about one asset, and the partition its records come
     from (its state is saved with that partition's offsets: worker/checkpoint.py); when it
     last sent a complete record (`full_at`, record time) and, once a record of it lacked a
-    feature, its sensors' state (worker/sensors.py)."""
+    feature, its sensors' state (worker/sensors.py); the threshold its scores are compared
+    with (the model's, or its own: Manifest.threshold_for)."""
 
     buffer: WindowBuffer
     rules: RuleState = field(default_factory=RuleState)
     partition: int = -1
     full_at: float = -math.inf
     sensors: Sensors | None = None
+    threshold: float = math.inf
 
 
 class AssetTable:
@@ -89,6 +91,7 @@ class AssetTable:
         self.n_features = n_features
         self.history = history
         self._states: OrderedDict[str, AssetState] = OrderedDict()
+        self._threshold_of: Callable[[str], float] = lambda asset_id: math.inf
 
     def __len__(self) -> int:
         return len(self._states)
@@ -106,8 +109,15 @@ class AssetTable:
         if len(self._states) >= self.max_assets:
             evicted = self._states.popitem(last=False)
         state = AssetState(WindowBuffer(self.window, self.n_features, self.history))
+        state.threshold = self._threshold_of(asset_id)
         self._states[asset_id] = state
         return state, evicted
+
+    def set_thresholds(self, threshold_of: Callable[[str], float]) -> None:
+        """Each asset's threshold (a new model's): now for every asset, and for new ones."""
+        self._threshold_of = threshold_of
+        for asset_id, state in self._states.items():
+            state.threshold = threshold_of(asset_id)
 
     def drop(self, asset_ids: Iterable[str]) -> None:
         """Forget these assets (their partition moved to another worker)."""

@@ -24,6 +24,7 @@ import numpy.typing as npt
 
 from anomaly.events import EventContext, SensorEventType, event_json, sensor_event_json
 from anomaly.model import Artifact, Manifest, Scores
+from anomaly.model.calibration import exceed
 from anomaly.onset import onsets
 from anomaly.records import RecordError, SourceRecord, decode_record
 from anomaly.rules import Episode, EventType, Rules, SourceRef
@@ -121,6 +122,8 @@ class BatchProcessor:
             self.assets.reshape(*shape)
         self.model = artifact
         self.rules = rules
+        manifest = artifact.manifest
+        self.assets.set_thresholds(lambda asset_id: manifest.threshold_for(asset_id).value)
         if overrides:
             log.warning(
                 "alert rules of model %s overridden by WORKER_ALERTS__*: %s (the model's: %s)",
@@ -156,20 +159,19 @@ class BatchProcessor:
         if handover is not None:
             self._hand_over(handover, context, result)
         started = time.perf_counter()
-        history, seen, pending = self._decode(records, manifest, context, result)
+        history, seen, limits, pending = self._decode(records, manifest, context, result)
         result.stats.decode_s = time.perf_counter() - started
         if not pending:
             return result
         started = time.perf_counter()
         scores = model.detector.score(history[:, history.shape[1] - manifest.window :])
-        above = model.threshold.exceeds(scores.score)
+        above = exceed(scores.score, limits)  # each asset's threshold
         # the onset rule reads its span (the ring holds the window when that is longer)
         span = history[:, history.shape[1] - max(self.rules.history, 1) :]
         unit = model.detector.scaler.step_unit
-        threshold = model.threshold.value
-        onset = onsets(span, seen, scores.score, above, threshold, unit, self.rules)
+        onset = onsets(span, seen, scores.score, above, limits, unit, self.rules)
         result.stats.score_s = time.perf_counter() - started
-        self._apply_rules(records, pending, scores, above, onset, context, result)
+        self._apply_rules(records, pending, scores, above, onset, limits, context, result)
         return result
 
     def _decode(
@@ -178,14 +180,18 @@ class BatchProcessor:
         manifest: Manifest,
         context: EventContext,
         result: BatchResult,
-    ) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.int64], list[_Scoring]]:
+    ) -> tuple[
+        npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.float64], list[_Scoring]
+    ]:
         """Dead-letter the bad records, push the good ones into their assets' buffers; the
         latest records of those with a full window, in order: their windows to score, and the
-        onset rule's history when that is longer; and how many records each history holds."""
+        onset rule's history when that is longer; how many records each history holds; and
+        the threshold of each one's asset."""
         stats = result.stats
         rows = max(manifest.window, self.rules.history)
         history = np.empty((len(records), rows, len(manifest.features)))
         seen = np.empty(len(records), dtype=np.int64)  # records of its asset seen up to each
+        limits = np.empty(len(records))
         pending: list[_Scoring] = []  # the records with a full window, in order
         # the next offset to read of each partition: offsets grow within a partition
         result.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
@@ -235,13 +241,15 @@ class BatchProcessor:
                 continue
             state.buffer.copy_last(history[len(pending)])
             seen[len(pending)] = state.buffer.count
+            limits[len(pending)] = state.threshold
             filled: tuple[str, ...] = ()
             if state.sensors is not None:
                 within = state.sensors.filled_within(state.buffer.count, manifest.window)
                 filled = tuple(manifest.features[f] for f in within)
             pending.append((index, state, asset_id, ts, filled))
         self.partitions.moved_to(result.offsets)
-        return history[: len(pending)], seen[: len(pending)], pending
+        n = len(pending)
+        return history[:n], seen[:n], limits[:n], pending
 
     def _fill(
         self,
@@ -307,10 +315,12 @@ class BatchProcessor:
         scores: Scores,
         above: npt.NDArray[np.bool_],
         onset: npt.NDArray[np.bool_],
+        limits: npt.NDArray[np.float64],
         context: EventContext,
         result: BatchResult,
     ) -> None:
-        """Advance each scored record's asset by its decision (`above`) and onset evidence."""
+        """Advance each scored record's asset by its decision (`above`, against `limits`) and
+        onset evidence."""
         stats = result.stats
         stats.scored = len(pending)
         stats.scores = scores.score
@@ -327,7 +337,7 @@ class BatchProcessor:
             if change is not None:
                 kind, episode = change
                 event = (kind, episode, asset_id, ts, ref, score, scores.shares[i], filled)
-                self._event(result, *event, context)
+                self._event(result, *event, float(limits[i]), context)
 
     def checkpoints(
         self, partitions: Iterable[tuple[str, int]], max_bytes: int
@@ -375,9 +385,13 @@ class BatchProcessor:
         score: float,
         shares: npt.NDArray[np.float64],
         filled: tuple[str, ...],
+        threshold: float,
         context: EventContext,
     ) -> None:
-        value = event_json(kind, episode, asset_id, ts, ref, score, shares, context, filled=filled)
+        value = event_json(
+            kind, episode, asset_id, ts, ref, score, shares, context, filled=filled,
+            threshold=threshold,
+        )  # fmt: skip
         result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
         result.stats.events[kind] += 1
         top = context.features[int(np.argmax(shares))]
@@ -405,7 +419,7 @@ class BatchProcessor:
         ref = SourceRef(self.topics.input, -1, -1)
         value = event_json(
             "resolve", episode, asset_id, episode.ended_at, ref, episode.peak_score, None,
-            context, reason="evicted",
+            context, reason="evicted", threshold=state.threshold,
         )  # fmt: skip
         result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
         result.stats.events["resolve"] += 1

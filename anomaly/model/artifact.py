@@ -35,8 +35,10 @@ from anomaly.rules import Rules
 # 3: the scaler records the features flat in training (their scaled values are bounded) and
 # each feature's noise (the onset rule's unit); the rules hold the onset rule. Versions 1 and
 # 2 load with no flat feature, the scale as the noise, and the onset rule off, as they ran.
-FORMAT_VERSION = 3
-READABLE_FORMATS = (1, 2, 3)
+# 4: per-asset thresholds (`asset_thresholds`: asset id -> Threshold; the model's `threshold`
+# for every other asset). Versions 1 to 3 have none.
+FORMAT_VERSION = 4
+READABLE_FORMATS = (1, 2, 3, 4)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 
@@ -123,11 +125,16 @@ class Manifest(_Frozen):
     validation: ValidationFigures
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     rules: Rules = Rules()
+    asset_thresholds: dict[Annotated[str, Field(min_length=1)], Threshold] = {}
 
     @property
     def window(self) -> int:
         """Records per window: each record is scored with the window - 1 before it."""
         return self.architecture.window
+
+    def threshold_for(self, asset_id: str) -> Threshold:
+        """The asset's own threshold if it has one, else the model's."""
+        return self.asset_thresholds.get(asset_id, self.threshold)
 
     @model_validator(mode="after")
     def _consistent(self) -> Manifest:
@@ -219,6 +226,8 @@ def read_manifest(directory: Path) -> Manifest:
         raise ArtifactError(
             f"{path} is invalid: format version {found} has no flat features and no noise"
         )
+    if found in (1, 2, 3) and raw.get("asset_thresholds"):
+        raise ArtifactError(f"{path} is invalid: format version {found} has no asset thresholds")
     rules = raw.get("rules")
     if found in (1, 2) and isinstance(rules, dict) and any(k.startswith("onset") for k in rules):
         raise ArtifactError(f"{path} is invalid: format version {found} has no onset rule")

@@ -10,12 +10,20 @@ Three methods:
   tail of squared errors), fitted on the top quarter of as few as 20 scores. For short
   histories, where POT's two-parameter fit on 30 peaks is out of reach.
 
-The decision lives here too: `Threshold.exceeds` is the only place a score becomes a flag.
+Per-asset thresholds (`asset_thresholds`): in a fleet where assets of one type differ (one
+pump runs noisier than its neighbours), one threshold alarms the noisy asset all day and hides
+the quiet ones' faults. An asset with at least `min_windows` held-out scores gets its own
+threshold, calibrated by the same method, rate and margin on its own scores; at most `limit`
+assets do, those whose own threshold differs most from the model's; the rest use the model's.
+
+The decision lives here too: `Threshold.exceeds` and `exceed` (one threshold per score) are
+the only places a score becomes a flag.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import numpy as np
@@ -85,7 +93,14 @@ class Threshold(BaseModel):
 
     def exceeds(self, scores: npt.NDArray[np.floating]) -> npt.NDArray[np.bool_]:
         """True where a score is above the threshold."""
-        return np.asarray(scores) > self.value
+        return exceed(scores, self.value)
+
+
+def exceed(
+    scores: npt.NDArray[np.floating], thresholds: float | npt.NDArray[np.floating]
+) -> npt.NDArray[np.bool_]:
+    """True where a score is above its threshold (one for all, or one per score)."""
+    return np.asarray(scores) > thresholds
 
 
 def calibrate(scores: npt.ArrayLike, target_fpr: float, method: MethodChoice = "auto") -> Threshold:
@@ -196,6 +211,59 @@ def exp_threshold(scores: npt.ArrayLike, target_fpr: float) -> Threshold:
         n_samples=n,
         pot=PotFit(initial_level=initial_level, n_peaks=n_peaks, shape=0.0, scale=scale),
     )
+
+
+class AssetChoice(BaseModel):
+    """Which assets got a threshold of their own (the training report's `asset_thresholds`):
+    `qualified` had at least `min_windows` held-out scores, `own` of them got one (at most
+    `limit`: those furthest from the model's), and `thresholds` lists them with their
+    held-out windows and their threshold as a multiple of the model's."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    min_windows: int
+    limit: int
+    assets: int
+    qualified: int
+    own: int
+    thresholds: dict[str, dict[str, float]] = {}
+
+
+def asset_thresholds(
+    scores: Mapping[str, npt.NDArray[np.float64]],
+    model: Threshold,
+    method: MethodChoice,
+    min_windows: int,
+    limit: int,
+) -> tuple[dict[str, Threshold], AssetChoice]:
+    """Each asset's own threshold where it has enough held-out scores (`scores` by asset id),
+    calibrated like `model` (its rate and margin); none for a fleet of one asset, whose
+    scores made the model's."""
+    qualified = {
+        asset: values for asset, values in scores.items() if len(values) >= max(min_windows, 1)
+    }
+    own: dict[str, Threshold] = {}
+    if len(scores) > 1 and limit > 0:
+        for asset, values in qualified.items():
+            own[asset] = calibrate(values, model.target_fpr, method).widened(model.margin)
+        base = max(model.value, 1e-300)
+        distance = {a: abs(math.log(max(t.value, 1e-300) / base)) for a, t in own.items()}
+        kept = sorted(own, key=lambda a: (-distance[a], a))[:limit]
+        own = {asset: own[asset] for asset in sorted(kept)}
+    listed = {
+        asset: {"threshold": t.value, "windows": len(scores[asset]),
+                "times_model": t.value / max(model.value, 1e-300)}
+        for asset, t in own.items()
+    }  # fmt: skip
+    choice = AssetChoice(
+        min_windows=min_windows,
+        limit=limit,
+        assets=len(scores),
+        qualified=len(qualified),
+        own=len(own),
+        thresholds=listed,
+    )
+    return own, choice
 
 
 class SpreadCheck(BaseModel):

@@ -7,6 +7,7 @@ stopped when a condition holds) or as a subprocess, and never by sleeping.
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -28,19 +30,22 @@ from anomaly.kafka import make_producer
 from anomaly.model import ModelStore
 from anomaly.model.artifact import WEIGHTS
 from anomaly.records import SourceRecord
+from anomaly.scoring import series_flags
 from devtools import local_broker
 from devtools.local_broker import LocalBroker, free_port
-from devtools.simulator import Fleet
+from devtools.simulator import FEATURES, Fleet
 from devtools.topics import committed_total, create_topics
 from tests.support.kafka import Running, processed, produce, read, run_until_processed
 from tests.support.models import REPO, Trained
 from tests.support.records import MALFORMED, good
 from tests.support.waiting import wait_until
+from training.job import train
+from training.settings import TrainingSettings
 from worker.errors import ExitCode
 from worker.kafka_io import KafkaSink, KafkaSource
 from worker.metrics import Metrics
 from worker.runner import Worker
-from worker.settings import SensorSettings, WorkerSettings
+from worker.settings import SensorSettings, StoreSettings, WorkerSettings
 
 
 @pytest.fixture
@@ -123,6 +128,62 @@ def test_a_sensor_that_drops_out_is_filled_then_silent_then_back(
     assert sensors[0]["ts"] == "2026-01-01T00:02:00Z"  # 21 s after its last report, at 99 s
     assert sensors[0]["last_reported_at"] == "2026-01-01T00:01:39Z"
     assert sensors[1]["ts"] == "2026-01-01T00:02:20Z"
+
+
+def test_a_noisy_asset_is_judged_against_its_own_normal(
+    settings: WorkerSettings, tmp_path: Path
+) -> None:
+    """One pump of four runs twice as noisy: trained with thresholds of their own (each pump
+    has 1,200 held-out windows), it raises no more false alerts than the quiet ones, and a
+    drift on a quiet pump is still caught. With the model's one threshold for all (the same
+    stream replayed offline) the noisy pump alarms most."""
+    fleet = Fleet(n_assets=4, seed=11, noisy=(3,))
+    data = tmp_path / "fleet.jsonl"
+    data.write_bytes(b"".join(value + b"\n" for _, value in fleet.records(6000)))
+    store = tmp_path / "store"
+    training = TrainingSettings(
+        data={"path": data}, model={"window": 10, "epochs": 40, "patience": 5},
+        clean={"enabled": False}, gate={"fraction": 0}, store={"path": store},
+        log_level="WARNING",
+    )  # fmt: skip
+    outcome = train(training)
+    manifest = outcome.manifest
+    own = {asset: t.value for asset, t in manifest.asset_thresholds.items()}
+    assert set(own) == {"pump-00", "pump-01", "pump-02", "pump-03"}
+    assert own["pump-03"] > 1.5 * max(own[a] for a in own if a != "pump-03")
+
+    # the same pumps' next 1,500 readings, with a drift on a quiet one
+    trained, n = 6000, 7500
+    fault = next(f for f in fleet.faults(n, first=6700) if f.asset_id == "pump-01")
+    assert fault.kind == "drift"
+    settings = settings.model_copy(update={"store": StoreSettings(path=store)})
+    sent = produce(settings, itertools.islice(fleet.records(n, [fault]), 4 * trained, None))
+    metrics = run_until_processed(settings, sent)
+    total = sum(
+        metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": t}) or 0
+        for t in ("open", "resolve")
+    )
+    alerts = read(settings, settings.topics.alerts, int(total))
+    events = [json.loads(e.value or b"") for e in alerts]
+    opened = [e for e in events if e["type"] == "open"]
+    assert all(e["threshold"] == own[e["asset_id"]] for e in opened)
+    during = [e for e in opened if e["asset_id"] == fault.asset_id and fault.start_ts.isoformat()
+              .replace("+00:00", "Z") <= e["started_at"] <= e["ts"]]  # fmt: skip
+    assert during, "the drift on a quiet pump was missed"
+    false = {f"pump-0{i}": 0 for i in range(4)}
+    for e in opened:
+        false[e["asset_id"]] += e not in during
+    assert false["pump-03"] <= max(false[a] for a in false if a != "pump-03"), false
+
+    # the same stream judged against the model's one threshold: the noisy pump alarms most
+    artifact = ModelStore(store).load_current()
+    rules, columns = manifest.rules, [FEATURES.index(f) for f in manifest.features]
+    one = {}
+    for i in range(4):
+        rows = fleet.rows(i, n)[trained:, columns]
+        flags = series_flags(artifact.detector, manifest.threshold, rows, 10, rules)
+        one[f"pump-0{i}"] = int((np.diff(flags.astype(int)) == 1).sum() + flags[0])
+    assert one["pump-03"] > max(one[a] for a in one if a != "pump-03") + false["pump-03"], one
 
 
 def test_a_clean_stream_stays_within_the_calibrated_rate(

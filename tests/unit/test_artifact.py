@@ -73,9 +73,24 @@ def test_refuses_a_truncated_manifest(artifact_dir: Path) -> None:
 
 
 def test_refuses_another_format_version(artifact_dir: Path) -> None:
-    edit_manifest(artifact_dir, lambda m: m.update(format_version=4))
-    with pytest.raises(ArtifactError, match="format version 4; this code reads versions 1, 2, 3"):
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=5))
+    with pytest.raises(
+        ArtifactError, match="format version 5; this code reads versions 1, 2, 3, 4"
+    ):
         load_artifact(artifact_dir)
+
+
+def test_asset_thresholds_apply_to_their_assets_and_need_format_4(artifact_dir: Path) -> None:
+    own = {"value": 9.5, "method": "quantile", "target_fpr": 0.01, "n_samples": 1500}
+    edit_manifest(artifact_dir, lambda m: m.update(asset_thresholds={"pump-07": own}))
+    manifest = load_artifact(artifact_dir).manifest
+    assert manifest.threshold_for("pump-07").value == 9.5
+    assert manifest.threshold_for("pump-08") == manifest.threshold
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=3))
+    with pytest.raises(ArtifactError, match="format version 3 has no asset thresholds"):
+        load_artifact(artifact_dir)
+    edit_manifest(artifact_dir, lambda m: m.update(asset_thresholds={}))
+    assert load_artifact(artifact_dir).manifest.asset_thresholds == {}
 
 
 def test_a_format_1_artifact_loads_with_the_rules_its_workers_applied(artifact_dir: Path) -> None:

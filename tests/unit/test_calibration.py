@@ -2,7 +2,12 @@ import numpy as np
 import pytest
 
 from anomaly.model import CalibrationError, calibrate
-from anomaly.model.calibration import exp_threshold, pot_threshold, quantile_threshold
+from anomaly.model.calibration import (
+    asset_thresholds,
+    exp_threshold,
+    pot_threshold,
+    quantile_threshold,
+)
 
 
 def test_quantile_leaves_at_most_the_target_rate_above() -> None:
@@ -102,3 +107,34 @@ def test_a_score_equal_to_the_threshold_is_not_an_outlier() -> None:
     threshold = quantile_threshold(np.arange(10.0), 0.1)
     at, just_above = threshold.value, np.nextafter(threshold.value, np.inf)
     assert threshold.exceeds(np.array([at, just_above])).tolist() == [False, True]
+
+
+def test_assets_with_enough_scores_get_their_own_threshold_the_furthest_first() -> None:
+    rng = np.random.default_rng(3)
+    scores = {
+        "quiet": rng.exponential(1.0, 2000),
+        "noisy": rng.exponential(4.0, 2000),
+        "typical": rng.exponential(1.6, 2000),
+        "short": rng.exponential(9.0, 50),
+    }
+    model = calibrate(np.concatenate(list(scores.values())), 0.01).widened(1.5)
+    every, choice = asset_thresholds(scores, model, "auto", min_windows=1000, limit=10)
+    assert set(every) == {"quiet", "noisy", "typical"}  # "short" has too few scores
+    assert (choice.assets, choice.qualified, choice.own) == (4, 3, 3)
+    for asset, threshold in every.items():
+        assert threshold.margin == 1.5
+        assert threshold.exceeds(scores[asset]).mean() <= 0.01
+        assert choice.thresholds[asset]["threshold"] == threshold.value
+    assert every["noisy"].value > every["typical"].value > every["quiet"].value
+    distance = {a: abs(np.log(t.value / model.value)) for a, t in every.items()}
+    nearest = min(distance, key=lambda a: distance[a])
+    two, _ = asset_thresholds(scores, model, "auto", min_windows=1000, limit=2)
+    assert set(two) == set(every) - {nearest}
+    assert asset_thresholds(scores, model, "auto", min_windows=1000, limit=0)[0] == {}
+
+
+def test_a_fleet_of_one_asset_has_only_the_models_threshold() -> None:
+    scores = {"only": np.random.default_rng(4).exponential(1.0, 5000)}
+    own, choice = asset_thresholds(scores, calibrate(scores["only"], 0.01), "auto", 1000, 10)
+    assert own == {}
+    assert (choice.qualified, choice.own) == (1, 0)
