@@ -121,6 +121,16 @@ class Metrics:
         )  # fmt: skip
         self.score = BatchHistogram("anomaly_score", "Scores of scored records.", _SCORES, r)
         self.threshold = Gauge("anomaly_threshold", "The current model's threshold.", registry=r)
+        self.target_rate = Gauge(
+            "anomaly_target_outlier_rate",
+            "The share of clean records the current model's thresholds were calibrated to "
+            "exceed.", registry=r,
+        )  # fmt: skip
+        self.above_median = Counter(
+            "anomaly_scores_above_median",
+            "Scored records whose score exceeds the current model's median held-out score "
+            "(half of them while the model fits the data).", registry=r,
+        )  # fmt: skip
         self.model_info = Gauge(
             "anomaly_model_info", "The model version in service (value 1).", ["version"],
             registry=r,
@@ -187,7 +197,12 @@ class Metrics:
             self._episode_labels[asset_id] = top_feature
 
     def set_model(
-        self, version: str, threshold: float, created_at: float, features: Sequence[str] = ()
+        self,
+        version: str,
+        threshold: float,
+        created_at: float,
+        features: Sequence[str] = (),
+        target_rate: float = 0.0,
     ) -> None:
         """Show `version` as the model in service (and no other); its features' series of
         filled values exist from then on (a feature of an earlier model keeps its own)."""
@@ -198,5 +213,6 @@ class Metrics:
         self.model_info.labels(version).set(1)
         self._model_version = version
         self.threshold.set(threshold)
+        self.target_rate.set(target_rate)
         self.model_created.set(created_at)
         self.model_loads.inc()

@@ -52,6 +52,7 @@ class BatchStats:
     """What the metrics and logs report of one batch."""
 
     scored: int = 0
+    above_median: int = 0  # scores above the model's median held-out score (drift)
     warming_up: int = 0
     incomplete: int = 0  # records lacking a feature with no fresh value to fill it
     filled: Counter[str] = field(default_factory=Counter)  # values filled, by feature
@@ -325,6 +326,8 @@ class BatchProcessor:
         stats.scored = len(pending)
         stats.scores = scores.score
         stats.outliers = int(above.sum())
+        median = self.model.manifest.validation.holdout_score_p50 if self.model else np.inf
+        stats.above_median = int((scores.score > median).sum())
         rules, partitions = self.rules, self.partitions
         for i, is_above in enumerate(above.tolist()):
             index, state, asset_id, ts, filled = pending[i]

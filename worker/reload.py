@@ -62,6 +62,7 @@ class ModelWatcher:
         self.current = artifact
         manifest = artifact.manifest
         self.metrics.set_model(
-            version, artifact.threshold.value, manifest.created_at.timestamp(), manifest.features
-        )
+            version, artifact.threshold.value, manifest.created_at.timestamp(), manifest.features,
+            manifest.threshold.target_fpr,
+        )  # fmt: skip
         return artifact

@@ -281,6 +281,7 @@ class Worker:
         for kind, asset_id, top_feature in stats.episodes:
             m.episode(kind, asset_id, top_feature)
         m.outliers.inc(stats.outliers)
+        m.above_median.inc(stats.above_median)
         stages = {"poll": poll_s, "decode": stats.decode_s, "score": stats.score_s,
                   "publish": publish_s, "commit": commit_s}  # fmt: skip
         for stage, seconds in stages.items():

@@ -142,6 +142,36 @@ def test_every_board_query_returns_data_and_every_alert_rule_is_silent(
     assert not {a: r for a, r in firing.items() if r}, "alert rules firing on a healthy run"
 
 
+def test_a_drifting_plant_raises_the_stale_model_rule_and_a_steady_one_does_not(
+    running_worker: Running, prometheus: str
+) -> None:
+    """AnomalyModelStale's expression (its `for` aside) on the live worker's own series."""
+    settings = running_worker.worker.settings
+    stale = rule_exprs()["AnomalyModelStale"]
+    wait_until(lambda: any(t["health"] == "up" for t in targets(prometheus)), 60, "a first scrape")
+    start = datetime.now(UTC) - timedelta(seconds=60)
+    sent = produce(settings, Fleet(n_assets=4, seed=22, start=start).records(400))
+    wait_until(lambda: processed(running_worker.metrics) >= sent, 60, "the steady readings")
+    wait_until(lambda: scraped_records(prometheus) >= sent, 60, "a scrape of them")
+    assert not query(prometheus, stale), "a model that fits is said to be stale"
+
+    # The plant warms up for good: both temperatures 3 standard deviations above training.
+    drifting = Fleet(n_assets=4, seed=23, start=start + timedelta(seconds=400))
+    std = simulator.sensor_std(drifting.rows(0, 1000))
+    warmer = []
+    for key, value in drifting.records(1000):
+        record = json.loads(value)
+        for sensor in ("temperature", "bearing_temp"):
+            record["values"][sensor] += 3 * std[simulator.FEATURES.index(sensor)]
+        warmer.append((key, json.dumps(record).encode()))
+    sent += produce(settings, warmer)
+    wait_until(lambda: processed(running_worker.metrics) >= sent, 60, "the drifting readings")
+    wait_until(lambda: scraped_records(prometheus) >= sent, 60, "a scrape of them")
+    fired = query(prometheus, stale)
+    assert fired, "a drifted plant is not said to need a new model"
+    assert float(fired[0]["value"][1]) > 0.75  # the share above the held-out median
+
+
 def targets(prometheus: str) -> list[dict[str, Any]]:
     with urllib.request.urlopen(f"http://{prometheus}/api/v1/targets", timeout=5) as response:
         active = json.loads(response.read())["data"]["activeTargets"]
