@@ -17,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from anomaly.rules import Episode, EventType, SourceRef
+from anomaly.settings import DEFAULT_MODEL
 
 SensorEventType = Literal["sensor_silent", "sensor_resolve"]
 
@@ -30,6 +31,7 @@ class EventContext:
     features: tuple[str, ...]
     top_features: int
     detected_at: datetime
+    model: str = DEFAULT_MODEL  # the named model (anomaly/model/store.py)
 
 
 def event_json(
@@ -56,6 +58,7 @@ def event_json(
         "source": {"topic": ref.topic, "partition": ref.partition, "offset": ref.offset},
         "score": score,
         "threshold": context.threshold if threshold is None else threshold,
+        "model": context.model,
         "model_version": context.model_version,
         "top_features": top_features(shares, context.features, context.top_features),
         "detected_at": _iso(context.detected_at),
@@ -97,6 +100,7 @@ def sensor_event_json(
             None if last_reported is None else _iso(datetime.fromtimestamp(last_reported, UTC))
         ),
         "stale_after_s": stale_after_s,
+        "model": context.model,
         "model_version": context.model_version,
         "detected_at": _iso(context.detected_at),
     }

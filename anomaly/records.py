@@ -25,10 +25,11 @@ from typing import Any, NamedTuple, Protocol
 import numpy as np
 import orjson
 
-# Every reason a record can be refused for: the dead-letter envelope's `reason`, the metric's label.
+# Every reason a record can be refused for: the dead-letter envelope's `reason`, the metric's
+# label (`no_model`: the worker serves no model the record is routed to, anomaly/routing.py).
 REASONS = (
     "empty", "too_large", "not_utf8", "not_json", "not_object", "bad_asset_id", "bad_ts",
-    "bad_values", "missing_feature", "non_numeric", "non_finite", "out_of_range",
+    "bad_values", "missing_feature", "non_numeric", "non_finite", "out_of_range", "no_model",
 )  # fmt: skip
 # The model computes in float32: a larger magnitude cannot be scored as what it is.
 LIMIT = float(np.finfo(np.float32).max)
@@ -74,10 +75,19 @@ _NUMBERS = frozenset((float, int))  # bool is neither: True is refused as a feat
 def decode_record(raw: bytes, features: Sequence[str], partial: bool = False) -> Record:
     """Decode raw bytes into a Record holding `features` in order, or raise RecordError.
     `partial`: a feature absent or null is missing (NaN), not an error, while one is there."""
+    return from_object(parse_record(raw), features, partial)
+
+
+def parse_record(raw: bytes) -> Any:
+    """The JSON value of a record's bytes (anything JSON), or RecordError saying why not."""
     try:
-        obj: Any = orjson.loads(raw)  # fast, strict: valid records take this path only
+        return orjson.loads(raw)  # fast, strict: valid records take this path only
     except orjson.JSONDecodeError:
-        return _checked(_slow_loads(raw), features, partial)  # says why orjson refused it
+        return _slow_loads(raw)  # says precisely why orjson refused it
+
+
+def from_object(obj: Any, features: Sequence[str], partial: bool = False) -> Record:
+    """A parsed record (`parse_record`) checked against the contract for `features`."""
     # The common case in a few C-level steps. orjson yields no NaN, no infinity and no integer
     # beyond a float's range, so a float or int here is a finite number. Anything unusual is
     # left to `_checked`, which names the reason.

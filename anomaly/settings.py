@@ -4,6 +4,7 @@ environment (WORKER_..., TRAINING_...); nothing here does."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -79,6 +80,37 @@ class TopicSettings(_Part):
     alerts: TopicName = "sensor-alerts"
     dead_letters: TopicName = "sensor-readings.dlq"
     group: str = Field(default="anomaly-worker", min_length=1)
+
+
+DEFAULT_MODEL = "default"  # the model of a store with one (anomaly/model/store.py)
+MODEL_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def check_model_name(name: str) -> str:
+    """`name` if it can name a model (lower-case letters, digits, - and _; 63 at most)."""
+    if not MODEL_NAME.match(name):
+        raise ValueError(
+            f"{name!r} is not a model name: lower-case letters, digits, '-' and '_', starting "
+            "with a letter or digit, at most 63"
+        )
+    return name
+
+
+class RouteSettings(_Part):
+    """How a record finds its model when a topic carries several asset types
+    (anomaly/routing.py): the record field that names it, then asset-id patterns."""
+
+    route_field: str | None = Field(
+        default=None, min_length=1, description="record field naming the model, e.g. asset_type"
+    )
+    routes: dict[str, str] = Field(
+        default_factory=dict,
+        description='asset-id glob -> model, the first that matches, e.g. {"pump-*": "pumps"}',
+    )
+
+    @property
+    def configured(self) -> bool:
+        return self.route_field is not None or bool(self.routes)
 
 
 SECRETS = frozenset({"ssl_password", "sasl_password"})

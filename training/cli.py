@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from anomaly.model import ArtifactError, CalibrationError, ModelStore
+from anomaly.model import ArtifactError, CalibrationError, ModelStore, model_store
 from anomaly.settings import shown_input
 from training.settings import TrainingSettings, env_name
 
@@ -88,7 +88,13 @@ _STORE_FLAG: tuple[str, str, str, dict[str, Any]] = (
     "model store directory (default ./model-store)",
     {},
 )
-_FLAG_BY_PATH = {path: flag for flag, path, _, _ in [*_FIELD_FLAGS, _STORE_FLAG]}
+_MODEL_FLAG: tuple[str, str, str, dict[str, Any]] = (
+    "--model",
+    "store.model",
+    "the named model to train or manage (default: default, the store's own)",
+    {},
+)
+_FLAG_BY_PATH = {path: flag for flag, path, _, _ in [*_FIELD_FLAGS, _STORE_FLAG, _MODEL_FLAG]}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "fit":
             return _fit(settings)
-        store = ModelStore(settings.store.path)
+        store = model_store(settings.store.path, settings.store.model)
         if command == "versions":
             return _versions(store)
         if command == "rollback":
@@ -183,7 +189,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True)
     fit = commands.add_parser("fit", help="train on a file, publish and make current")
-    for flag, path, text, extra in [*_FIELD_FLAGS, _STORE_FLAG]:
+    for flag, path, text, extra in [*_FIELD_FLAGS, _STORE_FLAG, _MODEL_FLAG]:
         fit.add_argument(flag, dest=path, help=f"{text} [{env_name(tuple(path.split('.')))}]",
                          **extra)  # fmt: skip
     listing = commands.add_parser("versions", help="list versions; * marks the current one")
@@ -192,8 +198,8 @@ def _parser() -> argparse.ArgumentParser:
     prune = commands.add_parser("prune", help="delete old versions, never the current one")
     prune.add_argument("--keep", type=_at_least_one, required=True, help="newest versions to keep")
     for sub in (listing, rollback, prune):
-        flag, path, text, _ = _STORE_FLAG
-        sub.add_argument(flag, dest=path, help=f"{text} [{env_name(tuple(path.split('.')))}]")
+        for flag, path, text, _ in (_STORE_FLAG, _MODEL_FLAG):
+            sub.add_argument(flag, dest=path, help=f"{text} [{env_name(tuple(path.split('.')))}]")
     return parser
 
 

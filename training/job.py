@@ -32,6 +32,7 @@ from anomaly.model import (
     ValidationFigures,
     calibrate,
     default_latent,
+    model_store,
     write_artifact,
 )
 from anomaly.model.calibration import (
@@ -84,6 +85,7 @@ class _Read:
     invalid: Counter[str] = field(default_factory=Counter)
     out_of_range: int = 0
     episodes: Episodes = field(default_factory=dict)
+    other_models: int = 0
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ def _train(
     """The recipe: read, clean, split, fit (and calibrate), refit on a first run, gate,
     publish. Each step is a function of small values below."""
     started = time.monotonic()
-    store = ModelStore(settings.store.path)
+    store = model_store(settings.store.path, settings.store.model)
     service = _service_model(store)
     read = _read(settings, service, now)
     figures.rows_read = read.read
@@ -300,7 +302,8 @@ def _publish(
     removed = cleaning.counts
     extra = {
         "read": {"records": read.read, "invalid": dict(read.invalid),
-                 "out_of_range": read.out_of_range, "assets": history.assets},
+                 "out_of_range": read.out_of_range, "other_models": read.other_models,
+                 "assets": history.assets},
         "removed": {"by_rule": removed, "total": cleaning.total,
                     "hygiene": "on" if settings.clean.enabled else "off"},
         "decision": record,
@@ -353,11 +356,14 @@ def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> 
     history, summary = read_topic(settings, features or None, now)
     episodes = read_episodes(settings, now)
     log.info(
-        "read %d records (%d invalid, %d out of range) of %d assets; %d recorded episodes",
-        summary.read, sum(summary.invalid.values()), summary.out_of_range, history.assets,
-        sum(len(v) for v in episodes.values()),
+        "read %d records (%d invalid, %d out of range, %d of other models) of %d assets; %d "
+        "recorded episodes", summary.read, sum(summary.invalid.values()), summary.out_of_range,
+        summary.other_models, history.assets, sum(len(v) for v in episodes.values()),
     )  # fmt: skip
-    return _Read(history, summary.read, summary.invalid, summary.out_of_range, episodes)
+    return _Read(
+        history, summary.read, summary.invalid, summary.out_of_range, episodes,
+        summary.other_models,
+    )  # fmt: skip
 
 
 def _fit(

@@ -17,7 +17,13 @@ from anomaly import settings
 from anomaly.model.autoencoder import DEFAULT_KERNEL, Kind
 from anomaly.model.calibration import MethodChoice
 from anomaly.rules import Rules
-from anomaly.settings import KafkaSettings, TopicSettings
+from anomaly.settings import (
+    DEFAULT_MODEL,
+    KafkaSettings,
+    RouteSettings,
+    TopicSettings,
+    check_model_name,
+)
 
 ENV_PREFIX = "TRAINING_"
 NESTED_DELIMITER = "__"
@@ -142,13 +148,24 @@ class GateSettings(BaseModel):
 
 
 class StoreSettings(BaseModel):
-    """The model store directory shared with the workers, and how much of it to keep."""
+    """The model store directory shared with the workers, the named model this job trains
+    (anomaly/model/store.py), and how much of its history to keep."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     path: Path = Path("model-store")
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="the named model to train and publish (default: the store's own, as "
+        "before named models)",
+    )
     keep: int = Field(default=10, ge=1)
     protect_s: float = Field(default=600.0, ge=0.0)
+
+    @field_validator("model")
+    @classmethod
+    def _model_name(cls, value: str) -> str:
+        return check_model_name(value)
 
 
 class PushgatewaySettings(BaseModel):
@@ -173,6 +190,7 @@ class TrainingSettings(BaseSettings):
     data: DataSettings = DataSettings()
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
+    models: RouteSettings = RouteSettings()
     model: ModelSettings = ModelSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     clean: CleanSettings = CleanSettings()

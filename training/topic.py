@@ -4,7 +4,8 @@ The range is resolved with the broker's offset-for-time lookup where it exists (
 record's broker timestamp is checked against the range); otherwise (Apache Kafka 0.9) the
 topic is scanned and records are kept by their own `ts`. Reading stops
 at the end offsets captured at the start, and reads at most `max_rows` records (the latest).
-Invalid records are counted by reason, never fatal. No consumer group is used, so the
+Invalid records are counted by reason, never fatal. Records of other named models (routed
+elsewhere, anomaly/routing.py) are skipped and counted. No consumer group is used, so the
 workers' offsets are never touched.
 """
 
@@ -18,7 +19,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from anomaly.records import RecordError, decode_record, parse_ts
+from anomaly.records import RecordError, from_object, parse_record, parse_ts
+from anomaly.routing import route
+from anomaly.settings import DEFAULT_MODEL
 from training.data import DataError, SensorHistory, group_rows
 from training.kafka_range import plan_range, read_planned
 from training.settings import TrainingSettings
@@ -37,6 +40,7 @@ class ReadSummary:
     out_of_range: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
     by_broker_time: bool = True
+    other_models: int = 0  # records routed to another named model
 
 
 def read_topic(
@@ -57,6 +61,7 @@ def read_topic(
     summary = ReadSummary(by_broker_time=planned.by_broker_time)
     lo, hi = start.timestamp(), (end or now).timestamp()
     lo_ms, hi_ms = _ms(start), _ms(end) if end else math.inf
+    served = (settings.store.model,)  # this job's model: only its records are read
 
     def rows() -> Iterator[tuple[str, float, list[float]]]:
         nonlocal features
@@ -71,13 +76,21 @@ def read_topic(
             if planned.by_broker_time and stamp >= 0 and not lo_ms <= stamp < hi_ms:
                 summary.out_of_range += 1
                 continue
+            try:
+                obj = parse_record(value)
+            except RecordError as exc:
+                summary.invalid[exc.reason] += 1
+                continue
+            if route(obj, settings.models, served) is None:
+                summary.other_models += 1
+                continue
             if features is None:
-                features = _features_of(value, settings.data.exclude)
+                features = _features_of(obj, settings.data.exclude)
                 if features is None:
                     summary.invalid["no_features"] += 1
                     continue
             try:
-                decoded = decode_record(value, features)
+                decoded = from_object(obj, features)
             except RecordError as exc:
                 summary.invalid[exc.reason] += 1
                 continue
@@ -109,6 +122,8 @@ def read_episodes(settings: TrainingSettings, now: datetime) -> Episodes:
     for record in read_planned(settings.kafka, planned):
         try:
             event = json.loads(record.value or b"")
+            if event.get("model", DEFAULT_MODEL) != settings.store.model:
+                continue  # another named model's episode
             begin = parse_ts(event["started_at"]).timestamp()
             finish = (
                 parse_ts(event["ended_at"]).timestamp() if event["type"] == "resolve" else math.inf
@@ -122,9 +137,9 @@ def read_episodes(settings: TrainingSettings, now: datetime) -> Episodes:
     return dict(episodes)
 
 
-def _features_of(value: bytes, exclude: tuple[str, ...]) -> tuple[str, ...] | None:
+def _features_of(obj: object, exclude: tuple[str, ...]) -> tuple[str, ...] | None:
     try:
-        values = json.loads(value)["values"]
+        values = obj["values"]  # type: ignore[index]
         names = tuple(sorted(str(k) for k in values if k not in exclude))
     except (ValueError, KeyError, TypeError):
         return None

@@ -1,5 +1,6 @@
 """Per-asset state: the recent records (the window, or the onset rule's history when longer)
-and the alert-rule state, bounded in number.
+and the alert-rule state, bounded in number; each asset belongs to one named model, whose
+shape its buffer has.
 
 The table keeps at most `max_assets` assets; the least recently seen one is evicted when a new
 asset arrives at the limit, so memory stays flat however many asset ids the stream carries.
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from anomaly.rules import RuleState
+from anomaly.settings import DEFAULT_MODEL
 from worker.sensors import Sensors
 
 
@@ -80,6 +82,7 @@ class AssetState:
     full_at: float = -math.inf
     sensors: Sensors | None = None
     threshold: float = math.inf
+    model: str = ""  # the named model its records go to ("": none yet)
 
 
 class AssetTable:
@@ -87,11 +90,24 @@ class AssetTable:
 
     def __init__(self, max_assets: int, window: int, n_features: int, history: int = 0) -> None:
         self.max_assets = max_assets
-        self.window = window
-        self.n_features = n_features
-        self.history = history
+        # per model (named models): its buffers' shape and its assets' thresholds
+        self.shapes: dict[str, tuple[int, int, int]] = {
+            DEFAULT_MODEL: (window, n_features, history)
+        }
+        self._threshold_of: dict[str, Callable[[str], float]] = {}
         self._states: OrderedDict[str, AssetState] = OrderedDict()
-        self._threshold_of: Callable[[str], float] = lambda asset_id: math.inf
+
+    @property
+    def window(self) -> int:
+        return self.shapes[DEFAULT_MODEL][0]
+
+    @property
+    def n_features(self) -> int:
+        return self.shapes[DEFAULT_MODEL][1]
+
+    @property
+    def history(self) -> int:
+        return self.shapes[DEFAULT_MODEL][2]
 
     def __len__(self) -> int:
         return len(self._states)
@@ -99,8 +115,26 @@ class AssetTable:
     def __iter__(self) -> Iterator[tuple[str, AssetState]]:
         return iter(self._states.items())
 
-    def get(self, asset_id: str) -> tuple[AssetState, tuple[str, AssetState] | None]:
-        """The asset's state (created if new), and the (id, state) evicted to make room, if any."""
+    def get(
+        self, asset_id: str, model: str = DEFAULT_MODEL
+    ) -> tuple[AssetState, tuple[str, AssetState] | None]:
+        """The asset's state (created if new) as an asset of `model`, and the (id, state)
+        evicted to make room, if any. An asset met under another model (or restored with its
+        partition, before its first record) starts a buffer of `model`'s shape; its alert
+        state is kept."""
+        state = self._states.get(asset_id)
+        if state is not None:
+            self._states.move_to_end(asset_id)
+            if state.model != model:
+                self._assign(asset_id, state, model)
+            return state, None
+        state, evicted = self.restore(asset_id)
+        self._assign(asset_id, state, model)
+        return state, evicted
+
+    def restore(self, asset_id: str) -> tuple[AssetState, tuple[str, AssetState] | None]:
+        """The asset's state, created without a model if new (its alert state comes with a
+        gained partition; its buffer with its first record), and the (id, state) evicted."""
         state = self._states.get(asset_id)
         if state is not None:
             self._states.move_to_end(asset_id)
@@ -108,30 +142,47 @@ class AssetTable:
         evicted = None
         if len(self._states) >= self.max_assets:
             evicted = self._states.popitem(last=False)
-        state = AssetState(WindowBuffer(self.window, self.n_features, self.history))
-        state.threshold = self._threshold_of(asset_id)
+        state = AssetState(WindowBuffer(1, 1))
         self._states[asset_id] = state
         return state, evicted
 
-    def set_thresholds(self, threshold_of: Callable[[str], float]) -> None:
-        """Each asset's threshold (a new model's): now for every asset, and for new ones."""
-        self._threshold_of = threshold_of
+    def _assign(self, asset_id: str, state: AssetState, model: str) -> None:
+        state.model = model
+        state.buffer = WindowBuffer(*self.shapes[model])
+        state.sensors, state.full_at = None, -math.inf
+        state.threshold = self._threshold_of.get(model, _no_threshold)(asset_id)
+
+    def set_thresholds(
+        self, threshold_of: Callable[[str], float], model: str = DEFAULT_MODEL
+    ) -> None:
+        """Each asset's threshold (a new version of `model`): now for its assets, and for
+        new ones."""
+        self._threshold_of[model] = threshold_of
         for asset_id, state in self._states.items():
-            state.threshold = threshold_of(asset_id)
+            if state.model == model:
+                state.threshold = threshold_of(asset_id)
 
     def drop(self, asset_ids: Iterable[str]) -> None:
         """Forget these assets (their partition moved to another worker)."""
         for asset_id in asset_ids:
             self._states.pop(asset_id, None)
 
-    def reshape(self, window: int, n_features: int, history: int = 0) -> None:
-        """Start every buffer afresh for a model with another window length, features or
-        onset history.
+    def reshape(
+        self, window: int, n_features: int, history: int = 0, model: str = DEFAULT_MODEL
+    ) -> None:
+        """Start every buffer of `model`'s assets afresh for a version with another window
+        length, features or onset history.
 
         Alert-rule state (open episodes) is kept: the asset is still in the same episode.
         """
-        self.window, self.n_features, self.history = window, n_features, history
+        self.shapes[model] = (window, n_features, history)
         for state in self._states.values():
+            if state.model != model:
+                continue
             state.buffer = WindowBuffer(window, n_features, history)
             if state.sensors is not None and len(state.sensors.reported) != n_features:
                 state.sensors = None  # other features: their silences end with the model
+
+
+def _no_threshold(asset_id: str) -> float:
+    return math.inf

@@ -66,21 +66,25 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _check_model(settings: WorkerSettings) -> int:
-    from anomaly.model import ArtifactError, ModelStore
+    """Load the current version of every model the worker would serve; refused if any is."""
+    from anomaly.model import ArtifactError, model_names, model_store
 
-    store = ModelStore(settings.store.path)
-    try:
-        artifact = store.load_current()
-    except ArtifactError as exc:
-        log.error("model refused: %s", exc)
-        return ExitCode.MODEL_REFUSED
-    m = artifact.manifest
-    print(
-        f"model {m.model_version} from {store.root}: {len(m.features)} features "
-        f"({', '.join(m.features)}), window {m.window}, threshold {m.threshold.value:.6g} "
-        f"({m.threshold.method}, target FPR {m.threshold.target_fpr:g}), "
-        f"trained {m.created_at:%Y-%m-%d %H:%M:%S} UTC"
-    )
+    root = settings.store.path
+    names = settings.models.names or model_names(root) or ["default"]
+    for name in names:
+        store = model_store(root, name)
+        try:
+            artifact = store.load_current()
+        except ArtifactError as exc:
+            log.error("model %s refused: %s", name, exc)
+            return ExitCode.MODEL_REFUSED
+        m = artifact.manifest
+        print(
+            f"model {name} {m.model_version} from {store.root}: {len(m.features)} features "
+            f"({', '.join(m.features)}), window {m.window}, threshold {m.threshold.value:.6g} "
+            f"({m.threshold.method}, target FPR {m.threshold.target_fpr:g}), "
+            f"trained {m.created_at:%Y-%m-%d %H:%M:%S} UTC"
+        )
     return ExitCode.OK
 
 

@@ -86,8 +86,13 @@ class Metrics:
             ["reason"], registry=r,
         )  # fmt: skip
         self.outliers = Counter(
-            "anomaly_outliers", "Scored records above the threshold.", registry=r
-        )
+            "anomaly_outliers", "Scored records above their threshold, by model.", ["model"],
+            registry=r,
+        )  # fmt: skip
+        self.scored = Counter(
+            "anomaly_scored", "Scored records, by model (anomaly_records_total's scored, split).",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.alert_events = Counter(
             "anomaly_alert_events", "Alert events published, by type.", ["type"], registry=r
         )
@@ -120,31 +125,36 @@ class Metrics:
             "From a record's own timestamp to the commit of its decision.", _LAG_SECONDS, r,
         )  # fmt: skip
         self.score = BatchHistogram("anomaly_score", "Scores of scored records.", _SCORES, r)
-        self.threshold = Gauge("anomaly_threshold", "The current model's threshold.", registry=r)
+        self.threshold = Gauge(
+            "anomaly_threshold", "Each model's threshold (assets may have their own).",
+            ["model"], registry=r,
+        )  # fmt: skip
         self.target_rate = Gauge(
             "anomaly_target_outlier_rate",
-            "The share of clean records the current model's thresholds were calibrated to "
-            "exceed.", registry=r,
+            "The share of clean records each model's thresholds were calibrated to exceed.",
+            ["model"], registry=r,
         )  # fmt: skip
         self.above_median = Counter(
             "anomaly_scores_above_median",
-            "Scored records whose score exceeds the current model's median held-out score "
-            "(half of them while the model fits the data).", registry=r,
+            "Scored records whose score exceeds their model's median held-out score (half of "
+            "them while the model fits the data), by model.", ["model"], registry=r,
         )  # fmt: skip
         self.model_info = Gauge(
-            "anomaly_model_info", "The model version in service (value 1).", ["version"],
-            registry=r,
+            "anomaly_model_info", "The version in service of each model (value 1).",
+            ["model", "version"], registry=r,
         )  # fmt: skip
         self.model_created = Gauge(
             "anomaly_model_created_timestamp_seconds",
-            "When the model in service was trained.", registry=r,
+            "When the version in service of each model was trained.", ["model"], registry=r,
         )  # fmt: skip
         self.model_loads = Counter(
-            "anomaly_model_loads", "Model versions loaded and swapped in.", registry=r
-        )
+            "anomaly_model_loads", "Model versions loaded and swapped in.", ["model"],
+            registry=r,
+        )  # fmt: skip
         self.model_load_failures = Counter(
-            "anomaly_model_load_failures", "Model versions refused at load.", registry=r
-        )
+            "anomaly_model_load_failures", "Model versions refused at load.", ["model"],
+            registry=r,
+        )  # fmt: skip
         self.consumer_lag = Gauge(
             "anomaly_consumer_lag_records", "Records behind the end of each assigned partition.",
             ["topic", "partition"], registry=r,
@@ -185,7 +195,7 @@ class Metrics:
             self.stage_seconds.labels(stage)
         for event in CHECKPOINT_EVENTS:
             self.checkpoint_assets.labels(event)
-        self._model_version: str | None = None
+        self._model_versions: dict[str, str] = {}
 
     def episode(self, kind: str, asset_id: str, top_feature: str | None) -> None:
         """Show an episode while it is open (one series per asset, bounded in number)."""
@@ -196,23 +206,33 @@ class Metrics:
             self.episode_open.labels(asset_id, top_feature).set(1)
             self._episode_labels[asset_id] = top_feature
 
+    def watch_model(self, model: str) -> None:
+        """The series of a model this worker looks for exist from then on (0 until it loads)."""
+        for counter in (self.model_loads, self.model_load_failures, self.outliers,
+                        self.above_median, self.scored):  # fmt: skip
+            counter.labels(model)
+
     def set_model(
         self,
+        model: str,
         version: str,
         threshold: float,
         created_at: float,
         features: Sequence[str] = (),
         target_rate: float = 0.0,
     ) -> None:
-        """Show `version` as the model in service (and no other); its features' series of
-        filled values exist from then on (a feature of an earlier model keeps its own)."""
+        """Show `version` as the version of `model` in service (and no other); its features'
+        series of filled values exist from then on (a feature of an earlier model keeps its
+        own)."""
+        self.watch_model(model)
         for feature in features:
             self.values_filled.labels(feature)
-        if self._model_version is not None:
-            self.model_info.remove(self._model_version)
-        self.model_info.labels(version).set(1)
-        self._model_version = version
-        self.threshold.set(threshold)
-        self.target_rate.set(target_rate)
-        self.model_created.set(created_at)
-        self.model_loads.inc()
+        previous = self._model_versions.get(model)
+        if previous is not None:
+            self.model_info.remove(model, previous)
+        self.model_info.labels(model, version).set(1)
+        self._model_versions[model] = version
+        self.threshold.labels(model).set(threshold)
+        self.target_rate.labels(model).set(target_rate)
+        self.model_created.labels(model).set(created_at)
+        self.model_loads.labels(model).inc()

@@ -23,12 +23,13 @@ import numpy as np
 import numpy.typing as npt
 
 from anomaly.events import EventContext, SensorEventType, event_json, sensor_event_json
-from anomaly.model import Artifact, Manifest, Scores
+from anomaly.model import Artifact, Scores
 from anomaly.model.calibration import exceed
 from anomaly.onset import onsets
-from anomaly.records import RecordError, SourceRecord, decode_record
+from anomaly.records import RecordError, SourceRecord, from_object, parse_record
+from anomaly.routing import no_model_reason, route
 from anomaly.rules import Episode, EventType, Rules, SourceRef
-from anomaly.settings import TopicSettings
+from anomaly.settings import DEFAULT_MODEL, RouteSettings, TopicSettings
 from worker.assets import AssetState, AssetTable
 from worker.checkpoint import CheckpointError, Handover, decode
 from worker.partitions import PartitionStates
@@ -52,7 +53,10 @@ class BatchStats:
     """What the metrics and logs report of one batch."""
 
     scored: int = 0
-    above_median: int = 0  # scores above the model's median held-out score (drift)
+    # per model: records scored, above their threshold, above the median held-out score
+    scored_by_model: Counter[str] = field(default_factory=Counter)
+    outliers_by_model: Counter[str] = field(default_factory=Counter)
+    above_median_by_model: Counter[str] = field(default_factory=Counter)
     warming_up: int = 0
     incomplete: int = 0  # records lacking a feature with no fresh value to fill it
     filled: Counter[str] = field(default_factory=Counter)  # values filled, by feature
@@ -87,8 +91,33 @@ class BatchResult:
 _Scoring = tuple[int, AssetState, str, datetime, tuple[str, ...]]
 
 
+@dataclass(frozen=True)
+class Served:
+    """A model in service: its name, its artifact, and the rules the worker applies with it
+    (the model's, with the operator's overrides)."""
+
+    name: str
+    artifact: Artifact
+    rules: Rules
+
+
+@dataclass
+class _ModelBatch:
+    """The records of one batch that one model scores, in order: their windows (and the onset
+    rule's history), how many records of its asset each history holds, each asset's
+    threshold, and the records themselves."""
+
+    served: Served
+    context: EventContext
+    history: npt.NDArray[np.float64]
+    seen: npt.NDArray[np.int64]
+    limits: npt.NDArray[np.float64]
+    pending: list[_Scoring] = field(default_factory=list)
+
+
 class BatchProcessor:
-    """Turns batches of raw records into alert events and dead letters with one model.
+    """Turns batches of raw records into alert events and dead letters with the models it
+    serves (named models: each record goes to one, anomaly/routing.py).
 
     Keeps per-asset windows and alert state between batches (bounded by max_assets). Records
     are handled in the order given, so each asset's records keep their order. The alert state
@@ -103,35 +132,50 @@ class BatchProcessor:
         alerts: AlertSettings,
         clock: Callable[[], float] = time.time,
         sensors: SensorSettings | None = None,
+        routes: RouteSettings | None = None,
     ) -> None:
         self.topics, self.batch, self.alerts = topics, batch, alerts
         self.sensors = sensors if sensors is not None else SensorSettings()
+        self.routes = routes if routes is not None else RouteSettings()
         self.clock = clock
         self.silent = 0  # (asset, feature) pairs with an open sensor_silent event
-        self.model: Artifact | None = None
-        self.rules = Rules()  # the model's, with the operator's overrides (set_model)
+        self.served: dict[str, Served] = {}
+        self._only: str | None = None  # the model every record goes to, when that is so
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
         self.partitions = PartitionStates(clock)
 
-    def set_model(self, artifact: Artifact) -> None:
-        """Score with `artifact` from the next batch on; windows restart if their shape changes."""
+    @property
+    def model(self) -> Artifact | None:
+        """The model in service when there is one (the `default` one when there are more)."""
+        served = self.served.get(DEFAULT_MODEL) or (
+            next(iter(self.served.values())) if len(self.served) == 1 else None
+        )
+        return served.artifact if served is not None else None
+
+    @property
+    def rules(self) -> Rules:
+        """The rules the worker applies with `model`."""
+        served = self.served.get(DEFAULT_MODEL) or next(iter(self.served.values()), None)
+        return served.rules if served is not None else Rules()
+
+    def set_model(self, artifact: Artifact, name: str = DEFAULT_MODEL) -> None:
+        """Score the records of model `name` with `artifact` from the next batch on; its
+        assets' windows restart if their shape changes."""
         overrides = self.alerts.overrides()
-        rules = self.alerts.serving(artifact.manifest.rules)
-        shape = (artifact.manifest.window, len(artifact.manifest.features), rules.history)
-        current = (self.assets.window, self.assets.n_features, self.assets.history)
-        if self.model is None or shape != current:
-            self.assets.reshape(*shape)
-        self.model = artifact
-        self.rules = rules
         manifest = artifact.manifest
-        self.assets.set_thresholds(lambda asset_id: manifest.threshold_for(asset_id).value)
+        rules = self.alerts.serving(manifest.rules)
+        shape = (manifest.window, len(manifest.features), rules.history)
+        if name not in self.served or shape != self.assets.shapes.get(name):
+            self.assets.reshape(*shape, model=name)
+        self.served[name] = Served(name, artifact, rules)
+        self.assets.set_thresholds(lambda asset_id: manifest.threshold_for(asset_id).value, name)
+        single = len(self.served) == 1 and not self.routes.configured
+        self._only = next(iter(self.served)) if single else None
         if overrides:
             log.warning(
-                "alert rules of model %s overridden by WORKER_ALERTS__*: %s (the model's: %s)",
-                artifact.version,
-                overrides,
-                artifact.manifest.rules.model_dump(),
-            )
+                "alert rules of model %s (%s) overridden by WORKER_ALERTS__*: %s (the model's: "
+                "%s)", name, artifact.version, overrides, manifest.rules.model_dump(),
+            )  # fmt: skip
 
     @property
     def open_episodes(self) -> int:
@@ -145,60 +189,71 @@ class BatchProcessor:
         `handover` (partitions that changed hands before this batch) is applied first: the
         state of lost partitions' assets is forgotten, that of gained ones restored.
         """
-        model = self.model
-        if model is None:
+        if not self.served:
             raise RuntimeError("process() before set_model()")
-        manifest = model.manifest
         result = BatchResult()
-        context = EventContext(
-            model_version=manifest.model_version,
-            threshold=manifest.threshold.value,
-            features=manifest.features,
-            top_features=self.alerts.top_features,
-            detected_at=datetime.fromtimestamp(self.clock(), UTC),
-        )
+        detected_at = datetime.fromtimestamp(self.clock(), UTC)
+        contexts = {
+            name: EventContext(
+                model_version=served.artifact.manifest.model_version,
+                threshold=served.artifact.manifest.threshold.value,
+                features=served.artifact.manifest.features,
+                top_features=self.alerts.top_features,
+                detected_at=detected_at,
+                model=name,
+            )
+            for name, served in self.served.items()
+        }
         if handover is not None:
-            self._hand_over(handover, context, result)
+            self._hand_over(handover, contexts, result)
         started = time.perf_counter()
-        history, seen, limits, pending = self._decode(records, manifest, context, result)
+        batches = self._decode(records, contexts, detected_at, result)
         result.stats.decode_s = time.perf_counter() - started
-        if not pending:
-            return result
         started = time.perf_counter()
-        scores = model.detector.score(history[:, history.shape[1] - manifest.window :])
-        above = exceed(scores.score, limits)  # each asset's threshold
-        # the onset rule reads its span (the ring holds the window when that is longer)
-        span = history[:, history.shape[1] - max(self.rules.history, 1) :]
-        unit = model.detector.scaler.step_unit
-        onset = onsets(span, seen, scores.score, above, limits, unit, self.rules)
+        scored = []
+        for batch in batches.values():
+            n = len(batch.pending)
+            if not n:
+                continue
+            artifact, rules = batch.served.artifact, batch.served.rules
+            window = artifact.manifest.window
+            history = batch.history[:n]
+            scores = artifact.detector.score(history[:, history.shape[1] - window :])
+            limits = batch.limits[:n]
+            above = exceed(scores.score, limits)  # each asset's threshold
+            # the onset rule reads its span (the ring holds the window when that is longer)
+            span = history[:, history.shape[1] - max(rules.history, 1) :]
+            unit = artifact.detector.scaler.step_unit
+            onset = onsets(span, batch.seen[:n], scores.score, above, limits, unit, rules)
+            scored.append((batch, scores, above, onset, limits))
         result.stats.score_s = time.perf_counter() - started
-        self._apply_rules(records, pending, scores, above, onset, limits, context, result)
+        for batch, scores, above, onset, limits in scored:
+            self._apply_rules(records, batch, scores, above, onset, limits, result)
+        if len(scored) > 1:
+            result.stats.scores = np.concatenate([s.score for _, s, *_ in scored])
+        elif scored:
+            result.stats.scores = scored[0][1].score
         return result
 
     def _decode(
         self,
         records: Sequence[SourceRecord],
-        manifest: Manifest,
-        context: EventContext,
+        contexts: dict[str, EventContext],
+        detected_at: datetime,
         result: BatchResult,
-    ) -> tuple[
-        npt.NDArray[np.float64], npt.NDArray[np.int64], npt.NDArray[np.float64], list[_Scoring]
-    ]:
-        """Dead-letter the bad records, push the good ones into their assets' buffers; the
-        latest records of those with a full window, in order: their windows to score, and the
-        onset rule's history when that is longer; how many records each history holds; and
-        the threshold of each one's asset."""
+    ) -> dict[str, _ModelBatch]:
+        """Dead-letter the bad records, push the good ones into their assets' buffers; for
+        each model, the latest records of its assets with a full window, in order
+        (`_ModelBatch`)."""
         stats = result.stats
-        rows = max(manifest.window, self.rules.history)
-        history = np.empty((len(records), rows, len(manifest.features)))
-        seen = np.empty(len(records), dtype=np.int64)  # records of its asset seen up to each
-        limits = np.empty(len(records))
-        pending: list[_Scoring] = []  # the records with a full window, in order
+        batches: dict[str, _ModelBatch] = {}
         # the next offset to read of each partition: offsets grow within a partition
         result.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
         record_times = stats.record_times
+        served_models, routes, only = self.served, self.routes, self._only
         for index, record in enumerate(records):
             value = record.value
+            name: str | None = None
             try:
                 if value is None:
                     raise RecordError("empty", "record has no value (a tombstone)")
@@ -208,15 +263,21 @@ class BatchProcessor:
                         f"record is {len(value)} bytes, over the limit of "
                         f"{self.batch.max_record_bytes}",
                     )
-                asset_id, ts, values, missing = decode_record(value, manifest.features, True)
+                obj = parse_record(value)
+                name = only or route(obj, routes, served_models)
+                if name is None:
+                    raise RecordError("no_model", no_model_reason(obj, routes, served_models))
+                features = served_models[name].artifact.manifest.features
+                asset_id, ts, values, missing = from_object(obj, features, True)
             except RecordError as exc:
                 stats.dead_letters[exc.reason] += 1
-                result.messages.append(self._dead_letter(record, exc, context.detected_at))
+                result.messages.append(self._dead_letter(record, exc, detected_at, name))
                 continue
-            state, evicted = self.assets.get(asset_id)
+            context = contexts[name]
+            state, evicted = self.assets.get(asset_id, name)
             if evicted is not None:
                 stats.evicted += 1
-                self._close_evicted(*evicted, context, result)
+                self._close_evicted(*evicted, contexts, result)
             state.partition = record.partition
             t = ts.timestamp()
             record_times.append(t)
@@ -240,17 +301,32 @@ class BatchProcessor:
             if not ready:
                 stats.warming_up += 1
                 continue
-            state.buffer.copy_last(history[len(pending)])
-            seen[len(pending)] = state.buffer.count
-            limits[len(pending)] = state.threshold
+            batch = batches.get(name)
+            if batch is None:
+                batch = batches[name] = self._model_batch(
+                    served_models[name], context, len(records)
+                )
+            n = len(batch.pending)
+            state.buffer.copy_last(batch.history[n])
+            batch.seen[n] = state.buffer.count
+            batch.limits[n] = state.threshold
             filled: tuple[str, ...] = ()
             if state.sensors is not None:
-                within = state.sensors.filled_within(state.buffer.count, manifest.window)
-                filled = tuple(manifest.features[f] for f in within)
-            pending.append((index, state, asset_id, ts, filled))
+                window = batch.served.artifact.manifest.window
+                within = state.sensors.filled_within(state.buffer.count, window)
+                filled = tuple(context.features[f] for f in within)
+            batch.pending.append((index, state, asset_id, ts, filled))
         self.partitions.moved_to(result.offsets)
-        n = len(pending)
-        return history[:n], seen[:n], limits[:n], pending
+        return batches
+
+    @staticmethod
+    def _model_batch(served: Served, context: EventContext, size: int) -> _ModelBatch:
+        manifest = served.artifact.manifest
+        rows = max(manifest.window, served.rules.history)
+        return _ModelBatch(
+            served, context, np.empty((size, rows, len(manifest.features))),
+            np.empty(size, dtype=np.int64), np.empty(size),
+        )  # fmt: skip
 
     def _fill(
         self,
@@ -312,23 +388,25 @@ class BatchProcessor:
     def _apply_rules(
         self,
         records: Sequence[SourceRecord],
-        pending: list[_Scoring],
+        batch: _ModelBatch,
         scores: Scores,
         above: npt.NDArray[np.bool_],
         onset: npt.NDArray[np.bool_],
         limits: npt.NDArray[np.float64],
-        context: EventContext,
         result: BatchResult,
     ) -> None:
         """Advance each scored record's asset by its decision (`above`, against `limits`) and
         onset evidence."""
-        stats = result.stats
-        stats.scored = len(pending)
-        stats.scores = scores.score
-        stats.outliers = int(above.sum())
-        median = self.model.manifest.validation.holdout_score_p50 if self.model else np.inf
-        stats.above_median = int((scores.score > median).sum())
-        rules, partitions = self.rules, self.partitions
+        stats, pending, context = result.stats, batch.pending, batch.context
+        name = batch.served.name
+        outliers = int(above.sum())
+        median = batch.served.artifact.manifest.validation.holdout_score_p50
+        stats.scored += len(pending)
+        stats.outliers += outliers
+        stats.scored_by_model[name] += len(pending)
+        stats.outliers_by_model[name] += outliers
+        stats.above_median_by_model[name] += int((scores.score > median).sum())
+        rules, partitions = batch.served.rules, self.partitions
         for i, is_above in enumerate(above.tolist()):
             index, state, asset_id, ts, filled = pending[i]
             if not is_above and state.rules.idle:
@@ -348,7 +426,9 @@ class BatchProcessor:
         """The text to commit with each partition's offset (worker/partitions.py)."""
         return self.partitions.checkpoints(partitions, max_bytes)
 
-    def _hand_over(self, handover: Handover, context: EventContext, result: BatchResult) -> None:
+    def _hand_over(
+        self, handover: Handover, contexts: dict[str, EventContext], result: BatchResult
+    ) -> None:
         stats = result.stats
         lost = {partition for _, partition in handover.lost}
         if lost:
@@ -369,10 +449,10 @@ class BatchProcessor:
                 stats.unreadable.append((tp, str(exc)))
                 continue
             for asset_id, rules in saved.items():
-                state, evicted = self.assets.get(asset_id)
+                state, evicted = self.assets.restore(asset_id)
                 if evicted is not None:
                     stats.evicted += 1
-                    self._close_evicted(*evicted, context, result)
+                    self._close_evicted(*evicted, contexts, result)
                 state.rules, state.partition = rules, tp[1]
                 self.partitions.restored(asset_id, state)
             stats.restored += len(saved)
@@ -401,16 +481,21 @@ class BatchProcessor:
         result.stats.episodes.append((kind, asset_id, top))
 
     def _close_evicted(
-        self, asset_id: str, state: AssetState, context: EventContext, result: BatchResult
+        self,
+        asset_id: str,
+        state: AssetState,
+        contexts: dict[str, EventContext],
+        result: BatchResult,
     ) -> None:
         """An evicted asset's open episode is resolved now, marked so, rather than forgotten."""
+        context = contexts.get(state.model) or next(iter(contexts.values()))
         if self.partitions.evicted(asset_id, state):
             # its partition's saved state changes: commit it again even if no record came
             tp = (self.topics.input, state.partition)
             position = self.partitions.position(tp)
             if tp not in result.offsets and position is not None:
                 result.offsets[tp] = position
-        if state.sensors is not None:
+        if state.sensors is not None and state.model in contexts:
             for feature, last in reported_all(state.sensors):
                 self._sensor_event(
                     result, "sensor_resolve", asset_id, feature, context.detected_at, None,
@@ -428,9 +513,12 @@ class BatchProcessor:
         result.stats.events["resolve"] += 1
         result.stats.episodes.append(("resolve", asset_id, None))
 
-    def _dead_letter(self, record: SourceRecord, exc: RecordError, now: datetime) -> Outbound:
+    def _dead_letter(
+        self, record: SourceRecord, exc: RecordError, now: datetime, model: str | None
+    ) -> Outbound:
         envelope = {
             "reason": exc.reason,
+            "model": model,
             "error": str(exc),
             "source": {"topic": record.topic, "partition": record.partition,
                        "offset": record.offset},

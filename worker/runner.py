@@ -20,7 +20,6 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from anomaly.model import ModelStore
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
 from worker.errors import (
@@ -34,7 +33,7 @@ from worker.errors import (
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
 from worker.pipeline import BatchProcessor, BatchStats, Outbound
-from worker.reload import ModelWatcher
+from worker.reload import ModelWatchers
 from worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
@@ -90,12 +89,14 @@ class Worker:
         self.health = Health(settings.http.liveness_timeout_s)
         # readiness has one source, read at each scrape as at each probe
         self.metrics.ready.set_function(lambda: float(self.health.ready))
-        self.watcher = ModelWatcher(
-            ModelStore(settings.store.path), settings.store.reload_interval_s, self.metrics
-        )
+        self.watchers = ModelWatchers(
+            settings.store.path, settings.models.names, settings.store.reload_interval_s,
+            self.metrics,
+        )  # fmt: skip
         self.processor = BatchProcessor(
-            settings.topics, settings.batch, settings.alerts, sensors=settings.sensors
-        )
+            settings.topics, settings.batch, settings.alerts, sensors=settings.sensors,
+            routes=settings.models,
+        )  # fmt: skip
         # counted at a scrape from the processor's state, not kept by hand nor every batch
         self.metrics.open_episodes.set_function(lambda: self.processor.open_episodes)
         self.metrics.sensors_silent.set_function(lambda: self.processor.silent)
@@ -128,11 +129,10 @@ class Worker:
         try:
             while not self._stop.is_set():
                 self.health.beat()
-                artifact = self.watcher.poll()
-                if artifact is not None:
-                    self.processor.set_model(artifact)
-                    self.health.model_loaded = True
-                if self.processor.model is None:
+                for name, artifact in self.watchers.poll():
+                    self.processor.set_model(artifact, name)
+                self.health.model_loaded = self.watchers.all_loaded
+                if not self.health.model_loaded:
                     self._stop.wait(min(self.settings.store.reload_interval_s, 1.0))
                 elif source is None or sink is None:
                     sink = self._make_sink(self.settings)  # closed in `finally` if the next fails
@@ -280,8 +280,12 @@ class Worker:
             m.alert_events.labels(kind).inc(count)
         for kind, asset_id, top_feature in stats.episodes:
             m.episode(kind, asset_id, top_feature)
-        m.outliers.inc(stats.outliers)
-        m.above_median.inc(stats.above_median)
+        for model, count in stats.scored_by_model.items():
+            m.scored.labels(model).inc(count)
+        for model, count in stats.outliers_by_model.items():
+            m.outliers.labels(model).inc(count)
+        for model, count in stats.above_median_by_model.items():
+            m.above_median.labels(model).inc(count)
         stages = {"poll": poll_s, "decode": stats.decode_s, "score": stats.score_s,
                   "publish": publish_s, "commit": commit_s}  # fmt: skip
         for stage, seconds in stages.items():

@@ -10,12 +10,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from anomaly import settings
 from anomaly.rules import Rules
-from anomaly.settings import NESTED_DELIMITER, KafkaSettings, TopicSettings
+from anomaly.settings import (
+    NESTED_DELIMITER,
+    KafkaSettings,
+    RouteSettings,
+    TopicSettings,
+    check_model_name,
+)
 
 ENV_PREFIX = "WORKER_"
 
@@ -30,6 +36,24 @@ class BatchSettings(_Part):
     size: int = Field(default=500, ge=1, le=100_000)
     max_wait_ms: int = Field(default=200, ge=1, le=60_000)
     max_record_bytes: int = Field(default=65_536, ge=64)
+
+
+class ModelsSettings(RouteSettings):
+    """The models this worker serves (`names`; empty: every model the store holds, found
+    again at each reload interval) and how records find theirs (anomaly/routing.py)."""
+
+    names: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _valid(self) -> ModelsSettings:
+        for name in (*self.names, *self.routes.values()):
+            check_model_name(name)
+        if len(self.names) > 1 and not self.configured:
+            raise ValueError(
+                "several models need a route: set route_field (the record field that names "
+                "the model) or routes (asset-id patterns)"
+            )
+        return self
 
 
 class StoreSettings(_Part):
@@ -92,6 +116,7 @@ class WorkerSettings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     batch: BatchSettings = BatchSettings()
     store: StoreSettings = StoreSettings()
+    models: ModelsSettings = ModelsSettings()
     alerts: AlertSettings = AlertSettings()
     sensors: SensorSettings = SensorSettings()
     http: HttpSettings = HttpSettings()

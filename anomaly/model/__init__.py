@@ -22,7 +22,7 @@ from anomaly.model.calibration import Threshold, calibrate
 from anomaly.model.detector import Detector, Scores
 from anomaly.model.errors import ArtifactError, CalibrationError, ModelError
 from anomaly.model.features import RobustScaler, sliding_windows
-from anomaly.model.store import ModelStore, VersionInfo
+from anomaly.model.store import ModelStore, VersionInfo, model_names, model_store
 
 __all__ = [
     "FORMAT_VERSION",
@@ -45,6 +45,8 @@ __all__ = [
     "calibrate",
     "default_latent",
     "load_artifact",
+    "model_names",
+    "model_store",
     "read_manifest",
     "sliding_windows",
     "write_artifact",

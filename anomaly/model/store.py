@@ -9,6 +9,11 @@
 Publishing writes a version into a staging directory, renames it into versions/ (atomic on
 one filesystem), then replaces the pointer (write a temporary file, rename over). A reader
 follows the pointer to a complete, never-modified directory, so it never sees half a model.
+
+Named models (several asset types, one store): each name has a store of the layout above,
+`<root>/models/<name>/`; the model named `default` is the root itself, so a store written
+before named models existed is the `default` model, with nothing to migrate
+(`model_store`, `model_names`).
 """
 
 from __future__ import annotations
@@ -25,11 +30,35 @@ from pathlib import Path
 
 from anomaly.model.artifact import Artifact, Manifest, load_artifact, read_manifest
 from anomaly.model.errors import ArtifactError
+from anomaly.settings import DEFAULT_MODEL, MODEL_NAME, check_model_name
 
 VERSIONS = "versions"
 POINTER = "current"
 HISTORY = "history"
 DECISION = "decision.json"
+MODELS = "models"
+
+
+def model_store(root: Path, name: str = DEFAULT_MODEL) -> ModelStore:
+    """The store of one named model under the store root `root`."""
+    check_model_name(name)
+    return ModelStore(Path(root) if name == DEFAULT_MODEL else Path(root) / MODELS / name)
+
+
+def model_names(root: Path) -> list[str]:
+    """The models the store root holds: `default` when the root has versions or a pointer of
+    its own, then every valid name under models/, sorted."""
+    root = Path(root)
+    names = []
+    if (root / POINTER).exists() or (root / VERSIONS).is_dir():
+        names.append(DEFAULT_MODEL)
+    models = root / MODELS
+    if models.is_dir():
+        names += sorted(
+            p.name for p in models.iterdir()
+            if p.is_dir() and MODEL_NAME.match(p.name) and p.name != DEFAULT_MODEL
+        )  # fmt: skip
+    return names
 
 
 @dataclass(frozen=True)

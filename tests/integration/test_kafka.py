@@ -192,7 +192,7 @@ def test_a_clean_stream_stays_within_the_calibrated_rate(
     n = produce(settings, Fleet(n_assets=4, seed=6).records(500))
     metrics = run_until_processed(settings, n)
     scored = metrics.registry.get_sample_value("anomaly_records_total", {"outcome": "scored"})
-    outliers = metrics.registry.get_sample_value("anomaly_outliers_total")
+    outliers = metrics.registry.get_sample_value("anomaly_outliers_total", {"model": "default"})
     assert scored == n
     assert outliers is not None
     target = trained.outcome.manifest.threshold.target_fpr
@@ -305,7 +305,7 @@ def test_probes_metrics_and_hot_reload_of_a_running_worker(
         publish_random(models, "zz-new")
         wait_until(
             lambda: running.metrics.registry.get_sample_value(
-                "anomaly_model_info", {"version": "zz-new"}
+                "anomaly_model_info", {"model": "default", "version": "zz-new"}
             ) == 1,
             what="the new version in service",
         )  # fmt: skip
@@ -313,7 +313,7 @@ def test_probes_metrics_and_hot_reload_of_a_running_worker(
         (models.versions_dir / "zz-broken" / WEIGHTS).write_bytes(b"not weights")
         wait_until(
             lambda: running.metrics.registry.get_sample_value(
-                "anomaly_model_load_failures_total"
+                "anomaly_model_load_failures_total", {"model": "default"}
             ) == 1,
             what="the broken version refused",
         )  # fmt: skip

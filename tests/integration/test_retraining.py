@@ -115,7 +115,7 @@ def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(
 
         wait_until(
             lambda: running.metrics.registry.get_sample_value(
-                "anomaly_model_info", {"version": outcome.version}
+                "anomaly_model_info", {"model": "default", "version": outcome.version}
             ) == 1,
             what="the worker on the new version",
         )  # fmt: skip
@@ -145,7 +145,7 @@ def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(
         ModelStore(store).set_current(str(service))  # rollback: one call, followed like any
         wait_until(
             lambda: running.metrics.registry.get_sample_value(
-                "anomaly_model_info", {"version": str(service)}
+                "anomaly_model_info", {"model": "default", "version": str(service)}
             ) == 1,
             what="the worker back on the old version",
         )  # fmt: skip

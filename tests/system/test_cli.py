@@ -49,7 +49,7 @@ def test_fit_on_skab_publishes_artifact_and_report(skab_free: Path, tmp_path: Pa
     assert (directory / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     check = run("worker", "check-model", env={"WORKER_STORE__PATH": str(store)})
     assert check.returncode == 0, check.stderr
-    assert f"model {version}" in check.stdout
+    assert f"model default {version}" in check.stdout
     assert "8 features (Accelerometer1RMS, Accelerometer2RMS" in check.stdout
 
 

@@ -91,7 +91,7 @@ def test_runs_until_idle_publishing_then_committing_everything(store: Path) -> N
     assert still_open  # the stream ends inside some episodes: the check above is not vacuous
     version = ModelStore(store).current_version()
     assert version is not None
-    assert sample(metrics, "anomaly_model_info", version=version) == 1
+    assert sample(metrics, "anomaly_model_info", model="default", version=version) == 1
 
 
 def test_max_batches_stops_after_committing_that_many(store: Path) -> None:
@@ -209,7 +209,7 @@ def test_without_a_model_it_waits_not_ready_then_serves_the_first_published(
     finally:
         worker.stop()
         thread.join(10)
-    assert sample(metrics, "anomaly_model_loads_total") == 1
+    assert sample(metrics, "anomaly_model_loads_total", model="default") == 1
 
 
 def test_new_versions_are_swapped_in_and_a_corrupt_one_is_refused(
@@ -231,16 +231,23 @@ def test_new_versions_are_swapped_in_and_a_corrupt_one_is_refused(
     publish_random(models, "zz-second")  # same features, window 2
     assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     assert worker.processor.model.version == "zz-second"
-    assert sample(metrics, "anomaly_model_info", version="zz-second") == 1
-    assert metrics.registry.get_sample_value("anomaly_model_info", {"version": str(first)}) is None
+    assert sample(metrics, "anomaly_model_info", model="default", version="zz-second") == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "anomaly_model_info", {"model": "default", "version": str(first)}
+        )
+        is None
+    )
 
     publish_random(models, "zz-third")
     (models.versions_dir / "zz-third" / WEIGHTS).write_bytes(b"truncated")
     assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     assert worker.processor.model.version == "zz-second"  # the old one keeps serving
-    assert sample(metrics, "anomaly_model_load_failures_total") == 1
+    assert sample(metrics, "anomaly_model_load_failures_total", model="default") == 1
     assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
-    assert sample(metrics, "anomaly_model_load_failures_total") == 1  # refused once, not per batch
+    assert (
+        sample(metrics, "anomaly_model_load_failures_total", model="default") == 1
+    )  # refused once, not per batch
 
 
 class _Payload:
@@ -292,7 +299,7 @@ def test_a_bad_model_is_refused_with_a_metric_while_the_previous_one_serves(
     assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     assert worker.processor.model is not None
     assert worker.processor.model.version == first  # the previous model kept serving
-    assert sample(metrics, "anomaly_model_load_failures_total") == 1
+    assert sample(metrics, "anomaly_model_load_failures_total", model="default") == 1
     assert sample(metrics, "anomaly_records_total", outcome="scored") > 0
     assert not marker.exists()
 
