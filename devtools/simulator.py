@@ -4,6 +4,9 @@ Each pump's eight sensors are a fixed linear mix of two hidden factors (a slow o
 the duty cycle and a stationary AR(1) load), plus independent noise, each in its own units.
 `pressure` and `flow` follow the same factor closely, so breaking their correlation is a fault
 that no single sensor's range reveals. Used by the demo, the tests and the benchmarks.
+
+A second asset type, compressors (`COMPRESSOR`: five sensors of their own, mixed otherwise),
+makes a mixed fleet: each record says its type in `asset_type` (named models route by it).
 """
 
 from __future__ import annotations
@@ -35,9 +38,42 @@ FaultKind = Literal["spike", "drift", "stuck", "broken_correlation"]
 FAULT_KINDS: tuple[FaultKind, ...] = ("spike", "drift", "stuck", "broken_correlation")
 
 
-def clean_rows(n: int, seed: int, noise: float = NOISE) -> FloatArray:
-    """n consecutive clean readings (n, N_FEATURES) of one pump, from a stationary process
-    (`noise`: the sensors' own noise, in standard units of the process)."""
+@dataclass(frozen=True)
+class AssetType:
+    """A kind of asset: its sensors, how they mix the hidden factors, their units, and the
+    sensor each kind of fault hits."""
+
+    name: str
+    features: tuple[str, ...]
+    mix: FloatArray
+    offset: FloatArray
+    unit: FloatArray
+    fault_sensors: dict[str, str]
+
+
+PUMP = AssetType(
+    "pump", FEATURES, _MIX, _OFFSET, _UNIT,
+    {"spike": "vibration", "drift": "temperature", "stuck": "current",
+     "broken_correlation": "flow"},
+)  # fmt: skip
+COMPRESSOR = AssetType(
+    "compressor",
+    ("suction_pressure", "discharge_pressure", "motor_current", "vibration", "oil_temp"),
+    np.array([[0.9, 0.3], [1.0, 0.2], [0.4, 0.9], [-0.5, 0.6], [0.2, -0.8]]),
+    np.array([2.0, 9.0, 40.0, 5.0, 70.0]),
+    np.array([0.3, 1.5, 6.0, 0.8, 4.0]),
+    {"spike": "vibration", "drift": "oil_temp", "stuck": "motor_current",
+     "broken_correlation": "discharge_pressure"},
+)  # fmt: skip
+
+
+def clean_rows(
+    n: int, seed: int, noise: float = NOISE, kind: AssetType | None = None
+) -> FloatArray:
+    """n consecutive clean readings (n, sensors) of one asset of `kind` (a pump by default),
+    from a stationary process (`noise`: the sensors' own noise, in standard units of the
+    process)."""
+    kind = kind or PUMP
     rng = np.random.default_rng(seed)
     phase = rng.uniform(0, 2 * np.pi)
     t = np.arange(n)
@@ -48,8 +84,8 @@ def clean_rows(n: int, seed: int, noise: float = NOISE) -> FloatArray:
     for i in range(1, n):
         ar[i] = 0.95 * ar[i - 1] + shocks[i]
     latent = np.stack([slow, ar], axis=1)
-    standard = latent @ _MIX.T + rng.normal(scale=noise, size=(n, N_FEATURES))
-    return np.asarray(standard * _UNIT + _OFFSET, dtype=np.float64)
+    standard = latent @ kind.mix.T + rng.normal(scale=noise, size=(n, len(kind.features)))
+    return np.asarray(standard * kind.unit + kind.offset, dtype=np.float64)
 
 
 def sensor_std(rows: FloatArray) -> FloatArray:
@@ -78,10 +114,11 @@ def stuck(rows: FloatArray, sensor: int) -> FloatArray:
     return out
 
 
-def broken_correlation(rows: FloatArray, seed: int) -> FloatArray:
-    """`flow` decouples from `pressure`: same range, values from elsewhere in time."""
+def broken_correlation(rows: FloatArray, seed: int, sensor: int = 1) -> FloatArray:
+    """One sensor (`flow`) decouples from its partner (`pressure`): same range, values from
+    elsewhere in time."""
     out = rows.copy()
-    out[:, 1] = np.random.default_rng(seed).permutation(rows[:, 1])
+    out[:, sensor] = np.random.default_rng(seed).permutation(rows[:, sensor])
     return out
 
 
@@ -98,11 +135,13 @@ class Fault:
     end_ts: datetime  # the timestamp of the last faulty reading
 
 
-def inject(rows: FloatArray, fault: Fault, seed: int) -> FloatArray:
-    """`rows` with `fault` applied to its rows [start, end)."""
+def inject(
+    rows: FloatArray, fault: Fault, seed: int, features: tuple[str, ...] = FEATURES
+) -> FloatArray:
+    """`rows` (columns: `features`) with `fault` applied to its rows [start, end)."""
     out = rows.copy()
     segment = out[fault.start : fault.end]
-    sensor = FEATURES.index(fault.sensor)
+    sensor = features.index(fault.sensor)
     if fault.kind == "spike":
         segment = spike(segment, sensor, np.arange(len(segment)))
     elif fault.kind == "drift":
@@ -110,7 +149,7 @@ def inject(rows: FloatArray, fault: Fault, seed: int) -> FloatArray:
     elif fault.kind == "stuck":
         segment = stuck(segment, sensor)
     else:
-        segment = broken_correlation(segment, seed)
+        segment = broken_correlation(segment, seed, sensor)
     out[fault.start : fault.end] = segment
     return out
 
@@ -120,8 +159,8 @@ def timestamp(index: int, start: datetime = START) -> datetime:
     return start + timedelta(seconds=index)
 
 
-def asset_name(i: int) -> str:
-    return f"pump-{i:02d}"
+def asset_name(i: int, kind: AssetType | None = None) -> str:
+    return f"{(kind or PUMP).name}-{i:02d}"
 
 
 @dataclass(frozen=True)
@@ -134,10 +173,18 @@ class Fleet:
     seed: int = 0
     start: datetime = START
     noisy: tuple[int, ...] = ()
+    kind: AssetType = PUMP
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.kind.features
+
+    def name(self, i: int) -> str:
+        return asset_name(i, self.kind)
 
     def rows(self, asset: int, n: int) -> FloatArray:
         noise = NOISE * (2.0 if asset in self.noisy else 1.0)
-        return clean_rows(n, seed=self.seed * 10_000 + asset, noise=noise)
+        return clean_rows(n, seed=self.seed * 10_000 + asset, noise=noise, kind=self.kind)
 
     def faults(self, n: int, first: int = 100, length: int = 60) -> list[Fault]:
         """One fault per pump, kinds in turn, each `length` readings from `first` on
@@ -145,12 +192,11 @@ class Fleet:
         out = []
         for i in range(self.n_assets):
             kind = FAULT_KINDS[i % len(FAULT_KINDS)]
-            sensor = {"spike": "vibration", "drift": "temperature", "stuck": "current",
-                      "broken_correlation": "flow"}[kind]  # fmt: skip
+            sensor = self.kind.fault_sensors[kind]
             span = 6 if kind == "spike" else length
             at = min(first + 17 * i, n - span)
             out.append(
-                Fault(asset_name(i), kind, sensor, at, at + span,
+                Fault(self.name(i), kind, sensor, at, at + span,
                       timestamp(at, self.start), timestamp(at + span - 1, self.start))
             )  # fmt: skip
         return out
@@ -162,13 +208,15 @@ class Fleet:
         series = []
         for i in range(self.n_assets):
             rows = self.rows(i, n)
-            fault = by_asset.get(asset_name(i))
+            fault = by_asset.get(self.name(i))
             if fault is not None:
-                rows = inject(rows, fault, seed=self.seed + i)
+                rows = inject(rows, fault, seed=self.seed + i, features=self.features)
             series.append(rows)
+        names = [self.name(i) for i in range(self.n_assets)]
         for t in range(n):
             ts = timestamp(t, self.start).isoformat().replace("+00:00", "Z")
             for i, rows in enumerate(series):
-                values = dict(zip(FEATURES, rows[t].tolist(), strict=True))
-                record = {"asset_id": asset_name(i), "ts": ts, "values": values}
-                yield asset_name(i).encode(), json.dumps(record).encode()
+                values = dict(zip(self.features, rows[t].tolist(), strict=True))
+                record = {"asset_id": names[i], "asset_type": self.kind.name, "ts": ts,
+                          "values": values}  # fmt: skip
+                yield names[i].encode(), json.dumps(record).encode()

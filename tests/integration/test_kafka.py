@@ -10,6 +10,7 @@ import base64
 import itertools
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from anomaly.records import SourceRecord
 from anomaly.scoring import series_flags
 from devtools import local_broker
 from devtools.local_broker import LocalBroker, free_port
-from devtools.simulator import FEATURES, Fleet
+from devtools.simulator import COMPRESSOR, FEATURES, Fleet
 from devtools.topics import committed_total, create_topics
 from tests.support.kafka import Running, processed, produce, read, run_until_processed
 from tests.support.models import REPO, Trained
@@ -45,7 +46,7 @@ from worker.errors import ExitCode
 from worker.kafka_io import KafkaSink, KafkaSource
 from worker.metrics import Metrics
 from worker.runner import Worker
-from worker.settings import SensorSettings, StoreSettings, WorkerSettings
+from worker.settings import ModelsSettings, SensorSettings, StoreSettings, WorkerSettings
 
 
 @pytest.fixture
@@ -323,6 +324,79 @@ def test_probes_metrics_and_hot_reload_of_a_running_worker(
         assert running.worker.processor.model.version == "zz-new"
     finally:
         assert running.stop() == ExitCode.OK
+
+
+def test_a_mixed_topic_is_scored_by_each_types_own_model(
+    settings: WorkerSettings, trained: Trained, tmp_path: Path
+) -> None:
+    """Pumps and compressors (other sensors) on one topic, each scored by its named model and
+    its alerts naming it; motors have no model and are dead-lettered; a new version of the
+    compressors' model is taken up while the pumps' keeps serving."""
+    root = tmp_path / "store"
+    shutil.copytree(trained.store.root, root / "models" / "pump")
+    data = tmp_path / "compressors.jsonl"
+    data.write_bytes(
+        b"".join(v + b"\n" for _, v in Fleet(4, seed=3, kind=COMPRESSOR).records(2500))
+    )
+    training = TrainingSettings(
+        data={"path": data}, model={"window": 1, "epochs": 60, "patience": 8},
+        clean={"enabled": False}, gate={"fraction": 0},
+        store={"path": root, "model": "compressor"}, log_level="WARNING",
+    )  # fmt: skip
+    train(training)
+    settings = settings.model_copy(update={
+        "store": StoreSettings(path=root, reload_interval_s=0.05),
+        "models": ModelsSettings(route_field="asset_type"),
+    })  # fmt: skip
+    pumps, compressors = Fleet(3, seed=5), Fleet(3, seed=6, kind=COMPRESSOR)
+    motor = {"asset_id": "motor-1", "asset_type": "motor", "ts": "2026-01-01T00:00:00Z",
+             "values": {"rpm": 1.0}}  # fmt: skip
+    running = Running(settings)
+    try:
+        n = produce(settings, [
+            *pumps.records(300, pumps.faults(300, first=150)),
+            *compressors.records(300, compressors.faults(300, first=150)),
+            (b"motor-1", json.dumps(motor).encode()),
+        ])  # fmt: skip
+        wait_until(lambda: processed(running.metrics) >= n, what=f"{n} records processed")
+        sample = running.metrics.registry.get_sample_value
+        assert sample("anomaly_scored_total", {"model": "pump"}) == 900
+        assert sample("anomaly_scored_total", {"model": "compressor"}) == 900
+        letters = [
+            json.loads(r.value or b"") for r in read(settings, settings.topics.dead_letters, 1)
+        ]
+        assert [(d["reason"], d["model"]) for d in letters] == [("no_model", None)]
+        opens = sample("anomaly_alert_events_total", {"type": "open"}) or 0
+        resolves = sample("anomaly_alert_events_total", {"type": "resolve"}) or 0
+        alerts = read(settings, settings.topics.alerts, int(opens + resolves))
+        opened = {(e["asset_id"], e["model"]) for e in map(json.loads, (a.value or b"" for a in
+                  alerts)) if e["type"] == "open"}  # fmt: skip
+        assert {f"pump-0{i}" for i in range(3)} <= {a for a, m in opened if m == "pump"}
+        assert {f"compressor-0{i}" for i in range(3)} <= {a for a, m in opened if m == "compressor"}
+
+        pump_version = sample_version(running.metrics, "pump")
+        model = training.model.model_copy(update={"seed": 1})
+        retrained = train(training.model_copy(update={"model": model}))
+        wait_until(lambda: sample_version(running.metrics, "compressor") == retrained.version,
+                   what="the compressors' new version in service")  # fmt: skip
+        more = produce(settings, [*Fleet(3, seed=7).records(20),
+                                  *Fleet(3, seed=8, kind=COMPRESSOR).records(20)])  # fmt: skip
+        wait_until(lambda: processed(running.metrics) >= n + more, what="the next records")
+        assert sample_version(running.metrics, "pump") == pump_version
+        assert sample("anomaly_scored_total", {"model": "pump"}) == 960
+        assert sample("anomaly_scored_total", {"model": "compressor"}) == 960
+    finally:
+        assert running.stop() == ExitCode.OK
+
+
+def sample_version(metrics: Metrics, model: str) -> str | None:
+    """The version of `model` the worker shows in service."""
+    for family in metrics.registry.collect():
+        if family.name == "anomaly_model_info":
+            for s in family.samples:
+                if s.labels.get("model") == model and s.value == 1:
+                    return s.labels["version"]
+    return None
 
 
 def test_sigterm_drains_and_exits_zero_with_offsets_committed(
