@@ -1,11 +1,14 @@
-"""The local demo: a simulated fleet of pumps through the real broker, trainer and worker.
+"""The local demo: a simulated mixed fleet through the real broker, trainer and worker.
 
-    python -m devtools.demo [--assets 8] [--readings 400] [--http-port 8000]
+    python -m devtools.demo [--assets 8] [--compressors 4] [--readings 400] [--http-port 8000]
 
-Starts the embedded broker, trains a model on clean simulated readings (python -m training),
-starts a worker (python -m worker), streams readings with injected faults (and a few
-malformed records), prints alert episodes as they open and resolve, and ends with a summary
-of faults injected, faults detected and false alerts. Exits 0 when every fault was detected.
+Starts the embedded broker, trains one named model per asset type on clean simulated readings
+(python -m training: pumps, eight sensors; compressors, five of their own), starts a worker
+(python -m worker) that routes each record to its type's model, streams readings with
+injected faults, a few malformed records and one pump sensor that drops out for a while,
+prints alert episodes and sensor silences as they open and resolve, and ends with a summary
+of faults injected, faults detected, false alerts and the dropout. Exits 0 when every fault
+was detected.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from anomaly.kafka import make_producer
 from anomaly.rules import Rules
 from anomaly.settings import KafkaSettings, TopicSettings
 from devtools import local_broker
-from devtools.simulator import Fault, Fleet
+from devtools.simulator import COMPRESSOR, Fault, Fleet
 from devtools.topics import TopicReader, committed_total, create_topics
 
 MALFORMED = [
@@ -50,9 +53,25 @@ class Seen:
     top: str
 
 
+@dataclass
+class Silence:
+    """A sensor_silent or sensor_resolve event read back from the alerts topic."""
+
+    kind: str
+    asset_id: str
+    feature: str
+    ts: datetime
+
+
+# One pump sensor drops out (null) for DROPOUT_READINGS readings, from 3/4 of the stream on;
+# the worker fills it for STALE_AFTER_S seconds (one reading a second), then calls it silent.
+DROPOUT_ASSET, DROPOUT_SENSOR, DROPOUT_READINGS, STALE_AFTER_S = "pump-01", "flow", 30, 10
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
     parser.add_argument("--assets", type=int, default=8, help="pumps in the fleet")
+    parser.add_argument("--compressors", type=int, default=4, help="compressors in the fleet")
     parser.add_argument("--readings", type=int, default=400, help="readings per pump streamed")
     parser.add_argument("--http-port", type=int, default=8000, help="the worker's metrics port")
     parser.add_argument("--workdir", type=Path, default=Path("demo"))
@@ -71,20 +90,26 @@ def main(argv: Sequence[str] | None = None) -> int:
         create_topics(kafka, {topics.input: 4, topics.alerts: 1, topics.dead_letters: 1})
 
         now = datetime.now(UTC).replace(microsecond=0)
-        history = Fleet(args.assets, seed=1, start=now - timedelta(days=1))
-        data = workdir / "training.jsonl"
-        with data.open("wb") as f:
-            for _, record in history.records(1500):
-                f.write(record + b"\n")
-        say(f"training on {1500 * args.assets} clean readings of {args.assets} pumps ({data})")
-        fit = subprocess.run(
-            [sys.executable, "-m", "training", "fit", "--data", str(data),
-             "--store", str(workdir / "model-store")],
-            env={**os.environ, "TRAINING_LOG_LEVEL": "WARNING"},
-        )  # fmt: skip
-        if fit.returncode != 0:
-            say("training failed")
-            return 1
+        types = [("pump", Fleet(args.assets, seed=1, start=now - timedelta(days=1)))]
+        if args.compressors:
+            types.append(("compressor", Fleet(args.compressors, seed=1, kind=COMPRESSOR,
+                                              start=now - timedelta(days=1))))  # fmt: skip
+        for name, history in types:
+            data = workdir / f"training-{name}.jsonl"
+            with data.open("wb") as f:
+                for _, record in history.records(1500):
+                    f.write(record + b"\n")
+            n = history.n_assets
+            say(f"training model {name!r} on {1500 * n} clean readings of {n} {name}s, "
+                f"{len(history.features)} sensors ({data})")  # fmt: skip
+            fit = subprocess.run(
+                [sys.executable, "-m", "training", "fit", "--data", str(data),
+                 "--store", str(workdir / "model-store"), "--model", name],
+                env={**os.environ, "TRAINING_LOG_LEVEL": "WARNING"},
+            )  # fmt: skip
+            if fit.returncode != 0:
+                say(f"training {name} failed")
+                return 1
 
         env = {
             **os.environ,
@@ -94,6 +119,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "WORKER_HTTP__PORT": str(args.http_port),
             "WORKER_HTTP__HOST": "127.0.0.1",
             "WORKER_LOG_FORMAT": "text",
+            "WORKER_MODELS__NAMES": json.dumps([name for name, _ in types]),
+            "WORKER_MODELS__ROUTE_FIELD": "asset_type",
+            "WORKER_SENSORS__STALE_AFTER_S": str(STALE_AFTER_S),
         }
         log = (workdir / "worker.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "worker", "run"], env=env,
@@ -102,28 +130,44 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"worker started (pid {worker.pid}); waiting for {base}/readyz")
         wait_for(lambda: http_ok(f"{base}/readyz"), 90, "the worker to become ready", worker)
 
-        live = Fleet(args.assets, seed=2, start=now)
-        faults = live.faults(args.readings)
-        say(f"streaming {args.readings * args.assets} readings with {len(faults)} faults "
-            f"and {len(MALFORMED)} malformed records")  # fmt: skip
+        fleets = [Fleet(args.assets, seed=2, start=now)]
+        if args.compressors:
+            fleets.append(Fleet(args.compressors, seed=2, kind=COMPRESSOR, start=now))
+        faults = [f for fleet in fleets for f in fleet.faults(args.readings)]
+        dropout = range(args.readings * 3 // 4, args.readings * 3 // 4 + DROPOUT_READINGS)
+        readings = args.readings * sum(fleet.n_assets for fleet in fleets)
+        say(f"streaming {readings} readings with {len(faults)} faults, "
+            f"{len(MALFORMED)} malformed records, and {DROPOUT_ASSET}'s {DROPOUT_SENSOR} "
+            f"sensor out for readings {dropout.start}-{dropout.stop - 1}")  # fmt: skip
         producer = make_producer(kafka)
         sent = 0
-        for i, (key, record) in enumerate(live.records(args.readings, faults)):
-            producer.send(topics.input, key=key, value=record)
-            sent += 1
-            if i == 50:
+        streams = [fleet.records(args.readings, faults) for fleet in fleets]
+        for i in range(args.readings):
+            for stream, fleet in zip(streams, fleets, strict=True):
+                for _ in range(fleet.n_assets):
+                    key, record = next(stream)
+                    if key == DROPOUT_ASSET.encode() and i in dropout:
+                        values = json.loads(record)
+                        values["values"][DROPOUT_SENSOR] = None
+                        record = json.dumps(values).encode()
+                    producer.send(topics.input, key=key, value=record)
+                    sent += 1
+            if i == 6:
                 for bad in MALFORMED:
                     producer.send(topics.input, key=b"pump-00", value=bad)
                     sent += 1
         producer.flush()
         producer.close()
 
-        opened = follow(kafka, topics, worker, sent)
+        opened, silences = follow(kafka, topics, worker, sent)
         print()
         say(f"metrics: {base}/metrics (probes: {base}/livez, {base}/readyz)")
         for line in scrape(f"{base}/metrics"):
             print(f"    {line}")
-        return summary(faults, opened, Rules())
+        dropped = timedelta(seconds=dropout.start)
+        code = summary(faults, opened, Rules())
+        print_dropout(silences, now + dropped, now + dropped + timedelta(seconds=len(dropout)))
+        return code
     finally:
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
@@ -135,10 +179,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def follow(
     kafka: KafkaSettings, topics: TopicSettings, worker: subprocess.Popen[bytes], sent: int
-) -> list[Seen]:
+) -> tuple[list[Seen], list[Silence]]:
     """Print alert events until the worker has committed all `sent` input records."""
     reader = TopicReader(kafka, topics.alerts)
     opened: list[Seen] = []
+    silences: list[Silence] = []
     deadline = time.monotonic() + 120
     caught_up_at: float | None = None
     try:
@@ -148,6 +193,8 @@ def follow(
                 if event["type"].startswith("sensor_"):
                     state = "SILENT " if event["type"] == "sensor_silent" else "BACK   "
                     print(f"  {state}  {event['asset_id']}  {event['ts']}  {event['feature']}")
+                    silences.append(Silence(event["type"], event["asset_id"], event["feature"],
+                                            parse(event["ts"])))  # fmt: skip
                     continue
                 top = ", ".join(f"{f['feature']} {f['share']:.0%}" for f in event["top_features"])
                 if event["type"] == "open":
@@ -155,7 +202,7 @@ def follow(
                         Seen(event["asset_id"], parse(event["ts"]), event["episode_id"], top)
                     )
                     print(
-                        f"  OPEN     {event['asset_id']}  {event['ts']}  score "
+                        f"  OPEN     {event['asset_id']} [{event['model']}]  {event['ts']}  score "
                         f"{event['score']:.3g} > {event['threshold']:.3g}  top: {top}"
                     )
                 else:
@@ -168,7 +215,7 @@ def follow(
             if committed_total(kafka, topics.group, topics.input) >= sent:
                 caught_up_at = caught_up_at or time.monotonic()
                 if time.monotonic() - caught_up_at > 1.0:  # alerts are flushed before commits
-                    return opened
+                    return opened, silences
     finally:
         reader.close()
     raise RuntimeError("the worker did not catch up within 120 s")  # fmt: skip
@@ -203,9 +250,28 @@ def summary(faults: list[Fault], opened: list[Seen], rules: Rules) -> int:
     return 0 if detected == len(faults) else 1
 
 
+def print_dropout(silences: list[Silence], start: datetime, end: datetime) -> None:
+    """What the worker said of the sensor that dropped out, and how soon."""
+    mine = [s for s in silences if (s.asset_id, s.feature) == (DROPOUT_ASSET, DROPOUT_SENSOR)]
+    silent = [s for s in mine if s.kind == "sensor_silent"]
+    back = [s for s in mine if s.kind == "sensor_resolve" and s.ts >= end]
+    said = (
+        f"SILENT after {(silent[0].ts - start).total_seconds():.0f} readings"
+        if silent else "never said silent"
+    )  # fmt: skip
+    again = (
+        f"BACK at its first reading again ({back[0].ts.isoformat()})"
+        if back and back[0].ts == end else "not said back"
+    )  # fmt: skip
+    say(f"sensor dropout: {DROPOUT_ASSET} {DROPOUT_SENSOR} out for "
+        f"{(end - start).total_seconds():.0f} readings (filled for up to {STALE_AFTER_S} s): "
+        f"{said}, {again}")  # fmt: skip
+
+
 def scrape(url: str) -> list[str]:
     wanted = ("anomaly_records_total", "anomaly_alert_events_total", "anomaly_dead_letters_total",
-              "anomaly_model_info", "anomaly_threshold ")  # fmt: skip
+              "anomaly_model_info", "anomaly_threshold{", "anomaly_scored_total",
+              "anomaly_values_filled_total")  # fmt: skip
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     return [

@@ -46,6 +46,11 @@ class WindowBuffer:
         self.count += 1
         return self.count >= self.window
 
+    def clear(self) -> None:
+        """Forget every record (the next one starts a new window)."""
+        self._pos = 0
+        self.count = 0
+
     def last(self) -> npt.NDArray[np.float32]:
         """The latest record (a view; only once one was pushed)."""
         row: npt.NDArray[np.float32] = self._data[(self._pos - 1) % self.size]

@@ -115,6 +115,15 @@ class _ModelBatch:
     pending: list[_Scoring] = field(default_factory=list)
 
 
+def _mend(state: AssetState, sensors: Sensors) -> None:
+    """After incomplete records (a hole in the asset's series), its window starts afresh: a
+    window never spans a hole, whose two sides the model would take for a jump."""
+    if sensors.hole:
+        state.buffer.clear()
+        sensors.forget_fills()
+        sensors.hole = False
+
+
 class BatchProcessor:
     """Turns batches of raw records into alert events and dead letters with the models it
     serves (named models: each record goes to one, anomaly/routing.py).
@@ -283,20 +292,24 @@ class BatchProcessor:
             record_times.append(t)
             if missing:
                 row = self._fill(state, asset_id, record, ts, values, missing, context, result)
+                assert state.sensors is not None
                 if row is None:
                     stats.incomplete += 1
+                    state.sensors.hole = True
                     continue
+                _mend(state, state.sensors)
                 ready = state.buffer.push(row)
-                assert state.sensors is not None
                 state.sensors.filled_at[list(missing)] = state.buffer.count
             else:
                 state.full_at = t
-                if state.sensors is not None and (state.sensors.silent or state.sensors.latest
-                                                  is not None):  # fmt: skip
-                    for feature, last in reported_all(state.sensors):
+                sensors = state.sensors
+                if sensors is not None and (sensors.silent or sensors.hole or sensors.latest
+                                            is not None):  # fmt: skip
+                    for feature, last in reported_all(sensors):
                         self._sensor_event(
                             result, "sensor_resolve", asset_id, feature, ts, record, last, context
                         )
+                    _mend(state, sensors)
                 ready = state.buffer.push(values)
             if not ready:
                 stats.warming_up += 1

@@ -5,7 +5,9 @@ features (absent, or `null`: anomaly.records, `partial`).
   no older than `stale_after_s` (record time): the record is scored, and an alert event
   whose window holds such a value names the features that were filled (`filled`).
 - Older than that, or never reported, the record is **incomplete**: valid data, counted and
-  not scored (it is not a dead letter, and its asset's window does not move).
+  not scored (it is not a dead letter, and its asset's window does not move). The asset's
+  next scored record starts its window afresh (warming up again): a window never spans such
+  a hole, whose two sides the model would take for a jump.
 - A feature absent for longer than `stale_after_s` (since its last report, or since the
   asset's first record if it never reported) is **silent**: a `sensor_silent` event opens for
   the asset and the feature, and a `sensor_resolve` event ends it when the feature reports
@@ -49,6 +51,7 @@ class Sensors:
     first: float
     latest: FloatArray | None = None
     silent: dict[int, float | None] = field(default_factory=dict)
+    hole: bool = False  # incomplete records since the last row in the window
 
     @classmethod
     def start(cls, n_features: int, full_at: float, first: float) -> Sensors:
@@ -57,6 +60,10 @@ class Sensors:
             filled_at=np.full(n_features, _NEVER, dtype=np.int64),
             first=first,
         )
+
+    def forget_fills(self) -> None:
+        """The window restarted: none of its values were filled."""
+        self.filled_at[:] = _NEVER
 
     def filled_within(self, count: int, window: int) -> list[int]:
         """The features with a filled value among the last `window` of `count` records."""

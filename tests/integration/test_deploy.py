@@ -254,7 +254,10 @@ def exported_metric_names() -> set[str]:
         succeeded=True,
     )
     failed = training_metrics.RunFigures()
-    registries = [Metrics().registry, *map(training_metrics.registry, (succeeded, failed))]
+    worker = Metrics()
+    # a model loaded, as in service: its series (by model, and filled values by feature) exist
+    worker.set_model("default", "v", threshold=1.0, created_at=0.0, features=("pressure",))
+    registries = [worker.registry, *map(training_metrics.registry, (succeeded, failed))]
     for registry in registries:
         for family in registry.collect():
             names.update(sample.name for sample in family.samples)
@@ -272,7 +275,7 @@ def test_every_metric_the_board_and_rules_query_is_exported() -> None:
 def test_the_board_has_the_panels_and_variables_operators_need() -> None:
     board = dashboard()
     variables = {v["name"] for v in board["templating"]["list"]}
-    assert {"namespace", "asset"} <= variables
+    assert {"namespace", "asset", "model"} <= variables
     exprs = " ".join(dashboard_exprs())
     wanted = (
         "anomaly_records_total anomaly_open_episodes anomaly_episode_open anomaly_score_bucket "

@@ -30,7 +30,7 @@ from tests.support.waiting import wait_until
 from training.job import HYGIENE_RULES, train
 from worker.settings import WorkerSettings
 
-VARIABLES = {"$namespace": ".*", "$asset": ".*"}
+VARIABLES = {"$namespace": ".*", "$asset": ".*", "$model": ".*"}
 
 
 def query(prometheus: str, expr: str) -> list[dict[str, Any]]:

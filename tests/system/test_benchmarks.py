@@ -19,6 +19,7 @@ TINY = {
     "memory": ["--assets", "500", "--window", "5"],
     "scaling": ["--records", "20000", "--assets", "100", "--repeats", "1"],
     "soak": ["--rate", "500", "--minutes", "0.1", "--interval", "2", "--assets", "50"],
+    "models": ["--records", "4000", "--assets", "20", "--repeats", "1", "--window", "5"],
 }  # fmt: skip
 
 

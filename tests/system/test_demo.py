@@ -1,4 +1,5 @@
-"""The README's demo, end to end: broker, training, worker, simulated faults, summary."""
+"""The README's demo, end to end: broker, two models trained, worker, a mixed fleet with
+simulated faults and a sensor that drops out, summary."""
 
 import re
 import subprocess
@@ -11,16 +12,24 @@ from tests.support.models import REPO
 
 def test_the_demo_detects_every_injected_fault(tmp_path: Path) -> None:
     demo = subprocess.run(
-        [sys.executable, "-m", "devtools.demo", "--assets", "4", "--readings", "300",
+        [sys.executable, "-m", "devtools.demo", "--assets", "4", "--compressors", "2",
+         "--readings", "300",
          "--http-port", str(free_port()), "--workdir", str(tmp_path / "demo")],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    found = re.search(r"faults detected: 4/4; false alerts: (\d+)", demo.stdout)
+    found = re.search(r"faults detected: 6/6; false alerts: (\d+)", demo.stdout)
     assert found, demo.stdout
     assert int(found.group(1)) <= 1
     # the summary says how soon each fault was caught
     delays = [int(d) for d in re.findall(r"DETECTED after (\d+) readings", demo.stdout)]
-    assert len(delays) == 4
+    assert len(delays) == 6
+    assert re.search(r"compressor-01 .*DETECTED", demo.stdout)  # caught by its own model
+    # the sensor that dropped out: said silent once its bound had passed, back when it was
+    assert re.search(
+        r"sensor dropout: pump-01 flow out for 30 readings \(filled for up to 10 s\): "
+        r"SILENT after 10 readings, BACK at its first reading again",
+        demo.stdout,
+    ), demo.stdout
     assert "anomaly_dead_letters_total" in demo.stdout
     assert "worker drained and exited with code 0" in demo.stdout
