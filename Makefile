@@ -1,5 +1,5 @@
 # Two entry points do all the set-up on a fresh machine:
-#   make demo   broker, training, worker and a simulated fleet of pumps with faults, end to end
+#   make demo   broker, training, worker and a simulated fleet (pumps, compressors) with faults, end to end
 #   make test   ruff, mypy, the import contracts and the whole test suite
 # and the inner loop: make unit (the unit tier, under a minute)
 # Torch is installed first, pinned, so the project's torch range installs nothing more.
