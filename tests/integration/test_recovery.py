@@ -22,6 +22,7 @@ that an uninterrupted one holds back, never the reverse: tests/unit/test_onset.p
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import os
@@ -47,13 +48,15 @@ import pytest
 from kafka.structs import TopicPartition
 
 from anomaly.kafka import make_consumer, make_producer
-from anomaly.model import Artifact
+from anomaly.model import Artifact, model_store
 from anomaly.records import SourceRecord
-from anomaly.settings import KafkaSettings, TopicSettings
+from anomaly.settings import KafkaSettings, RouteSettings, TopicSettings
 from devtools.local_broker import LocalBroker, free_port
-from devtools.simulator import FAULT_KINDS, Fault, Fleet, asset_name, timestamp
+from devtools.simulator import COMPRESSOR, FAULT_KINDS, PUMP, AssetType, Fault, Fleet, timestamp
 from tests.support.models import REPO, Trained
 from tests.support.waiting import wait_until
+from training.job import train
+from training.settings import TrainingSettings
 from worker.pipeline import BatchProcessor
 from worker.settings import AlertSettings, BatchSettings
 
@@ -63,18 +66,27 @@ RATE = 240.0  # records per second: the stream lasts ROWS * PUMPS / RATE = 60 s
 BATCH = 200
 
 
-SENSORS = {"spike": "vibration", "drift": "temperature", "stuck": "current",
-           "broken_correlation": "flow"}  # fmt: skip
+def fleets(two_types: bool) -> list[Fleet]:
+    """PUMPS pumps; or half pumps, half compressors (each type scored by its named model)."""
+    if not two_types:
+        return [Fleet(n_assets=PUMPS, seed=31)]
+    return [Fleet(n_assets=PUMPS // 2, seed=31), Fleet(PUMPS // 2, seed=31, kind=COMPRESSOR)]
 
 
-def staggered_faults() -> list[Fault]:
-    """One fault per pump, starting every 70 readings, 150 long (spikes 6): episodes are open
+def staggered_faults(two_types: bool = False) -> list[Fault]:
+    """One fault per asset, starting every 70 readings, 150 long (spikes 6): episodes are open
     all along the stream, and it ends with clean readings."""
     faults = []
-    for i in range(PUMPS):
+    kinds: list[AssetType] = [PUMP] * PUMPS
+    if two_types:
+        kinds = [PUMP] * (PUMPS // 2) + [COMPRESSOR] * (PUMPS // 2)
+    seen: Counter[str] = Counter()
+    for i, asset in enumerate(kinds):
         kind = FAULT_KINDS[i % len(FAULT_KINDS)]
         start, length = 80 + 70 * i, 6 if kind == "spike" else 150
-        faults.append(Fault(asset_name(i), kind, SENSORS[kind], start, start + length,
+        name = f"{asset.name}-{seen[asset.name]:02d}"
+        seen[asset.name] += 1
+        faults.append(Fault(name, kind, asset.fault_sensors[kind], start, start + length,
                             timestamp(start), timestamp(start + length - 1)))  # fmt: skip
     return faults
 
@@ -87,6 +99,7 @@ class Scenario:
     store: Path
     logs: Path
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
+    two_types: bool = False  # pumps and compressors, each type its named model
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -117,6 +130,7 @@ class Scenario:
             "WORKER_HTTP__PORT": str(http_port),
             "WORKER_LOG_LEVEL": "DEBUG",
             "WORKER_ALERTS__ONSET_STEP": "0",
+            **({"WORKER_MODELS__ROUTE_FIELD": "asset_type"} if self.two_types else {}),
         }
 
 
@@ -124,7 +138,12 @@ class Feed:
     """The fleet's records produced at RATE (in 50 ms ticks) from a thread; keys are pump ids."""
 
     def __init__(self, scenario: Scenario, faults: list[Fault]) -> None:
-        self.records = list(Fleet(n_assets=PUMPS, seed=31).records(ROWS, faults))
+        streams = [fleet.records(ROWS, faults) for fleet in fleets(scenario.two_types)]
+        self.records = [  # in time order: each fleet's assets at each reading
+            record for _ in range(ROWS) for stream, fleet in
+            zip(streams, fleets(scenario.two_types), strict=True)
+            for record in itertools.islice(stream, fleet.n_assets)
+        ]  # fmt: skip
         self.topic, self.kafka, self.sent = scenario.topics.input, scenario.kafka, 0
         self.thread = threading.Thread(target=self._run)
         self.thread.start()
@@ -287,11 +306,16 @@ def differences(got: dict[str, Any], want: dict[str, Any]) -> dict[str, tuple[An
     return out
 
 
-def oracle(model: Artifact, scenario: Scenario) -> dict[Key, dict[str, object]]:
+Models = dict[str, Artifact]  # by name
+
+
+def oracle(models: Models, scenario: Scenario) -> dict[Key, dict[str, object]]:
     """The events of one worker that never stopped, over everything on the input topic."""
     t = scenario.topics
-    processor = BatchProcessor(t, BatchSettings(), AlertSettings(onset_step=0))
-    processor.set_model(model)
+    routes = RouteSettings(route_field="asset_type") if len(models) > 1 else RouteSettings()
+    processor = BatchProcessor(t, BatchSettings(), AlertSettings(onset_step=0), routes=routes)
+    for name, artifact in models.items():
+        processor.set_model(artifact, name)
     records = read_topic(scenario.kafka, t.input)
     events: list[bytes] = []
     for i in range(0, len(records), 1000):
@@ -322,8 +346,8 @@ def scenario(kafka09: LocalBroker, trained: Trained, tmp_path: Path) -> Scenario
 
 
 @pytest.fixture
-def model(trained: Trained) -> Artifact:
-    return trained.store.load_current()
+def model(trained: Trained) -> Models:
+    return {"default": trained.store.load_current()}
 
 
 def processed_offsets(processes: list[Process]) -> Iterator[tuple[int, int]]:
@@ -337,7 +361,7 @@ def processed_offsets(processes: list[Process]) -> Iterator[tuple[int, int]]:
 
 def account(
     scenario: Scenario,
-    model: Artifact,
+    model: Models,
     processes: list[Process],
     faults: list[Fault],
     n: int,
@@ -373,10 +397,35 @@ def account(
 
 
 def test_sigkill_at_random_moments_loses_no_record_and_no_alert(
-    scenario: Scenario, model: Artifact
+    scenario: Scenario, model: Models
 ) -> None:
+    sigkill_at_random_moments(scenario, model, staggered_faults())
+
+
+def test_sigkill_with_two_asset_types_each_its_model_loses_nothing(
+    kafka09: LocalBroker, trained: Trained, tmp_path: Path
+) -> None:
+    """The same, on a mixed stream: six pumps and six compressors, each type scored by its
+    named model (the worker routes by asset_type)."""
+    root = tmp_path / "store"
+    shutil.copytree(trained.store.root, root / "models" / "pump")
+    data = tmp_path / "compressors.jsonl"
+    data.write_bytes(
+        b"".join(v + b"\n" for _, v in Fleet(4, seed=3, kind=COMPRESSOR).records(2500))
+    )
+    train(TrainingSettings(
+        data={"path": data}, model={"window": 1, "epochs": 60, "patience": 8},
+        clean={"enabled": False}, gate={"fraction": 0},
+        store={"path": root, "model": "compressor"}, log_level="WARNING",
+    ))  # fmt: skip
+    (tmp_path / "logs").mkdir()
+    scenario = Scenario(kafka09, root, tmp_path / "logs", two_types=True)
+    models = {name: model_store(root, name).load_current() for name in ("pump", "compressor")}
+    sigkill_at_random_moments(scenario, models, staggered_faults(two_types=True))
+
+
+def sigkill_at_random_moments(scenario: Scenario, model: Models, faults: list[Fault]) -> None:
     rng = random.Random(8)
-    faults = staggered_faults()
     feed = Feed(scenario, faults)
     processes: list[Process] = []
     snapshots: list[tuple[dict[int, int], dict[Key, dict[str, object]]]] = []
@@ -433,7 +482,7 @@ def readyz(port: int) -> int:
 
 
 def test_a_broker_outage_longer_than_the_clients_timeouts_is_ridden_out(
-    scenario: Scenario, model: Artifact
+    scenario: Scenario, model: Models
 ) -> None:
     """Apache Kafka 0.9 stopped mid-stream for 15 s (the worker's request timeout is 5 s, its
     session timeout 2 s) and started again on the same data: the worker says it is not ready
@@ -471,7 +520,7 @@ def opened(scenario: Scenario) -> int:
 
 
 def test_workers_joining_and_leaving_hand_their_open_episodes_over(
-    scenario: Scenario, model: Artifact
+    scenario: Scenario, model: Models
 ) -> None:
     """A second and a third worker join the group and leave it (SIGTERM: drain) mid-stream:
     partitions move back and forth with the alert state committed with them.
