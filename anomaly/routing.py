@@ -12,17 +12,22 @@ from collections.abc import Collection
 from fnmatch import fnmatchcase
 from typing import Any
 
+from anomaly.records import field_at
 from anomaly.settings import RouteSettings
 
 
-def route(obj: Any, settings: RouteSettings, served: Collection[str]) -> str | None:
-    """The name of the model (among `served`) for a parsed record, or None."""
+def route(
+    obj: Any, settings: RouteSettings, served: Collection[str], asset_id: str | None = None
+) -> str | None:
+    """The name of the model (among `served`) for a parsed record, or None; `asset_id`: the
+    record's, where its producer does not name it `asset_id`."""
     if isinstance(obj, dict):
         if settings.route_field is not None:
-            named = obj.get(settings.route_field)
+            named = field_at(obj, settings.route_field)
             if isinstance(named, str) and named in served:
                 return named
-        asset_id = obj.get("asset_id")
+        if asset_id is None:
+            asset_id = obj.get("asset_id")
         if isinstance(asset_id, str):
             for pattern, model in settings.routes.items():
                 if fnmatchcase(asset_id, pattern):
@@ -42,7 +47,7 @@ def no_model_reason(obj: Any, settings: RouteSettings, served: Collection[str]) 
             "(WORKER_MODELS__ROUTE_FIELD or WORKER_MODELS__ROUTES)"
         )
     field = settings.route_field
-    named = obj.get(field) if isinstance(obj, dict) and field else None
+    named = field_at(obj, field) if isinstance(obj, dict) and field else None
     if named is not None:
         return f"{field} {named!r} names no model served here ({', '.join(sorted(served))})"
     return f"no route matches this record (served: {', '.join(sorted(served))})"

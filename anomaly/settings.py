@@ -96,6 +96,46 @@ def check_model_name(name: str) -> str:
     return name
 
 
+TimeUnit = Literal["auto", "iso", "s", "ms", "us", "ns"]
+
+
+class InputSettings(_Part):
+    """How producers shape their records (anomaly/records.py): where the asset id, the time
+    and the values are (dotted paths into the JSON, e.g. Telegraf's `tags.host`, `timestamp`,
+    `fields`), the unit of numeric times, and whether a message is a whole record or one
+    sensor's value (`shape: value`: `sensor_field` names the sensor, `value_field` its value;
+    the worker assembles records from them, worker/assembly.py)."""
+
+    shape: Literal["record", "value"] = "record"
+    asset_field: str = Field(default="asset_id", min_length=1)
+    time_field: str = Field(default="ts", min_length=1)
+    values_field: str = Field(default="values", min_length=1)
+    sensor_field: str = Field(default="sensor", min_length=1)
+    value_field: str = Field(default="value", min_length=1)
+    time_unit: TimeUnit = Field(
+        default="auto",
+        description="ISO 8601 strings, or epoch numbers in this unit (auto: told apart by "
+        "magnitude: seconds below 1e11, milliseconds below 1e14, microseconds below 1e17, "
+        "else nanoseconds)",
+    )
+    cadence_s: float | None = Field(
+        default=None,
+        gt=0,
+        description="value shape: seconds between assembled records "
+        "(default: the model's training cadence)",
+    )
+
+    @property
+    def plain(self) -> bool:
+        """Records of the documented contract: whole, with the default field names."""
+        return (self.shape, self.asset_field, self.time_field, self.values_field) == (
+            "record",
+            "asset_id",
+            "ts",
+            "values",
+        )
+
+
 class RouteSettings(_Part):
     """How a record finds its model when a topic carries several asset types
     (anomaly/routing.py): the record field that names it, then asset-id patterns."""

@@ -71,7 +71,8 @@ def publish_random() -> Callable[[ModelStore, str], str]:
             architecture=architecture,
             threshold=Threshold(value=1.0, method="quantile", target_fpr=0.01, n_samples=100),
             training=TrainingSummary.model_validate(
-                dict.fromkeys(TrainingSummary.model_fields, 0) | {"source": "test"}
+                dict.fromkeys(TrainingSummary.model_fields, 0)
+                | {"source": "test", "cadence_s": 1.0}
             ),
             validation=ValidationFigures.model_validate(
                 dict.fromkeys(ValidationFigures.model_fields, 1)

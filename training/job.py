@@ -473,6 +473,7 @@ def _manifest(
             first_ts=first_ts,
             last_ts=last_ts,
             seed=settings.model.seed,
+            cadence_s=_cadence(history),
         ),
         validation=ValidationFigures(
             fit_loss=best.fit_loss,
@@ -488,6 +489,16 @@ def _manifest(
         rules=candidate.scored.rules,
         asset_thresholds=dict(candidate.scored.asset_thresholds),
     )
+
+
+def _cadence(history: SensorHistory) -> float | None:
+    """The median time between an asset's consecutive records (None without times)."""
+    if not history.has_timestamps:
+        return None
+    gaps = [np.diff(s.ts) for s in history.series if len(s.ts) > 1]
+    steps = np.concatenate(gaps) if gaps else np.empty(0)
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if len(steps) else None
 
 
 def _quiet(epoch: object, improved: bool) -> None:

@@ -19,6 +19,7 @@ from anomaly.model.calibration import MethodChoice
 from anomaly.rules import Rules
 from anomaly.settings import (
     DEFAULT_MODEL,
+    InputSettings,
     KafkaSettings,
     RouteSettings,
     TopicSettings,
@@ -147,6 +148,21 @@ class GateSettings(BaseModel):
     validation_label: str = "anomaly"
 
 
+class RecordInputSettings(InputSettings):
+    """How the input topic's records are shaped (anomaly.settings.InputSettings): whole
+    records only; one value per message is assembled by the workers, not here."""
+
+    @field_validator("shape")
+    @classmethod
+    def _whole_records(cls, value: str) -> str:
+        if value != "record":
+            raise ValueError(
+                "the training job reads whole records; train one-value-per-message plants "
+                "from a file of assembled records (CSV or JSON Lines)"
+            )
+        return value
+
+
 class StoreSettings(BaseModel):
     """The model store directory shared with the workers, the named model this job trains
     (anomaly/model/store.py), and how much of its history to keep."""
@@ -191,6 +207,7 @@ class TrainingSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     models: RouteSettings = RouteSettings()
+    input: RecordInputSettings = RecordInputSettings()
     model: ModelSettings = ModelSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     clean: CleanSettings = CleanSettings()

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from anomaly.records import RecordError, from_object, parse_record, parse_ts
+from anomaly.records import RecordError, field_at, from_object, parse_record, parse_ts
 from anomaly.routing import route
 from anomaly.settings import DEFAULT_MODEL
 from training.data import DataError, SensorHistory, group_rows
@@ -81,16 +81,18 @@ def read_topic(
             except RecordError as exc:
                 summary.invalid[exc.reason] += 1
                 continue
-            if route(obj, settings.models, served) is None:
+            layout = settings.input
+            asset_id = None if layout.plain else field_at(obj, layout.asset_field)
+            if route(obj, settings.models, served, asset_id) is None:
                 summary.other_models += 1
                 continue
             if features is None:
-                features = _features_of(obj, settings.data.exclude)
+                features = _features_of(field_at(obj, layout.values_field), settings.data.exclude)
                 if features is None:
                     summary.invalid["no_features"] += 1
                     continue
             try:
-                decoded = from_object(obj, features)
+                decoded = from_object(obj, features, layout=layout)
             except RecordError as exc:
                 summary.invalid[exc.reason] += 1
                 continue
@@ -137,12 +139,10 @@ def read_episodes(settings: TrainingSettings, now: datetime) -> Episodes:
     return dict(episodes)
 
 
-def _features_of(obj: object, exclude: tuple[str, ...]) -> tuple[str, ...] | None:
-    try:
-        values = obj["values"]  # type: ignore[index]
-        names = tuple(sorted(str(k) for k in values if k not in exclude))
-    except (ValueError, KeyError, TypeError):
+def _features_of(values: object, exclude: tuple[str, ...]) -> tuple[str, ...] | None:
+    if not isinstance(values, dict):
         return None
+    names = tuple(sorted(str(k) for k in values if k not in exclude))
     return names or None
 
 

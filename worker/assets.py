@@ -18,6 +18,7 @@ import numpy.typing as npt
 
 from anomaly.rules import RuleState
 from anomaly.settings import DEFAULT_MODEL
+from worker.assembly import Assembly
 from worker.sensors import Sensors
 
 
@@ -88,6 +89,7 @@ class AssetState:
     sensors: Sensors | None = None
     threshold: float = math.inf
     model: str = ""  # the named model its records go to ("": none yet)
+    assembly: Assembly | None = None  # one value per message: its sensors' last values
 
 
 class AssetTable:
@@ -154,7 +156,7 @@ class AssetTable:
     def _assign(self, asset_id: str, state: AssetState, model: str) -> None:
         state.model = model
         state.buffer = WindowBuffer(*self.shapes[model])
-        state.sensors, state.full_at = None, -math.inf
+        state.sensors, state.full_at, state.assembly = None, -math.inf, None
         state.threshold = self._threshold_of.get(model, _no_threshold)(asset_id)
 
     def set_thresholds(

@@ -26,10 +26,19 @@ from anomaly.events import EventContext, SensorEventType, event_json, sensor_eve
 from anomaly.model import Artifact, Scores
 from anomaly.model.calibration import exceed
 from anomaly.onset import onsets
-from anomaly.records import RecordError, SourceRecord, from_object, parse_record
+from anomaly.records import (
+    Reading,
+    RecordError,
+    SourceRecord,
+    field_at,
+    from_object,
+    parse_record,
+    reading_from,
+)
 from anomaly.routing import no_model_reason, route
 from anomaly.rules import Episode, EventType, Rules, SourceRef
-from anomaly.settings import DEFAULT_MODEL, RouteSettings, TopicSettings
+from anomaly.settings import DEFAULT_MODEL, InputSettings, RouteSettings, TopicSettings
+from worker.assembly import Assembly, assemble
 from worker.assets import AssetState, AssetTable
 from worker.checkpoint import CheckpointError, Handover, decode
 from worker.partitions import PartitionStates
@@ -114,6 +123,14 @@ class _ModelBatch:
     limits: npt.NDArray[np.float64]
     pending: list[_Scoring] = field(default_factory=list)
 
+    def grow(self) -> None:
+        """Room for as many records again (one value per message: a message may complete
+        several records)."""
+        size = max(1, len(self.seen))
+        self.history = np.concatenate([self.history, np.empty((size, *self.history.shape[1:]))])
+        self.seen = np.concatenate([self.seen, np.empty(size, dtype=np.int64)])
+        self.limits = np.concatenate([self.limits, np.empty(size)])
+
 
 def _mend(state: AssetState, sensors: Sensors) -> None:
     """After incomplete records (a hole in the asset's series), its window starts afresh: a
@@ -142,8 +159,10 @@ class BatchProcessor:
         clock: Callable[[], float] = time.time,
         sensors: SensorSettings | None = None,
         routes: RouteSettings | None = None,
+        layout: InputSettings | None = None,
     ) -> None:
         self.topics, self.batch, self.alerts = topics, batch, alerts
+        self.layout = layout if layout is not None else InputSettings()
         self.sensors = sensors if sensors is not None else SensorSettings()
         self.routes = routes if routes is not None else RouteSettings()
         self.clock = clock
@@ -258,8 +277,13 @@ class BatchProcessor:
         batches: dict[str, _ModelBatch] = {}
         # the next offset to read of each partition: offsets grow within a partition
         result.offsets = {(r.topic, r.partition): r.offset + 1 for r in records}
-        record_times = stats.record_times
-        served_models, routes, only = self.served, self.routes, self._only
+        served_models, routes, only, layout = self.served, self.routes, self._only, self.layout
+        per_value = layout.shape == "value"
+        field = layout.asset_field
+
+        def asset_of(obj: object) -> str | None:  # where the producer puts the asset id
+            return None if layout.plain else field_at(obj, field)
+
         for index, record in enumerate(records):
             value = record.value
             name: str | None = None
@@ -273,64 +297,129 @@ class BatchProcessor:
                         f"{self.batch.max_record_bytes}",
                     )
                 obj = parse_record(value)
-                name = only or route(obj, routes, served_models)
+                if per_value:
+                    reading = reading_from(obj, layout)
+                    name = only or route(obj, routes, served_models, reading.asset_id)
+                    if name is None:
+                        raise RecordError("no_model", no_model_reason(obj, routes, served_models))
+                    self._assemble(index, record, name, reading, contexts, batches, result)
+                    continue
+                name = only or route(obj, routes, served_models, asset_of(obj))
                 if name is None:
                     raise RecordError("no_model", no_model_reason(obj, routes, served_models))
                 features = served_models[name].artifact.manifest.features
-                asset_id, ts, values, missing = from_object(obj, features, True)
+                asset_id, ts, values, missing = from_object(obj, features, True, layout)
             except RecordError as exc:
                 stats.dead_letters[exc.reason] += 1
                 result.messages.append(self._dead_letter(record, exc, detected_at, name))
                 continue
-            context = contexts[name]
             state, evicted = self.assets.get(asset_id, name)
             if evicted is not None:
                 stats.evicted += 1
                 self._close_evicted(*evicted, contexts, result)
-            state.partition = record.partition
-            t = ts.timestamp()
-            record_times.append(t)
-            if missing:
-                row = self._fill(state, asset_id, record, ts, values, missing, context, result)
-                assert state.sensors is not None
-                if row is None:
-                    stats.incomplete += 1
-                    state.sensors.hole = True
-                    continue
-                _mend(state, state.sensors)
-                ready = state.buffer.push(row)
-                state.sensors.filled_at[list(missing)] = state.buffer.count
-            else:
-                state.full_at = t
-                sensors = state.sensors
-                if sensors is not None and (sensors.silent or sensors.hole or sensors.latest
-                                            is not None):  # fmt: skip
-                    for feature, last in reported_all(sensors):
-                        self._sensor_event(
-                            result, "sensor_resolve", asset_id, feature, ts, record, last, context
-                        )
-                    _mend(state, sensors)
-                ready = state.buffer.push(values)
-            if not ready:
-                stats.warming_up += 1
-                continue
-            batch = batches.get(name)
-            if batch is None:
-                batch = batches[name] = self._model_batch(
-                    served_models[name], context, len(records)
-                )
-            n = len(batch.pending)
-            state.buffer.copy_last(batch.history[n])
-            batch.seen[n] = state.buffer.count
-            batch.limits[n] = state.threshold
-            filled: tuple[str, ...] = ()
-            if state.sensors is not None:
-                window = batch.served.artifact.manifest.window
-                within = state.sensors.filled_within(state.buffer.count, window)
-                filled = tuple(context.features[f] for f in within)
-            batch.pending.append((index, state, asset_id, ts, filled))
+            self._take(index, record, name, state, asset_id, ts, values, missing, contexts[name],
+                       batches, result, len(records))  # fmt: skip
         self.partitions.moved_to(result.offsets)
         return batches
+
+    def _assemble(
+        self,
+        index: int,
+        message: SourceRecord,
+        name: str,
+        reading: Reading,
+        contexts: dict[str, EventContext],
+        batches: dict[str, _ModelBatch],
+        result: BatchResult,
+    ) -> None:
+        """One sensor's value into its asset's records (worker/assembly.py); each record it
+        completes goes on like a record read whole."""
+        manifest = self.served[name].artifact.manifest
+        try:
+            feature = manifest.features.index(reading.sensor)
+        except ValueError:
+            raise RecordError(
+                "unknown_sensor",
+                f"sensor {reading.sensor!r} is not a feature of model {name} "
+                f"({', '.join(manifest.features)})",
+            ) from None
+        state, evicted = self.assets.get(reading.asset_id, name)
+        if evicted is not None:
+            result.stats.evicted += 1
+            self._close_evicted(*evicted, contexts, result)
+        t = reading.ts.timestamp()
+        if state.assembly is None:
+            state.assembly = Assembly.begin(len(manifest.features), t)
+        cadence = self.layout.cadence_s or manifest.training.cadence_s or 1.0
+        bound = self.sensors.stale_after_s
+        for tick, values, missing in assemble(
+            state.assembly, t, feature, reading.value, cadence, bound
+        ):
+            ts = datetime.fromtimestamp(tick, UTC)
+            self._take(index, message, name, state, reading.asset_id, ts, values, missing,
+                       contexts[name], batches, result, 1)  # fmt: skip
+
+    def _take(
+        self,
+        index: int,
+        record: SourceRecord,
+        name: str,
+        state: AssetState,
+        asset_id: str,
+        ts: datetime,
+        values: tuple[float, ...],
+        missing: tuple[int, ...],
+        context: EventContext,
+        batches: dict[str, _ModelBatch],
+        result: BatchResult,
+        size: int,
+    ) -> None:
+        """One valid record of `name`'s asset: its missing values filled (or the record
+        incomplete), pushed into the asset's window, and queued to be scored once the window
+        is full (`size`: room for the batch's records)."""
+        stats = result.stats
+        state.partition = record.partition
+        t = ts.timestamp()
+        stats.record_times.append(t)
+        if missing:
+            row = self._fill(state, asset_id, record, ts, values, missing, context, result)
+            assert state.sensors is not None
+            if row is None:
+                stats.incomplete += 1
+                state.sensors.hole = True
+                return
+            _mend(state, state.sensors)
+            ready = state.buffer.push(row)
+            state.sensors.filled_at[list(missing)] = state.buffer.count
+        else:
+            state.full_at = t
+            sensors = state.sensors
+            if sensors is not None and (sensors.silent or sensors.hole or sensors.latest
+                                        is not None):  # fmt: skip
+                for feature, last in reported_all(sensors):
+                    self._sensor_event(
+                        result, "sensor_resolve", asset_id, feature, ts, record, last, context
+                    )
+                _mend(state, sensors)
+            ready = state.buffer.push(values)
+        if not ready:
+            stats.warming_up += 1
+            return
+        batch = batches.get(name)
+        if batch is None:
+            batch = batches[name] = self._model_batch(self.served[name], context, size)
+        n = len(batch.pending)
+        if n == len(batch.seen):  # more records than the batch read (assembled ones)
+            batch.grow()
+        state.buffer.copy_last(batch.history[n])
+        batch.seen[n] = state.buffer.count
+        batch.limits[n] = state.threshold
+        filled: tuple[str, ...] = ()
+        if state.sensors is not None:
+            window = batch.served.artifact.manifest.window
+            within = state.sensors.filled_within(state.buffer.count, window)
+            filled = tuple(context.features[f] for f in within)
+        batch.pending.append((index, state, asset_id, ts, filled))
 
     @staticmethod
     def _model_batch(served: Served, context: EventContext, size: int) -> _ModelBatch:

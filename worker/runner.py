@@ -95,7 +95,7 @@ class Worker:
         )  # fmt: skip
         self.processor = BatchProcessor(
             settings.topics, settings.batch, settings.alerts, sensors=settings.sensors,
-            routes=settings.models,
+            routes=settings.models, layout=settings.input,
         )  # fmt: skip
         # counted at a scrape from the processor's state, not kept by hand nor every batch
         self.metrics.open_episodes.set_function(lambda: self.processor.open_episodes)

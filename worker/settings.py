@@ -17,6 +17,7 @@ from anomaly import settings
 from anomaly.rules import Rules
 from anomaly.settings import (
     NESTED_DELIMITER,
+    InputSettings,
     KafkaSettings,
     RouteSettings,
     TopicSettings,
@@ -117,6 +118,7 @@ class WorkerSettings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     store: StoreSettings = StoreSettings()
     models: ModelsSettings = ModelsSettings()
+    input: InputSettings = InputSettings()
     alerts: AlertSettings = AlertSettings()
     sensors: SensorSettings = SensorSettings()
     http: HttpSettings = HttpSettings()

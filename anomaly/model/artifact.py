@@ -96,6 +96,9 @@ class TrainingSummary(_Frozen):
     first_ts: datetime | None = None
     last_ts: datetime | None = None
     seed: int
+    # the median time between an asset's consecutive records (None: rows without times);
+    # the worker assembles one-value-per-message input at this cadence (format 4 on)
+    cadence_s: Positive | None = None
 
 
 class ValidationFigures(_Frozen):

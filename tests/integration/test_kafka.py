@@ -21,6 +21,7 @@ import urllib.request
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,13 +33,15 @@ from anomaly.model import ModelStore
 from anomaly.model.artifact import WEIGHTS
 from anomaly.records import SourceRecord
 from anomaly.scoring import series_flags
+from anomaly.settings import InputSettings, TopicSettings
 from devtools import local_broker
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import COMPRESSOR, FEATURES, Fleet
 from devtools.topics import committed_total, create_topics
-from tests.support.kafka import Running, processed, produce, read, run_until_processed
+from tests.support.kafka import Running, fresh, processed, produce, read, run_until_processed
 from tests.support.models import REPO, Trained
 from tests.support.records import MALFORMED, good
+from tests.support.values import by_exception, quantised
 from tests.support.waiting import wait_until
 from training.job import train
 from training.settings import TrainingSettings
@@ -185,6 +188,47 @@ def test_a_noisy_asset_is_judged_against_its_own_normal(
         flags = series_flags(artifact.detector, manifest.threshold, rows, 10, rules)
         one[f"pump-0{i}"] = int((np.diff(flags.astype(int)) == 1).sum() + flags[0])
     assert one["pump-03"] > max(one[a] for a in one if a != "pump-03") + false["pump-03"], one
+
+
+def test_a_bridge_sending_values_by_exception_raises_the_alerts_of_whole_records(
+    settings: WorkerSettings, broker: LocalBroker, store: Path
+) -> None:
+    """The same plant, sent whole to one topic and, to another, as an OPC UA or MQTT bridge
+    would: one sensor's value per message, only when it changed, epoch milliseconds, fields
+    named its own way. Two workers; the same alerts."""
+    fleet = Fleet(3, seed=12)
+    whole = quantised(fleet.records(300, fleet.faults(300, first=120)))
+    bridge = settings.model_copy(update={
+        "topics": TopicSettings(**fresh(broker)[1]),
+        "input": InputSettings(shape="value", asset_field="node", time_field="time",
+                               sensor_field="tag"),
+        "sensors": SensorSettings(stale_after_s=600),
+    })  # fmt: skip
+    create_topics(bridge.kafka, {bridge.topics.input: 3, bridge.topics.alerts: 1,
+                                 bridge.topics.dead_letters: 1})  # fmt: skip
+    alerts = []
+    for run, messages in ((settings, whole), (bridge, by_exception(whole))):
+        sent = produce(run, messages)
+        running = Running(run)
+        try:  # a message is not a record here: wait for the offsets, not the outcomes
+            wait_until(partial(all_committed, run, sent), what=f"{sent} messages committed")
+        finally:
+            assert running.stop() == ExitCode.OK
+        sample = running.metrics.registry.get_sample_value
+        assert sample("anomaly_records_total", {"outcome": "dead_lettered"}) == 0
+        assert sample("anomaly_scored_total", {"model": "default"}) == 900
+        total = sum(sample("anomaly_alert_events_total", {"type": t}) or 0
+                    for t in ("open", "resolve"))  # fmt: skip
+        events = [json.loads(r.value or b"") for r in read(run, run.topics.alerts, int(total))]
+        alerts.append(sorted((e["type"], e["asset_id"], e["ts"], e["started_at"],
+                              e.get("ended_at")) for e in events))  # fmt: skip
+    assert alerts[0], "the faults raised no alert"
+    assert alerts[1] == alerts[0]
+
+
+def all_committed(settings: WorkerSettings, n: int) -> bool:
+    t = settings.topics
+    return committed_total(settings.kafka, t.group, t.input) >= n
 
 
 def test_a_clean_stream_stays_within_the_calibrated_rate(

@@ -61,7 +61,7 @@ def artifact(rows: np.ndarray, rules: Rules, quantile: float, of: slice) -> Arti
     probe = Threshold(value=0.0, method="quantile", target_fpr=0.2, n_samples=100)
     scores = score_series(detector, probe, rows[of], WINDOW, rules).score
     threshold = probe.model_copy(update={"value": float(np.quantile(scores, quantile))})
-    summary = dict.fromkeys(TrainingSummary.model_fields, 0) | {"source": "test"}
+    summary = dict.fromkeys(TrainingSummary.model_fields, 0) | {"source": "test", "cadence_s": None}
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         model_version="rules-test",
