@@ -402,11 +402,10 @@ def test_sigkill_at_random_moments_loses_no_record_and_no_alert(
     sigkill_at_random_moments(scenario, model, staggered_faults())
 
 
-def test_sigkill_with_two_asset_types_each_its_model_loses_nothing(
-    kafka09: LocalBroker, trained: Trained, tmp_path: Path
-) -> None:
-    """The same, on a mixed stream: six pumps and six compressors, each type scored by its
-    named model (the worker routes by asset_type)."""
+@pytest.fixture
+def mixed(kafka09: LocalBroker, trained: Trained, tmp_path: Path) -> tuple[Scenario, Models]:
+    """A store of two named models, pumps (the session's model) and compressors, and a
+    scenario whose workers route by asset_type."""
     root = tmp_path / "store"
     shutil.copytree(trained.store.root, root / "models" / "pump")
     data = tmp_path / "compressors.jsonl"
@@ -421,7 +420,15 @@ def test_sigkill_with_two_asset_types_each_its_model_loses_nothing(
     (tmp_path / "logs").mkdir()
     scenario = Scenario(kafka09, root, tmp_path / "logs", two_types=True)
     models = {name: model_store(root, name).load_current() for name in ("pump", "compressor")}
-    sigkill_at_random_moments(scenario, models, staggered_faults(two_types=True))
+    return scenario, models
+
+
+def test_sigkill_with_two_asset_types_each_its_model_loses_nothing(
+    mixed: tuple[Scenario, Models],
+) -> None:
+    """The same, on a mixed stream: six pumps and six compressors, each type scored by its
+    named model (the worker routes by asset_type)."""
+    sigkill_at_random_moments(*mixed, staggered_faults(two_types=True))
 
 
 def sigkill_at_random_moments(scenario: Scenario, model: Models, faults: list[Fault]) -> None:
@@ -529,7 +536,17 @@ def test_workers_joining_and_leaving_hand_their_open_episodes_over(
     overlap from about 8 s on, while 30 batches take about 3 s, so moves that started with
     the stream fell, in some runs, only where no asset had state to move (a failure seen
     once in three runs)."""
-    faults = staggered_faults()
+    join_and_leave(scenario, model, staggered_faults())
+
+
+def test_workers_joining_and_leaving_with_two_asset_types(
+    mixed: tuple[Scenario, Models],
+) -> None:
+    """The same, on the mixed stream of pumps and compressors, each type its named model."""
+    join_and_leave(*mixed, staggered_faults(two_types=True))
+
+
+def join_and_leave(scenario: Scenario, model: Models, faults: list[Fault]) -> None:
     feed = Feed(scenario, faults)
     workers = {"a": Process(scenario, "a")}
     try:
