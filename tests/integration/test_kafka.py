@@ -39,7 +39,7 @@ from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import COMPRESSOR, FEATURES, Fleet
 from devtools.topics import committed_total, create_topics
 from tests.support.kafka import Running, fresh, processed, produce, read, run_until_processed
-from tests.support.models import REPO, Trained
+from tests.support.models import REPO, Trained, train_compressors
 from tests.support.records import MALFORMED, good
 from tests.support.values import by_exception, quantised
 from tests.support.waiting import wait_until
@@ -378,16 +378,7 @@ def test_a_mixed_topic_is_scored_by_each_types_own_model(
     compressors' model is taken up while the pumps' keeps serving."""
     root = tmp_path / "store"
     shutil.copytree(trained.store.root, root / "models" / "pump")
-    data = tmp_path / "compressors.jsonl"
-    data.write_bytes(
-        b"".join(v + b"\n" for _, v in Fleet(4, seed=3, kind=COMPRESSOR).records(2500))
-    )
-    training = TrainingSettings(
-        data={"path": data}, model={"window": 1, "epochs": 60, "patience": 8},
-        clean={"enabled": False}, gate={"fraction": 0},
-        store={"path": root, "model": "compressor"}, log_level="WARNING",
-    )  # fmt: skip
-    train(training)
+    train_compressors(root)
     settings = settings.model_copy(update={
         "store": StoreSettings(path=root, reload_interval_s=0.05),
         "models": ModelsSettings(route_field="asset_type"),
@@ -419,8 +410,7 @@ def test_a_mixed_topic_is_scored_by_each_types_own_model(
         assert {f"compressor-0{i}" for i in range(3)} <= {a for a, m in opened if m == "compressor"}
 
         pump_version = sample_version(running.metrics, "pump")
-        model = training.model.model_copy(update={"seed": 1})
-        retrained = train(training.model_copy(update={"model": model}))
+        retrained = train_compressors(root, seed=1)
         wait_until(lambda: sample_version(running.metrics, "compressor") == retrained.version,
                    what="the compressors' new version in service")  # fmt: skip
         more = produce(settings, [*Fleet(3, seed=7).records(20),

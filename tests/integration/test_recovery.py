@@ -53,10 +53,8 @@ from anomaly.records import SourceRecord
 from anomaly.settings import KafkaSettings, RouteSettings, TopicSettings
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import COMPRESSOR, FAULT_KINDS, PUMP, AssetType, Fault, Fleet, timestamp
-from tests.support.models import REPO, Trained
+from tests.support.models import REPO, Trained, train_compressors
 from tests.support.waiting import wait_until
-from training.job import train
-from training.settings import TrainingSettings
 from worker.pipeline import BatchProcessor
 from worker.settings import AlertSettings, BatchSettings
 
@@ -408,15 +406,7 @@ def mixed(kafka09: LocalBroker, trained: Trained, tmp_path: Path) -> tuple[Scena
     scenario whose workers route by asset_type."""
     root = tmp_path / "store"
     shutil.copytree(trained.store.root, root / "models" / "pump")
-    data = tmp_path / "compressors.jsonl"
-    data.write_bytes(
-        b"".join(v + b"\n" for _, v in Fleet(4, seed=3, kind=COMPRESSOR).records(2500))
-    )
-    train(TrainingSettings(
-        data={"path": data}, model={"window": 1, "epochs": 60, "patience": 8},
-        clean={"enabled": False}, gate={"fraction": 0},
-        store={"path": root, "model": "compressor"}, log_level="WARNING",
-    ))  # fmt: skip
+    train_compressors(root)
     (tmp_path / "logs").mkdir()
     scenario = Scenario(kafka09, root, tmp_path / "logs", two_types=True)
     models = {name: model_store(root, name).load_current() for name in ("pump", "compressor")}

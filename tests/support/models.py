@@ -14,7 +14,7 @@ from anomaly.model import ModelStore
 from anomaly.model.artifact import MANIFEST, WEIGHTS, _sha256
 from anomaly.model.features import FloatArray
 from devtools import simulator
-from training.job import TrainingOutcome
+from training.job import TrainingOutcome, train
 from training.settings import TrainingSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +45,20 @@ def settings_for(
         gate={"fraction": 0},
         store={"path": store},
     )
+
+
+def train_compressors(store: Path, seed: int = 0) -> TrainingOutcome:
+    """A window-1 model of the simulator's compressors (five sensors of their own: another
+    asset type than the session's pumps), trained into the store root `store` as the named
+    model `compressor`."""
+    data = store.parent / f"compressors-{seed}.jsonl"
+    fleet = simulator.Fleet(4, seed=3, kind=simulator.COMPRESSOR)
+    data.write_bytes(b"".join(value + b"\n" for _, value in fleet.records(2500)))
+    return train(TrainingSettings(
+        data={"path": data}, model={"window": 1, "epochs": 60, "patience": 8, "seed": seed},
+        clean={"enabled": False}, gate={"fraction": 0},
+        store={"path": store, "model": "compressor"}, log_level="WARNING",
+    ))  # fmt: skip
 
 
 @dataclass(frozen=True)

@@ -14,9 +14,7 @@ from anomaly.routing import route
 from anomaly.settings import RouteSettings, TopicSettings
 from devtools.simulator import COMPRESSOR, Fleet
 from tests.support.fakes import as_records
-from tests.support.models import Trained
-from training.job import train
-from training.settings import TrainingSettings
+from tests.support.models import Trained, train_compressors
 from worker.pipeline import BatchProcessor
 from worker.settings import AlertSettings, BatchSettings, ModelsSettings
 
@@ -27,16 +25,7 @@ TOPICS = TopicSettings(input="in", alerts="alerts", dead_letters="dlq")
 def compressors(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
     """A window-1 model of the compressors (five sensors of their own), in a named store."""
     root = tmp_path_factory.mktemp("compressors")
-    data = root / "compressors.jsonl"
-    data.write_bytes(
-        b"".join(v + b"\n" for _, v in Fleet(4, seed=3, kind=COMPRESSOR).records(2500))
-    )
-    settings = TrainingSettings(
-        data={"path": data}, model={"window": 1, "epochs": 60, "patience": 8},
-        clean={"enabled": False}, gate={"fraction": 0},
-        store={"path": root / "store", "model": "compressor"}, log_level="WARNING",
-    )  # fmt: skip
-    train(settings)
+    train_compressors(root / "store")
     assert model_names(root / "store") == ["compressor"]
     return model_store(root / "store", "compressor").load_current()
 
