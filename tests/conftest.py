@@ -117,6 +117,14 @@ def kafka09(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
         yield running
 
 
+@pytest.fixture(scope="session")
+def kafka4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """Apache Kafka 4, one KRaft node (fetched by `make kafka4`), persistent, on loopback;
+    topics are not created on first use."""
+    with local_broker.start_kafka4(tmp_path_factory.mktemp("kafka4")) as running:
+        yield running
+
+
 TIERS = ("unit", "integration", "system")
 
 
