@@ -99,38 +99,24 @@ def alerts_by_codec(settings: WorkerSettings, expected_records: int) -> dict[str
 
 
 @pytest.mark.skipif(shutil.which("kcat") is None, reason="kcat not installed (make system)")
-def test_kcat_in_every_codec_of_kafka_09_raises_the_alerts_of_uncompressed_input(
-    kafka09: LocalBroker, store: Path
+@pytest.mark.parametrize("which", ["kafka09", "kafka4"])
+def test_kcat_in_every_codec_raises_the_alerts_of_uncompressed_input(
+    which: str, request: pytest.FixtureRequest, store: Path
 ) -> None:
-    codecs = ["none", "gzip", "snappy", "lz4"]
-    settings = settings_on(kafka09, store, 3)
+    """Debian's kcat (librdkafka 2.0.2) to Apache Kafka 0.9 (its old protocol: no zstd) and
+    to Apache Kafka 4 (zstd too)."""
+    broker: LocalBroker = request.getfixturevalue(which)
+    codecs = ["none", "gzip", "snappy", "lz4"] + (["zstd"] if which == "kafka4" else [])
+    old = ["-X", "api.version.request=false", "-X", "broker.version.fallback=0.9.0"]
+    settings = settings_on(broker, store, 3)
     produced = copies(codecs, Fleet(n_assets=4, seed=5))
     for codec, records in produced.items():
         lines = "".join(f"{key}\t{value}\n" for key, value in records)
-        done = subprocess.run(
-            [
-                "kcat",
-                "-P",
-                "-b",
-                kafka09.bootstrap,
-                "-t",
-                settings.topics.input,
-                "-K",
-                "\t",
-                "-z",
-                codec,
-                "-X",
-                "api.version.request=false",
-                "-X",
-                "broker.version.fallback=0.9.0",
-                "-X",
-                "linger.ms=20",
-            ],
-            input=lines,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        command = [
+            "kcat", "-P", "-b", broker.bootstrap, "-t", settings.topics.input, "-K", "\t",
+            "-z", codec, *(old if which == "kafka09" else []), "-X", "linger.ms=20",
+        ]  # fmt: skip
+        done = subprocess.run(command, input=lines, capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
     by_codec = alerts_by_codec(settings, sum(map(len, produced.values())))
     assert set(by_codec) == set(codecs)
@@ -138,11 +124,13 @@ def test_kcat_in_every_codec_of_kafka_09_raises_the_alerts_of_uncompressed_input
         assert by_codec[codec] == by_codec["none"], codec
 
 
+@pytest.mark.parametrize("which", ["broker", "kafka4"])  # Tansu, Apache Kafka 4
 def test_confluent_kafka_in_every_codec_raises_the_alerts_of_uncompressed_input(
-    broker: LocalBroker, store: Path
+    which: str, request: pytest.FixtureRequest, store: Path
 ) -> None:
     from confluent_kafka import Producer
 
+    broker: LocalBroker = request.getfixturevalue(which)
     codecs = ["none", "gzip", "snappy", "lz4", "zstd"]
     settings = settings_on(broker, store, 3)
     produced = copies(codecs, Fleet(n_assets=4, seed=5))
