@@ -55,7 +55,7 @@ def event_json(
         "episode_id": episode.episode_id,
         "asset_id": asset_id,
         "ts": _iso(ts),
-        "source": {"topic": ref.topic, "partition": ref.partition, "offset": ref.offset},
+        "source": _source(ref),
         "score": score,
         "threshold": context.threshold if threshold is None else threshold,
         "model": context.model,
@@ -95,7 +95,7 @@ def sensor_event_json(
         "asset_id": asset_id,
         "feature": feature,
         "ts": _iso(ts),
-        "source": {"topic": ref.topic, "partition": ref.partition, "offset": ref.offset},
+        "source": _source(ref),
         "last_reported_at": (
             None if last_reported is None else _iso(datetime.fromtimestamp(last_reported, UTC))
         ),
@@ -117,6 +117,10 @@ def top_features(
         return []
     order = np.argsort(-shares, kind="stable")[:n]
     return [{"feature": features[i], "share": round(float(shares[i]), 4)} for i in order]
+
+
+def _source(ref: SourceRef) -> dict[str, object]:
+    return {"topic": ref.topic, "partition": ref.partition, "offset": ref.offset}
 
 
 def _iso(ts: datetime) -> str:

@@ -104,18 +104,6 @@ class AssetTable:
         self._threshold_of: dict[str, Callable[[str], float]] = {}
         self._states: OrderedDict[str, AssetState] = OrderedDict()
 
-    @property
-    def window(self) -> int:
-        return self.shapes[DEFAULT_MODEL][0]
-
-    @property
-    def n_features(self) -> int:
-        return self.shapes[DEFAULT_MODEL][1]
-
-    @property
-    def history(self) -> int:
-        return self.shapes[DEFAULT_MODEL][2]
-
     def __len__(self) -> int:
         return len(self._states)
 

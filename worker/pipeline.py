@@ -61,7 +61,6 @@ class Outbound:
 class BatchStats:
     """What the metrics and logs report of one batch."""
 
-    scored: int = 0
     # per model: records scored, above their threshold, above the median held-out score
     scored_by_model: Counter[str] = field(default_factory=Counter)
     outliers_by_model: Counter[str] = field(default_factory=Counter)
@@ -69,7 +68,6 @@ class BatchStats:
     warming_up: int = 0
     incomplete: int = 0  # records lacking a feature with no fresh value to fill it
     filled: Counter[str] = field(default_factory=Counter)  # values filled, by feature
-    outliers: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
     # (event type, asset id, top feature) of each event, in order, for the episode metric
@@ -84,6 +82,11 @@ class BatchStats:
     record_times: list[float] = field(default_factory=list)
     decode_s: float = 0.0
     score_s: float = 0.0
+
+    @property
+    def scored(self) -> int:
+        """Records scored, all models together."""
+        return sum(self.scored_by_model.values())
 
 
 @dataclass
@@ -172,19 +175,22 @@ class BatchProcessor:
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
         self.partitions = PartitionStates(clock)
 
+    def _main(self) -> Served | None:
+        """The model in service when there is one (the `default` one when there are more)."""
+        if len(self.served) == 1:
+            return next(iter(self.served.values()))
+        return self.served.get(DEFAULT_MODEL)
+
     @property
     def model(self) -> Artifact | None:
-        """The model in service when there is one (the `default` one when there are more)."""
-        served = self.served.get(DEFAULT_MODEL) or (
-            next(iter(self.served.values())) if len(self.served) == 1 else None
-        )
-        return served.artifact if served is not None else None
+        main = self._main()
+        return main.artifact if main is not None else None
 
     @property
     def rules(self) -> Rules:
         """The rules the worker applies with `model`."""
-        served = self.served.get(DEFAULT_MODEL) or next(iter(self.served.values()), None)
-        return served.rules if served is not None else Rules()
+        main = self._main()
+        return main.rules if main is not None else Rules()
 
     def set_model(self, artifact: Artifact, name: str = DEFAULT_MODEL) -> None:
         """Score the records of model `name` with `artifact` from the next batch on; its
@@ -501,12 +507,9 @@ class BatchProcessor:
         onset evidence."""
         stats, pending, context = result.stats, batch.pending, batch.context
         name = batch.served.name
-        outliers = int(above.sum())
         median = batch.served.artifact.manifest.validation.holdout_score_p50
-        stats.scored += len(pending)
-        stats.outliers += outliers
         stats.scored_by_model[name] += len(pending)
-        stats.outliers_by_model[name] += outliers
+        stats.outliers_by_model[name] += int(above.sum())
         stats.above_median_by_model[name] += int((scores.score > median).sum())
         rules, partitions = batch.served.rules, self.partitions
         for i, is_above in enumerate(above.tolist()):

@@ -4,9 +4,7 @@ record with a known reason, and hand good records through unharmed."""
 import base64
 import json
 import random
-import uuid
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,14 +15,14 @@ from anomaly.records import LIMIT, REASONS, RecordError, decode_record
 from anomaly.settings import TopicSettings
 from devtools import simulator
 from devtools.local_broker import LocalBroker
-from devtools.topics import committed_total, create_topics
+from devtools.topics import committed_total
 from tests.support.fakes import FakeRecord
-from tests.support.kafka import Running, processed, produce, read
+from tests.support.kafka import Running, processed, produce, read, settings_on
 from tests.support.models import Trained
 from tests.support.waiting import wait_until
 from worker.errors import ExitCode
 from worker.pipeline import BatchProcessor
-from worker.settings import AlertSettings, BatchSettings, WorkerSettings
+from worker.settings import AlertSettings, BatchSettings
 
 FEATURES = ("pressure", "current", "vibration")
 
@@ -200,7 +198,7 @@ def test_hostile_records_through_the_real_broker_and_worker(
     """Generated garbage mixed into a simulator stream, through Tansu and a real worker: every
     record is committed, every bad one is on the dead-letter topic with its reason, the good
     ones are scored."""
-    settings = kafka_settings(broker, trained.store.root)
+    settings = settings_on(broker, trained.store.root)
     fleet = simulator.Fleet(n_assets=20, seed=3)
     good = list(fleet.records(30))
     bad = [value for value in hostile if not _is_good(value)]
@@ -222,16 +220,3 @@ def test_hostile_records_through_the_real_broker_and_worker(
     taken = sum(registry.get_sample_value("anomaly_records_total", {"outcome": o}) or 0
                 for o in ("scored", "warming_up"))  # fmt: skip
     assert taken == len(good)
-
-
-def kafka_settings(broker: LocalBroker, store: Path) -> WorkerSettings:
-    run = uuid.uuid4().hex[:8]
-    s = WorkerSettings(
-        kafka={"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000},
-        topics={"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
-                "group": f"group-{run}"},
-        batch={"size": 200, "max_wait_ms": 50}, store={"path": store},
-        http={"port": 0, "host": "127.0.0.1"}, log_format="text",
-    )  # fmt: skip
-    create_topics(s.kafka, {s.topics.input: 3, s.topics.alerts: 1, s.topics.dead_letters: 1})
-    return s

@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from functools import partial
@@ -38,7 +37,15 @@ from devtools import local_broker
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import COMPRESSOR, FEATURES, Fleet
 from devtools.topics import committed_total, create_topics
-from tests.support.kafka import Running, fresh, processed, produce, read, run_until_processed
+from tests.support.kafka import (
+    Running,
+    fresh,
+    processed,
+    produce,
+    read,
+    run_until_processed,
+    settings_on,
+)
 from tests.support.models import REPO, Trained, train_compressors
 from tests.support.records import MALFORMED, good
 from tests.support.values import by_exception, quantised
@@ -55,19 +62,7 @@ from worker.settings import ModelsSettings, SensorSettings, StoreSettings, Worke
 @pytest.fixture
 def settings(broker: LocalBroker, store: Path) -> WorkerSettings:
     """Fresh topics and group on the session's broker."""
-    run = uuid.uuid4().hex[:8]
-    s = WorkerSettings(
-        kafka={"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000,
-               "flush_timeout_s": 10},
-        topics={"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
-                "group": f"group-{run}"},
-        batch={"size": 200, "max_wait_ms": 50},
-        store={"path": store, "reload_interval_s": 0.05},
-        http={"port": 0, "host": "127.0.0.1"},
-        log_format="text",
-    )  # fmt: skip
-    create_topics(s.kafka, {s.topics.input: 3, s.topics.alerts: 1, s.topics.dead_letters: 1})
-    return s
+    return settings_on(broker, store, flush_timeout_s=10)
 
 
 def test_faults_become_open_and_resolve_events_on_the_alerts_topic(

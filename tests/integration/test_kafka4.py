@@ -21,24 +21,9 @@ from anomaly.settings import KafkaSettings
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import create_topics
-from tests.support.kafka import read, run_until_processed
+from tests.support.kafka import read, run_until_processed, settings_on
 from training.kafka_range import plan_range
 from worker.checkpoint import decode
-from worker.settings import WorkerSettings
-
-
-def settings_on(broker: LocalBroker, store: Path) -> WorkerSettings:
-    run = uuid.uuid4().hex[:8]
-    settings = WorkerSettings(
-        kafka={"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000},
-        topics={"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
-                "group": f"group-{run}"},
-        batch={"size": 200, "max_wait_ms": 50}, store={"path": store},
-        http={"port": 0, "host": "127.0.0.1"}, log_format="text",
-    )  # fmt: skip
-    create_topics(settings.kafka, {settings.topics.input: 3, settings.topics.alerts: 1,
-                                   settings.topics.dead_letters: 1})  # fmt: skip
-    return settings
 
 
 def test_faults_are_alerted_and_the_alert_state_rides_with_the_offsets(

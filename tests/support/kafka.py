@@ -5,13 +5,14 @@ from __future__ import annotations
 import threading
 import uuid
 from collections.abc import Iterable
+from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
 from anomaly.kafka import make_producer
 from anomaly.records import SourceRecord
 from devtools.local_broker import LocalBroker
-from devtools.topics import TopicReader
+from devtools.topics import TopicReader, create_topics
 from tests.support.waiting import wait_until
 from worker.errors import ExitCode
 from worker.metrics import OUTCOMES, Metrics
@@ -79,6 +80,19 @@ def read(settings: WorkerSettings, topic: str, n: int) -> list[SourceRecord]:
     finally:
         reader.close()
     return out
+
+
+def settings_on(broker: LocalBroker, store: Path, **kafka: object) -> WorkerSettings:
+    """A worker's settings on fresh topics and a fresh group of `broker` (the topics created:
+    3 input partitions), the model store `store`; `kafka`: more client settings."""
+    client, topics = fresh(broker)
+    s = WorkerSettings(
+        kafka={**client, **kafka}, topics=topics, batch={"size": 200, "max_wait_ms": 50},
+        store={"path": store, "reload_interval_s": 0.05},
+        http={"port": 0, "host": "127.0.0.1"}, log_format="text",
+    )  # fmt: skip
+    create_topics(s.kafka, {s.topics.input: 3, s.topics.alerts: 1, s.topics.dead_letters: 1})
+    return s
 
 
 def fresh(broker: LocalBroker) -> tuple[dict[str, object], dict[str, str]]:
