@@ -150,6 +150,8 @@ def make_producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
 
 def make_consumer(kafka: KafkaSettings, group: str | None, **overrides: Any) -> KafkaConsumer:
     """A raw-bytes consumer with auto-commit off."""
+    version = kafka.api_version_tuple
+    separate_poll_interval = version is None or version >= (0, 10, 1)
     config = {
         **client_config(kafka),
         "group_id": group,
@@ -158,6 +160,7 @@ def make_consumer(kafka: KafkaSettings, group: str | None, **overrides: Any) -> 
         "session_timeout_ms": kafka.session_timeout_ms,
         "heartbeat_interval_ms": max(100, kafka.session_timeout_ms // 3),
         "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
+        **({"max_poll_interval_ms": kafka.max_poll_interval_ms} if separate_poll_interval else {}),
         **overrides,
     }
     return KafkaConsumer(**config)

@@ -34,6 +34,12 @@ class KafkaSettings(_Part):
         default=None, description="broker protocol version, e.g. 0.9 for old brokers"
     )
     session_timeout_ms: int = Field(default=10_000, ge=1000)
+    max_poll_interval_ms: int = Field(
+        default=300_000,
+        ge=1000,
+        description="longest a consumer may go between polls before it leaves its group "
+        "(brokers before 0.10.1: the session timeout)",
+    )
     fetch_max_wait_ms: int = Field(
         default=50, ge=0, le=10_000, description="longest a fetch waits at the broker for data"
     )

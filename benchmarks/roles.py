@@ -155,6 +155,9 @@ class _Timed:
     def lag(self) -> dict[tuple[str, int], int]:
         return self.source.lag()
 
+    def keep_alive(self) -> None:
+        self.source.keep_alive()
+
     def close(self) -> None:
         self.source.close()
 

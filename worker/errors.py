@@ -5,7 +5,8 @@ be published, or its offsets could not be committed, for longer than the brokers
 (`WORKER_KAFKA__OUTAGE_TIMEOUT_S`); the image lacks a compression codec's library; the client
 cannot read a batch at all (its records cannot be dead-lettered, since they cannot be read).
 The batch is then not committed, the process exits with the code below, Kubernetes restarts
-it, and the batch is read again.
+it, and the batch is read again. At start: a topic the worker reads or writes is missing
+(the cluster does not create topics on first use) for longer than `WORKER_TOPICS__WAIT_S`.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class ExitCode(IntEnum):
     BROKER_UNAVAILABLE = 7
     CODEC_UNAVAILABLE = 8
     UNREADABLE_BATCH = 9
+    TOPIC_MISSING = 10
     INTERRUPTED = 130
 
 
@@ -66,3 +68,9 @@ class InputUnreadableError(FatalError):
     none of its records can be read, so none can be scored or dead-lettered."""
 
     exit_code = ExitCode.UNREADABLE_BATCH
+
+
+class TopicMissingError(FatalError):
+    """A topic the worker reads or writes does not exist and the brokers did not create it."""
+
+    exit_code = ExitCode.TOPIC_MISSING

@@ -19,10 +19,11 @@ class Health:
         self.last_beat = clock()
         self.model_loaded = False
         self.partitions_assigned = False
-        # the brokers: the consumer's own view (set once it exists), and whether a publish or
-        # commit is being retried because they did not answer
+        self.topics_missing: tuple[str, ...] = ()  # found missing by the check at start
+        # the brokers: the consumer's own view (set once it exists), and why a publish or
+        # commit is being tried again (None: it is not)
         self.brokers_reachable: Callable[[], bool] = lambda: True
-        self.outage = False
+        self.retrying: str | None = None
 
     def beat(self) -> None:
         """The loop is alive: called once per iteration."""
@@ -32,13 +33,24 @@ class Health:
     def live(self) -> bool:
         return self.clock() - self.last_beat <= self.liveness_timeout_s
 
-    @property
-    def brokers_ok(self) -> bool:
-        return not self.outage and self.brokers_reachable()
+    def not_ready(self) -> list[str]:
+        """Why the worker cannot serve now (empty: it is ready), as /readyz says it."""
+        reasons = []
+        if not self.model_loaded:
+            reasons.append("no model")
+        if self.topics_missing:
+            reasons.append(f"topics missing: {', '.join(self.topics_missing)}")
+        if self.retrying is not None:
+            reasons.append(self.retrying)
+        elif not self.brokers_reachable():
+            reasons.append("no brokers")
+        if not self.partitions_assigned:
+            reasons.append("no partitions")
+        return reasons
 
     @property
     def ready(self) -> bool:
-        return self.model_loaded and self.partitions_assigned and self.brokers_ok
+        return not self.not_ready()
 
 
 class HealthServer:
@@ -72,17 +84,11 @@ def _handler(registry: CollectorRegistry, health: Health) -> type[BaseHTTPReques
                 ok = health.live
                 self._send(200 if ok else 503, b"ok\n" if ok else b"loop stalled\n")
             elif path == "/readyz":
-                if health.ready:
-                    self._send(200, b"ready\n")
+                reasons = health.not_ready()
+                if reasons:
+                    self._send(503, f"not ready: {'; '.join(reasons)}\n".encode())
                 else:
-                    missing = [
-                        what
-                        for what, ok in (("model", health.model_loaded),
-                                         ("partitions", health.partitions_assigned),
-                                         ("brokers", health.brokers_ok))
-                        if not ok
-                    ]  # fmt: skip
-                    self._send(503, f"not ready: no {' and no '.join(missing)}\n".encode())
+                    self._send(200, b"ready\n")
             else:
                 self._send(404, b"not found\n")
 

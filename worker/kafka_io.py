@@ -13,7 +13,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from kafka import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError, OffsetMetadataTooLargeError
+from kafka.errors import (
+    CommitFailedError,
+    KafkaError,
+    KafkaTimeoutError,
+    OffsetMetadataTooLargeError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from anomaly.kafka import UnreadableBatchError, make_consumer, make_producer, poll_records
@@ -147,6 +152,19 @@ class KafkaSource:
                 out[(tp.topic, tp.partition)] = max(0, end - self.consumer.position(tp))
         return out
 
+    def keep_alive(self) -> None:
+        """Stay in the group while a batch's publish or commit is tried again: a poll with
+        every partition paused reads nothing but tells the coordinator this member lives
+        (without it, the member leaves the group once max.poll.interval.ms has passed)."""
+        held = self.consumer.assignment()
+        self.consumer.pause(*held)
+        try:
+            self.consumer.poll(timeout_ms=0)
+        except KafkaError as exc:  # the brokers are away: the retry says so
+            log.debug("keep-alive poll failed: %r", exc)
+        finally:
+            self.consumer.resume(*(self.consumer.assignment() & held))
+
     def close(self) -> None:
         """Leave the group (offsets were committed per batch; nothing is auto-committed)."""
         self.consumer.close(autocommit=False)
@@ -197,8 +215,9 @@ class KafkaSink:
             sent = len(futures)
             pending = [m for m, f in zip(messages[:sent], futures, strict=True) if not _acked(f)]
             pending += messages[sent:]
+            where = f" (sending to {messages[sent].topic})" if sent < len(messages) else ""
             raise PublishError(
-                f"publishing {len(messages)} messages failed: {exc!r}", pending
+                f"publishing {len(messages)} messages failed{where}: {exc!r}", pending
             ) from exc
         pending = [m for m, f in zip(messages, futures, strict=True) if not _acked(f)]
         if pending:
@@ -208,6 +227,20 @@ class KafkaSink:
             )
             raise PublishError(f"{len(pending)} of {len(messages)} messages unpublished: {why}",
                                pending)  # fmt: skip
+
+    def partitions(self, topic: str, timeout_s: float) -> int | None:
+        """The topic's partition count, asking the brokers by name for up to `timeout_s`
+        (a cluster that creates topics on first use creates it); None if it is missing."""
+        try:
+            # the producer's own metadata wait, bounded here rather than by max_block_ms
+            found = self.producer._wait_on_metadata(topic, int(timeout_s * 1000))
+        except KafkaTimeoutError:
+            return None
+        except KafkaError as exc:
+            raise BrokerUnavailableError(
+                f"cannot read the metadata of topic {topic}: {exc!r}"
+            ) from exc
+        return len(found) if found else None
 
     def close(self) -> None:
         self.producer.close(timeout=self.timeout_s)

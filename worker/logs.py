@@ -1,10 +1,16 @@
-"""Logging set-up: one JSON object per line for Kubernetes, or plain text for people."""
+"""Logging set-up: one JSON object per line for Kubernetes, or plain text for people.
+
+The Kafka client logs a condition each time it meets it: a missing topic ten times a second.
+Its repeats are held back (`Repeats`), so one condition stays one line a minute.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
@@ -26,9 +32,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class Repeats(logging.Filter):
+    """Lets each distinct message of the Kafka client (loggers `kafka.*`) through at most once
+    per `every_s`; the next one through says how many were held back meanwhile."""
+
+    def __init__(self, every_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
+        super().__init__()
+        self.every_s, self.clock = every_s, clock
+        self.seen: dict[tuple[str, int, str], tuple[float, int]] = {}  # last shown, held
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("kafka"):
+            return True
+        key, now = (record.name, record.levelno, record.getMessage()), self.clock()
+        shown, held = self.seen.get(key, (-float("inf"), 0))
+        if now - shown < self.every_s:
+            self.seen[key] = (shown, held + 1)
+            return False
+        if len(self.seen) >= 1000:  # messages that differ each time: forget the old ones
+            self.seen = {k: v for k, v in self.seen.items() if now - v[0] < self.every_s}
+        self.seen[key] = (now, 0)
+        if held:
+            record.msg = f"{key[2]} (and {held} times more in {now - shown:.0f} s)"
+            record.args = None
+        return True
+
+
 def configure(level: str, fmt: str) -> None:
     """Send the root logger's records to stderr in `fmt` ('json' or 'text')."""
     handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(Repeats())
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:

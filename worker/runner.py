@@ -23,12 +23,12 @@ import torch
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
 from worker.errors import (
-    BrokerUnavailableError,
     CommitError,
     ExitCode,
     FatalError,
     InputUnreadableError,
     PublishError,
+    TopicMissingError,
 )
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
@@ -51,13 +51,17 @@ class Source(Protocol):
     def assigned(self) -> bool: ...
     def connected(self) -> bool: ...
     def lag(self) -> dict[tuple[str, int], int]: ...
+    def keep_alive(self) -> None: ...
     def close(self) -> None: ...
 
 
 class Sink(Protocol):
-    """Where alert events and dead letters go; `publish` returns once all are acknowledged."""
+    """Where alert events and dead letters go; `publish` returns once all are acknowledged;
+    `partitions` is a topic's partition count (None: the topic is missing after `timeout_s`;
+    a broker that creates topics on first use creates it)."""
 
     def publish(self, messages: Sequence[Outbound]) -> None: ...
+    def partitions(self, topic: str, timeout_s: float) -> int | None: ...
     def close(self) -> None: ...
 
 
@@ -106,6 +110,8 @@ class Worker:
         self._stop = threading.Event()
         self._interrupts = 0
         self._told_no_state = False
+        self._partitions: dict[str, int] = {}  # of each topic found at start
+        self._told_missing = False
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and return (safe from any thread)."""
@@ -126,6 +132,7 @@ class Worker:
         source: Source | None = None
         sink: Sink | None = None
         batches, idle_since = 0, time.monotonic()
+        topics_due = 0.0  # when the topics must exist (set once the producer is made)
         try:
             while not self._stop.is_set():
                 self.health.beat()
@@ -134,11 +141,15 @@ class Worker:
                 self.health.model_loaded = self.watchers.all_loaded
                 if not self.health.model_loaded:
                     self._stop.wait(min(self.settings.store.reload_interval_s, 1.0))
-                elif source is None or sink is None:
+                elif sink is None:
                     sink = self._make_sink(self.settings)  # closed in `finally` if the next fails
-                    source = self._make_source(self.settings)
-                    self.health.brokers_reachable = source.connected
-                    idle_since = time.monotonic()
+                    topics_due = time.monotonic() + self.settings.topics.wait_s
+                    continue
+                elif source is None:
+                    if self._topics_exist(sink, topics_due):
+                        source = self._make_source(self.settings)
+                        self.health.brokers_reachable = source.connected
+                        idle_since = time.monotonic()
                     continue
                 else:
                     if self._batch(source, sink):
@@ -152,8 +163,8 @@ class Worker:
         except FatalError as exc:
             if isinstance(exc, InputUnreadableError):
                 self.metrics.unreadable_batches.inc()
-            after = "" if isinstance(exc, BrokerUnavailableError) else (
-                "; the batch was not committed and will be read again")  # fmt: skip
+            in_batch = isinstance(exc, PublishError | CommitError | InputUnreadableError)
+            after = "; the batch was not committed and will be read again" if in_batch else ""
             log.error("fatal: %s%s", exc, after)
             return exc.exit_code
         finally:
@@ -199,13 +210,13 @@ class Worker:
                 pending = exc.pending or pending
                 raise
 
-        self._deliver("publishing the batch's alerts and dead letters", publish)
+        self._deliver("publishing the batch's alerts and dead letters", publish, source)
         publish_s = time.perf_counter() - started
         started = time.perf_counter()
         states, unsaved = self.processor.checkpoints(
             result.offsets, settings.kafka.commit_metadata_max_bytes
         )
-        self._deliver("committing the batch", lambda: source.commit(result.offsets, states))
+        self._deliver("committing the batch", lambda: source.commit(result.offsets, states), source)
         commit_s = time.perf_counter() - started
         metrics.checkpoint_assets.labels("unsaved").inc(unsaved)
         if not records:
@@ -213,9 +224,10 @@ class Worker:
         self._observe(result.stats, len(records), poll_s, publish_s, commit_s, source)
         return True
 
-    def _deliver(self, what: str, attempt: Callable[[], None]) -> None:
-        """Publish or commit. When the brokers do not answer, try again (not ready meanwhile)
-        until they do or `outage_timeout_s` has passed; then the error ends the worker."""
+    def _deliver(self, what: str, attempt: Callable[[], None], source: Source) -> None:
+        """Publish or commit. When the brokers do not answer, try again (not ready meanwhile,
+        still a member of the group) until they do or `outage_timeout_s` has passed; then
+        the error ends the worker."""
         deadline = time.monotonic() + self.settings.kafka.outage_timeout_s
         backoff = 0.1  # doubling to 1 s between attempts
         while True:
@@ -224,18 +236,49 @@ class Worker:
             except (PublishError, CommitError) as exc:
                 if time.monotonic() >= deadline or self._stop.is_set():
                     raise
-                if not self.health.outage:
+                if self.health.retrying is None:
                     log.warning("%s failed, trying again for up to %.0f s: %s", what,
                                 self.settings.kafka.outage_timeout_s, exc)  # fmt: skip
-                    self.health.outage = True
+                self.health.retrying = f"{what} failed, trying again: {exc}"
                 self.health.beat()  # waiting for the brokers is not a stalled loop
+                source.keep_alive()  # no record is read meanwhile
                 self._stop.wait(min(backoff, max(0.0, deadline - time.monotonic())))
                 backoff = min(1.0, 2 * backoff)
                 continue
-            if self.health.outage:
+            if self.health.retrying is not None:
                 log.info("%s succeeded: the brokers answer again", what)
-                self.health.outage = False
+                self.health.retrying = None
             return
+
+    def _topics_exist(self, sink: Sink, due: float) -> bool:
+        """Whether the input, alerts and dead-letter topics exist; while some do not, the
+        worker is not ready and names them, once in the log; TopicMissingError once `due`
+        has passed. Asked by name, so a cluster that creates topics on first use does."""
+        topics = self.settings.topics
+        missing = []
+        for name in dict.fromkeys((topics.input, topics.alerts, topics.dead_letters)):
+            if name not in self._partitions:
+                count = sink.partitions(name, timeout_s=1.0)
+                if count is None:
+                    missing.append(name)
+                else:
+                    self._partitions[name] = count
+        self.health.topics_missing = tuple(missing)
+        if not missing:
+            log.info("topics found: input %s (%d partitions), alerts %s, dead letters %s",
+                     topics.input, self._partitions[topics.input], topics.alerts,
+                     topics.dead_letters)  # fmt: skip
+            return True
+        why = (f"{', '.join(missing)} (these brokers do not create topics on first use: "
+               "create them; docs/operations.md, 'Topics, partitions and replicas')")  # fmt: skip
+        if time.monotonic() >= due:
+            raise TopicMissingError(f"topics missing after {topics.wait_s:g} s: {why}")
+        if not self._told_missing:
+            self._told_missing = True
+            log.warning("waiting up to %g s for topics missing on the cluster: %s",
+                        topics.wait_s, why)  # fmt: skip
+        self._stop.wait(min(0.5, max(0.0, due - time.monotonic())))
+        return False
 
     def _handed_over(self, handover: Handover, stats: BatchStats) -> None:
         def names(tps: Iterable[tuple[str, int]]) -> str:

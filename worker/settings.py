@@ -31,6 +31,15 @@ class _Part(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class WorkerTopics(TopicSettings):
+    """The topics (anomaly.settings.TopicSettings), and how long the worker waits at start
+    for them to exist (the input topic, the alerts and dead-letter topics), then exits 10."""
+
+    wait_s: float = Field(
+        default=60.0, ge=0.0, description="how long to wait at start for a missing topic"
+    )
+
+
 class BatchSettings(_Part):
     """How records are batched: at most `size` records, waiting at most `max_wait_ms`."""
 
@@ -114,7 +123,7 @@ class WorkerSettings(BaseSettings):
     )
 
     kafka: KafkaSettings = KafkaSettings()
-    topics: TopicSettings = TopicSettings()
+    topics: WorkerTopics = WorkerTopics()
     batch: BatchSettings = BatchSettings()
     store: StoreSettings = StoreSettings()
     models: ModelsSettings = ModelsSettings()

@@ -9,21 +9,40 @@ offset-for-time lookup (Tansu answers offset 0 to every lookup, Kafka 0.9 has no
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
-from kafka import KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
 from kafka.structs import TopicPartition
 
 from anomaly.kafka import client_config, make_producer
 from anomaly.settings import KafkaSettings
-from devtools.local_broker import LocalBroker
+from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import Fleet
-from devtools.topics import create_topics
-from tests.support.kafka import read, run_until_processed, settings_on
+from devtools.topics import committed_total, create_topics
+from tests.support.kafka import (
+    Running,
+    fresh,
+    processed,
+    produce,
+    read,
+    run_until_processed,
+    settings_on,
+)
+from tests.support.models import REPO
+from tests.support.records import good
+from tests.support.waiting import wait_until
 from training.kafka_range import plan_range
 from worker.checkpoint import decode
+from worker.errors import ExitCode
 
 
 def test_faults_are_alerted_and_the_alert_state_rides_with_the_offsets(
@@ -103,3 +122,95 @@ def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
         return {tp.partition: end for tp, end in consumer.end_offsets(parts).items()}
     finally:
         consumer.close()
+
+
+def readiness(port: int) -> str | None:
+    """The worker's /readyz body (None while it does not answer)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
+            return str(response.read().decode())
+    except urllib.error.HTTPError as exc:
+        return str(exc.read().decode())
+    except OSError:
+        return None
+
+
+def test_a_topic_missing_at_start_is_named_and_ends_the_worker_with_its_code(
+    kafka4: LocalBroker, store: Path, tmp_path: Path
+) -> None:
+    """Topics are not created on first use here: with the dead-letter topic missing, the
+    worker says so (log, /readyz) before it reads a record, then exits 10; the client's own
+    line for it, ten a second, comes out once."""
+    client, topics = fresh(kafka4)
+    create_topics(KafkaSettings(**client), {topics["input"]: 3, topics["alerts"]: 1})
+    port = free_port()
+    env = {
+        **os.environ, "WORKER_KAFKA__BOOTSTRAP_SERVERS": kafka4.bootstrap,
+        **{f"WORKER_TOPICS__{k.upper()}": v for k, v in topics.items()},
+        "WORKER_TOPICS__WAIT_S": "6", "WORKER_STORE__PATH": str(store),
+        "WORKER_HTTP__HOST": "127.0.0.1", "WORKER_HTTP__PORT": str(port),
+    }  # fmt: skip
+    log = tmp_path / "worker.log"
+    with log.open("wb") as out:
+        worker = subprocess.Popen([sys.executable, "-m", "worker"], cwd=REPO, env=env,
+                                  stdout=out, stderr=out)  # fmt: skip
+    try:
+        dlq = topics["dead_letters"]
+        wanted = f"not ready: topics missing: {dlq}; no partitions\n"
+        wait_until(lambda: readiness(port) == wanted, 30, "/readyz naming the missing topic")
+        assert worker.wait(60) == ExitCode.TOPIC_MISSING
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+    lines = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
+    said = [(e["level"], e["message"]) for e in lines]
+    assert sum("not found in cluster metadata" in m for _, m in said) == 1, said
+    warned = [m for level, m in said if level == "WARNING" and "topics missing" in m]
+    fatal = [m for level, m in said if level == "ERROR" and m.startswith("fatal")]
+    assert len(warned) == 1
+    assert dlq in warned[0]
+    assert topics["alerts"] not in warned[0]
+    assert len(fatal) == 1
+    assert dlq in fatal[0]
+    assert not any(m.startswith("partitions moved") for _, m in said)  # never joined to read
+
+
+def test_a_publish_tried_again_keeps_the_worker_in_its_group(
+    kafka4: LocalBroker, store: Path
+) -> None:
+    """The dead-letter topic deleted under a running worker, then a malformed record: the
+    worker tries its batch again (not ready, naming the topic) for longer than the poll
+    interval, stays the group's member meanwhile, and carries on once the topic is back."""
+    settings = settings_on(kafka4, store, max_poll_interval_ms=2000, flush_timeout_s=1,
+                           outage_timeout_s=120)  # fmt: skip
+    topics = settings.topics
+    admin = KafkaAdminClient(**client_config(settings.kafka))
+    running = Running(settings)
+    try:
+        produce(settings, [(b"pump-00", good("pump-00", i)) for i in range(50)])
+        wait_until(lambda: processed(running.metrics) >= 50, what="50 records processed")
+        admin.delete_topics([topics.dead_letters])
+        produce(settings, [(b"pump-00", b"not json")])
+        health = running.worker.health
+        wait_until(lambda: any(topics.dead_letters in r for r in health.not_ready()), 60,
+                   "the publish tried again, naming the dead-letter topic")  # fmt: skip
+        since = time.monotonic()
+        while time.monotonic() - since < 3 * 2.0:  # three poll intervals go by, still held
+            assert any(topics.dead_letters in r for r in health.not_ready())
+            time.sleep(0.1)
+        group = admin.describe_groups([topics.group])[topics.group]
+        assert group["group_state"] == "Stable"
+        assert len(group["members"]) == 1
+        admin.create_topics([NewTopic(topics.dead_letters, 1, 1)])
+        wait_until(lambda: health.ready, 60, "ready again")
+        dead = read(settings, topics.dead_letters, 1)
+        assert json.loads(dead[0].value or b"")["reason"] == "not_json"
+    finally:
+        admin.close()
+        assert running.stop() == ExitCode.OK
+    assert committed_total(settings.kafka, topics.group, topics.input) == 51
+    released = running.metrics.registry.get_sample_value(
+        "anomaly_checkpoint_assets_total", {"outcome": "released"}
+    )
+    assert not released  # the partitions never left this worker

@@ -44,6 +44,7 @@ class FakeSource:
     states: dict[tuple[str, int], str] = field(default_factory=dict)
     handovers: list[Handover] = field(default_factory=list)  # one given out per poll
     closed: bool = False
+    kept_alive: int = 0  # keep-alive polls while a publish or commit was tried again
     _position: int = 0
 
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[FakeRecord]:
@@ -71,6 +72,9 @@ class FakeSource:
     def lag(self) -> dict[tuple[str, int], int]:
         return {("in", 0): len(self.records) - self._position}
 
+    def keep_alive(self) -> None:
+        self.kept_alive += 1
+
     def close(self) -> None:
         self.closed = True
 
@@ -84,6 +88,10 @@ class FakeSink:
     failures: int = 0
     messages: list[Outbound] = field(default_factory=list)
     closed: bool = False
+    missing: set[str] = field(default_factory=set)  # topics that do not exist
+
+    def partitions(self, topic: str, timeout_s: float) -> int | None:
+        return None if topic in self.missing else 3
 
     def publish(self, messages: Sequence[Outbound]) -> None:
         if self.fail:

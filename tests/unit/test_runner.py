@@ -2,6 +2,7 @@
 hot reload, and the metrics it leaves behind."""
 
 import json
+import logging
 import os
 import shutil
 import threading
@@ -22,6 +23,7 @@ from tests.support.models import edit_manifest, replace_weights
 from tests.support.waiting import wait_until
 from worker.errors import BrokerUnavailableError, ExitCode
 from worker.health import Health
+from worker.logs import Repeats
 from worker.metrics import Metrics
 from worker.pipeline import Outbound
 from worker.runner import Worker
@@ -128,7 +130,7 @@ def test_a_failed_publish_exits_with_its_code_and_commits_nothing(store: Path) -
     assert source.closed
 
 
-def test_publishing_is_tried_again_while_the_brokers_are_away_not_ready_meanwhile(
+def test_publishing_is_tried_again_while_the_brokers_are_away_not_ready_and_in_the_group(
     store: Path,
 ) -> None:
     reference, undisturbed = FakeSink(), stream()
@@ -142,6 +144,7 @@ def test_publishing_is_tried_again_while_the_brokers_are_away_not_ready_meanwhil
     assert sink.readiness[1:4] == [False, False, False]  # while it was tried again
     assert sink.readiness[0]
     assert sink.readiness[4]  # ready again once it went through
+    assert source.kept_alive == 3  # a keep-alive poll after each failure: still a member
     assert undated(sink.messages) == undated(reference.messages)  # each once, in order
     assert source.committed == undisturbed.committed
 
@@ -170,15 +173,51 @@ class Watched(FakeSink):
         super().publish(messages)
 
 
-def test_the_brokers_out_of_reach_or_a_retried_batch_make_the_worker_not_ready() -> None:
+def test_readiness_names_each_reason_the_worker_cannot_serve() -> None:
     source, health = stream(), Health(liveness_timeout_s=60)
+    assert health.not_ready() == ["no model", "no partitions"]
     health.model_loaded = health.partitions_assigned = True
     health.brokers_reachable = source.connected
     assert health.ready
     source.reachable = False
-    assert not health.ready
-    source.reachable, health.outage = True, True
-    assert not health.ready
+    assert health.not_ready() == ["no brokers"]
+    source.reachable, health.retrying = True, "publishing failed, trying again: no ack"
+    assert health.not_ready() == ["publishing failed, trying again: no ack"]
+    health.retrying, health.topics_missing = None, ("dlq", "alerts")
+    assert health.not_ready() == ["topics missing: dlq, alerts"]
+
+
+def test_missing_topics_keep_it_unready_then_exit_with_their_code_naming_them(
+    store: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    source, sink = stream(), FakeSink(missing={"dlq", "alerts"})
+    worker, _ = worker_with(store, source, sink)
+    worker.settings = worker.settings.model_copy(
+        update={"topics": worker.settings.topics.model_copy(update={"wait_s": 1.5})}
+    )
+    reasons: list[list[str]] = []
+    worker.health.beat = lambda: reasons.append(worker.health.not_ready())  # type: ignore[method-assign]
+    assert worker.run(idle_timeout_s=30) == ExitCode.TOPIC_MISSING
+    assert ["topics missing: alerts, dlq", "no partitions"] in reasons
+    assert source.committed == {}
+    assert sink.messages == []
+    waiting = [r for r in caplog.records if "topics missing" in r.getMessage()]
+    assert len(waiting) == 2  # once when found missing, once when giving up
+    assert "alerts, dlq" in waiting[-1].getMessage()
+
+
+def test_a_topic_created_while_it_waits_is_taken_up(store: Path) -> None:
+    source, sink = stream(), FakeSink(missing={"dlq"})
+    worker, _ = worker_with(store, source, sink)
+    thread = threading.Thread(target=worker.run, kwargs={"idle_timeout_s": 0.3})
+    thread.start()
+    try:
+        wait_until(lambda: worker.health.topics_missing == ("dlq",), what="dlq missing")
+        sink.missing.clear()
+    finally:
+        thread.join(30)
+    assert source.committed  # it went on to read and commit
+    assert worker.health.topics_missing == ()
 
 
 def test_a_failed_commit_exits_with_its_code(store: Path) -> None:
@@ -311,3 +350,25 @@ def test_unreachable_brokers_exit_with_their_code(store: Path) -> None:
     metrics = Metrics(CollectorRegistry())
     worker = Worker(settings(store), metrics, no_broker, lambda s: FakeSink(), serve_http=False)
     assert worker.run(idle_timeout_s=5) == ExitCode.BROKER_UNAVAILABLE
+
+
+def test_the_kafka_clients_repeats_are_held_back_and_counted() -> None:
+    now = [0.0]
+    repeats = Repeats(every_s=60, clock=lambda: now[0])
+
+    def passed(name: str, message: str) -> str | None:
+        record = logging.LogRecord(name, logging.ERROR, __file__, 1, message, ("dlq",), None)
+        return record.getMessage() if repeats.filter(record) else None
+
+    flood = "Topic %s not found in cluster metadata"
+    assert passed("kafka.cluster", flood) == "Topic dlq not found in cluster metadata"
+    for _ in range(10):
+        now[0] += 0.1
+        assert passed("kafka.cluster", flood) is None
+        assert passed("worker.runner", flood) is not None  # the worker's own lines all pass
+    assert passed("kafka.cluster", "Topic %s is not authorized for this client") is not None
+    now[0] = 61.0
+    assert passed("kafka.cluster", flood) == (
+        "Topic dlq not found in cluster metadata (and 10 times more in 61 s)"
+    )
+    assert passed("kafka.cluster", flood) is None
