@@ -152,6 +152,7 @@ def make_consumer(kafka: KafkaSettings, group: str | None, **overrides: Any) -> 
     """A raw-bytes consumer with auto-commit off."""
     version = kafka.api_version_tuple
     separate_poll_interval = version is None or version >= (0, 10, 1)
+    transactions = version is None or version >= (0, 11)
     config = {
         **client_config(kafka),
         "group_id": group,
@@ -161,6 +162,7 @@ def make_consumer(kafka: KafkaSettings, group: str | None, **overrides: Any) -> 
         "heartbeat_interval_ms": max(100, kafka.session_timeout_ms // 3),
         "fetch_max_wait_ms": kafka.fetch_max_wait_ms,
         **({"max_poll_interval_ms": kafka.max_poll_interval_ms} if separate_poll_interval else {}),
+        **({"isolation_level": kafka.isolation_level} if transactions else {}),
         **overrides,
     }
     return KafkaConsumer(**config)

@@ -59,6 +59,11 @@ class KafkaSettings(_Part):
         "(the broker's offset.metadata.max.bytes; 0 saves none)",
     )
     auto_offset_reset: Literal["earliest", "latest"] = "earliest"
+    isolation_level: Literal["read_committed", "read_uncommitted"] = Field(
+        default="read_uncommitted",
+        description="read_committed: records of aborted transactions are never read "
+        "(brokers from 0.11; Tansu answers no true last stable offset: keep the default)",
+    )
 
     @model_validator(mode="after")
     def _sasl_complete(self) -> KafkaSettings:

@@ -75,16 +75,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--readings", type=int, default=400, help="readings per pump streamed")
     parser.add_argument("--http-port", type=int, default=8000, help="the worker's metrics port")
     parser.add_argument("--workdir", type=Path, default=Path("demo"))
+    parser.add_argument(
+        "--broker", choices=["kafka4", "tansu"], default="tansu",
+        help="Apache Kafka 4 (make kafka4; Java 17) or Tansu (in memory; keeps no alert "
+        "state with the offsets, refuses older librdkafka clients)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
 
     workdir: Path = args.workdir
     shutil.rmtree(workdir, ignore_errors=True)
     workdir.mkdir(parents=True)
     say(f"working in {workdir}/ (model store, training data, worker log)")
-    broker = local_broker.start(log=workdir / "broker.log")
+    started = time.monotonic()
+    if args.broker == "kafka4":
+        broker = local_broker.start_kafka4(workdir / "kafka")
+        what = "Apache Kafka 4, KRaft, one node"
+    else:
+        broker = local_broker.start(log=workdir / "broker.log")
+        what = "Tansu, in memory"
     worker: subprocess.Popen[bytes] | None = None
     try:
-        say(f"broker (Tansu, in memory) on {broker.bootstrap}")
+        say(f"broker ({what}) on {broker.bootstrap}, up in {time.monotonic() - started:.1f} s")
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, session_timeout_ms=6000)
         topics = TopicSettings()
         create_topics(kafka, {topics.input: 4, topics.alerts: 1, topics.dead_letters: 1})
@@ -128,7 +139,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                                   stdout=log, stderr=log)  # fmt: skip
         base = f"http://127.0.0.1:{args.http_port}"
         say(f"worker started (pid {worker.pid}); waiting for {base}/readyz")
+        launched = time.monotonic()
         wait_for(lambda: http_ok(f"{base}/readyz"), 90, "the worker to become ready", worker)
+        say(f"worker ready (model loaded, topics found, partitions assigned) in "
+            f"{time.monotonic() - launched:.1f} s")  # fmt: skip
 
         fleets = [Fleet(args.assets, seed=2, start=now)]
         if args.compressors:

@@ -66,6 +66,7 @@ class LocalBroker:
     processes: list[subprocess.Popen[bytes]]
     api_version: str | None = None
     ssl_port: int | None = None  # a TLS listener beside the plaintext one, where started
+    sasl_port: int | None = None  # SASL/SCRAM over TLS, where started
     # starts the broker process again on the same data (persistent brokers only)
     relaunch: Callable[[], subprocess.Popen[bytes]] | None = None
 
@@ -78,6 +79,12 @@ class LocalBroker:
         if self.ssl_port is None:
             raise BrokerError("this broker has no TLS listener")
         return f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def sasl_bootstrap(self) -> str:
+        if self.sasl_port is None:
+            raise BrokerError("this broker has no SASL_SSL listener")
+        return f"127.0.0.1:{self.sasl_port}"
 
     @property
     def process(self) -> subprocess.Popen[bytes]:
@@ -208,29 +215,55 @@ KAFKA4_HOME = STATE_DIR / "kafka-4"
 
 
 def start_kafka4(
-    directory: Path, home: Path = KAFKA4_HOME, port: int | None = None, timeout_s: float = 60.0
+    directory: Path,
+    home: Path = KAFKA4_HOME,
+    port: int | None = None,
+    timeout_s: float = 60.0,
+    keystore: tuple[Path, str] | None = None,
 ) -> LocalBroker:
     """Format a one-node KRaft storage under `directory` and start Apache Kafka 4 on it
     (broker and controller in one process, loopback listeners); return once it answers
-    metadata requests."""
+    metadata requests.
+
+    With `keystore` (a JKS file holding the broker's key and certificate, and its password),
+    as production clusters run: a TLS listener and a SASL_SSL one (SCRAM-SHA-512, users made
+    with the admin API), ACLs enforced (StandardAuthorizer; nothing is allowed without an
+    ACL). The plaintext listener stays, on loopback, as the operator's door: its anonymous
+    principal is the super user that creates users, ACLs and topics.
+    """
     libs = home / "libs"
     if not (libs / ".complete").is_file():
         raise BrokerError(f"no Apache Kafka 4 at {home}: run `make kafka4` to fetch it")
     directory.mkdir(parents=True, exist_ok=True)
     port, controller = port or free_port(), free_port()
+    listeners = {"PLAINTEXT": port}
+    secured = ""
+    if keystore:
+        path, password = keystore
+        listeners |= {"SSL": free_port(), "SASL_SSL": free_port()}
+        secured = (
+            f"ssl.keystore.location={path}\nssl.keystore.password={password}\n"
+            f"ssl.key.password={password}\nsasl.enabled.mechanisms=SCRAM-SHA-512\n"
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config="
+            "org.apache.kafka.common.security.scram.ScramLoginModule required;\n"
+            "authorizer.class.name=org.apache.kafka.metadata.authorizer.StandardAuthorizer\n"
+            "super.users=User:ANONYMOUS\nallow.everyone.if.no.acl.found=false\n"
+        )
+    advertised = ",".join(f"{name}://127.0.0.1:{p}" for name, p in listeners.items())
+    protocols = ",".join(f"{name}:{name}" for name in listeners)
     config = directory / "server.properties"
     config.write_text(
         "process.roles=broker,controller\nnode.id=1\n"
         f"controller.quorum.bootstrap.servers=127.0.0.1:{controller}\n"
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller}\n"
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}\n"
+        f"listeners={advertised},CONTROLLER://127.0.0.1:{controller}\n"
+        f"advertised.listeners={advertised}\n"
         "controller.listener.names=CONTROLLER\ninter.broker.listener.name=PLAINTEXT\n"
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT\n"
+        f"listener.security.protocol.map={protocols},CONTROLLER:PLAINTEXT\n{secured}"
         f"log.dirs={directory / 'data'}\nnum.partitions=3\n"
         "offsets.topic.replication.factor=1\noffsets.topic.num.partitions=3\n"
         "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n"
-        "group.initial.rebalance.delay.ms=0\ngroup.consumer.min.session.timeout.ms=1000\n"
-        "group.classic.min.session.timeout.ms=1000\nauto.create.topics.enable=false\n"
+        "group.initial.rebalance.delay.ms=0\ngroup.min.session.timeout.ms=1000\n"
+        "group.consumer.min.session.timeout.ms=1000\nauto.create.topics.enable=false\n"
     )
     java = ["java", "-Xmx512m", "-Xms64m", "-cp", f"{libs}/*"]
     with (directory / "format.out").open("ab") as out:
@@ -249,11 +282,15 @@ def start_kafka4(
                 [*java, "kafka.Kafka", str(config)], stdout=out, stderr=out,
                 start_new_session=True,
             )  # fmt: skip
-        wait_for_port(port, process, "kafka 4", timeout_s)
+        for name, listening in listeners.items():
+            wait_for_port(listening, process, f"kafka 4 ({name})", timeout_s)
         wait_for_registration(f"127.0.0.1:{port}", process, timeout_s, api_version=None)
         return process
 
-    return LocalBroker(port, [launch()], relaunch=launch)
+    return LocalBroker(
+        port, [launch()], ssl_port=listeners.get("SSL"), sasl_port=listeners.get("SASL_SSL"),
+        relaunch=launch,
+    )  # fmt: skip
 
 
 def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout_s: float) -> None:

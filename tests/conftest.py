@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from kafka import KafkaConsumer
 
 from anomaly.model import (
     FORMAT_VERSION,
@@ -86,10 +87,30 @@ def publish_random() -> Callable[[ModelStore, str], str]:
     return publish
 
 
+# The brokers this session started, and the version the Kafka client reports for each
+# (printed at the end of the run: pytest_terminal_summary).
+REPORTED: dict[str, str] = {}
+
+
+def note_version(name: str, running: LocalBroker) -> None:
+    """Ask the broker its version as kafka-python does (ApiVersions) and keep it for the log."""
+    consumer = KafkaConsumer(bootstrap_servers=running.bootstrap)
+    try:
+        REPORTED[name] = ".".join(str(part) for part in consumer.config["api_version"])
+    finally:
+        consumer.close()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    for name, version in REPORTED.items():
+        terminalreporter.write_line(f"broker {name}: kafka-python reports version {version}")
+
+
 @pytest.fixture(scope="session")
 def broker() -> Iterator[LocalBroker]:
     """A real Kafka-API broker (Tansu, in memory) on a free loopback port for the session."""
     with local_broker.start() as running:
+        note_version("Tansu 0.6 (broker)", running)
         yield running
 
 
@@ -114,6 +135,7 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def kafka09(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """Apache Kafka 0.9 with ZooKeeper (unpacked by `make kafka09`), persistent, on loopback."""
     with local_broker.start_kafka09(tmp_path_factory.mktemp("kafka09")) as running:
+        REPORTED["Apache Kafka 0.9 (kafka09)"] = "0.9 (set: it predates the version request)"
         yield running
 
 
@@ -122,6 +144,7 @@ def kafka4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """Apache Kafka 4, one KRaft node (fetched by `make kafka4`), persistent, on loopback;
     topics are not created on first use."""
     with local_broker.start_kafka4(tmp_path_factory.mktemp("kafka4")) as running:
+        note_version("Apache Kafka 4 (kafka4)", running)
         yield running
 
 

@@ -7,6 +7,8 @@ cannot read a batch at all (its records cannot be dead-lettered, since they cann
 The batch is then not committed, the process exits with the code below, Kubernetes restarts
 it, and the batch is read again. At start: a topic the worker reads or writes is missing
 (the cluster does not create topics on first use) for longer than `WORKER_TOPICS__WAIT_S`.
+At any time: the brokers refuse the worker's principal an operation (an ACL is missing);
+not tried again, since no wait grants it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class ExitCode(IntEnum):
     CODEC_UNAVAILABLE = 8
     UNREADABLE_BATCH = 9
     TOPIC_MISSING = 10
+    NOT_AUTHORIZED = 11
     INTERRUPTED = 130
 
 
@@ -74,3 +77,15 @@ class TopicMissingError(FatalError):
     """A topic the worker reads or writes does not exist and the brokers did not create it."""
 
     exit_code = ExitCode.TOPIC_MISSING
+
+
+class NotAuthorizedError(FatalError):
+    """The brokers refuse this worker's principal an operation on a topic or its group."""
+
+    exit_code = ExitCode.NOT_AUTHORIZED
+
+
+class RefusedSettingError(FatalError):
+    """The brokers refuse a setting's value (a session timeout outside the range they allow)."""
+
+    exit_code = ExitCode.BAD_SETTINGS

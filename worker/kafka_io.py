@@ -14,7 +14,9 @@ from typing import Any
 
 from kafka import ConsumerRebalanceListener
 from kafka.errors import (
+    AuthorizationError,
     CommitFailedError,
+    InvalidSessionTimeoutError,
     KafkaError,
     KafkaTimeoutError,
     OffsetMetadataTooLargeError,
@@ -24,7 +26,14 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from anomaly.kafka import UnreadableBatchError, make_consumer, make_producer, poll_records
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
-from worker.errors import BrokerUnavailableError, CommitError, InputUnreadableError, PublishError
+from worker.errors import (
+    BrokerUnavailableError,
+    CommitError,
+    InputUnreadableError,
+    NotAuthorizedError,
+    PublishError,
+    RefusedSettingError,
+)
 from worker.pipeline import Outbound
 from worker.settings import WorkerSettings
 
@@ -58,6 +67,16 @@ class KafkaSource:
             return poll_records(self.consumer, timeout_ms, max_records)
         except UnreadableBatchError as exc:
             raise InputUnreadableError(str(exc)) from exc
+        except AuthorizationError as exc:
+            raise refused("reading the input topic in its group", exc) from exc
+        except InvalidSessionTimeoutError as exc:
+            raise RefusedSettingError(
+                f"the group coordinator refuses WORKER_KAFKA__SESSION_TIMEOUT_MS="
+                f"{self.session_timeout_s * 1000:.0f}: outside the brokers' "
+                "group.min.session.timeout.ms and group.max.session.timeout.ms"
+            ) from exc
+        except KafkaError as exc:  # not one the client tries again by itself
+            raise BrokerUnavailableError(f"reading the input topic failed: {exc!r}") from exc
 
     def handover(self) -> Handover | None:
         """The partitions lost and gained since the last call (None: nothing moved).
@@ -112,6 +131,8 @@ class KafkaSource:
                 )
                 self.consumer.commit({tp: OffsetAndMetadata(o.offset, "", -1)
                                       for tp, o in commit.items()})  # fmt: skip
+        except AuthorizationError as exc:
+            raise refused("committing offsets for its group", exc) from exc
         except CommitFailedError as exc:
             # Not a failure of this worker: the group moved on without it (a session that
             # expired, a rebalance). The batch's alerts are out; whoever holds each partition
@@ -144,7 +165,8 @@ class KafkaSource:
         return math.isinf(ago) or ago <= self.session_timeout_s
 
     def lag(self) -> dict[tuple[str, int], int]:
-        """Records between the position and the last known end of each assigned partition."""
+        """Records between the position and the high-water mark of each assigned partition,
+        as the last fetch answered it (true on Tansu too, whose end-offset query is not)."""
         out = {}
         for tp in self.consumer.assignment():
             end = self.consumer.highwater(tp)
@@ -211,6 +233,8 @@ class KafkaSink:
             for m in messages:
                 futures.append(self.producer.send(m.topic, key=m.key, value=m.value))
             self.producer.flush(timeout=self.timeout_s)
+        except AuthorizationError as exc:
+            raise refused(f"writing {messages[len(futures)].topic}", exc) from exc
         except Exception as exc:  # whatever the client raises, these were not all published
             sent = len(futures)
             pending = [m for m, f in zip(messages[:sent], futures, strict=True) if not _acked(f)]
@@ -221,6 +245,9 @@ class KafkaSink:
             ) from exc
         pending = [m for m, f in zip(messages, futures, strict=True) if not _acked(f)]
         if pending:
+            for m, f in zip(messages, futures, strict=True):
+                if f.is_done and isinstance(f.exception, AuthorizationError):
+                    raise refused(f"writing {m.topic}", f.exception)
             failed = next((f.exception for f in futures if f.is_done and f.failed()), None)
             why = (
                 f"the broker refused: {failed!r}" if failed else f"no ack within {self.timeout_s} s"
@@ -236,6 +263,8 @@ class KafkaSink:
             found = self.producer._wait_on_metadata(topic, int(timeout_s * 1000))
         except KafkaTimeoutError:
             return None
+        except AuthorizationError as exc:
+            raise refused(f"describing {topic}", exc) from exc
         except KafkaError as exc:
             raise BrokerUnavailableError(
                 f"cannot read the metadata of topic {topic}: {exc!r}"
@@ -244,6 +273,14 @@ class KafkaSink:
 
     def close(self) -> None:
         self.producer.close(timeout=self.timeout_s)
+
+
+def refused(what: str, exc: Exception) -> NotAuthorizedError:
+    """The error that ends the worker when the brokers refuse its principal `what`."""
+    return NotAuthorizedError(
+        f"the brokers refuse this worker's principal {what}: {exc!r}; grant its ACLs "
+        "(docs/operations.md, 'Kafka 4 with TLS and SCRAM')"
+    )
 
 
 def _acked(future: Any) -> bool:

@@ -19,7 +19,7 @@ import time
 import urllib.error
 import urllib.request
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from functools import partial
 from pathlib import Path
 
@@ -32,7 +32,7 @@ from anomaly.model import ModelStore
 from anomaly.model.artifact import WEIGHTS
 from anomaly.records import SourceRecord
 from anomaly.scoring import series_flags
-from anomaly.settings import InputSettings, TopicSettings
+from anomaly.settings import InputSettings
 from devtools import local_broker
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import COMPRESSOR, FEATURES, Fleet
@@ -55,8 +55,15 @@ from training.settings import TrainingSettings
 from worker.errors import ExitCode
 from worker.kafka_io import KafkaSink, KafkaSource
 from worker.metrics import Metrics
+from worker.pipeline import Outbound
 from worker.runner import Worker
-from worker.settings import ModelsSettings, SensorSettings, StoreSettings, WorkerSettings
+from worker.settings import (
+    ModelsSettings,
+    SensorSettings,
+    StoreSettings,
+    WorkerSettings,
+    WorkerTopics,
+)
 
 
 @pytest.fixture
@@ -194,7 +201,7 @@ def test_a_bridge_sending_values_by_exception_raises_the_alerts_of_whole_records
     fleet = Fleet(3, seed=12)
     whole = quantised(fleet.records(300, fleet.faults(300, first=120)))
     bridge = settings.model_copy(update={
-        "topics": TopicSettings(**fresh(broker)[1]),
+        "topics": WorkerTopics(**fresh(broker)[1]),
         "input": InputSettings(shape="value", asset_field="node", time_field="time",
                                sensor_field="tag"),
         "sensors": SensorSettings(stale_after_s=600),
@@ -295,10 +302,16 @@ def test_a_failed_publish_exits_with_its_code_commits_nothing_and_is_redone_afte
         update={"bootstrap_servers": doomed.bootstrap, "flush_timeout_s": 3}
     )
 
+    class Doomed(KafkaSink):
+        def partitions(self, topic: str, timeout_s: float) -> int | None:
+            return 1  # the topic check passes; the broker goes at the first publish
+
+        def publish(self, messages: Sequence[Outbound]) -> None:
+            doomed.stop()
+            super().publish(messages)
+
     def sink(_: WorkerSettings) -> KafkaSink:
-        connected = KafkaSink(settings.model_copy(update={"kafka": elsewhere}))
-        doomed.stop()
-        return connected
+        return Doomed(settings.model_copy(update={"kafka": elsewhere}))
 
     # tried again for 2 s (WORKER_KAFKA__OUTAGE_TIMEOUT_S), then the worker gives up
     impatient = settings.model_copy(

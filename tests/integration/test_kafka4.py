@@ -19,11 +19,13 @@ import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from kafka.structs import TopicPartition
 
 from anomaly.kafka import client_config, make_producer
+from anomaly.records import SourceRecord
 from anomaly.settings import KafkaSettings
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import Fleet
@@ -38,11 +40,13 @@ from tests.support.kafka import (
     settings_on,
 )
 from tests.support.models import REPO
-from tests.support.records import good
+from tests.support.records import good, outlier
 from tests.support.waiting import wait_until
 from training.kafka_range import plan_range
 from worker.checkpoint import decode
 from worker.errors import ExitCode
+from worker.metrics import EVENT_TYPES, Metrics
+from worker.settings import AlertSettings, WorkerSettings
 
 
 def test_faults_are_alerted_and_the_alert_state_rides_with_the_offsets(
@@ -214,3 +218,96 @@ def test_a_publish_tried_again_keeps_the_worker_in_its_group(
         "anomaly_checkpoint_assets_total", {"outcome": "released"}
     )
     assert not released  # the partitions never left this worker
+
+
+def test_records_of_an_aborted_transaction_are_never_scored(
+    kafka4: LocalBroker, store: Path
+) -> None:
+    """An upstream job writing exactly once (Flink, Kafka Streams, Connect) commits some
+    transactions and aborts one: the worker (isolation read_committed) scores
+    every committed record and none of the aborted batch, whose outliers would alert."""
+    settings = settings_on(kafka4, store, isolation_level="read_committed")
+    settings = settings.model_copy(update={"alerts": AlertSettings(open_after=1, onset_step=0)})
+    topic = settings.topics.input
+    producer = make_producer(settings.kafka, transactional_id=f"upstream-{uuid.uuid4().hex[:6]}")
+    producer.init_transactions()
+    committed, ends = 0, dict.fromkeys(range(3), 0)  # past each partition's last good record
+    for batch, abort in ((0, False), (1, True), (2, False)):  # committed ts go on rising
+        producer.begin_transaction()
+        sent = []
+        for i in range(40):
+            asset = "ghost" if abort else f"pump-0{i % 4}"
+            value = outlier(asset, i) if abort else good(asset, 40 * batch + i)
+            sent.append(producer.send(topic, key=asset.encode(), value=value))
+        if abort:  # written to the log first (an abort drops what is still unsent)
+            producer.flush()
+            producer.abort_transaction()
+            continue
+        producer.commit_transaction()
+        committed += len(sent)
+        for stored in (future.get(timeout=30) for future in sent):
+            ends[stored.partition] = max(ends[stored.partition], stored.offset + 1)
+    producer.close()
+    running = Running(settings)
+    try:
+        wait_until(lambda: processed(running.metrics) >= committed, what="committed records")
+        wait_until(lambda: committed_offsets(settings) == ends, what="offsets past them")
+    finally:
+        assert running.stop() == ExitCode.OK
+    assert processed(running.metrics) == committed  # the aborted 40 were never read
+    clean = published(running.metrics)
+    assert "ghost" not in opened(read(settings, settings.topics.alerts, clean) if clean else [])
+    # read uncommitted (another group, the same alerts topic), the aborted outliers alert
+    kafka = settings.kafka.model_copy(update={"isolation_level": "read_uncommitted"})
+    topics = settings.topics.model_copy(update={"group": f"{settings.topics.group}-dirty"})
+    dirty = run_until_processed(settings.model_copy(update={"kafka": kafka, "topics": topics}),
+                                committed + 40)  # fmt: skip
+    events = read(settings, settings.topics.alerts, clean + published(dirty))
+    assert "ghost" in opened(events[clean:])
+
+
+def published(metrics: Metrics) -> int:
+    """The events a worker published (its metrics' count)."""
+    sample = metrics.registry.get_sample_value
+    return int(sum(sample("anomaly_alert_events_total", {"type": t}) or 0 for t in EVENT_TYPES))
+
+
+def opened(events: list[SourceRecord]) -> set[str]:
+    """The assets with an `open` among `events` (records of the alerts topic)."""
+    decoded = (json.loads(r.value or b"") for r in events)
+    return {e["asset_id"] for e in decoded if e["type"] == "open"}
+
+
+def committed_offsets(settings: WorkerSettings) -> dict[int, int]:
+    consumer = KafkaConsumer(**client_config(settings.kafka), group_id=settings.topics.group)
+    try:
+        topic = settings.topics.input
+        return {p: consumer.committed(TopicPartition(topic, p)) or 0
+                for p in sorted(consumer.partitions_for_topic(topic))}  # fmt: skip
+    finally:
+        consumer.close()
+
+
+@pytest.mark.parametrize("which", ["broker", "kafka4"])  # Tansu, Apache Kafka 4
+def test_the_lag_comes_from_the_fetch_and_is_true_on_tansu_too(
+    which: str, request: pytest.FixtureRequest, store: Path
+) -> None:
+    """Tansu answers an end-offset query with the start of the partition's last batch (1
+    after one batch of 1,000), so a lag computed from it is too low; the high-water mark in
+    its fetch answers is true. The worker's lag comes from the fetch: 0 once all is read,
+    on both brokers, after batches of many records, and never negative."""
+    broker: LocalBroker = request.getfixturevalue(which)
+    settings = settings_on(broker, store)
+    fleet = Fleet(n_assets=6, seed=3)
+    n = produce(settings, fleet.records(100))  # one flush: batches of many records
+    metrics = run_until_processed(settings, n)
+    topic = settings.topics.input
+    lags = [
+        metrics.registry.get_sample_value(
+            "anomaly_consumer_lag_records", {"topic": topic, "partition": str(p)}
+        )
+        for p in range(3)
+    ]
+    assert lags == [0.0, 0.0, 0.0]
+    if which == "broker":  # what an end-offset query would have made of it
+        assert sum(end_offsets(settings.kafka, topic).values()) < n

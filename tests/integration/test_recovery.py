@@ -1,5 +1,6 @@
-"""Crashes for real, accounted against what was produced (Apache Kafka 0.9: a real, persistent
-broker that keeps the alert state committed with the offsets).
+"""Crashes for real, accounted against what was produced (Apache Kafka 4 in KRaft mode, the
+broker production users run: persistent, it keeps the alert state committed with the offsets,
+its producers are idempotent, and it creates no topic on first use).
 
 A simulator fleet with faults is produced at a steady pace while worker processes are killed
 with SIGKILL at random moments and started again. Afterwards:
@@ -53,6 +54,7 @@ from anomaly.records import SourceRecord
 from anomaly.settings import KafkaSettings, RouteSettings, TopicSettings
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import COMPRESSOR, FAULT_KINDS, PUMP, AssetType, Fault, Fleet, timestamp
+from devtools.topics import create_topics
 from tests.support.models import REPO, Trained, train_compressors
 from tests.support.waiting import wait_until
 from worker.pipeline import BatchProcessor
@@ -99,9 +101,14 @@ class Scenario:
     run: str = field(default_factory=lambda: uuid.uuid4().hex[:8])
     two_types: bool = False  # pumps and compressors, each type its named model
 
+    def __post_init__(self) -> None:
+        t = self.topics
+        create_topics(self.kafka, {t.input: 3, t.alerts: 3, t.dead_letters: 3})
+
     @property
     def kafka(self) -> KafkaSettings:
-        return KafkaSettings(bootstrap_servers=self.broker.bootstrap, api_version="0.9")
+        return KafkaSettings(bootstrap_servers=self.broker.bootstrap,
+                             api_version=self.broker.api_version)  # fmt: skip
 
     @property
     def topics(self) -> TopicSettings:
@@ -114,7 +121,6 @@ class Scenario:
         return {
             **os.environ,
             "WORKER_KAFKA__BOOTSTRAP_SERVERS": self.broker.bootstrap,
-            "WORKER_KAFKA__API_VERSION": "0.9",
             "WORKER_KAFKA__SESSION_TIMEOUT_MS": "2000",
             "WORKER_KAFKA__REQUEST_TIMEOUT_MS": "5000",
             "WORKER_TOPICS__INPUT": t.input,
@@ -245,9 +251,8 @@ def read_topic(kafka: KafkaSettings, topic: str) -> list[SourceRecord]:
 
 
 def stored(scenario: Scenario, sent: int) -> int:
-    """The records on the input topic once the feed is done: those sent, and more where the
-    producer sent a batch again after a broker outage (Kafka 0.9 has no idempotent producer:
-    the broker may have stored a batch whose acknowledgement was lost)."""
+    """The records on the input topic once the feed is done: exactly those sent, across a
+    broker outage too (the producer is idempotent: a batch sent again is stored once)."""
     consumer = make_consumer(scenario.kafka, None)
     try:
         topic = scenario.topics.input
@@ -255,7 +260,7 @@ def stored(scenario: Scenario, sent: int) -> int:
         total = int(sum(consumer.end_offsets(parts).values()))
     finally:
         consumer.close(autocommit=False)
-    assert total >= sent
+    assert total == sent
     return total
 
 
@@ -337,10 +342,10 @@ def source_offset(event: dict[str, object]) -> tuple[int, int]:
 
 
 @pytest.fixture
-def scenario(kafka09: LocalBroker, trained: Trained, tmp_path: Path) -> Scenario:
+def scenario(kafka4: LocalBroker, trained: Trained, tmp_path: Path) -> Scenario:
     shutil.copytree(trained.store.root, tmp_path / "store")
     (tmp_path / "logs").mkdir()
-    return Scenario(kafka09, tmp_path / "store", tmp_path / "logs")
+    return Scenario(kafka4, tmp_path / "store", tmp_path / "logs")
 
 
 @pytest.fixture
@@ -401,14 +406,14 @@ def test_sigkill_at_random_moments_loses_no_record_and_no_alert(
 
 
 @pytest.fixture
-def mixed(kafka09: LocalBroker, trained: Trained, tmp_path: Path) -> tuple[Scenario, Models]:
+def mixed(kafka4: LocalBroker, trained: Trained, tmp_path: Path) -> tuple[Scenario, Models]:
     """A store of two named models, pumps (the session's model) and compressors, and a
     scenario whose workers route by asset_type."""
     root = tmp_path / "store"
     shutil.copytree(trained.store.root, root / "models" / "pump")
     train_compressors(root)
     (tmp_path / "logs").mkdir()
-    scenario = Scenario(kafka09, root, tmp_path / "logs", two_types=True)
+    scenario = Scenario(kafka4, root, tmp_path / "logs", two_types=True)
     models = {name: model_store(root, name).load_current() for name in ("pump", "compressor")}
     return scenario, models
 
@@ -481,7 +486,7 @@ def readyz(port: int) -> int:
 def test_a_broker_outage_longer_than_the_clients_timeouts_is_ridden_out(
     scenario: Scenario, model: Models
 ) -> None:
-    """Apache Kafka 0.9 stopped mid-stream for 15 s (the worker's request timeout is 5 s, its
+    """Apache Kafka 4 stopped mid-stream for 15 s (the worker's request timeout is 5 s, its
     session timeout 2 s) and started again on the same data: the worker says it is not ready
     while the broker is away, carries on by itself once it is back, and loses nothing."""
     faults = staggered_faults()

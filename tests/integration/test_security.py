@@ -6,23 +6,37 @@ import subprocess
 import sys
 import tomllib
 import urllib.request
-from collections.abc import Sequence
+import uuid
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+from kafka.admin import (
+    ACL,
+    ACLOperation,
+    ACLPermissionType,
+    ACLResourcePatternType,
+    KafkaAdminClient,
+    ResourcePattern,
+    ResourceType,
+    UserScramCredentialUpsertion,
+)
 from prometheus_client import CollectorRegistry
 
+from anomaly.kafka import client_config
+from anomaly.settings import KafkaSettings
 from devtools import local_broker
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
-from devtools.topics import committed_total
+from devtools.topics import committed_total, create_topics
 from tests.support.fakes import FakeRecord, FakeSink, FakeSource, as_records
 from tests.support.kafka import produce, read, run_until_processed
 from tests.support.models import REPO, Trained
+from tests.support.records import outlier
 from worker.errors import ExitCode
 from worker.metrics import Metrics
 from worker.runner import Worker
-from worker.settings import WorkerSettings
+from worker.settings import AlertSettings, WorkerSettings
 
 SECRET = "hunter2-do-not-leak"
 SASL = {
@@ -38,6 +52,19 @@ def run(command: list[str], env: dict[str, str], timeout: float = 120) -> tuple[
     done = subprocess.run(command, cwd=REPO, env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=timeout)  # fmt: skip
     return done.returncode, done.stdout + done.stderr
+
+
+Secured = tuple[LocalBroker, Path]  # the broker, and the CA that signed its certificate
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    """Apache Kafka 4 as production clusters run it: TLS, SASL/SCRAM over TLS, and ACLs
+    enforced (nothing allowed without one); its plaintext listener is the operator's door."""
+    directory = tmp_path_factory.mktemp("secured")
+    ca, jks = make_certificates(directory)
+    with local_broker.start_kafka4(directory / "kafka", keystore=(jks, "changeit")) as broker:
+        yield broker, ca
 
 
 @pytest.mark.parametrize(
@@ -60,16 +87,19 @@ def test_a_refused_setting_never_echoes_a_secret(command: list[str], prefix: str
 
 
 def test_a_broker_refusing_the_credentials_gets_no_secret_into_the_logs(
-    broker: LocalBroker, trained: Trained
+    secured: Secured, trained: Trained
 ) -> None:
-    """Tansu offers no SASL: the worker fails to connect, says why, exits 7, and the secret
-    appears nowhere in what it wrote (its settings are logged at start, masked)."""
-    env = {**SASL, "WORKER_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+    """Apache Kafka 4 refuses the SCRAM password: the worker says why, exits 7, and the
+    secret appears nowhere in what it wrote (its settings are logged at start, masked)."""
+    broker, ca = secured
+    env = {**SASL, "WORKER_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
+           "WORKER_KAFKA__SSL_CAFILE": str(ca),
+           "WORKER_KAFKA__BOOTSTRAP_SERVERS": broker.sasl_bootstrap,
            "WORKER_STORE__PATH": str(trained.store.root), "WORKER_HTTP__PORT": "0",
-           "WORKER_KAFKA__REQUEST_TIMEOUT_MS": "2000"}  # fmt: skip
+           "WORKER_KAFKA__REQUEST_TIMEOUT_MS": "5000"}  # fmt: skip
     code, output = run([sys.executable, "-m", "worker"], env, timeout=300)
     assert code == ExitCode.BROKER_UNAVAILABLE
-    assert "Sasl" in output or "SASL" in output
+    assert "Authentication failed" in output or "SaslAuthenticationFailed" in output
     assert "**********" in output  # the logged settings, masked
     assert SECRET not in output
 
@@ -148,24 +178,118 @@ def make_certificates(directory: Path) -> tuple[Path, Path]:
     return ca, jks
 
 
-def test_the_worker_reads_and_publishes_over_tls(trained: Trained, tmp_path: Path) -> None:
-    """Apache Kafka 0.9 with a TLS listener and a certificate from a CA made here: the worker,
-    given that CA, consumes, publishes its alerts and dead letters and commits over TLS."""
-    ca, jks = make_certificates(tmp_path)
-    with local_broker.start_kafka09(tmp_path / "kafka", keystore=(jks, "changeit")) as broker:
-        settings = WorkerSettings(
-            kafka={"bootstrap_servers": broker.ssl_bootstrap, "security_protocol": "SSL",
-                   "ssl_cafile": ca, "api_version": "0.9", "session_timeout_ms": 6000},
-            topics={"input": "tls-in", "alerts": "tls-alerts", "dead_letters": "tls-dlq",
-                    "group": "tls"},
-            batch={"size": 100, "max_wait_ms": 50}, store={"path": trained.store.root},
-            http={"port": 0, "host": "127.0.0.1"}, log_format="text",
-        )  # fmt: skip
-        fleet = Fleet(n_assets=3, seed=12)
-        n = produce(settings, [*fleet.records(60, fleet.faults(60)), (b"x", b"not json")])
-        metrics = run_until_processed(settings, n)
-        assert committed_total(settings.kafka, "tls", "tls-in") == n
-        assert metrics.registry.get_sample_value("anomaly_dead_letters_total",
-                                                 {"reason": "not_json"}) == 1  # fmt: skip
-        [dead] = read(settings, "tls-dlq", 1)
-        assert json.loads(dead.value or b"")["reason"] == "not_json"
+def operator(broker: LocalBroker) -> KafkaSettings:
+    """The operator's connection: the plaintext listener, whose principal is the super user."""
+    return KafkaSettings(bootstrap_servers=broker.bootstrap)
+
+
+def on_tls(broker: LocalBroker, kafka: dict[str, object], store: Path) -> WorkerSettings:
+    """A worker's settings with `kafka`, fresh topics (created by the operator) and group."""
+    run = uuid.uuid4().hex[:8]
+    settings = WorkerSettings(
+        kafka={"session_timeout_ms": 6000, **kafka},
+        topics={"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
+                "group": f"group-{run}"},
+        batch={"size": 100, "max_wait_ms": 50}, store={"path": store},
+        http={"port": 0, "host": "127.0.0.1"}, log_format="text",
+    )  # fmt: skip
+    t = settings.topics
+    create_topics(operator(broker), {t.input: 3, t.alerts: 1, t.dead_letters: 1})
+    return settings
+
+
+def grant(
+    broker: LocalBroker, user: str, password: str, acls: dict[tuple[ResourceType, str], str]
+) -> None:
+    """Create a SCRAM-SHA-512 user and allow it what `acls` says, as the operator."""
+    admin = KafkaAdminClient(**client_config(operator(broker)))
+    try:
+        upsert = UserScramCredentialUpsertion(user, "SCRAM-SHA-512", password)
+        assert admin.alter_user_scram_credentials([upsert]) == {user: None}
+        made = admin.create_acls([
+            ACL(f"User:{user}", "*", getattr(ACLOperation, operation), ACLPermissionType.ALLOW,
+                ResourcePattern(kind, name, ACLResourcePatternType.LITERAL))
+            for (kind, name), operations in acls.items() for operation in operations.split()
+        ])  # fmt: skip
+        assert not made["failed"], made
+    finally:
+        admin.close()
+
+
+def worker_acls(
+    settings: WorkerSettings, write_alerts: bool = True
+) -> dict[tuple[ResourceType, str], str]:
+    """What a worker's principal needs: read its input in its group, write its outputs."""
+    t = settings.topics
+    return {
+        (ResourceType.TOPIC, t.input): "READ",
+        (ResourceType.GROUP, t.group): "READ",
+        (ResourceType.TOPIC, t.alerts): "WRITE" if write_alerts else "DESCRIBE",
+        (ResourceType.TOPIC, t.dead_letters): "WRITE",
+    }
+
+
+def scram(broker: LocalBroker, ca: Path, user: str, password: str) -> dict[str, object]:
+    return {"bootstrap_servers": broker.sasl_bootstrap, "security_protocol": "SASL_SSL",
+            "ssl_cafile": ca, "sasl_mechanism": "SCRAM-SHA-512", "sasl_username": user,
+            "sasl_password": password}  # fmt: skip
+
+
+def test_the_worker_reads_and_publishes_over_tls(secured: Secured, trained: Trained) -> None:
+    """The TLS listener, its certificate from a CA made here: the worker, given that CA,
+    consumes, publishes its alerts and dead letters and commits over TLS."""
+    broker, ca = secured
+    tls = {"bootstrap_servers": broker.ssl_bootstrap, "security_protocol": "SSL", "ssl_cafile": ca}
+    settings = on_tls(broker, tls, trained.store.root)
+    fleet = Fleet(n_assets=3, seed=12)
+    n = produce(settings, [*fleet.records(60, fleet.faults(60)), (b"x", b"not json")])
+    metrics = run_until_processed(settings, n)
+    t = settings.topics
+    assert committed_total(settings.kafka, t.group, t.input) == n
+    assert metrics.registry.get_sample_value("anomaly_dead_letters_total",
+                                             {"reason": "not_json"}) == 1  # fmt: skip
+    [dead] = read(settings, t.dead_letters, 1)
+    assert json.loads(dead.value or b"")["reason"] == "not_json"
+
+
+def test_a_scram_user_with_its_acls_runs_the_worker_over_tls(
+    secured: Secured, trained: Trained
+) -> None:
+    """SASL/SCRAM-SHA-512 over TLS, a user made here with only the ACLs docs/operations.md
+    lists for a worker: it reads, alerts, dead-letters and commits, the producer idempotent."""
+    broker, ca = secured
+    user, password = f"worker-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    settings = on_tls(broker, scram(broker, ca, user, password), trained.store.root)
+    grant(broker, user, password, worker_acls(settings))
+    fleet = Fleet(n_assets=3, seed=12)
+    records = [*fleet.records(120, fleet.faults(120, first=40)), (b"x", b"not json")]
+    as_operator = settings.model_copy(update={"kafka": operator(broker)})
+    n = produce(as_operator, records)
+    metrics = run_until_processed(settings, n)
+    t = settings.topics
+    assert committed_total(as_operator.kafka, t.group, t.input) == n
+    opened = metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": "open"})
+    assert opened
+    assert len(read(as_operator, t.alerts, int(opened))) >= opened
+    assert len(read(as_operator, t.dead_letters, 1)) == 1
+
+
+def test_a_principal_that_may_not_write_the_alerts_stops_the_worker_and_commits_nothing(
+    secured: Secured, trained: Trained, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The same user without WRITE on the alerts topic: the first alert is refused, the
+    worker exits 11 at once (no wait grants an ACL) naming the topic, and commits nothing."""
+    broker, ca = secured
+    user, password = f"worker-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    settings = on_tls(broker, scram(broker, ca, user, password), trained.store.root)
+    settings = settings.model_copy(update={"alerts": AlertSettings(open_after=1, onset_step=0)})
+    grant(broker, user, password, worker_acls(settings, write_alerts=False))
+    as_operator = settings.model_copy(update={"kafka": operator(broker)})
+    produce(as_operator, [(b"pump-00", outlier("pump-00", i)) for i in range(20)])
+    worker = Worker(settings, Metrics(CollectorRegistry()))
+    assert worker.run(idle_timeout_s=60) == ExitCode.NOT_AUTHORIZED
+    t = settings.topics
+    assert committed_total(as_operator.kafka, t.group, t.input) == 0
+    [fatal] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fatal")]
+    assert f"writing {t.alerts}" in fatal
+    assert "TopicAuthorizationFailed" in fatal

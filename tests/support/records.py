@@ -7,11 +7,19 @@ import json
 from devtools import simulator
 
 
+def outlier(asset: str, i: int) -> bytes:
+    """A reading far from anything the simulator's plant makes: an outlier to any model."""
+    values = dict.fromkeys(simulator.FEATURES, 1e3)
+    return json.dumps(
+        {"asset_id": asset, "ts": f"2026-11-21T10:{i // 60:02d}:{i % 60:02d}Z", "values": values}
+    ).encode()
+
+
 def good(asset: str, i: int) -> bytes:
     values = dict.fromkeys(simulator.FEATURES, 1.0)
     values["speed"] = 2.0
     return json.dumps(
-        {"asset_id": asset, "ts": f"2026-11-21T10:00:{i:02d}Z", "values": values}
+        {"asset_id": asset, "ts": f"2026-11-21T10:{i // 60:02d}:{i % 60:02d}Z", "values": values}
     ).encode()
 
 
