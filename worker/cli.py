@@ -7,7 +7,8 @@
 Settings come from WORKER_* environment variables (see the README's configuration table).
 Exit codes: 0 stopped cleanly; 2 bad setting; 4 model refused; 5 publishing failed;
 6 commit failed; 7 brokers unavailable; 8 a compression codec's library is missing;
-9 a batch the client cannot read; 10 a topic missing at start; 130 second interrupt.
+9 a batch the client cannot read; 10 a topic missing at start; 11 an operation the brokers
+refuse this principal (an ACL missing); 130 second interrupt.
 """
 
 from __future__ import annotations

@@ -234,7 +234,8 @@ class KafkaSink:
                 futures.append(self.producer.send(m.topic, key=m.key, value=m.value))
             self.producer.flush(timeout=self.timeout_s)
         except AuthorizationError as exc:
-            raise refused(f"writing {messages[len(futures)].topic}", exc) from exc
+            failing = messages[min(len(futures), len(messages) - 1)]  # the send that raised
+            raise refused(f"writing {failing.topic}", exc) from exc
         except Exception as exc:  # whatever the client raises, these were not all published
             sent = len(futures)
             pending = [m for m, f in zip(messages[:sent], futures, strict=True) if not _acked(f)]

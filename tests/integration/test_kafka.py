@@ -16,8 +16,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -37,6 +35,7 @@ from devtools import local_broker
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import COMPRESSOR, FEATURES, Fleet
 from devtools.topics import committed_total, create_topics
+from tests.support.http import get
 from tests.support.kafka import (
     Running,
     fresh,
@@ -327,14 +326,6 @@ def test_a_failed_publish_exits_with_its_code_commits_nothing_and_is_redone_afte
     assert opened
     events = [json.loads(r.value or b"") for r in read(settings, settings.topics.alerts, 1)]
     assert events[0]["type"] == "open"
-
-
-def get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
 
 
 def test_probes_metrics_and_hot_reload_of_a_running_worker(

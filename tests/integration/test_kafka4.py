@@ -13,8 +13,6 @@ import os
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -30,6 +28,7 @@ from anomaly.settings import KafkaSettings
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import Fleet
 from devtools.topics import committed_total, create_topics
+from tests.support.http import get
 from tests.support.kafka import (
     Running,
     fresh,
@@ -128,17 +127,6 @@ def end_offsets(kafka: KafkaSettings, topic: str) -> dict[int, int]:
         consumer.close()
 
 
-def readiness(port: int) -> str | None:
-    """The worker's /readyz body (None while it does not answer)."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return str(response.read().decode())
-    except urllib.error.HTTPError as exc:
-        return str(exc.read().decode())
-    except OSError:
-        return None
-
-
 def test_a_topic_missing_at_start_is_named_and_ends_the_worker_with_its_code(
     kafka4: LocalBroker, store: Path, tmp_path: Path
 ) -> None:
@@ -161,7 +149,11 @@ def test_a_topic_missing_at_start_is_named_and_ends_the_worker_with_its_code(
     try:
         dlq = topics["dead_letters"]
         wanted = f"not ready: topics missing: {dlq}; no partitions\n"
-        wait_until(lambda: readiness(port) == wanted, 30, "/readyz naming the missing topic")
+        wait_until(
+            lambda: get(f"http://127.0.0.1:{port}/readyz")[1] == wanted,
+            30,
+            "/readyz naming the missing topic",
+        )
         assert worker.wait(60) == ExitCode.TOPIC_MISSING
     finally:
         if worker.poll() is None:

@@ -35,8 +35,6 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -55,6 +53,7 @@ from anomaly.settings import KafkaSettings, RouteSettings, TopicSettings
 from devtools.local_broker import LocalBroker, free_port
 from devtools.simulator import COMPRESSOR, FAULT_KINDS, PUMP, AssetType, Fault, Fleet, timestamp
 from devtools.topics import create_topics
+from tests.support.http import get
 from tests.support.models import REPO, Trained, train_compressors
 from tests.support.waiting import wait_until
 from worker.pipeline import BatchProcessor
@@ -474,13 +473,8 @@ def sigkill_at_random_moments(scenario: Scenario, model: Models, faults: list[Fa
 
 
 def readyz(port: int) -> int:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5) as response:
-            return int(response.status)
-    except urllib.error.HTTPError as exc:
-        return exc.code
-    except OSError:
-        return 0  # not listening (yet)
+    """The worker's readiness status (0 while it does not listen yet)."""
+    return get(f"http://127.0.0.1:{port}/readyz")[0]
 
 
 def test_a_broker_outage_longer_than_the_clients_timeouts_is_ridden_out(
