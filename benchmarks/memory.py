@@ -1,6 +1,6 @@
 """Memory: an idle worker with a model loaded, then with many distinct assets at window 60.
 
-    python -m benchmarks.memory [--assets 100000]
+    python -m benchmarks.memory [--assets 100000] [--broker kafka4|tansu|kafka09]
 
 The worker (max_assets = --assets) reads one record of each of 2 x --assets distinct assets:
 RSS after the first half shows the cost of a full table, after the second half that the bound
@@ -19,19 +19,20 @@ from pathlib import Path
 
 import orjson
 
-from anomaly.settings import KafkaSettings
 from benchmarks.common import (
     REPO,
+    add_broker_option,
+    broker_args,
     machine,
+    prepare_topics,
     produce,
+    started_broker,
     train_model,
     wait_until,
     workdir,
     write_results,
 )  # fmt: skip
-from devtools import local_broker
 from devtools.simulator import FEATURES, clean_rows
-from devtools.topics import create_topics
 
 
 def records(n: int) -> Iterator[tuple[bytes, bytes]]:
@@ -50,17 +51,17 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=100_000)
     parser.add_argument("--window", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_broker_option(parser)
     args = parser.parse_args()
     work = workdir("memory")
     store = work / "store"
     train_model(store, window=args.window)
-    with local_broker.start() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    with started_broker(args.broker, work) as (broker, about):
         topic = "mem-" + uuid.uuid4().hex[:6]
-        create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
+        kafka = prepare_topics(broker, topic)
         ready = work / "ready"
         role = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.roles", "memory", "--bootstrap", broker.bootstrap,
+            [sys.executable, "-m", "benchmarks.roles", "memory", *broker_args(broker),
              "--topic", topic, "--group", "mem", "--store", str(store), "--records",
              str(2 * args.assets), "--max-assets", str(args.assets), "--ready", str(ready)],
             cwd=REPO, stdout=subprocess.PIPE, text=True,
@@ -69,7 +70,8 @@ def main() -> None:
         produce(kafka, topic, records(2 * args.assets))
         out, _ = role.communicate(timeout=1800)
         figures = json.loads(out.strip().splitlines()[-1])
-    results = {"machine": machine(), "window": args.window, "max_assets": args.assets, **figures}
+    results = {"machine": machine(), "broker": about, "window": args.window,
+               "max_assets": args.assets, **figures}  # fmt: skip
     idle = f"| idle, model loaded (window {args.window}) | 0 | {figures['idle_rss_mb']} |"
     rows = ["| state | assets tracked | RSS MB |", "|---|---|---|", idle]
     for seen, mark in figures["after"].items():

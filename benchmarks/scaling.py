@@ -1,9 +1,10 @@
 """Two worker processes in one consumer group against one, on the same records.
 
-    python -m benchmarks.scaling [--records 300000] [--repeats 3]
+    python -m benchmarks.scaling [--records 300000] [--repeats 3] [--broker kafka4|tansu|kafka09]
 
 Every run reads the same pre-produced topic with a fresh group. The rate is the records
 committed by the group over the time from its first commit to its last, as seen from outside.
+On Apache Kafka 4 unless --broker says otherwise.
 """
 
 from __future__ import annotations
@@ -25,16 +26,19 @@ from anomaly.kafka import make_consumer
 from anomaly.settings import KafkaSettings
 from benchmarks.common import (
     REPO,
+    add_broker_option,
+    broker_args,
     fleet_records,
     machine,
     median,
+    prepare_topics,
     produce,
+    started_broker,
     train_model,
     workdir,
     write_results,
 )  # fmt: skip
-from devtools import local_broker
-from devtools.topics import create_topics
+from devtools.local_broker import LocalBroker
 
 
 class CommitWatcher:
@@ -60,31 +64,14 @@ class CommitWatcher:
 
 
 def run_group(
-    kafka: KafkaSettings, bootstrap: str, topic: str, store: Path, processes: int, n: int
+    kafka: KafkaSettings, broker: LocalBroker, topic: str, store: Path, processes: int, n: int
 ) -> dict[str, Any]:
     group = f"scale-{uuid.uuid4().hex[:6]}"
+    command = [sys.executable, "-m", "benchmarks.roles", "member", *broker_args(broker),
+               "--topic", topic, "--group", group, "--records", "0",
+               "--store", str(store)]  # fmt: skip
     members = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "benchmarks.roles",
-                "member",
-                "--bootstrap",
-                bootstrap,
-                "--topic",
-                topic,
-                "--group",
-                group,
-                "--records",
-                "0",
-                "--store",
-                str(store),
-            ],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
+        subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, text=True)
         for _ in range(processes)
     ]
     launched = time.perf_counter()
@@ -111,24 +98,24 @@ def main() -> None:
     parser.add_argument("--assets", type=int, default=2000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_broker_option(parser)
     args = parser.parse_args()
     work = workdir("scaling")
     store = work / "store"
     train_model(store, window=1)
     runs: dict[str, list[dict[str, Any]]] = {"1": [], "2": []}
-    with local_broker.start() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    with started_broker(args.broker, work) as (broker, about):
         topic = "scale-" + uuid.uuid4().hex[:6]
-        create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
+        kafka = prepare_topics(broker, topic)
         n = produce(kafka, topic, fleet_records(args.records, args.assets))
         for repeat in range(args.repeats):
             for processes in (1, 2):
-                run = run_group(kafka, broker.bootstrap, topic, store, processes, n)
+                run = run_group(kafka, broker, topic, store, processes, n)
                 runs[str(processes)].append(run)
                 print(f"repeat {repeat + 1}: {processes} process(es) {run['records_per_s']:.0f}/s")
     one = median([r["records_per_s"] for r in runs["1"]])
     two = median([r["records_per_s"] for r in runs["2"]])
-    results = {"machine": machine(), "records": n, "runs": runs,
+    results = {"machine": machine(), "broker": about, "records": n, "runs": runs,
                "median": {"one": one, "two": two, "two_over_one": round(two / one, 2)}}  # fmt: skip
     table = ("| processes | records/s (median) |\n|---|---|\n"
              f"| 1 | {one:.0f} |\n| 2 | {two:.0f} (x{two / one:.2f}) |")  # fmt: skip

