@@ -13,9 +13,10 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 # 1. torch, CPU build, pinned: the project's torch range is then already satisfied.
 RUN pip install "${TORCH}" --index-url https://download.pytorch.org/whl/cpu
-# 2. The other dependencies, from pyproject.toml alone, in a layer of their own.
+# 2. The other dependencies, from pyproject.toml alone, in a layer of their own (with the s3
+#    extra: the model store may be a bucket, s3://bucket/prefix).
 COPY pyproject.toml /src/pyproject.toml
-RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('/src/pyproject.toml','rb'))['project']['dependencies']))" \
+RUN python -c "import tomllib; p = tomllib.load(open('/src/pyproject.toml','rb'))['project']; print('\n'.join(p['dependencies'] + p['optional-dependencies']['s3']))" \
         > /tmp/requirements.txt \
     && pip install -r /tmp/requirements.txt
 # 3. The project itself.

@@ -67,8 +67,10 @@ test: lint system $(KAFKA09) $(KAFKA4)
 unit: install
 	$(BIN)/pytest -q tests/unit
 
-demo: install
-	$(BIN)/python -m devtools.demo --workdir $(DEMO)
+# The demo's broker: Tansu (in memory, nothing more to install) unless DEMO_BROKER=kafka4.
+DEMO_BROKER ?= tansu
+demo: install $(if $(filter kafka4,$(DEMO_BROKER)),system $(KAFKA4))
+	$(BIN)/python -m devtools.demo --workdir $(DEMO) --broker $(DEMO_BROKER)
 
 # All benchmarks at their default sizes, on Apache Kafka 4 (BROKER=tansu or kafka09 to choose);
 # results in benchmarks/results/.

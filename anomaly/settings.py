@@ -8,7 +8,7 @@ import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 NESTED_DELIMITER = "__"
 
@@ -105,6 +105,28 @@ def check_model_name(name: str) -> str:
             "with a letter or digit, at most 63"
         )
     return name
+
+
+def check_store_location(value: object) -> str:
+    """A model store's location: a directory, or `s3://bucket[/prefix]` (a bucket named as
+    S3 names them)."""
+    text = str(value).strip()
+    if not text:
+        raise ValueError("the model store needs a location: a directory or s3://bucket/prefix")
+    if text.startswith("s3://"):
+        bucket = text[len("s3://") :].partition("/")[0]
+        if not S3_BUCKET.match(bucket):
+            raise ValueError(
+                f"{text!r}: {bucket!r} is not a bucket name (3-63 lower-case letters, digits, "
+                "'.' and '-'); write s3://bucket/prefix"
+            )
+    elif "://" in text:
+        raise ValueError(f"{text!r}: a model store is a directory or s3://bucket/prefix")
+    return text
+
+
+S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+StoreLocation = Annotated[str, BeforeValidator(check_store_location)]
 
 
 TimeUnit = Literal["auto", "iso", "s", "ms", "us", "ns"]

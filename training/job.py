@@ -15,7 +15,6 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 
 import numpy as np
 
@@ -43,6 +42,7 @@ from anomaly.model.calibration import (
     exceed,
     spread_check,
 )
+from anomaly.model.storage import StoreUnavailableError
 from anomaly.model.store import DECISION
 from anomaly.scoring import series_scores
 from training.data import DataError, Masks, SensorHistory, read_history
@@ -70,7 +70,7 @@ class TrainingOutcome:
 
     version: str
     manifest: Manifest
-    directory: Path
+    location: str  # the version's directory, or its prefix in a bucket
     decision: Decision
     removed: dict[str, int]
     rows_read: int
@@ -129,7 +129,8 @@ def _train(
     publish. Each step is a function of small values below."""
     started = time.monotonic()
     store = model_store(settings.store.path, settings.store.model)
-    service = _service_model(store)
+    seen = store.current_version()  # publishing replaces only this (another run may race)
+    service = _service_model(store, seen)
     read = _read(settings, service, now)
     figures.rows_read = read.read
     cleaning = _clean(settings, service, read)
@@ -140,7 +141,7 @@ def _train(
     figures.rows_removed = cleaning.removed()
     figures.rows_used = candidate.fit.rows
     decision = _gate(settings, split, cleaning, candidate, service)
-    return _publish(settings, store, read, cleaning, candidate, decision, figures, started)
+    return _publish(settings, store, seen, read, cleaning, candidate, decision, figures, started)
 
 
 @dataclass(frozen=True)
@@ -278,6 +279,7 @@ def _gate(
 def _publish(
     settings: TrainingSettings,
     store: ModelStore,
+    seen: str | None,
     read: _Read,
     cleaning: _Cleaning,
     candidate: _Candidate,
@@ -318,26 +320,28 @@ def _publish(
             staging, manifest, candidate.result.history, candidate.scores,
             settings.model_dump(mode="json"), time.monotonic() - started, extra,
         )  # fmt: skip
-        version = store.publish(staging, make_current=decision.promoted)
+        version = store.publish(staging, make_current=decision.promoted, replaces=seen)
     log.info(
-        "published model %s to %s%s", version, store.root,
+        "published model %s to %s%s", version, store.location,
         " and made it current" if decision.promoted else " as rejected (not current)",
     )  # fmt: skip
     pruned = store.prune(settings.store.keep, settings.store.protect_s)
     if pruned:
         log.info("pruned %d old versions: %s", len(pruned), ", ".join(pruned))
     return TrainingOutcome(
-        version, manifest, store.versions_dir / version, decision, removed, read.read,
+        version, manifest, f"{store.location}/versions/{version}", decision, removed, read.read,
         dict(read.invalid), pruned,
     )  # fmt: skip
 
 
-def _service_model(store: ModelStore) -> Scored | None:
-    if store.current_version() is None:
+def _service_model(store: ModelStore, version: str | None) -> Scored | None:
+    if version is None:
         log.info("no model in service: first run")
         return None
     try:
-        artifact = store.load_current()
+        artifact = store.load(version)
+    except StoreUnavailableError:
+        raise  # not a refused model: a run that cannot reach the store publishes nothing
     except ArtifactError as exc:
         log.error("the current model is refused (%s): training as on a first run", exc)
         return None

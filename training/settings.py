@@ -22,6 +22,7 @@ from anomaly.settings import (
     InputSettings,
     KafkaSettings,
     RouteSettings,
+    StoreLocation,
     TopicSettings,
     check_model_name,
 )
@@ -164,12 +165,13 @@ class RecordInputSettings(InputSettings):
 
 
 class StoreSettings(BaseModel):
-    """The model store directory shared with the workers, the named model this job trains
-    (anomaly/model/store.py), and how much of its history to keep."""
+    """The model store shared with the workers (a directory, or s3://bucket/prefix:
+    credentials and endpoint from the standard AWS variables), the named model this job
+    trains (anomaly/model/store.py), and how much of its history to keep."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    path: Path = Path("model-store")
+    path: StoreLocation = "model-store"
     model: str = Field(
         default=DEFAULT_MODEL,
         description="the named model to train and publish (default: the store's own, as "

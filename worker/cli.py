@@ -81,7 +81,7 @@ def _check_model(settings: WorkerSettings) -> int:
             return ExitCode.MODEL_REFUSED
         m = artifact.manifest
         print(
-            f"model {name} {m.model_version} from {store.root}: {len(m.features)} features "
+            f"model {name} {m.model_version} from {store.location}: {len(m.features)} features "
             f"({', '.join(m.features)}), window {m.window}, threshold {m.threshold.value:.6g} "
             f"({m.threshold.method}, target FPR {m.threshold.target_fpr:g}), "
             f"trained {m.created_at:%Y-%m-%d %H:%M:%S} UTC"

@@ -18,6 +18,7 @@ class Health:
         self.clock = clock
         self.last_beat = clock()
         self.model_loaded = False
+        self.store_unavailable: str | None = None  # why the model store cannot be read
         self.partitions_assigned = False
         self.topics_missing: tuple[str, ...] = ()  # found missing by the check at start
         # the brokers: the consumer's own view (set once it exists), and why a publish or
@@ -37,7 +38,8 @@ class Health:
         """Why the worker cannot serve now (empty: it is ready), as /readyz says it."""
         reasons = []
         if not self.model_loaded:
-            reasons.append("no model")
+            reasons.append("no model" + (": model store cannot be read" if self.store_unavailable
+                                         else ""))  # fmt: skip
         if self.topics_missing:
             reasons.append(f"topics missing: {', '.join(self.topics_missing)}")
         if self.retrying is not None:

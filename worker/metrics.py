@@ -155,6 +155,11 @@ class Metrics:
             "anomaly_model_load_failures", "Model versions refused at load.", ["model"],
             registry=r,
         )  # fmt: skip
+        self.model_store_errors = Counter(
+            "anomaly_model_store_errors",
+            "Looks at the model store that failed (unreachable, server error); the model in "
+            "service keeps scoring.", ["model"], registry=r,
+        )  # fmt: skip
         self.consumer_lag = Gauge(
             "anomaly_consumer_lag_records", "Records behind the end of each assigned partition.",
             ["topic", "partition"], registry=r,
@@ -208,8 +213,8 @@ class Metrics:
 
     def watch_model(self, model: str) -> None:
         """The series of a model this worker looks for exist from then on (0 until it loads)."""
-        for counter in (self.model_loads, self.model_load_failures, self.outliers,
-                        self.above_median, self.scored):  # fmt: skip
+        for counter in (self.model_loads, self.model_load_failures, self.model_store_errors,
+                        self.outliers, self.above_median, self.scored):  # fmt: skip
             counter.labels(model)
 
     def set_model(

@@ -4,6 +4,11 @@ A new version is loaded and validated before it replaces the one in service; one
 is refused, logged and counted once, and the previous version keeps serving. With named
 models (`ModelWatchers`) each model reloads on its own; the worker serves the models named
 in its settings, or every model the store holds, looked for again at each interval.
+
+A store that cannot be reached (an S3 endpoint down, a server error) is not a refused model:
+the model in service keeps scoring, the condition is logged once (and once more when the
+store answers again), each failed look is counted, and readiness says so only while no model
+was ever loaded (`unavailable`).
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from anomaly.model import Artifact, ArtifactError, ModelStore, model_names, model_store
+from anomaly.model.storage import StoreUnavailableError
 from anomaly.settings import DEFAULT_MODEL
 from worker.metrics import Metrics
 
@@ -35,6 +41,7 @@ class ModelWatcher:
         self.name = name
         metrics.watch_model(name)
         self.current: Artifact | None = None
+        self.unavailable: str | None = None  # why the store could not be read, until it can
         self._refused: str | None = None
         self._next_check = clock()
         self._said_waiting = False
@@ -45,17 +52,27 @@ class ModelWatcher:
         if now < self._next_check:
             return None
         self._next_check = now + self.interval_s
-        version = self.store.current_version()
+        try:
+            version = self.store.current_version()
+        except ArtifactError as exc:  # the pointer cannot be read: no version to refuse
+            self._unreachable(exc)
+            return None
         if version is None:
             if not self._said_waiting:
-                log.warning("waiting for a model: the store %s has none yet", self.store.root)
+                log.warning("waiting for a model: the store %s has none yet", self.store.location)
                 self._said_waiting = True
+            self._reachable()
             return None
         if version in {self._refused, self.current.version if self.current else None}:
+            self._reachable()
             return None
         try:
             artifact = self.store.load(version)
+        except StoreUnavailableError as exc:
+            self._unreachable(exc)
+            return None
         except ArtifactError as exc:
+            self._reachable()
             self._refused = version
             self.metrics.model_load_failures.labels(self.name).inc()
             serving = self.current.version if self.current else "none"
@@ -64,6 +81,7 @@ class ModelWatcher:
                 self.name, version, serving, exc,
             )  # fmt: skip
             return None
+        self._reachable()
         log.info(
             "loaded model %s version %s (threshold %.6g, window %d, %d features)",
             self.name, version, artifact.threshold.value, artifact.manifest.window,
@@ -77,6 +95,22 @@ class ModelWatcher:
         )  # fmt: skip
         return artifact
 
+    def _unreachable(self, exc: ArtifactError) -> None:
+        self.metrics.model_store_errors.labels(self.name).inc()
+        if self.unavailable is None:
+            serving = self.current.version if self.current else "none"
+            log.error(
+                "model store cannot be read (model %s, still serving %s; looking again every "
+                "%g s, counted in anomaly_model_store_errors_total): %s",
+                self.name, serving, self.interval_s, exc,
+            )  # fmt: skip
+        self.unavailable = str(exc)
+
+    def _reachable(self) -> None:
+        if self.unavailable is not None:
+            log.info("model store %s reachable again (model %s)", self.store.location, self.name)
+            self.unavailable = None
+
 
 class ModelWatchers:
     """One `ModelWatcher` per named model under the store root `root`: those in `names`, or
@@ -84,23 +118,32 @@ class ModelWatchers:
 
     def __init__(
         self,
-        root: Path,
+        root: str | Path,
         names: Sequence[str],
         interval_s: float,
         metrics: Metrics,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.root, self.names, self.interval_s = Path(root), tuple(names), interval_s
+        self.root, self.names, self.interval_s = root, tuple(names), interval_s
         self.metrics, self.clock = metrics, clock
         self.watchers: dict[str, ModelWatcher] = {}
         self._next_scan = clock()
+        self._scan_failed: str | None = None
 
     def poll(self) -> list[tuple[str, Artifact]]:
         """The models with a newly loaded version to swap in: (name, artifact)."""
         now = self.clock()
         if now >= self._next_scan:
             self._next_scan = now + self.interval_s
-            for name in self.names or model_names(self.root) or (DEFAULT_MODEL,):
+            try:
+                found = self.names or model_names(self.root) or (DEFAULT_MODEL,)
+                self._scan_failed = None
+            except ArtifactError as exc:  # looked for again at the next interval
+                if self._scan_failed is None:
+                    log.error("model store cannot be read, models not listed: %s", exc)
+                self._scan_failed = str(exc)
+                found = tuple(self.watchers)
+            for name in found:
                 if name not in self.watchers:
                     store = model_store(self.root, name)
                     self.watchers[name] = ModelWatcher(
@@ -119,3 +162,9 @@ class ModelWatchers:
         least one model)."""
         loaded = {name for name, w in self.watchers.items() if w.current is not None}
         return set(self.names) <= loaded if self.names else bool(loaded)
+
+    @property
+    def unavailable(self) -> str | None:
+        """Why the store cannot be read now (None: it can, or was not looked at yet)."""
+        problems = [w.unavailable for w in self.watchers.values() if w.unavailable]
+        return self._scan_failed or (problems[0] if problems else None)

@@ -139,6 +139,7 @@ class Worker:
                 for name, artifact in self.watchers.poll():
                     self.processor.set_model(artifact, name)
                 self.health.model_loaded = self.watchers.all_loaded
+                self.health.store_unavailable = self.watchers.unavailable
                 if not self.health.model_loaded:
                     self._stop.wait(min(self.settings.store.reload_interval_s, 1.0))
                 elif sink is None:

@@ -7,7 +7,6 @@ No other module reads the environment.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -20,6 +19,7 @@ from anomaly.settings import (
     InputSettings,
     KafkaSettings,
     RouteSettings,
+    StoreLocation,
     TopicSettings,
     check_model_name,
 )
@@ -67,9 +67,11 @@ class ModelsSettings(RouteSettings):
 
 
 class StoreSettings(_Part):
-    """The model store the training job publishes to, and how often to look for a new model."""
+    """The model store the training job publishes to (a directory, or s3://bucket/prefix:
+    credentials and endpoint from the standard AWS variables), and how often to look for a
+    new model."""
 
-    path: Path = Path("model-store")
+    path: StoreLocation = "model-store"
     reload_interval_s: float = Field(default=10.0, gt=0)
 
 

@@ -208,10 +208,19 @@ def read_manifest(directory: Path) -> Manifest:
     if not directory.is_dir():
         raise ArtifactError(f"artifact {directory} does not exist")
     try:
-        raw: Any = json.loads(path.read_bytes())
+        data = path.read_bytes()
     except FileNotFoundError as exc:
         raise ArtifactError(f"artifact {directory} has no {MANIFEST}") from exc
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise ArtifactError(f"{path} is not readable: {exc}") from exc
+    return parse_manifest(data, str(path))
+
+
+def parse_manifest(data: bytes, path: str) -> Manifest:
+    """Validate a manifest's bytes (read from `path`, named in the errors)."""
+    try:
+        raw: Any = json.loads(data)
+    except ValueError as exc:
         raise ArtifactError(f"{path} is not readable JSON (corrupt or truncated): {exc}") from exc
     if not isinstance(raw, dict):
         raise ArtifactError(f"{path} is not a JSON object")

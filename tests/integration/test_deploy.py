@@ -62,7 +62,7 @@ def containers(overlay: str) -> dict[str, dict[str, Any]]:
 
 
 def test_overlays_exist() -> None:
-    assert {"dev", "prod"} <= set(OVERLAYS)
+    assert {"dev", "prod", "prod-s3"} <= set(OVERLAYS)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -102,7 +102,7 @@ def test_custom_resources_have_what_their_operators_require(overlay: str) -> Non
         assert meta["consumerGroup"] == config["WORKER_TOPICS__GROUP"]
         assert meta["topic"] == config["WORKER_TOPICS__INPUT"]
         assert spec["minReplicaCount"] <= spec["maxReplicaCount"]
-    assert (overlay == "prod") == bool(scaled)
+    assert overlay.startswith("prod") == bool(scaled)
 
 
 def configmap(overlay: str, which: str) -> dict[str, str]:
@@ -121,7 +121,13 @@ def has_field(model: type[BaseModel], path: list[str]) -> bool:
     return isinstance(inner, type) and issubclass(inner, BaseModel) and has_field(inner, path[1:])
 
 
+# The AWS variables an S3 model store reads (botocore's), besides the products' own settings.
+AWS_VARIABLES = {"AWS_REGION", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"}
+
+
 def setting_exists(name: str) -> bool:
+    if name in AWS_VARIABLES:
+        return True
     for prefix, model in (("WORKER_", WorkerSettings), ("TRAINING_", TrainingSettings)):
         if name.startswith(prefix):
             return has_field(model, name.removeprefix(prefix).lower().split("__"))
@@ -145,8 +151,9 @@ def test_every_environment_variable_is_a_setting_with_a_valid_value(
         prefix = "WORKER_" if which == "worker" else "TRAINING_"
         for env in container.get("env", []):
             assert env["name"] == "OMP_NUM_THREADS" or setting_exists(env["name"]), env
-        [secret] = [e for e in container["envFrom"] if "secretRef" in e]
+        [secret] = [e for e in container["envFrom"] if e.get("prefix")]  # Kafka's
         assert secret["prefix"] == prefix
+        assert secret["secretRef"]["name"] == "sensor-anomaly-kafka"
         assert all(setting_exists(prefix + key) for key in SECRET_KEYS)
 
 
@@ -185,7 +192,8 @@ def test_pods_are_locked_down_and_torch_threads_are_bounded(overlay: str) -> Non
             assert "OMP_NUM_THREADS" not in {e["name"] for e in container.get("env", [])}
             assert configmap(overlay, "worker")["WORKER_SCORE_THREADS"] == "1"
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-        assert mounts["/models"].get("readOnly", False) is (which == "worker")
+        if store_on_volume(overlay):
+            assert mounts["/models"].get("readOnly", False) is (which == "worker")
         assert "/tmp" in mounts
     for kind in ("Deployment", "CronJob"):
         spec = find(overlay, kind)["spec"]
@@ -202,6 +210,41 @@ def test_pods_are_locked_down_and_torch_threads_are_bounded(overlay: str) -> Non
     assert grace["terminationGracePeriodSeconds"] > one_batch + float(
         config["WORKER_KAFKA__FLUSH_TIMEOUT_S"]
     )
+
+
+def store_on_volume(overlay: str) -> bool:
+    return any(o["kind"] == "PersistentVolumeClaim" for o in render(overlay))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_model_store_is_the_shared_volume_or_one_bucket_for_both_roles(overlay: str) -> None:
+    worker, training = configmap(overlay, "worker"), configmap(overlay, "training")
+    location = worker["WORKER_STORE__PATH"]
+    assert training["TRAINING_STORE__PATH"] == location
+    pods = {"worker": find(overlay, "Deployment")["spec"]["template"]["spec"],
+            "training": find(overlay, "CronJob")["spec"]["jobTemplate"]["spec"]["template"][
+                "spec"]}  # fmt: skip
+    claims = {v.get("persistentVolumeClaim", {}).get("claimName") for pod in pods.values()
+              for v in pod["volumes"]} - {None}  # fmt: skip
+    if store_on_volume(overlay):
+        assert not location.startswith("s3://")
+        assert claims == {find(overlay, "PersistentVolumeClaim")["metadata"]["name"]}
+        return
+    assert location.startswith("s3://"), overlay  # no volume: a bucket
+    assert not claims
+    assert worker["AWS_REGION"] == training["AWS_REGION"]
+    for which, pod in pods.items():  # one identity per role, credentials the AWS way
+        account = find(overlay, "ServiceAccount", which)
+        assert pod["serviceAccountName"] == account["metadata"]["name"]
+        assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
+        [container] = pod["containers"]
+        assert {"secretRef": {"name": "sensor-anomaly-s3", "optional": True}} in container[
+            "envFrom"
+        ]
+        assert "/models" not in {m["mountPath"] for m in container["volumeMounts"]}
+    for policy in (o for o in render(overlay) if o["kind"] == "NetworkPolicy"):
+        ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
+        assert 443 in ports, policy["metadata"]["name"]  # HTTPS to the object store
 
 
 def test_the_image_and_the_manifests_run_the_real_commands() -> None:

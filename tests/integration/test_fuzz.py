@@ -198,7 +198,7 @@ def test_hostile_records_through_the_real_broker_and_worker(
     """Generated garbage mixed into a simulator stream, through Tansu and a real worker: every
     record is committed, every bad one is on the dead-letter topic with its reason, the good
     ones are scored."""
-    settings = settings_on(broker, trained.store.root)
+    settings = settings_on(broker, trained.root)
     fleet = simulator.Fleet(n_assets=20, seed=3)
     good = list(fleet.records(30))
     bad = [value for value in hostile if not _is_good(value)]

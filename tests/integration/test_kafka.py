@@ -354,7 +354,7 @@ def test_probes_metrics_and_hot_reload_of_a_running_worker(
             what="the new version in service",
         )  # fmt: skip
         publish_random(models, "zz-broken")
-        (models.versions_dir / "zz-broken" / WEIGHTS).write_bytes(b"not weights")
+        (Path(models.location, "versions") / "zz-broken" / WEIGHTS).write_bytes(b"not weights")
         wait_until(
             lambda: running.metrics.registry.get_sample_value(
                 "anomaly_model_load_failures_total", {"model": "default"}
@@ -376,7 +376,7 @@ def test_a_mixed_topic_is_scored_by_each_types_own_model(
     its alerts naming it; motors have no model and are dead-lettered; a new version of the
     compressors' model is taken up while the pumps' keeps serving."""
     root = tmp_path / "store"
-    shutil.copytree(trained.store.root, root / "models" / "pump")
+    shutil.copytree(trained.root, root / "models" / "pump")
     train_compressors(root)
     settings = settings.model_copy(update={
         "store": StoreSettings(path=root, reload_interval_s=0.05),

@@ -45,7 +45,7 @@ def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
 
 @pytest.fixture
 def running_worker(broker: LocalBroker, trained: Trained, tmp_path: Path) -> Iterator[Running]:
-    shutil.copytree(trained.store.root, tmp_path / "store")
+    shutil.copytree(trained.root, tmp_path / "store")
     kafka, topics = fresh(broker)
     settings = WorkerSettings(
         kafka=kafka, topics=topics, batch={"size": 200, "max_wait_ms": 50},

@@ -342,7 +342,7 @@ def source_offset(event: dict[str, object]) -> tuple[int, int]:
 
 @pytest.fixture
 def scenario(kafka4: LocalBroker, trained: Trained, tmp_path: Path) -> Scenario:
-    shutil.copytree(trained.store.root, tmp_path / "store")
+    shutil.copytree(trained.root, tmp_path / "store")
     (tmp_path / "logs").mkdir()
     return Scenario(kafka4, tmp_path / "store", tmp_path / "logs")
 
@@ -409,7 +409,7 @@ def mixed(kafka4: LocalBroker, trained: Trained, tmp_path: Path) -> tuple[Scenar
     """A store of two named models, pumps (the session's model) and compressors, and a
     scenario whose workers route by asset_type."""
     root = tmp_path / "store"
-    shutil.copytree(trained.store.root, root / "models" / "pump")
+    shutil.copytree(trained.root, root / "models" / "pump")
     train_compressors(root)
     (tmp_path / "logs").mkdir()
     scenario = Scenario(kafka4, root, tmp_path / "logs", two_types=True)

@@ -5,6 +5,7 @@ the model in service, publishes it, and the running worker swaps it in."""
 from __future__ import annotations
 
 import json
+import shutil
 import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -80,17 +81,28 @@ def test_the_time_range_read_keeps_the_range_and_ends_while_records_keep_coming(
         assert summary.out_of_range == 0
 
 
+@pytest.mark.parametrize("where", ["directory", "s3"])
 def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(
-    broker: LocalBroker, store: Path, pushgateway: str
+    broker: LocalBroker, store: Path, pushgateway: str, where: str, request: pytest.FixtureRequest
 ) -> None:
+    """The same on a shared directory and on a bucket (SeaweedFS: s3://models/<prefix>)."""
+    location = str(store)
+    if where == "s3":
+        location = request.getfixturevalue("s3_location")
+        models = ModelStore(store)
+        version = models.current_version()
+        assert version is not None
+        with ModelStore(location).staging() as staging:  # the service model, on the bucket
+            shutil.copytree(store / "versions" / version, staging, dirs_exist_ok=True)
+            ModelStore(location).publish(staging)
     kafka, topics = fresh(broker)
     worker_settings = WorkerSettings(
         kafka=kafka, topics=topics, batch={"size": 500, "max_wait_ms": 50},
-        store={"path": store, "reload_interval_s": 0.05}, http={"port": 0},
+        store={"path": location, "reload_interval_s": 0.05}, http={"port": 0},
     )  # fmt: skip
     create_topics(worker_settings.kafka, {topics["input"]: 3, topics["alerts"]: 1,
                                           topics["dead_letters"]: 1})  # fmt: skip
-    service = ModelStore(store).current_version()
+    service = ModelStore(location).current_version()
     now = datetime.now(UTC).replace(microsecond=0)
     fleet = Fleet(n_assets=8, seed=11, start=now - timedelta(minutes=30))
     faults = fleet.faults(900, first=300)
@@ -103,11 +115,11 @@ def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(
             TrainingSettings(
                 data={"source": "kafka", "since": "2h"}, kafka=kafka, topics=topics,
                 model={"epochs": 60, "patience": 8, "window": 1},  # the service model's
-                store={"path": store},
+                store={"path": location},
                 pushgateway={"url": pushgateway, "job": job},
             )
         )  # fmt: skip
-        report = json.loads((outcome.directory / "report.json").read_text())
+        report = json.loads(ModelStore(location).read_file(outcome.version, "report.json"))
         removed = report["removed"]["by_rule"]
         assert removed["service_model"] > 0
         assert removed["alert_episodes"] > 0
@@ -115,7 +127,7 @@ def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(
         faulty = sum(f.end - f.start for f in faults)
         assert report["removed"]["total"] >= faulty // 2
         assert outcome.decision.promoted, outcome.decision.reasons
-        assert ModelStore(store).current_version() == outcome.version != service
+        assert ModelStore(location).current_version() == outcome.version != service
 
         wait_until(
             lambda: running.metrics.registry.get_sample_value(
@@ -146,7 +158,7 @@ def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(
             what="every offset committed",
         )
 
-        ModelStore(store).set_current(str(service))  # rollback: one call, followed like any
+        ModelStore(location).set_current(str(service))  # rollback: one call, followed like any
         wait_until(
             lambda: running.metrics.registry.get_sample_value(
                 "anomaly_model_info", {"model": "default", "version": str(service)}
@@ -194,6 +206,6 @@ def test_a_worse_candidate_is_rejected_and_the_service_model_stays(
     [info] = [v for v in models.list_versions() if v.name == outcome.version]
     assert info.status is not None
     assert info.status.startswith("rejected: ")
-    decision = json.loads((outcome.directory / "decision.json").read_text())
+    decision = json.loads((Path(outcome.location) / "decision.json").read_text())
     assert decision["promoted"] is False
     assert decision["reasons"] == outcome.decision.reasons

@@ -95,7 +95,7 @@ def test_a_broker_refusing_the_credentials_gets_no_secret_into_the_logs(
     env = {**SASL, "WORKER_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
            "WORKER_KAFKA__SSL_CAFILE": str(ca),
            "WORKER_KAFKA__BOOTSTRAP_SERVERS": broker.sasl_bootstrap,
-           "WORKER_STORE__PATH": str(trained.store.root), "WORKER_HTTP__PORT": "0",
+           "WORKER_STORE__PATH": str(trained.root), "WORKER_HTTP__PORT": "0",
            "WORKER_KAFKA__REQUEST_TIMEOUT_MS": "5000"}  # fmt: skip
     code, output = run([sys.executable, "-m", "worker"], env, timeout=300)
     assert code == ExitCode.BROKER_UNAVAILABLE
@@ -108,7 +108,7 @@ def test_metrics_and_dead_letters_carry_no_secret(trained: Trained) -> None:
     settings = WorkerSettings(
         kafka={"security_protocol": "SASL_SSL", "sasl_mechanism": "PLAIN",
                "sasl_username": "worker", "sasl_password": SECRET, "ssl_password": SECRET},
-        store={"path": trained.store.root}, http={"port": 0, "host": "127.0.0.1"},
+        store={"path": trained.root}, http={"port": 0, "host": "127.0.0.1"},
     )  # fmt: skip
     scraped: list[str] = []
 
@@ -138,7 +138,7 @@ def test_the_model_store_cannot_be_escaped_through_a_version_name(
 
     outside = tmp_path / "outside"
     outside.mkdir()
-    store = ModelStore(trained.store.root)
+    store = ModelStore(trained.root)
     for name in ("../outside", str(outside), "..", ".", "", "v1/../../outside", "v1\x00"):
         with pytest.raises(ArtifactError):
             store.load(name)
@@ -240,7 +240,7 @@ def test_the_worker_reads_and_publishes_over_tls(secured: Secured, trained: Trai
     consumes, publishes its alerts and dead letters and commits over TLS."""
     broker, ca = secured
     tls = {"bootstrap_servers": broker.ssl_bootstrap, "security_protocol": "SSL", "ssl_cafile": ca}
-    settings = on_tls(broker, tls, trained.store.root)
+    settings = on_tls(broker, tls, trained.root)
     fleet = Fleet(n_assets=3, seed=12)
     n = produce(settings, [*fleet.records(60, fleet.faults(60)), (b"x", b"not json")])
     metrics = run_until_processed(settings, n)
@@ -259,7 +259,7 @@ def test_a_scram_user_with_its_acls_runs_the_worker_over_tls(
     lists for a worker: it reads, alerts, dead-letters and commits, the producer idempotent."""
     broker, ca = secured
     user, password = f"worker-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    settings = on_tls(broker, scram(broker, ca, user, password), trained.store.root)
+    settings = on_tls(broker, scram(broker, ca, user, password), trained.root)
     grant(broker, user, password, worker_acls(settings))
     fleet = Fleet(n_assets=3, seed=12)
     records = [*fleet.records(120, fleet.faults(120, first=40)), (b"x", b"not json")]
@@ -281,7 +281,7 @@ def test_a_principal_that_may_not_write_the_alerts_stops_the_worker_and_commits_
     worker exits 11 at once (no wait grants an ACL) naming the topic, and commits nothing."""
     broker, ca = secured
     user, password = f"worker-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
-    settings = on_tls(broker, scram(broker, ca, user, password), trained.store.root)
+    settings = on_tls(broker, scram(broker, ca, user, password), trained.root)
     settings = settings.model_copy(update={"alerts": AlertSettings(open_after=1, onset_step=0)})
     grant(broker, user, password, worker_acls(settings, write_alerts=False))
     as_operator = settings.model_copy(update={"kafka": operator(broker)})

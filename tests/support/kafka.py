@@ -82,7 +82,7 @@ def read(settings: WorkerSettings, topic: str, n: int) -> list[SourceRecord]:
     return out
 
 
-def settings_on(broker: LocalBroker, store: Path, **kafka: object) -> WorkerSettings:
+def settings_on(broker: LocalBroker, store: str | Path, **kafka: object) -> WorkerSettings:
     """A worker's settings on fresh topics and a fresh group of `broker` (the topics created:
     3 input partitions), the model store `store`; `kafka`: more client settings."""
     client, topics = fresh(broker)

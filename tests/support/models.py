@@ -3,14 +3,27 @@
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from anomaly.model import ModelStore
+from anomaly.model import (
+    FORMAT_VERSION,
+    ArchitectureConfig,
+    Manifest,
+    ModelStore,
+    ScalerParams,
+    Threshold,
+    TrainingSummary,
+    ValidationFigures,
+    build_autoencoder,
+    write_artifact,
+)
 from anomaly.model.artifact import MANIFEST, WEIGHTS, _sha256
 from anomaly.model.features import FloatArray
 from devtools import simulator
@@ -66,6 +79,11 @@ class Trained:
     outcome: TrainingOutcome
     store: ModelStore
 
+    @property
+    def root(self) -> Path:
+        """The store's directory."""
+        return Path(self.store.location)
+
 
 def edit_manifest(directory: Path, change: Callable[[dict[str, Any]], None]) -> None:
     path = directory / MANIFEST
@@ -79,3 +97,55 @@ def replace_weights(directory: Path, payload: object) -> None:
     torch.save(payload, directory / WEIGHTS)
     digest = _sha256(directory / WEIGHTS)
     edit_manifest(directory, lambda m: m.update(weights_sha256=digest))
+
+
+def write_random(directory: Path, version: str) -> None:
+    """An untrained (randomly initialised, seeded by the name) model's artifact, named
+    `version`, written into `directory` (a store's staging directory)."""
+    n = len(simulator.FEATURES)
+    architecture = ArchitectureConfig(n_features=n, window=2, hidden=(8,), latent=3)
+    torch.manual_seed(len(version))
+    network = build_autoencoder(architecture)
+    manifest = Manifest(
+        format_version=FORMAT_VERSION,
+        model_version=version,
+        created_at=datetime(2026, 11, 21, tzinfo=UTC),
+        features=simulator.FEATURES,
+        scaler=ScalerParams(center=(0.0,) * n, scale=(1.0,) * n),
+        architecture=architecture,
+        threshold=Threshold(value=1.0, method="quantile", target_fpr=0.01, n_samples=100),
+        training=TrainingSummary.model_validate(
+            dict.fromkeys(TrainingSummary.model_fields, 0) | {"source": "test", "cadence_s": 1.0}
+        ),
+        validation=ValidationFigures.model_validate(
+            dict.fromkeys(ValidationFigures.model_fields, 1)
+        ),
+        weights_sha256="0" * 64,
+    )
+    write_artifact(directory, manifest, network.state_dict())
+
+
+def race_publishers(
+    open_store: Callable[[], ModelStore], names: list[str], replaces: str | None
+) -> dict[str, object]:
+    """Each name published at once by a store of its own (as separate training runs are),
+    all claiming to replace `replaces`: name -> the version published, or the exception."""
+    barrier = threading.Barrier(len(names))
+    outcomes: dict[str, object] = {}
+
+    def publish(name: str) -> None:
+        store = open_store()
+        with store.staging() as staging:
+            write_random(staging, name)
+            barrier.wait(30)
+            try:
+                outcomes[name] = store.publish(staging, replaces=replaces)
+            except Exception as exc:  # the caller asserts which
+                outcomes[name] = exc
+
+    threads = [threading.Thread(target=publish, args=(name,)) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    return outcomes

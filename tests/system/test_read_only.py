@@ -60,7 +60,7 @@ def test_the_worker_runs_on_a_read_only_tree_and_store(
     broker: LocalBroker, trained: Trained, tmp_path: Path
 ) -> None:
     store = tmp_path / "store"
-    shutil.copytree(trained.store.root, store)
+    shutil.copytree(trained.root, store)
     topic = f"ro-{os.getpid()}-{tmp_path.name}"
     env = {
         **os.environ,

@@ -20,7 +20,7 @@ from tests.support.models import Trained, edit_manifest, replace_weights
 def artifact_dir(trained: Trained, tmp_path: Path) -> Path:
     """A private copy of the trained version to break."""
     copy = tmp_path / "version"
-    shutil.copytree(trained.outcome.directory, copy)
+    shutil.copytree(Path(trained.outcome.location), copy)
     return copy
 
 
@@ -45,7 +45,7 @@ def test_round_trip_gives_identical_scores(
 
 
 def test_loaded_model_reproduces_the_scores_training_computed(trained: Trained) -> None:
-    loaded = load_artifact(trained.outcome.directory)
+    loaded = load_artifact(Path(trained.outcome.location))
     held_out = simulator.clean_rows(10_000, seed=1)[8000:]  # the latest 20%, as training split
     scores = loaded.detector.score(sliding_windows(held_out, 1)).score
     figures = loaded.manifest.validation

@@ -57,7 +57,7 @@ def test_a_conv_model_trains_round_trips_and_sees_a_drift(tmp_path: Path) -> Non
     data = tmp_path / "clean.csv"
     write_csv(data, simulator.clean_rows(3000, seed=11))
     outcome = train(settings_for(data, tmp_path / "store", kind="conv", window=16, epochs=30))
-    manifest = json.loads((outcome.directory / MANIFEST).read_text())
+    manifest = json.loads((Path(outcome.location) / MANIFEST).read_text())
     assert manifest["architecture"]["kind"] == "conv"
     assert manifest["architecture"]["kernel"] == 7
 

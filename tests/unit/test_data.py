@@ -143,7 +143,7 @@ def test_the_margin_widens_the_threshold_and_the_gate_checks_the_calibration(
     threshold = outcome.manifest.threshold
     assert threshold.margin == 2.0
     assert threshold.method == "quantile"
-    manifest = json.loads((outcome.directory / "manifest.json").read_text())
+    manifest = json.loads((Path(outcome.location) / "manifest.json").read_text())
     assert manifest["threshold"]["margin"] == 2.0
     figures = outcome.decision.figures
     calibrated, widened = figures["candidate_fpr"], figures["candidate_fpr_with_margin"]

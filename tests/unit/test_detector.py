@@ -117,7 +117,7 @@ def test_calibration_warns_when_held_out_scores_lie_far_beyond_the_fit_part(
         outcome = train(settings_for(data, tmp_path / "store", epochs=10))
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert any("times beyond the fit part's" in w and "temperature" in w for w in warnings)
-    report = json.loads((outcome.directory / "report.json").read_text())
+    report = json.loads((Path(outcome.location) / "report.json").read_text())
     check = report["calibration_check"]
     assert check["exceeded"]
     assert check["beyond"][0] == "temperature"
@@ -125,7 +125,7 @@ def test_calibration_warns_when_held_out_scores_lie_far_beyond_the_fit_part(
 
 
 def test_no_calibration_warning_on_clean_data(trained: Trained) -> None:
-    report = json.loads((trained.outcome.directory / "report.json").read_text())
+    report = json.loads((Path(trained.outcome.location) / "report.json").read_text())
     check = report["calibration_check"]
     assert not check["exceeded"]
     assert check["ratio"] < 10

@@ -33,11 +33,11 @@ def compressors(tmp_path_factory: pytest.TempPathFactory) -> Artifact:
 def test_the_store_root_is_the_default_model_and_names_live_under_models(
     trained: Trained, tmp_path: Path
 ) -> None:
-    shutil.copytree(trained.store.root, tmp_path / "store")
+    shutil.copytree(trained.root, tmp_path / "store")
     root = tmp_path / "store"
     assert model_names(root) == ["default"]  # a store from before named models
-    assert model_store(root).root == root
-    assert model_store(root, "pumps").root == root / "models" / "pumps"
+    assert model_store(root).location == str(root)
+    assert model_store(root, "pumps").location == str(root / "models" / "pumps")
     shutil.copytree(root / "versions", root / "models" / "pumps" / "versions")
     (root / "models" / "Bad Name").mkdir()
     assert model_names(root) == ["default", "pumps"]
@@ -73,7 +73,7 @@ def test_one_core_scores_two_asset_types_each_with_its_own_model(
 ) -> None:
     """A mixed batch: pumps (eight sensors) and compressors (five) each scored by their model,
     events naming it; a third type has no model and is dead-lettered with its reason."""
-    pumps = ModelStore(trained.store.root).load_current()
+    pumps = ModelStore(trained.root).load_current()
     p = BatchProcessor(
         TOPICS, BatchSettings(), AlertSettings(), routes=RouteSettings(route_field="asset_type")
     )

@@ -279,7 +279,7 @@ def test_new_versions_are_swapped_in_and_a_corrupt_one_is_refused(
     )
 
     publish_random(models, "zz-third")
-    (models.versions_dir / "zz-third" / WEIGHTS).write_bytes(b"truncated")
+    (Path(models.location, "versions") / "zz-third" / WEIGHTS).write_bytes(b"truncated")
     assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     assert worker.processor.model.version == "zz-second"  # the old one keeps serving
     assert sample(metrics, "anomaly_model_load_failures_total", model="default") == 1
@@ -331,10 +331,10 @@ def test_a_bad_model_is_refused_with_a_metric_while_the_previous_one_serves(
     assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     marker = tmp_path / "executed"
     if damage is None:
-        models.pointer.write_text("zz-gone\n")
+        Path(models.location, "current").write_text("zz-gone\n")
     else:
         publish_random(models, "zz-bad")
-        damage(models.versions_dir / "zz-bad", marker)
+        damage(Path(models.location, "versions") / "zz-bad", marker)
     assert worker.run(idle_timeout_s=0.3) == ExitCode.OK
     assert worker.processor.model is not None
     assert worker.processor.model.version == first  # the previous model kept serving

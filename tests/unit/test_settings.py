@@ -52,6 +52,17 @@ def test_nested_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) 
         ),
         ("WORKER_TOPICS__ALERTS", "bad topic!", "WORKER_TOPICS__ALERTS: String should match"),
         ("WORKER_BATCH__SIZ", "5", "WORKER_BATCH__SIZ: Extra inputs are not permitted"),
+        (
+            "WORKER_STORE__PATH",
+            "s3://My_Models/x",
+            "WORKER_STORE__PATH: Value error, 's3://My_Models/x': 'My_Models' is not a bucket name",
+        ),
+        (
+            "WORKER_STORE__PATH",
+            "gs://models",
+            "WORKER_STORE__PATH: Value error, 'gs://models': "
+            "a model store is a directory or s3://bucket/prefix",
+        ),
     ],
 )
 def test_a_bad_setting_stops_the_worker_naming_the_variable(

@@ -10,6 +10,8 @@ import pytest
 
 from anomaly.model import ArtifactError, ModelStore
 from anomaly.model.artifact import WEIGHTS
+from anomaly.model.storage import StoreConflictError
+from tests.support.models import race_publishers
 
 Publish = Callable[[ModelStore, str], str]
 
@@ -36,7 +38,7 @@ def test_an_empty_store_says_how_to_get_a_model(tmp_path: Path) -> None:
 def test_a_pointer_to_a_missing_version_is_refused(tmp_path: Path, publish_random: Publish) -> None:
     store = ModelStore(tmp_path)
     publish_random(store, "v1")
-    store.pointer.write_text("v9\n")
+    Path(store.location, "current").write_text("v9\n")
     with pytest.raises(ArtifactError, match="points at version 'v9', which does not exist"):
         store.load_current()
 
@@ -51,7 +53,7 @@ def test_rollback_points_back_and_refuses_what_cannot_load(
     assert store.load_current().version == "v1"
     with pytest.raises(ArtifactError, match="version 'v7' does not exist"):
         store.set_current("v7")
-    (store.versions_dir / "v2" / WEIGHTS).write_bytes(b"garbage")
+    (Path(store.location, "versions") / "v2" / WEIGHTS).write_bytes(b"garbage")
     with pytest.raises(ArtifactError, match="corrupt or truncated"):
         store.set_current("v2")
     with pytest.raises(ArtifactError, match="not a version name"):
@@ -125,7 +127,7 @@ def test_prune_spares_versions_that_were_current_recently(
     for name in ("v1", "v2", "v3"):
         publish_random(store, name)  # each became current on publishing
     with store.staging() as staging:  # v4 is published without becoming current
-        shutil.copytree(store.versions_dir / "v3", staging, dirs_exist_ok=True)
+        shutil.copytree(Path(store.location, "versions") / "v3", staging, dirs_exist_ok=True)
         manifest = json.loads((staging / "manifest.json").read_text())
         manifest["model_version"] = "v4"
         (staging / "manifest.json").write_text(json.dumps(manifest))
@@ -134,3 +136,19 @@ def test_prune_spares_versions_that_were_current_recently(
     assert store.prune(keep=1, protect_s=600) == []
     assert store.prune(keep=1, protect_s=0) == ["v1", "v2"]
     assert [v.name for v in store.list_versions()] == ["v3", "v4"]
+
+
+def test_two_runs_publishing_at_once_one_wins_and_the_loser_publishes_nothing(
+    tmp_path: Path, publish_random: Publish
+) -> None:
+    """The pointer is replaced by compare-and-swap (under a lock on a shared directory): each
+    run says which version it gated against; when the pointer moved since, it fails."""
+    publish_random(ModelStore(tmp_path), "v0")
+    outcomes = race_publishers(lambda: ModelStore(tmp_path), ["va", "vb"], "v0")
+    [winner] = [name for name, outcome in outcomes.items() if outcome == name]
+    [loser] = [name for name, outcome in outcomes.items() if outcome != name]
+    assert isinstance(outcomes[loser], StoreConflictError)
+    assert "nothing was published" in str(outcomes[loser])
+    store = ModelStore(tmp_path)
+    assert store.current_version() == winner
+    assert [v.name for v in store.list_versions()] == sorted(["v0", winner])
