@@ -2,8 +2,9 @@
 reads back of them (`episode_id`, `asset_id`, `type`, `started_at`, `ended_at`).
 
 Two families share the topic, told apart by `type`: an asset's anomaly episodes (`open`,
-`resolve`), and its sensors that fall silent (`sensor_silent`, `sensor_resolve`: one feature
-of one asset, worker/sensors.py). Only the first carry an `episode_id`.
+`resolve`; their top features carry the deciding window's actual and expected values), and
+its sensors that fall silent (`sensor_silent`, `sensor_resolve`: one feature of one asset,
+worker/sensors.py). Only the first carry an `episode_id`.
 """
 
 from __future__ import annotations
@@ -46,10 +47,12 @@ def event_json(
     reason: str | None = None,
     filled: tuple[str, ...] = (),
     threshold: float | None = None,
+    evidence: Evidence | None = None,
 ) -> bytes:
     """The JSON of an open or resolve event, triggered by the record at `ref`; `filled`: the
     features whose values in the deciding window were filled (a sensor that dropped out);
-    `threshold`: the asset's (None: the model's, `context.threshold`)."""
+    `threshold`: the asset's (None: the model's, `context.threshold`); `evidence`: the
+    deciding window and the model's reconstruction of it, shown for the top features."""
     event: dict[str, object] = {
         "type": kind,
         "episode_id": episode.episode_id,
@@ -60,7 +63,7 @@ def event_json(
         "threshold": context.threshold if threshold is None else threshold,
         "model": context.model,
         "model_version": context.model_version,
-        "top_features": top_features(shares, context.features, context.top_features),
+        "top_features": top_features(shares, context.features, context.top_features, evidence),
         "detected_at": _iso(context.detected_at),
         "started_at": _iso(episode.started_at),
         "filled": list(filled),
@@ -109,14 +112,39 @@ def sensor_event_json(
     return json.dumps(event).encode()
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """The window that decided (rows oldest first, one column per feature, in the sensors'
+    own units) and the model's reconstruction of it: what the record looked like against
+    what the model expected."""
+
+    actual: npt.NDArray[np.float64]
+    expected: npt.NDArray[np.float64]
+
+
 def top_features(
-    shares: npt.NDArray[np.float64] | None, features: tuple[str, ...], n: int
+    shares: npt.NDArray[np.float64] | None,
+    features: tuple[str, ...],
+    n: int,
+    evidence: Evidence | None = None,
 ) -> list[dict[str, object]]:
-    """The n features with the largest share of the error, largest first."""
+    """The n features with the largest share of the error, largest first; with `evidence`,
+    each with its actual and expected values over the window (oldest first)."""
     if shares is None:
         return []
     order = np.argsort(-shares, kind="stable")[:n]
-    return [{"feature": features[i], "share": round(float(shares[i]), 4)} for i in order]
+    top: list[dict[str, object]] = []
+    for i in order:
+        item: dict[str, object] = {"feature": features[i], "share": round(float(shares[i]), 4)}
+        if evidence is not None:
+            item["actual"] = [_value(v) for v in evidence.actual[:, i]]
+            item["expected"] = [_value(v) for v in evidence.expected[:, i]]
+        top.append(item)
+    return top
+
+
+def _value(v: float) -> float:
+    return float(f"{v:.6g}")
 
 
 def _source(ref: SourceRef) -> dict[str, object]:

@@ -22,7 +22,13 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from anomaly.events import EventContext, SensorEventType, event_json, sensor_event_json
+from anomaly.events import (
+    EventContext,
+    Evidence,
+    SensorEventType,
+    event_json,
+    sensor_event_json,
+)
 from anomaly.model import Artifact, Scores
 from anomaly.model.calibration import exceed
 from anomaly.onset import onsets
@@ -57,6 +63,22 @@ class Outbound:
     value: bytes
 
 
+@dataclass(frozen=True)
+class AlarmView:
+    """An asset in alarm as its latest scored record of a batch shows it: each feature's
+    value and the model's reconstruction of it (sensor units), its score and threshold;
+    `open`: its episode is open (False: it resolved with this record)."""
+
+    asset_id: str
+    model: str
+    features: tuple[str, ...]
+    actual: npt.NDArray[np.float64]
+    expected: npt.NDArray[np.float64]
+    score: float
+    threshold: float
+    open: bool
+
+
 @dataclass
 class BatchStats:
     """What the metrics and logs report of one batch."""
@@ -78,6 +100,7 @@ class BatchStats:
     restored: int = 0
     released: int = 0
     unreadable: list[tuple[tuple[str, int], str]] = field(default_factory=list)
+    alarms: list[AlarmView] = field(default_factory=list)  # assets explained (explain_assets)
     scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
     record_times: list[float] = field(default_factory=list)
     decode_s: float = 0.0
@@ -165,6 +188,10 @@ class BatchProcessor:
         layout: InputSettings | None = None,
     ) -> None:
         self.topics, self.batch, self.alerts = topics, batch, alerts
+        # assets in alarm shown actual against expected (AlarmView): at most
+        # alerts.explain_assets, each from its episode's opening until explain_linger_s after
+        # its end (None while open, else when it ended: time.monotonic)
+        self.explained: dict[str, float | None] = {}
         self.layout = layout if layout is not None else InputSettings()
         self.sensors = sensors if sensors is not None else SensorSettings()
         self.routes = routes if routes is not None else RouteSettings()
@@ -512,6 +539,14 @@ class BatchProcessor:
         stats.outliers_by_model[name] += int(above.sum())
         stats.above_median_by_model[name] += int((scores.score > median).sum())
         rules, partitions = batch.served.rules, self.partitions
+        artifact = batch.served.artifact
+        windows = batch.history[: len(pending), batch.history.shape[1] - artifact.manifest.window :]
+        shown: dict[str, tuple[int, bool]] = {}  # assets explained: the latest record, open
+        explained, now = self.explained, time.monotonic()
+        for asset_id, ended in list(explained.items()):  # slots free once their linger ends
+            if ended is not None and now - ended >= self.alerts.explain_linger_s:
+                del explained[asset_id]
+        room = self.alerts.explain_assets
         for i, is_above in enumerate(above.tolist()):
             index, state, asset_id, ts, filled = pending[i]
             if not is_above and state.rules.idle:
@@ -522,8 +557,37 @@ class BatchProcessor:
             partitions.observed(asset_id, state)
             if change is not None:
                 kind, episode = change
+                window = windows[i]  # what decided, against what the model expected
+                evidence = Evidence(window, artifact.detector.reconstruct(window[None])[0])
                 event = (kind, episode, asset_id, ts, ref, score, scores.shares[i], filled)
-                self._event(result, *event, float(limits[i]), context)
+                self._event(result, *event, float(limits[i]), context, evidence)
+            is_open = state.rules.episode is not None
+            if is_open and asset_id not in explained and len(explained) < room:
+                explained[asset_id] = None  # from its episode's opening; a storm cannot grow it
+            if asset_id in explained and (is_open or explained[asset_id] is None):
+                shown[asset_id] = (i, is_open)
+                explained[asset_id] = None if is_open else now  # resolved: shown a while yet
+        if shown:
+            self._show(batch, windows, scores, limits, shown, result)
+
+    def _show(
+        self,
+        batch: _ModelBatch,
+        windows: npt.NDArray[np.float64],
+        scores: Scores,
+        limits: npt.NDArray[np.float64],
+        shown: dict[str, tuple[int, bool]],
+        result: BatchResult,
+    ) -> None:
+        """The assets in alarm, actual against expected (one forward pass for all of them)."""
+        rows = [i for i, _ in shown.values()]
+        expected = batch.served.artifact.detector.reconstruct(windows[rows])[:, -1]
+        features = batch.served.artifact.manifest.features
+        for (asset_id, (i, is_open)), row in zip(shown.items(), expected, strict=True):
+            result.stats.alarms.append(AlarmView(
+                asset_id, batch.served.name, features, windows[i, -1].copy(), row,
+                float(scores.score[i]), float(limits[i]), is_open,
+            ))  # fmt: skip
 
     def checkpoints(
         self, partitions: Iterable[tuple[str, int]], max_bytes: int
@@ -545,6 +609,8 @@ class BatchProcessor:
                 if state.partition in lost and state.sensors is not None
             )
             self.assets.drop(gone)
+            for asset_id in gone:
+                self.explained.pop(asset_id, None)
             stats.released += len(gone)
             self.partitions.lost(handover.lost)
         for tp, text in handover.gained.items():
@@ -575,10 +641,11 @@ class BatchProcessor:
         filled: tuple[str, ...],
         threshold: float,
         context: EventContext,
+        evidence: Evidence,
     ) -> None:
         value = event_json(
             kind, episode, asset_id, ts, ref, score, shares, context, filled=filled,
-            threshold=threshold,
+            threshold=threshold, evidence=evidence,
         )  # fmt: skip
         result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
         result.stats.events[kind] += 1
@@ -593,6 +660,7 @@ class BatchProcessor:
         result: BatchResult,
     ) -> None:
         """An evicted asset's open episode is resolved now, marked so, rather than forgotten."""
+        self.explained.pop(asset_id, None)
         context = contexts.get(state.model) or next(iter(contexts.values()))
         if self.partitions.evicted(asset_id, state):
             # its partition's saved state changes: commit it again even if no record came

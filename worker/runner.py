@@ -103,6 +103,8 @@ class Worker:
         )  # fmt: skip
         # counted at a scrape from the processor's state, not kept by hand nor every batch
         self.metrics.open_episodes.set_function(lambda: self.processor.open_episodes)
+        self.metrics.alarms.limit = settings.alerts.explain_assets
+        self.metrics.alarms.linger_s = settings.alerts.explain_linger_s
         self.metrics.sensors_silent.set_function(lambda: self.processor.silent)
         self._make_source, self._make_sink = source, sink
         self._serve_http = serve_http
@@ -324,6 +326,7 @@ class Worker:
             m.alert_events.labels(kind).inc(count)
         for kind, asset_id, top_feature in stats.episodes:
             m.episode(kind, asset_id, top_feature)
+        m.alarms.show(stats.alarms)
         for model, count in stats.scored_by_model.items():
             m.scored.labels(model).inc(count)
         for model, count in stats.outliers_by_model.items():

@@ -88,6 +88,15 @@ class AlertSettings(_Part):
     )
     top_features: int = Field(default=3, ge=1)
     max_assets: int = Field(default=100_000, ge=1)
+    # The board's "asset in alarm" row: each feature's value against the model's expectation
+    explain_assets: int = Field(
+        default=20, ge=0, description="assets in alarm shown at once, actual against expected "
+        "(0: none)",
+    )  # fmt: skip
+    explain_linger_s: float = Field(
+        default=300.0, ge=0.0, description="how long an asset stays shown after its episode "
+        "resolves, or after its last record"
+    )  # fmt: skip
 
     def overrides(self) -> dict[str, int | float]:
         """The rules set here, by field name (empty: the model's rules apply as trained)."""

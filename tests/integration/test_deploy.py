@@ -324,7 +324,8 @@ def test_the_board_has_the_panels_and_variables_operators_need() -> None:
         "anomaly_records_total anomaly_open_episodes anomaly_episode_open anomaly_score_bucket "
         "anomaly_threshold anomaly_stage_seconds_bucket anomaly_decision_lag_seconds_bucket "
         "anomaly_consumer_lag_records anomaly_dead_letters_total anomaly_assets_tracked "
-        "anomaly_model_info anomaly_model_created_timestamp_seconds anomaly_training_promoted"
+        "anomaly_model_info anomaly_model_created_timestamp_seconds anomaly_training_promoted "
+        "anomaly_asset_value anomaly_asset_score anomaly_asset_threshold"
     )
     for metric in wanted.split():
         assert metric in exprs, metric

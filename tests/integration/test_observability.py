@@ -24,7 +24,7 @@ from devtools.simulator import Fleet
 from devtools.topics import create_topics
 from tests.support.kafka import Running, fresh, processed, produce
 from tests.support.models import Trained, settings_for, write_csv
-from tests.support.observability import dashboard_exprs, gateway_metrics, rule_exprs
+from tests.support.observability import dashboard, dashboard_exprs, gateway_metrics, rule_exprs
 from tests.support.records import MALFORMED
 from tests.support.waiting import wait_until
 from training.job import HYGIENE_RULES, train
@@ -44,12 +44,16 @@ def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
 
 
 @pytest.fixture
-def running_worker(broker: LocalBroker, trained: Trained, tmp_path: Path) -> Iterator[Running]:
+def running_worker(
+    broker: LocalBroker, trained: Trained, tmp_path: Path, request: pytest.FixtureRequest
+) -> Iterator[Running]:
+    """A worker on fresh topics; `request.param` (indirect): its alert settings."""
     shutil.copytree(trained.root, tmp_path / "store")
     kafka, topics = fresh(broker)
     settings = WorkerSettings(
         kafka=kafka, topics=topics, batch={"size": 200, "max_wait_ms": 50},
         store={"path": tmp_path / "store"}, http={"port": 0, "host": "127.0.0.1"},
+        alerts=getattr(request, "param", {}),
     )  # fmt: skip
     create_topics(settings.kafka, {topics["input"]: 3, topics["alerts"]: 1,
                                    topics["dead_letters"]: 1})  # fmt: skip
@@ -170,6 +174,50 @@ def test_a_drifting_plant_raises_the_stale_model_rule_and_a_steady_one_does_not(
     fired = query(prometheus, stale)
     assert fired, "a drifted plant is not said to need a new model"
     assert float(fired[0]["value"][1]) > 0.75  # the share above the held-out median
+
+
+ALARM_PANELS = "Asset in alarm"
+
+
+@pytest.mark.parametrize("running_worker", [{"explain_linger_s": 1.0}], indirect=True)
+def test_the_asset_in_alarm_row_shows_an_episode_and_nothing_after_it(
+    running_worker: Running, prometheus: str
+) -> None:
+    """The board's "asset in alarm" queries, for the asset picked: each feature's actual and
+    expected and the score against the threshold while its episode is open; nothing once it
+    resolved and the linger (1 s here) passed."""
+    settings = running_worker.worker.settings
+    wait_until(lambda: any(t["health"] == "up" for t in targets(prometheus)), 60, "a first scrape")
+    fleet = Fleet(n_assets=2, seed=21, start=datetime.now(UTC) - timedelta(seconds=300))
+    faults = fleet.faults(300, first=100)
+    fault = next(f for f in faults if f.asset_id == "pump-00")
+    records = list(fleet.records(300, faults))
+    readings = [i for i, (key, _) in enumerate(records) if key == b"pump-00"]
+    cut = readings[(fault.start + fault.end) // 2] + 1  # into the middle of its fault
+    sent = produce(settings, records[:cut])
+    wait_until(lambda: processed(running_worker.metrics) >= sent, 60, "the readings so far")
+    assert running_worker.worker.processor.explained.get("pump-00", 0) is None, "not in alarm"
+    exprs = [e.replace("$asset", "pump-00") for e in alarm_exprs()]
+    for name, value in VARIABLES.items():
+        exprs = [e.replace(name, value) for e in exprs]
+    wait_until(lambda: all(query(prometheus, e) for e in exprs), 30, "the row during the episode")
+    actual, expected = (query(prometheus, e) for e in exprs[:2])
+    features = set(running_worker.worker.processor.served["default"].artifact.manifest.features)
+    assert {s["metric"]["feature"] for s in actual} == features
+    assert {s["metric"]["feature"] for s in expected} == features
+    assert {s["metric"]["asset_id"] for s in actual} == {"pump-00"}
+
+    sent += produce(settings, records[cut:])  # the fault ends: the episode resolves
+    wait_until(lambda: processed(running_worker.metrics) >= sent, 60, "the rest")
+    wait_until(lambda: running_worker.worker.processor.open_episodes == 0, 30,
+               "every episode resolved")  # fmt: skip
+    wait_until(lambda: not any(query(prometheus, e) for e in exprs), 30, "the row empty after")
+
+
+def alarm_exprs() -> list[str]:
+    """The queries of the board's "asset in alarm" panels."""
+    return [t["expr"] for p in dashboard()["panels"] if p["title"].startswith(ALARM_PANELS)
+            for t in p["targets"]]  # fmt: skip
 
 
 def targets(prometheus: str) -> list[dict[str, Any]]:

@@ -1,7 +1,8 @@
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
-from worker.metrics import BatchHistogram
+from worker.metrics import AssetsInAlarm, BatchHistogram
+from worker.pipeline import AlarmView
 
 
 def test_batch_histogram_matches_prometheus_histogram_sample_for_sample() -> None:
@@ -21,3 +22,55 @@ def test_batch_histogram_matches_prometheus_histogram_sample_for_sample() -> Non
         ), bound
     assert registry.get_sample_value("batch_count") == registry.get_sample_value("single_count")
     assert registry.get_sample_value("batch_sum") == registry.get_sample_value("single_sum")
+
+
+def test_an_asset_in_alarm_is_shown_until_linger_after_its_last_record() -> None:
+    now = [0.0]
+    registry = CollectorRegistry()
+    alarms = AssetsInAlarm(registry, linger_s=60.0, clock=lambda: now[0])
+    features = ("flow", "pressure")
+
+    def view(asset_id: str, flow: float, is_open: bool) -> AlarmView:
+        return AlarmView(asset_id, "pump", features, np.array([flow, 2.0]), np.array([1.0, 2.5]),
+                         0.9, 0.5, is_open)  # fmt: skip
+
+    def value(asset_id: str, feature: str, series: str) -> float | None:
+        return registry.get_sample_value(
+            "anomaly_asset_value",
+            {"asset_id": asset_id, "model": "pump", "feature": feature, "series": series},
+        )
+
+    alarms.show([view("p1", 7.0, True), view("p2", 3.0, True)])
+    assert value("p1", "flow", "actual") == 7.0
+    assert value("p1", "flow", "expected") == 1.0
+    assert value("p2", "pressure", "expected") == 2.5
+    assert (
+        registry.get_sample_value("anomaly_asset_score", {"asset_id": "p1", "model": "pump"}) == 0.9
+    )
+    now[0] = 50.0
+    alarms.show([view("p1", 8.0, False)])  # p1's episode resolved; p2 sent nothing since
+    assert value("p1", "flow", "actual") == 8.0
+    now[0] = 70.0  # p2: 70 s since its last record; p1: 20 s since it resolved
+    assert value("p2", "flow", "actual") is None
+    assert value("p1", "flow", "actual") == 8.0
+    now[0] = 110.0
+    assert value("p1", "flow", "actual") is None
+    assert alarms.assets == 0
+    series = [
+        s for m in registry.collect() if m.name.startswith("anomaly_asset_") for s in m.samples
+    ]
+    assert series == []
+
+
+def test_the_assets_in_alarm_stay_within_their_bound_under_a_storm() -> None:
+    registry = CollectorRegistry()
+    alarms = AssetsInAlarm(registry, limit=3, linger_s=60.0)
+    features = ("flow", "pressure")
+    for n in range(50):  # more assets than the bound, whatever the pipeline sends
+        view = AlarmView(f"p{n}", "pump", features, np.ones(2), np.zeros(2), 1.0, 0.5, True)
+        alarms.show([view])
+    samples = [
+        s for m in registry.collect() if m.name.startswith("anomaly_asset_") for s in m.samples
+    ]
+    assert {s.labels["asset_id"] for s in samples} == {"p47", "p48", "p49"}  # the freshest
+    assert len(samples) == 3 * (2 * len(features) + 2)  # actual and expected, score, threshold

@@ -5,6 +5,7 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from anomaly.model import Artifact, ModelStore
@@ -77,6 +78,75 @@ def test_faults_open_and_resolve_episodes_naming_asset_and_sensor(model: Artifac
     assert set(first) >= {"episode_id", "ts", "source", "score", "detected_at"}
     assert {"started_at", "ended_at", "records", "peak_score"} <= set(resolved[0])
     assert p.open_episodes == len(opened) - len(resolved)
+
+
+def test_events_carry_the_deciding_windows_actual_and_expected_values(model: Artifact) -> None:
+    """Each top feature of an open or resolve event shows the window that decided (the
+    session's model: one record) against the model's reconstruction of it."""
+    fleet = Fleet(n_assets=4, seed=5)
+    records = as_records(fleet.records(300, fleet.faults(300)))
+    p = processor(model)
+    results = [p.process(records[i : i + 100]) for i in range(0, len(records), 100)]
+    decided = [e for r in results for e in events(r) if e["type"] in ("open", "resolve")]
+    assert {e["type"] for e in decided} == {"open", "resolve"}
+    by_source = {(r.partition, r.offset): json.loads(r.value or b"") for r in records}
+    features = list(model.manifest.features)
+    for event in decided:
+        source = event["source"]
+        assert isinstance(source, dict)
+        values = by_source[(source["partition"], source["offset"])]["values"]
+        row = np.array([[[values[f] for f in features]]], dtype=np.float64)
+        expected = model.detector.reconstruct(row)[0, 0]
+        top = event["top_features"]
+        assert isinstance(top, list)
+        assert len(top) == 3
+        for item in top:
+            f = features.index(item["feature"])
+            assert item["actual"] == [pytest.approx(values[item["feature"]], rel=1e-5)]
+            assert item["expected"] == [pytest.approx(expected[f], rel=1e-5, abs=1e-9)]
+    # the shares are the evidence's errors (in each feature's scale), squared, normalised
+    opened = next(e for e in decided if e["type"] == "open")
+    top = opened["top_features"]
+    assert isinstance(top, list)
+    scale = model.manifest.scaler.scale
+    errors = [((t["actual"][0] - t["expected"][0]) / scale[features.index(t["feature"])]) ** 2
+              for t in top]  # fmt: skip
+    assert errors[0] / errors[1] == pytest.approx(top[0]["share"] / top[1]["share"], rel=0.01)
+
+
+def test_assets_in_alarm_are_explained_within_their_bound_while_their_episodes_last(
+    model: Artifact,
+) -> None:
+    """A storm (every pump faulty at once) with room for two: the same two are shown from
+    their episode's opening to its end, each row its record against the model's
+    reconstruction; then (no linger here) others may take their place."""
+    fleet = Fleet(n_assets=6, seed=5)
+    records = as_records(fleet.records(300, fleet.faults(300, first=100)))
+    p = BatchProcessor(TOPICS, BatchSettings(max_record_bytes=2048),
+                       AlertSettings(explain_assets=2, explain_linger_s=0))  # fmt: skip
+    p.set_model(model)
+    by_source = {(r.partition, r.offset): json.loads(r.value or b"") for r in records}
+    features = list(model.manifest.features)
+    views, opened = [], set()
+    for i in range(0, len(records), 50):
+        result = p.process(records[i : i + 50])
+        opened |= {e["asset_id"] for e in events(result) if e["type"] == "open"}
+        assert len(p.explained) <= 2
+        views += result.stats.alarms
+    assert len(opened) > 2  # a storm: more assets in alarm than the room
+    shown = {v.asset_id for v in views}
+    assert 2 <= len(shown) <= len(opened)
+    for asset_id in shown:  # shown from an episode's opening to its resolve (maybe twice)
+        mine = [v for v in views if v.asset_id == asset_id]
+        assert not mine[-1].open
+    assert None not in p.explained.values()  # every episode ended: no slot held open
+    view = views[0]
+    row = np.array([[view.actual]])
+    assert view.expected == pytest.approx(model.detector.reconstruct(row)[0, 0], rel=1e-6)
+    assert view.threshold == model.threshold.value
+    assert view.features == tuple(features)
+    assert any(np.allclose(view.actual, [rec["values"][f] for f in features])
+               for rec in by_source.values() if rec.get("asset_id") == view.asset_id)  # fmt: skip
 
 
 def test_records_of_one_asset_keep_their_order_across_batches(
