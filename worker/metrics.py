@@ -182,11 +182,11 @@ class Metrics:
         self.alarms = AssetsInAlarm(r)
         self.episode_open = Gauge(
             "anomaly_episode_open",
-            "1 for each open alert episode, by asset and the feature with the largest share "
-            f"(at most {MAX_EPISODE_SERIES} series).",
-            ["asset_id", "top_feature"], registry=r,
+            "1 for each open alert episode, by asset, the feature with the largest share, "
+            f"the model and its version (at most {MAX_EPISODE_SERIES} series).",
+            ["asset_id", "top_feature", "model", "model_version"], registry=r,
         )  # fmt: skip
-        self._episode_labels: dict[str, str] = {}
+        self._episode_labels: dict[str, tuple[str, str, str]] = {}
         self.values_filled = Counter(
             "anomaly_values_filled",
             "Missing values filled from the asset's last value of the feature, by feature.",
@@ -285,14 +285,17 @@ class Metrics:
             self.checkpoint_assets.labels(event)
         self._model_versions: dict[str, str] = {}
 
-    def episode(self, kind: str, asset_id: str, top_feature: str | None) -> None:
-        """Show an episode while it is open (one series per asset, bounded in number)."""
+    def episode(
+        self, kind: str, asset_id: str, top_feature: str | None, model: str, version: str
+    ) -> None:
+        """Show an episode while it is open (one series per asset, bounded in number): what
+        the board's episode table and the AnomalyAssetInAlarm alert read."""
         previous = self._episode_labels.pop(asset_id, None)
         if previous is not None:
-            self.episode_open.remove(asset_id, previous)
+            self.episode_open.remove(asset_id, *previous)
         if kind == "open" and top_feature and len(self._episode_labels) < MAX_EPISODE_SERIES:
-            self.episode_open.labels(asset_id, top_feature).set(1)
-            self._episode_labels[asset_id] = top_feature
+            self.episode_open.labels(asset_id, top_feature, model, version).set(1)
+            self._episode_labels[asset_id] = (top_feature, model, version)
 
     def watch_model(self, model: str) -> None:
         """The series of a model this worker looks for exist from then on (0 until it loads)."""

@@ -92,8 +92,9 @@ class BatchStats:
     filled: Counter[str] = field(default_factory=Counter)  # values filled, by feature
     dead_letters: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
-    # (event type, asset id, top feature) of each event, in order, for the episode metric
-    episodes: list[tuple[str, str, str | None]] = field(default_factory=list)
+    # (event type, asset id, top feature, model, its version) of each event, in order, for the
+    # episode metric
+    episodes: list[tuple[str, str, str | None, str, str]] = field(default_factory=list)
     evicted: int = 0
     # handover: assets whose state came with a gained partition, assets of lost partitions
     # forgotten, and the gained partitions whose saved state could not be read (with why)
@@ -650,7 +651,7 @@ class BatchProcessor:
         result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
         result.stats.events[kind] += 1
         top = context.features[int(np.argmax(shares))]
-        result.stats.episodes.append((kind, asset_id, top))
+        result.stats.episodes.append((kind, asset_id, top, context.model, context.model_version))
 
     def _close_evicted(
         self,
@@ -684,7 +685,7 @@ class BatchProcessor:
         )  # fmt: skip
         result.messages.append(Outbound(self.topics.alerts, asset_id.encode(), value))
         result.stats.events["resolve"] += 1
-        result.stats.episodes.append(("resolve", asset_id, None))
+        result.stats.episodes.append(("resolve", asset_id, None, context.model, ""))
 
     def _dead_letter(
         self, record: SourceRecord, exc: RecordError, now: datetime, model: str | None

@@ -324,8 +324,8 @@ class Worker:
             m.dead_letters.labels(reason).inc(count)
         for kind, count in stats.events.items():
             m.alert_events.labels(kind).inc(count)
-        for kind, asset_id, top_feature in stats.episodes:
-            m.episode(kind, asset_id, top_feature)
+        for episode in stats.episodes:
+            m.episode(*episode)
         m.alarms.show(stats.alarms)
         for model, count in stats.scored_by_model.items():
             m.scored.labels(model).inc(count)

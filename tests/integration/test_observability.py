@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -17,30 +16,26 @@ from typing import Any
 
 import pytest
 
-from devtools import local_broker, simulator
-from devtools.demo import http_ok
+from devtools import simulator
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import create_topics
 from tests.support.kafka import Running, fresh, processed, produce
 from tests.support.models import Trained, settings_for, write_csv
-from tests.support.observability import dashboard, dashboard_exprs, gateway_metrics, rule_exprs
+from tests.support.observability import (
+    dashboard,
+    dashboard_exprs,
+    gateway_metrics,
+    query,
+    rule_exprs,
+    running_prometheus,
+)
 from tests.support.records import MALFORMED
 from tests.support.waiting import wait_until
 from training.job import HYGIENE_RULES, train
 from worker.settings import WorkerSettings
 
 VARIABLES = {"$namespace": ".*", "$asset": ".*", "$model": ".*"}
-
-
-def query(prometheus: str, expr: str) -> list[dict[str, Any]]:
-    url = f"http://{prometheus}/api/v1/query?" + urllib.parse.urlencode({"query": expr})
-    with urllib.request.urlopen(url, timeout=10) as response:
-        body = json.loads(response.read())
-    assert body["status"] == "success", body
-    result = body["data"]["result"]
-    assert isinstance(result, list)
-    return result
 
 
 @pytest.fixture
@@ -67,9 +62,7 @@ def running_worker(
 def prometheus(running_worker: Running, pushgateway: str, tmp_path: Path) -> Iterator[str]:
     """Prometheus scraping the worker and the Pushgateway every second."""
     assert running_worker.worker.http is not None
-    port = local_broker.free_port()
-    config = tmp_path / "prometheus.yml"
-    config.write_text(
+    config = (
         "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
         "scrape_configs:\n"
         "  - job_name: sensor-anomaly-worker\n"
@@ -78,20 +71,8 @@ def prometheus(running_worker: Running, pushgateway: str, tmp_path: Path) -> Ite
         "    honor_labels: true\n"
         f"    static_configs: [{{targets: ['{pushgateway}']}}]\n"
     )
-    log = (tmp_path / "prometheus.log").open("wb")
-    process = subprocess.Popen(
-        ["prometheus", f"--config.file={config}", f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-         f"--web.listen-address=127.0.0.1:{port}"],
-        stdout=log, stderr=log,
-    )  # fmt: skip
-    try:
-        local_broker.wait_for_port(port, process, "prometheus", 30)
-        # The port opens before the storage is: until then every API answers 503.
-        wait_until(lambda: http_ok(f"http://127.0.0.1:{port}/-/ready"), 60, "prometheus ready")
-        yield f"127.0.0.1:{port}"
-    finally:
-        process.terminate()
-        process.wait(20)
+    with running_prometheus(tmp_path, config) as address:
+        yield address
 
 
 def test_every_board_query_returns_data_and_every_alert_rule_is_silent(
@@ -142,7 +123,7 @@ def test_every_board_query_returns_data_and_every_alert_rule_is_silent(
         if not query(prometheus, expr):
             empty.append(expr)
     assert not empty, f"board queries that return nothing: {empty}"
-    firing = {alert: query(prometheus, expr) for alert, expr in rule_exprs().items()}
+    firing = {alert: query(prometheus, expr) for alert, expr in rule_exprs(assets=False).items()}
     assert not {a: r for a, r in firing.items() if r}, "alert rules firing on a healthy run"
 
 

@@ -1,0 +1,143 @@
+"""An asset in alarm reaches the engineer where they already are: a real worker scraped by a
+real Prometheus with the project's rules, a real Alertmanager (Debian's
+prometheus-alertmanager) delivering to a webhook receiver in the test: the alert, then its
+resolution."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devtools import local_broker
+from devtools.local_broker import LocalBroker
+from devtools.simulator import Fleet
+from tests.support.http import get
+from tests.support.kafka import Running, processed, produce, settings_on
+from tests.support.models import Trained
+from tests.support.observability import RULES, running_prometheus
+from tests.support.waiting import wait_until
+
+
+class Receiver:
+    """A webhook receiver: every alert Alertmanager delivers, in order."""
+
+    def __init__(self) -> None:
+        self.alerts: list[dict[str, Any]] = []
+        received = self.alerts
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                received.extend(body["alerts"])
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/"
+
+    def seen(self, asset_id: str, status: str) -> list[dict[str, Any]]:
+        return [a for a in list(self.alerts)
+                if a["labels"].get("asset_id") == asset_id and a["status"] == status]  # fmt: skip
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture
+def alertmanager(receiver: Receiver, tmp_path: Path) -> Iterator[str]:
+    """Alertmanager routing the asset alerts (kind: asset) to the receiver, fast: 1 s group
+    wait and interval, resolutions sent."""
+    port = local_broker.free_port()
+    config = tmp_path / "alertmanager.yml"
+    config.write_text(
+        "route: {receiver: ops, group_by: [alertname, asset_id], group_wait: 1s,"
+        " group_interval: 1s, repeat_interval: 1h,\n"
+        "        routes: [{receiver: plant, matchers: ['kind=\"asset\"']}]}\n"
+        "receivers:\n"
+        "  - name: ops\n"
+        f"  - name: plant\n    webhook_configs: [{{url: '{receiver.url}', send_resolved: true}}]\n"
+    )
+    log = (tmp_path / "alertmanager.log").open("wb")
+    process = subprocess.Popen(
+        ["prometheus-alertmanager", f"--config.file={config}",
+         f"--storage.path={tmp_path / 'alertmanager'}", f"--web.listen-address=127.0.0.1:{port}",
+         "--cluster.listen-address="],
+        stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        local_broker.wait_for_port(port, process, "alertmanager", 30)
+        wait_until(lambda: get(f"http://127.0.0.1:{port}/-/ready")[0] == 200, 30, "alertmanager")
+        yield f"127.0.0.1:{port}"
+    finally:
+        process.terminate()
+        process.wait(20)
+
+
+def test_an_asset_in_alarm_is_delivered_by_alertmanager_and_so_is_its_resolution(
+    broker: LocalBroker, trained: Trained, alertmanager: str, receiver: Receiver, tmp_path: Path
+) -> None:
+    shutil.copytree(trained.root, tmp_path / "store")
+    settings = settings_on(broker, tmp_path / "store")
+    running = Running(settings)
+    try:
+        wait_until(lambda: running.worker.http is not None, what="the worker's HTTP server")
+        assert running.worker.http is not None
+        shutil.copy(RULES, tmp_path / "rules.yml")
+        config = (
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "rule_files: [rules.yml]\n"
+            "alerting: {alertmanagers: [{static_configs: [{targets: "
+            f"['{alertmanager}']}}]}}]}}\n"
+            "scrape_configs:\n"
+            "  - job_name: sensor-anomaly-worker\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{running.worker.http.port}']}}]\n"
+        )
+        with running_prometheus(tmp_path, config):
+            fleet = Fleet(n_assets=2, seed=21, start=datetime.now(UTC) - timedelta(seconds=300))
+            faults = fleet.faults(300, first=100)
+            fault = next(f for f in faults if f.asset_id == "pump-00")
+            records = list(fleet.records(300, faults))
+            readings = [i for i, (key, _) in enumerate(records) if key == b"pump-00"]
+            cut = readings[(fault.start + fault.end) // 2] + 1  # into the middle of its fault
+            sent = produce(settings, records[:cut])
+            wait_until(lambda: processed(running.metrics) >= sent, 60, "the readings so far")
+            assert running.worker.processor.explained.get("pump-00", 0) is None, "not in alarm"
+            wait_until(lambda: bool(receiver.seen("pump-00", "firing")), 60, "the alert")
+            [alert, *_] = receiver.seen("pump-00", "firing")
+            model = running.worker.processor.served["default"].artifact.manifest
+            assert alert["labels"]["alertname"] == "AnomalyAssetInAlarm"
+            assert alert["labels"]["model"] == "default"
+            assert alert["labels"]["model_version"] == model.model_version
+            assert alert["labels"]["top_feature"] in model.features
+            annotations = alert["annotations"]
+            assert annotations["summary"].startswith("pump-00 left its normal")
+            assert "times its threshold" in annotations["description"]
+            assert annotations["dashboard"].endswith("var-asset=pump-00")
+
+            sent += produce(settings, records[cut:])  # the fault ends: the episode resolves
+            wait_until(lambda: processed(running.metrics) >= sent, 60, "the rest")
+            wait_until(lambda: running.worker.processor.open_episodes == 0, 30,
+                       "every episode resolved")  # fmt: skip
+            wait_until(lambda: bool(receiver.seen("pump-00", "resolved")), 60, "its resolution")
+    finally:
+        running.stop()
