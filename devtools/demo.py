@@ -181,6 +181,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         dropped = timedelta(seconds=dropout.start)
         code = summary(faults, opened, Rules())
         print_dropout(silences, now + dropped, now + dropped + timedelta(seconds=len(dropout)))
+        report(broker.bootstrap, topics, workdir, faults, opened)
         return code
     finally:
         if worker is not None and worker.poll() is None:
@@ -233,6 +234,29 @@ def follow(
     finally:
         reader.close()
     raise RuntimeError("the worker did not catch up within 120 s")  # fmt: skip
+
+
+def report(
+    bootstrap: str, topics: TopicSettings, workdir: Path, faults: list[Fault], opened: list[Seen]
+) -> None:
+    """The episode report of the first drift caught (else of the first episode), as a user
+    would ask for it: `anomaly-train report EPISODE_ID`."""
+    drifts = [f.asset_id for f in faults if f.kind == "drift"]
+    chosen = next((s for s in opened if s.asset_id in drifts), opened[0] if opened else None)
+    if chosen is None:
+        return
+    env = {**os.environ, "TRAINING_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+           "TRAINING_TOPICS__INPUT": topics.input, "TRAINING_TOPICS__ALERTS": topics.alerts,
+           "TRAINING_LOG_LEVEL": "WARNING"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "report", chosen.episode_id, "--store",
+         str(workdir / "model-store"), "--out", str(workdir)], env=env,
+        capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode == 0:
+        say(f"episode report (anomaly-train report {chosen.episode_id}): {done.stdout.split()[-2]}")
+    else:
+        say(f"episode report failed: {done.stderr.strip().splitlines()[-1:]}")
 
 
 def summary(faults: list[Fault], opened: list[Seen], rules: Rules) -> int:

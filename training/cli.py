@@ -4,6 +4,8 @@
     anomaly-train versions                      list the store's versions
     anomaly-train rollback VERSION              point the store at an earlier version
     anomaly-train prune --keep N                delete old versions (never the current)
+    anomaly-train report EPISODE_ID [--out DIR] an episode's records against the model's
+                                                expectation: a PNG and a JSON
 
 Every flag has an environment variable (shown in --help); a flag wins over its variable.
 """
@@ -15,6 +17,7 @@ import logging
 import sys
 from collections.abc import Sequence
 from enum import IntEnum
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -114,6 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if command == "fit":
             return _fit(settings)
+        if command == "report":
+            return _report(settings, args.episode_id, args.out, args.margin_s)
         store = model_store(settings.store.path, settings.store.model)
         if command == "versions":
             return _versions(store)
@@ -161,6 +166,23 @@ def _fit(settings: TrainingSettings) -> int:
     return ExitCode.OK
 
 
+def _report(settings: TrainingSettings, episode_id: str, out: Path, margin_s: float) -> int:
+    from training.data import DataError
+    from training.episode import report_episode
+    from training.kafka_range import KafkaUnavailableError
+
+    try:
+        done = report_episode(settings, episode_id, out, margin_s)
+    except DataError as exc:
+        log.error("no report: %s", exc)
+        return ExitCode.BAD_DATA
+    except KafkaUnavailableError as exc:
+        log.error("no report: %s", exc)
+        return ExitCode.KAFKA_ERROR
+    print(f"episode {episode_id} of {done.report['asset_id']}: {done.png_path} {done.json_path}")
+    return ExitCode.OK
+
+
 def _versions(store: ModelStore) -> int:
     infos = store.list_versions()
     if not infos:
@@ -197,7 +219,18 @@ def _parser() -> argparse.ArgumentParser:
     rollback.add_argument("version")
     prune = commands.add_parser("prune", help="delete old versions, never the current one")
     prune.add_argument("--keep", type=_at_least_one, required=True, help="newest versions to keep")
-    for sub in (listing, rollback, prune):
+    report = commands.add_parser(
+        "report", help="an episode's records against the model's expectation (PNG and JSON)"
+    )
+    report.add_argument(
+        "episode_id", help="the events' episode_id: <input topic>/<partition>/<offset>"
+    )
+    report.add_argument("--out", type=Path, default=Path(), help="directory to write into")
+    report.add_argument(
+        "--margin-s", type=float, default=600.0,
+        help="seconds of the asset's records shown before and after the episode",
+    )  # fmt: skip
+    for sub in (listing, rollback, prune, report):
         for flag, path, text, _ in (_STORE_FLAG, _MODEL_FLAG):
             sub.add_argument(flag, dest=path, help=f"{text} [{env_name(tuple(path.split('.')))}]")
     return parser

@@ -196,7 +196,13 @@ class Process:
         return len(self.batches)
 
     def wait_batches(self, count: int) -> None:
-        wait_until(lambda: self.read_log() >= count, 60, f"{self.log.stem}: {count} batches")
+        wait_until(lambda: self.read_log() >= count, 60, f"{self.log.stem}: {count} batches",
+                   state=self.state)  # fmt: skip
+
+    def state(self) -> str:
+        """Its exit status and the end of its log: what it was doing."""
+        tail = self.log.read_text(errors="replace").splitlines()[-15:]
+        return f"exit status {self.popen.poll()}; the end of its log:\n" + "\n".join(tail)
 
     def kill_at(self, batches: int, mid_batch: bool, jitter_s: float) -> None:
         """SIGKILL once `batches` batches were processed: at once after the next batch's

@@ -33,3 +33,7 @@ def test_the_demo_detects_every_injected_fault(tmp_path: Path) -> None:
     ), demo.stdout
     assert "anomaly_dead_letters_total" in demo.stdout
     assert "worker drained and exited with code 0" in demo.stdout
+    # the report of one episode, as a user asks for it (anomaly-train report EPISODE_ID)
+    shown = re.search(r"episode report \(anomaly-train report (\S+)\): (\S+\.png)", demo.stdout)
+    assert shown, demo.stdout
+    assert Path(shown.group(2)).read_bytes()[:4] == b"\x89PNG"

@@ -1,0 +1,229 @@
+"""An episode report on demand: why an alert fired, from what the worker had.
+
+    anomaly-train report EPISODE_ID [--out DIR] [--margin-s 600]
+
+The episode id names the record that opened it (`<input topic>/<partition>/<offset>`, as in
+the events). The report reads that record (its asset, its broker time), the episode's events
+from the alerts topic (the open, and the resolve if it came), and the asset's records on that
+partition from `margin_s` before the episode's first record to `margin_s` after its last (by
+the broker's times; to the end of the partition while it is open). It scores them with the
+model version the open event names, from the store, and writes `episode-<id>.json` and
+`episode-<id>.png` into `out`: each top feature's actual values and the model's expectation
+of them, with the episode shaded, and the score against the threshold. No consumer group is used.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from anomaly.model import Artifact, model_store, sliding_windows
+from anomaly.records import RecordError, from_object, parse_record, parse_ts
+from anomaly.settings import DEFAULT_MODEL
+from training.data import DataError
+from training.kafka_range import TopicRange, plan_range, read_planned
+from training.settings import TrainingSettings
+
+log = logging.getLogger(__name__)
+EPISODE_ID = re.compile(r"^(?P<topic>[A-Za-z0-9._-]+)/(?P<partition>\d+)/(?P<offset>\d+)$")
+
+
+class EpisodeError(DataError):
+    """The episode cannot be reported: an unknown id, or its records or model are gone."""
+
+
+@dataclass(frozen=True)
+class EpisodeReport:
+    json_path: Path
+    png_path: Path
+    report: dict[str, Any]
+
+
+def report_episode(
+    settings: TrainingSettings, episode_id: str, out: Path, margin_s: float = 600.0
+) -> EpisodeReport:
+    match = EPISODE_ID.match(episode_id)
+    if match is None:
+        raise EpisodeError(
+            f"{episode_id!r} is not an episode id: <input topic>/<partition>/<offset>, as in "
+            "the events' episode_id"
+        )
+    topic, partition, offset = match["topic"], int(match["partition"]), int(match["offset"])
+    if topic != settings.topics.input:
+        raise EpisodeError(
+            f"episode {episode_id} opened on topic {topic!r}, not on the input topic "
+            f"{settings.topics.input!r} (TRAINING_TOPICS__INPUT)"
+        )
+    opening = _one(settings, topic, partition, offset)
+    if opening is None:
+        raise EpisodeError(f"no record at {episode_id}: the episode id is unknown (or expired)")
+    stamp = getattr(opening, "timestamp", None) or 0
+    events = _events(settings, episode_id, max(0, stamp - 60_000))
+    if "open" not in events:
+        raise EpisodeError(
+            f"no open event for episode {episode_id} on {settings.topics.alerts}: the episode "
+            "id is unknown"
+        )
+    opened, resolved = events["open"], events.get("resolve")
+    asset_id, model_name = str(opened["asset_id"]), str(opened.get("model", DEFAULT_MODEL))
+    version = str(opened["model_version"])
+    artifact = model_store(settings.store.path, model_name).load(version)
+    closing = (
+        _one(settings, topic, partition, int(resolved["source"]["offset"])) if resolved else None
+    )
+    last = (getattr(closing, "timestamp", None) or None) if closing else None
+    rows = _asset_rows(settings, artifact, asset_id, partition, (stamp, last), margin_s)
+    report = _score(artifact, asset_id, rows, opened, resolved, episode_id)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "episode-" + episode_id.replace("/", "-")
+    json_path, png_path = out / f"{name}.json", out / f"{name}.png"
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    _plot(report, png_path)
+    log.info("episode %s of %s: %d records; wrote %s and %s", episode_id, asset_id,
+             len(rows), json_path, png_path)  # fmt: skip
+    return EpisodeReport(json_path, png_path, report)
+
+
+def _one(settings: TrainingSettings, topic: str, partition: int, offset: int) -> Any:
+    """The record at `offset` of a partition; None when the partition holds no such offset."""
+    held = plan_range(settings.kafka, topic, 0, None, 10**12)
+    if not held.starts.get(partition, 0) <= offset < held.ends.get(partition, 0):
+        return None
+    planned = TopicRange(topic, {partition: offset}, {partition: offset + 1}, True)
+    return next(iter(read_planned(settings.kafka, planned)), None)
+
+
+def _events(settings: TrainingSettings, episode_id: str, since_ms: int) -> dict[str, Any]:
+    """The episode's open and resolve events, read from the alerts topic since `since_ms`."""
+    planned = plan_range(settings.kafka, settings.topics.alerts, since_ms, None, 10**9)
+    found: dict[str, Any] = {}
+    for record in read_planned(settings.kafka, planned):
+        try:
+            event = json.loads(record.value or b"")
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("episode_id") == episode_id:
+            found[str(event.get("type"))] = event
+    return found
+
+
+def _asset_rows(
+    settings: TrainingSettings,
+    artifact: Artifact,
+    asset_id: str,
+    partition: int,
+    span_ms: tuple[int, int | None],
+    margin_s: float,
+) -> list[tuple[datetime, int, list[float]]]:
+    """The asset's records on its partition from `margin_s` before the episode's first record
+    to `margin_s` after its last (broker times; None: to the end): (time, offset, values)."""
+    first, last = span_ms
+    margin = int(margin_s * 1000)
+    lo, hi = first - margin, None if last is None else last + margin
+    # to the partition's end, each record kept by its broker time: a broker's end lookup
+    # is not trusted (Tansu 0.6 answers every time lookup with offset 0)
+    planned = plan_range(settings.kafka, settings.topics.input, lo, None, 10**12)
+    start, end = planned.starts.get(partition, 0), planned.ends.get(partition, 0)
+    one = TopicRange(planned.topic, {partition: start}, {partition: end}, planned.by_broker_time)
+    features = artifact.manifest.features
+    rows = []
+    for record in read_planned(settings.kafka, one):
+        stamp = getattr(record, "timestamp", None)
+        if stamp is not None and stamp >= 0 and (stamp < lo or (hi is not None and stamp > hi)):
+            continue
+        try:
+            obj = parse_record(record.value or b"")
+            decoded = from_object(obj, features, layout=settings.input)
+        except RecordError:
+            continue  # a dead letter, or a record with a sensor out: not scored by the worker
+        if decoded.asset_id == asset_id:
+            rows.append((decoded.ts, record.offset, list(decoded.values)))
+    if not rows:
+        raise EpisodeError(f"no records of {asset_id} left on its partition around the episode")
+    return rows
+
+
+def _score(
+    artifact: Artifact,
+    asset_id: str,
+    rows: list[tuple[datetime, int, list[float]]],
+    opened: dict[str, Any],
+    resolved: dict[str, Any] | None,
+    episode_id: str,
+) -> dict[str, Any]:
+    manifest = artifact.manifest
+    window, features = manifest.window, manifest.features
+    values = np.array([r[2] for r in rows], dtype=np.float64)
+    score: list[float | None] = [None] * len(rows)
+    expected: list[list[float] | None] = [None] * len(rows)
+    if len(rows) >= window:
+        windows = sliding_windows(values, window)
+        scores = artifact.detector.score(windows).score
+        rebuilt = artifact.detector.reconstruct(windows)[:, -1]
+        for j in range(len(windows)):
+            score[window - 1 + j] = float(scores[j])
+            expected[window - 1 + j] = [float(v) for v in rebuilt[j]]
+    top = [str(t["feature"]) for t in opened.get("top_features", [])] or list(features[:3])
+    shown = [(i, f) for i, f in enumerate(features) if f in top]
+    return {
+        "episode_id": episode_id,
+        "asset_id": asset_id,
+        "model": opened.get("model", DEFAULT_MODEL),
+        "model_version": manifest.model_version,
+        "threshold": manifest.threshold_for(asset_id).value,
+        "window": window,
+        "started_at": opened["started_at"],
+        "ended_at": resolved["ended_at"] if resolved else None,
+        "top_features": top,
+        "events": {"open": opened, "resolve": resolved},
+        "records": {
+            "ts": [_iso(r[0]) for r in rows],
+            "offset": [r[1] for r in rows],
+            "score": score,
+            "actual": {f: [float(v) for v in values[:, i]] for i, f in shown},
+            "expected": {f: [e[i] if e else None for e in expected] for i, f in shown},
+        },
+    }
+
+
+def _plot(report: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    records = report["records"]
+    ts = [parse_ts(t) for t in records["ts"]]
+    top = report["top_features"]
+    fig, axes = plt.subplots(len(top) + 1, 1, figsize=(10, 2.2 * (len(top) + 1)), sharex=True)
+    start = parse_ts(report["started_at"])
+    end = parse_ts(report["ended_at"]) if report["ended_at"] else ts[-1]
+    for ax, feature in zip(axes, top, strict=False):
+        ax.plot(ts, records["actual"][feature], color="tab:blue", label="actual")
+        expected = [np.nan if v is None else v for v in records["expected"][feature]]
+        ax.plot(ts, expected, color="tab:orange", linestyle="--", label="expected")
+        ax.set_ylabel(feature)
+    score = [np.nan if v is None else v for v in records["score"]]
+    axes[-1].plot(ts, score, color="tab:red", label="score")
+    axes[-1].axhline(report["threshold"], color="black", linestyle=":", label="threshold")
+    axes[-1].set_yscale("log")
+    axes[-1].set_ylabel("score")
+    for ax in axes:
+        ax.axvspan(start, end, color="tab:red", alpha=0.12)
+        ax.legend(loc="upper left", fontsize="small")
+    fig.suptitle(f"{report['asset_id']}: episode {report['episode_id']} "
+                 f"(model {report['model']} {report['model_version']})")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _iso(ts: datetime) -> str:
+    return ts.astimezone(UTC).isoformat().replace("+00:00", "Z")
