@@ -59,11 +59,14 @@ class KafkaSource:
         self._committed: dict[TopicPartition, int] = {}  # this worker's last commit of each
         self._rebalanced = False
         self._metadata_refused = False
-        self.consumer.subscribe([settings.topics.input], listener=_Rebalanced(self))
+        self.topic = settings.topics.input
+        self._topic_known = False
+        self.consumer.subscribe([self.topic], listener=_Rebalanced(self))
 
     def poll(self, timeout_ms: int, max_records: int) -> list[SourceRecord]:
         """Up to `max_records` records, in offset order within each partition."""
         try:
+            self._know_topic()
             return poll_records(self.consumer, timeout_ms, max_records)
         except UnreadableBatchError as exc:
             raise InputUnreadableError(str(exc)) from exc
@@ -77,6 +80,19 @@ class KafkaSource:
             ) from exc
         except KafkaError as exc:  # not one the client tries again by itself
             raise BrokerUnavailableError(f"reading the input topic failed: {exc!r}") from exc
+
+    def _know_topic(self) -> None:
+        """Fetch the input topic's partitions before the first join.
+
+        kafka-python 3.0.12 loses a join when the poll that started it times out while the
+        leader's assignment catches up with newer metadata: the join completes, but no later
+        poll takes its result (the member then holds nothing, sends no heartbeat and is
+        dropped from the group: a worker idle for good, seen in about one start in ten on
+        Kafka 4). A consumer whose metadata lacks the topic when it first joins assigns
+        nothing, then rejoins when the metadata comes: exactly that case. Knowing the topic
+        first, the first join assigns its partitions and is the only one."""
+        if not self._topic_known:
+            self._topic_known = bool(self.consumer.partitions_for_topic(self.topic))
 
     def handover(self) -> Handover | None:
         """The partitions lost and gained since the last call (None: nothing moved).

@@ -545,7 +545,12 @@ def join_and_leave(scenario: Scenario, model: Models, faults: list[Fault]) -> No
     feed = Feed(scenario, faults)
     workers = {"a": Process(scenario, "a")}
     try:
-        wait_until(lambda: opened(scenario) >= 2, 60, "two episodes open")
+        wait_until(
+            lambda: opened(scenario) >= 2,
+            60,
+            "two episodes open",
+            state=lambda: f"{feed.sent} records sent; worker a: {workers['a'].state()}",
+        )
         workers["a"].wait_batches(workers["a"].read_log() + 10)
         for name in ("b", "c"):  # each joins and gets partitions
             workers[name] = Process(scenario, name)
