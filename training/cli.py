@@ -6,6 +6,8 @@
     anomaly-train prune --keep N                delete old versions (never the current)
     anomaly-train report EPISODE_ID [--out DIR] an episode's records against the model's
                                                 expectation: a PNG and a JSON
+    anomaly-train verdict EPISODE_ID false_alarm|confirmed [--note TEXT]
+                                                an engineer's verdict, for the next training
 
 Every flag has an environment variable (shown in --help); a flag wins over its variable.
 """
@@ -119,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _fit(settings)
         if command == "report":
             return _report(settings, args.episode_id, args.out, args.margin_s)
+        if command == "verdict":
+            return _verdict(settings, args.episode_id, args.verdict, args.note)
         store = model_store(settings.store.path, settings.store.model)
         if command == "versions":
             return _versions(store)
@@ -183,6 +187,24 @@ def _report(settings: TrainingSettings, episode_id: str, out: Path, margin_s: fl
     return ExitCode.OK
 
 
+def _verdict(settings: TrainingSettings, episode_id: str, verdict: str, note: str | None) -> int:
+    from training.data import DataError
+    from training.kafka_range import KafkaUnavailableError
+    from training.verdicts import record_verdict
+
+    try:
+        given = record_verdict(settings, episode_id, verdict, note)
+    except DataError as exc:
+        log.error("no verdict recorded: %s", exc)
+        return ExitCode.BAD_DATA
+    except KafkaUnavailableError as exc:
+        log.error("no verdict recorded: %s", exc)
+        return ExitCode.KAFKA_ERROR
+    print(f"episode {episode_id} of {given['asset_id']}: {verdict} "
+          f"(on {settings.topics.feedback}; the next training run takes it)")  # fmt: skip
+    return ExitCode.OK
+
+
 def _versions(store: ModelStore) -> int:
     infos = store.list_versions()
     if not infos:
@@ -230,6 +252,12 @@ def _parser() -> argparse.ArgumentParser:
         "--margin-s", type=float, default=600.0,
         help="seconds of the asset's records shown before and after the episode",
     )  # fmt: skip
+    verdict = commands.add_parser(
+        "verdict", help="an engineer's verdict on an episode, for the next training run"
+    )
+    verdict.add_argument("episode_id", help="the events' episode_id")
+    verdict.add_argument("verdict", help="false_alarm (normal after all) or confirmed")
+    verdict.add_argument("--note", help="why, for whoever reads the feedback topic")
     for sub in (listing, rollback, prune, report):
         for flag, path, text, _ in (_STORE_FLAG, _MODEL_FLAG):
             sub.add_argument(flag, dest=path, help=f"{text} [{env_name(tuple(path.split('.')))}]")

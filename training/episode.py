@@ -46,9 +46,20 @@ class EpisodeReport:
     report: dict[str, Any]
 
 
-def report_episode(
-    settings: TrainingSettings, episode_id: str, out: Path, margin_s: float = 600.0
-) -> EpisodeReport:
+@dataclass(frozen=True)
+class Episode:
+    """An episode as the topics hold it: its events, and where its opening record lies."""
+
+    topic: str
+    partition: int
+    opened: dict[str, Any]
+    resolved: dict[str, Any] | None
+    opened_ms: int  # the opening record's broker time
+
+
+def find_episode(settings: TrainingSettings, episode_id: str) -> Episode:
+    """The episode's open (and resolve) events; EpisodeError when the id is malformed or no
+    such episode was opened."""
     match = EPISODE_ID.match(episode_id)
     if match is None:
         raise EpisodeError(
@@ -71,7 +82,15 @@ def report_episode(
             f"no open event for episode {episode_id} on {settings.topics.alerts}: the episode "
             "id is unknown"
         )
-    opened, resolved = events["open"], events.get("resolve")
+    return Episode(topic, partition, events["open"], events.get("resolve"), stamp)
+
+
+def report_episode(
+    settings: TrainingSettings, episode_id: str, out: Path, margin_s: float = 600.0
+) -> EpisodeReport:
+    found = find_episode(settings, episode_id)
+    opened, resolved, stamp = found.opened, found.resolved, found.opened_ms
+    topic, partition = found.topic, found.partition
     asset_id, model_name = str(opened["asset_id"]), str(opened.get("model", DEFAULT_MODEL))
     version = str(opened["model_version"])
     artifact = model_store(settings.store.path, model_name).load(version)

@@ -54,6 +54,7 @@ from training.progress import EpochProgress
 from training.report import write_report
 from training.settings import TrainingSettings
 from training.topic import Episodes, read_episodes, read_topic
+from training.verdicts import Verdict, inside, judge, read_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ log = logging.getLogger(__name__)
 # calibration part (as with TRAINING_GATE__FRACTION=0) rather than starve calibration.
 MIN_GATE_WINDOWS = 100
 # The hygiene rules, each a series of anomaly_training_rows_removed{rule}.
-HYGIENE_RULES = ("service_model", "alert_episodes", "first_fit")
+HYGIENE_RULES = ("service_model", "alert_episodes", "first_fit", "confirmed")
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,7 @@ class _Read:
     out_of_range: int = 0
     episodes: Episodes = field(default_factory=dict)
     other_models: int = 0
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # engineers', per episode
 
 
 @dataclass(frozen=True)
@@ -133,6 +135,7 @@ def _train(
     service = _service_model(store, seen)
     read = _read(settings, service, now)
     figures.rows_read = read.read
+    figures.verdicts = dict(Counter(v.verdict for v in read.verdicts.values()))
     cleaning = _clean(settings, service, read)
     split = _split(settings, read.history)
     candidate = _fit(settings, read.history.features, *split.parts(cleaning.drop), progress)
@@ -140,7 +143,7 @@ def _train(
         candidate, cleaning = _first_run_refit(settings, split, candidate, cleaning, progress)
     figures.rows_removed = cleaning.removed()
     figures.rows_used = candidate.fit.rows
-    decision = _gate(settings, split, cleaning, candidate, service)
+    decision = _gate(settings, split, cleaning, candidate, service, read.verdicts)
     return _publish(settings, store, seen, read, cleaning, candidate, decision, figures, started)
 
 
@@ -152,6 +155,7 @@ class _Cleaning:
     marks: dict[str, Masks]
     excluded: Masks
     enabled: bool
+    kept: Masks | None = None  # inside episodes judged false alarms: normal, never dropped
 
     @property
     def drop(self) -> Masks | None:
@@ -170,7 +174,8 @@ class _Cleaning:
     def with_first_fit(self, marked: Masks, excluded: Masks | None = None) -> _Cleaning:
         """The same, with the first fit's marks (and, if it is refitted, what it drops)."""
         marks = {**self.marks, "first_fit": marked}
-        return _Cleaning(marks, self.excluded if excluded is None else excluded, self.enabled)
+        dropped = self.excluded if excluded is None else _keep(excluded, self.kept)
+        return _Cleaning(marks, dropped, self.enabled, self.kept)
 
     @property
     def total(self) -> int:
@@ -187,7 +192,20 @@ def _clean(settings: TrainingSettings, service: Scored | None, read: _Read) -> _
         log.warning("the service model has other features: its flags cannot clean this data")
     if read.episodes:
         marks["alert_episodes"] = inside_episodes(history, read.episodes)
-    return _Cleaning(marks, union(*marks.values()), settings.clean.enabled)
+    kept = None
+    if read.verdicts:
+        marks["confirmed"] = inside(history, read.verdicts, "confirmed")
+        kept = inside(history, read.verdicts, "false_alarm")
+        log.info("verdicts: %d records inside episodes judged false alarms are kept as normal",
+                 count(kept))  # fmt: skip
+    return _Cleaning(marks, _keep(union(*marks.values()), kept), settings.clean.enabled, kept)
+
+
+def _keep(excluded: Masks, kept: Masks | None) -> Masks:
+    """What `excluded` marks, but for the rows `kept` marks."""
+    if kept is None:
+        return excluded
+    return {i: mask & ~kept[i] if i in kept else mask for i, mask in excluded.items()}
 
 
 @dataclass(frozen=True)
@@ -261,14 +279,17 @@ def _gate(
     cleaning: _Cleaning,
     candidate: _Candidate,
     service: Scored | None,
+    verdicts: dict[str, Verdict],
 ) -> Decision:
-    """May the candidate replace the service model? (training/gate.py)"""
+    """May the candidate replace the service model? (training/gate.py, and the engineers'
+    verdicts: training/verdicts.py)"""
     gate_slice = (
         split.history.between(split.gate_cut, math.inf, cleaning.excluded)
         if split.own_gate_slice
         else candidate.calibration
     )
     decision = decide(candidate.scored, service, gate_slice, settings.gate, settings.data)
+    judge(candidate.scored, service, split.history, verdicts, decision)
     log.info(
         "gate: %s%s", "promoted" if decision.promoted else "rejected",
         "".join(f"; {r}" for r in decision.reasons),
@@ -359,14 +380,19 @@ def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> 
     features = settings.data.features or (service.features if service else None)
     history, summary = read_topic(settings, features or None, now)
     episodes = read_episodes(settings, now)
+    verdicts = {k: v for k, v in read_verdicts(settings, now).items()
+                if v.asset_id in {s.asset_id for s in history.series}}  # fmt: skip
     log.info(
         "read %d records (%d invalid, %d out of range, %d of other models) of %d assets; %d "
         "recorded episodes", summary.read, sum(summary.invalid.values()), summary.out_of_range,
         summary.other_models, history.assets, sum(len(v) for v in episodes.values()),
     )  # fmt: skip
+    if verdicts:
+        judged = Counter(v.verdict for v in verdicts.values())
+        log.info("verdicts on %d episodes: %s", len(verdicts), dict(judged))
     return _Read(
         history, summary.read, summary.invalid, summary.out_of_range, episodes,
-        summary.other_models,
+        summary.other_models, verdicts,
     )  # fmt: skip
 
 

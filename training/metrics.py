@@ -24,6 +24,7 @@ class RunFigures:
     duration_s: float = 0.0
     rows_read: int = 0
     rows_removed: dict[str, int] = field(default_factory=dict)
+    verdicts: dict[str, int] = field(default_factory=dict)  # episodes judged, by verdict
     rows_used: int = 0
     holdout_loss: float | None = None
     threshold: float | None = None
@@ -61,6 +62,13 @@ def registry(figures: RunFigures) -> CollectorRegistry:
     )  # fmt: skip
     for rule, count in figures.rows_removed.items():
         removed.labels(rule).set(count)
+    verdicts = Gauge(
+        "anomaly_training_verdicts",
+        "Episodes of the last run's range that engineers judged, by verdict (false_alarm, "
+        "confirmed).", ["verdict"], registry=registry,
+    )  # fmt: skip
+    for verdict in ("false_alarm", "confirmed"):
+        verdicts.labels(verdict).set(figures.verdicts.get(verdict, 0))
     gauge("anomaly_training_rows_used", "Records the candidate was fitted on.", figures.rows_used)
     gauge("anomaly_training_last_run_timestamp_seconds", "When the last run ended.", now)
     if figures.holdout_loss is not None:

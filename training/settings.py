@@ -23,9 +23,18 @@ from anomaly.settings import (
     KafkaSettings,
     RouteSettings,
     StoreLocation,
+    TopicName,
     TopicSettings,
     check_model_name,
 )
+
+
+class TrainingTopics(TopicSettings):
+    """The worker's topics, and where engineers' verdicts on episodes go
+    (training/verdicts.py)."""
+
+    feedback: TopicName = "sensor-alerts.verdicts"
+
 
 ENV_PREFIX = "TRAINING_"
 NESTED_DELIMITER = "__"
@@ -207,7 +216,7 @@ class TrainingSettings(BaseSettings):
 
     data: DataSettings = DataSettings()
     kafka: KafkaSettings = KafkaSettings()
-    topics: TopicSettings = TopicSettings()
+    topics: TrainingTopics = TrainingTopics()
     models: RouteSettings = RouteSettings()
     input: RecordInputSettings = RecordInputSettings()
     model: ModelSettings = ModelSettings()
