@@ -24,9 +24,9 @@ from datetime import UTC, datetime
 from typing import Literal
 
 import numpy as np
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 
-from anomaly.kafka import make_consumer, make_producer
+from anomaly.kafka import make_producer
 from anomaly.records import RecordError, parse_ts
 from anomaly.scoring import series_flags
 from training.data import Masks, SensorHistory
@@ -39,6 +39,7 @@ log = logging.getLogger(__name__)
 
 VerdictKind = Literal["false_alarm", "confirmed"]
 VERDICTS: tuple[VerdictKind, ...] = ("false_alarm", "confirmed")
+TOPIC_WAIT_S = 5  # how long the feedback topic's partitions are waited for
 
 
 @dataclass(frozen=True)
@@ -70,32 +71,31 @@ def record_verdict(
         "ended_at": resolved["ended_at"] if resolved else None,
         "decided_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }
-    _check_topic(settings)
-    producer = make_producer(settings.kafka)
+    topic = settings.topics.feedback
     try:
-        producer.send(settings.topics.feedback, key=str(opened["asset_id"]).encode(),
+        producer = make_producer(settings.kafka, max_block_ms=TOPIC_WAIT_S * 1000)
+    except KafkaError as exc:
+        raise KafkaUnavailableError(
+            f"cannot reach {settings.kafka.bootstrap_servers}: {exc!r}"
+        ) from exc
+    try:
+        try:  # asked by name: a cluster that creates topics on first use creates it
+            producer.partitions_for(topic)
+        except KafkaTimeoutError as exc:
+            raise KafkaUnavailableError(
+                f"the feedback topic {topic!r} (TRAINING_TOPICS__FEEDBACK) does not exist "
+                f"(no partitions after {TOPIC_WAIT_S} s): create it as the other topics "
+                "(docs/operations.md)"
+            ) from exc
+        producer.send(topic, key=str(opened["asset_id"]).encode(),
                       value=json.dumps(message).encode()).get(timeout=30)  # fmt: skip
     except KafkaError as exc:
         raise KafkaUnavailableError(
-            f"the verdict could not be written to {settings.topics.feedback!r}: {exc!r}"
+            f"the verdict could not be written to {topic!r}: {exc!r}"
         ) from exc
     finally:
         producer.close()
     return message
-
-
-def _check_topic(settings: TrainingSettings) -> None:
-    """KafkaUnavailableError, naming the setting, when the feedback topic does not exist
-    (most clusters do not create topics on first use: the send would only time out)."""
-    consumer = make_consumer(settings.kafka, None)
-    try:
-        if not consumer.partitions_for_topic(settings.topics.feedback):
-            raise KafkaUnavailableError(
-                f"the feedback topic {settings.topics.feedback!r} (TRAINING_TOPICS__FEEDBACK) "
-                "does not exist: create it as the other topics (docs/operations.md)"
-            )
-    finally:
-        consumer.close()
 
 
 def read_verdicts(settings: TrainingSettings, now: datetime) -> dict[str, Verdict]:
