@@ -17,16 +17,18 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import IntEnum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
 from anomaly.model import ArtifactError, CalibrationError, ModelStore, model_store
 from anomaly.settings import shown_input
 from training.settings import TrainingSettings, env_name
+
+T = TypeVar("T")
 
 log = logging.getLogger("training")
 
@@ -171,38 +173,43 @@ def _fit(settings: TrainingSettings) -> int:
 
 
 def _report(settings: TrainingSettings, episode_id: str, out: Path, margin_s: float) -> int:
-    from training.data import DataError
     from training.episode import report_episode
-    from training.kafka_range import KafkaUnavailableError
 
-    try:
-        done = report_episode(settings, episode_id, out, margin_s)
-    except DataError as exc:
-        log.error("no report: %s", exc)
-        return ExitCode.BAD_DATA
-    except KafkaUnavailableError as exc:
-        log.error("no report: %s", exc)
-        return ExitCode.KAFKA_ERROR
+    done = _episode_command("no report", lambda: report_episode(settings, episode_id, out,
+                                                                margin_s))  # fmt: skip
+    if isinstance(done, ExitCode):
+        return done
     print(f"episode {episode_id} of {done.report['asset_id']}: {done.png_path} {done.json_path}")
     return ExitCode.OK
 
 
 def _verdict(settings: TrainingSettings, episode_id: str, verdict: str, note: str | None) -> int:
-    from training.data import DataError
-    from training.kafka_range import KafkaUnavailableError
     from training.verdicts import record_verdict
 
-    try:
-        given = record_verdict(settings, episode_id, verdict, note)
-    except DataError as exc:
-        log.error("no verdict recorded: %s", exc)
-        return ExitCode.BAD_DATA
-    except KafkaUnavailableError as exc:
-        log.error("no verdict recorded: %s", exc)
-        return ExitCode.KAFKA_ERROR
+    given = _episode_command(
+        "no verdict recorded", lambda: record_verdict(settings, episode_id, verdict, note)
+    )
+    if isinstance(given, ExitCode):
+        return given
     print(f"episode {episode_id} of {given['asset_id']}: {verdict} "
           f"(on {settings.topics.feedback}; the next training run takes it)")  # fmt: skip
     return ExitCode.OK
+
+
+def _episode_command(failed: str, run: Callable[[], T]) -> T | ExitCode:
+    """`run()`, or the exit code of what stopped it (an episode or data it cannot use, Kafka
+    it cannot reach), logged after `failed`."""
+    from training.data import DataError
+    from training.kafka_range import KafkaUnavailableError
+
+    try:
+        return run()
+    except DataError as exc:
+        log.error("%s: %s", failed, exc)
+        return ExitCode.BAD_DATA
+    except KafkaUnavailableError as exc:
+        log.error("%s: %s", failed, exc)
+        return ExitCode.KAFKA_ERROR
 
 
 def _versions(store: ModelStore) -> int:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
-import numpy as np
 from kafka.errors import KafkaError, KafkaTimeoutError
 
 from anomaly.kafka import make_producer
@@ -32,8 +31,10 @@ from anomaly.scoring import series_flags
 from training.data import Masks, SensorHistory
 from training.episode import EpisodeError, find_episode
 from training.gate import Decision, Scored
+from training.hygiene import inside_episodes
 from training.kafka_range import KafkaUnavailableError, plan_range, read_planned
 from training.settings import TrainingSettings
+from training.topic import Episodes
 
 log = logging.getLogger(__name__)
 
@@ -128,17 +129,11 @@ def read_verdicts(settings: TrainingSettings, now: datetime) -> dict[str, Verdic
 
 def inside(history: SensorHistory, verdicts: dict[str, Verdict], kind: VerdictKind) -> Masks:
     """Rows of an asset inside one of its episodes judged `kind`."""
-    spans: dict[str, list[tuple[float, float]]] = {}
+    spans: Episodes = {}
     for v in verdicts.values():
         if v.verdict == kind:
             spans.setdefault(v.asset_id, []).append((v.begin, v.end))
-    masks: Masks = {}
-    for i, s in enumerate(history.series):
-        mask = np.zeros(len(s.ts), dtype=bool)
-        for begin, end in spans.get(s.asset_id, ()):
-            mask |= (s.ts >= begin) & (s.ts <= end)
-        masks[i] = mask
-    return masks
+    return inside_episodes(history, spans)
 
 
 def flagged_episodes(

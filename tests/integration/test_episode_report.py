@@ -15,9 +15,8 @@ import pytest
 
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
-from tests.support.kafka import Running, processed, produce, read, settings_on
+from tests.support.kafka import published_events, settings_on
 from tests.support.models import REPO, Trained
-from tests.support.waiting import wait_until
 from worker.settings import WorkerSettings
 
 
@@ -43,18 +42,7 @@ def episode(
     shutil.copytree(trained.root, store)
     settings = settings_on(kafka4, store)
     fleet = Fleet(n_assets=2, seed=21)
-    running = Running(settings)
-    try:
-        sent = produce(settings, fleet.records(300, fleet.faults(300, first=100)))
-        wait_until(lambda: processed(running.metrics) >= sent, 60, "the stream scored")
-        events = sum(
-            running.metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": t})
-            or 0.0 for t in ("open", "resolve")
-        )  # fmt: skip
-    finally:
-        running.stop()
-    published = [json.loads(r.value or b"")
-                 for r in read(settings, settings.topics.alerts, int(events))]  # fmt: skip
+    published = published_events(settings, fleet.records(300, fleet.faults(300, first=100)))
     opened = next(e for e in published if e["type"] == "open")
     ends = {e["episode_id"]: e for e in published if e["type"] == "resolve"}
     resolved = ends[opened["episode_id"]]

@@ -22,9 +22,8 @@ from devtools import simulator
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import create_topics
-from tests.support.kafka import Running, processed, produce, read, settings_on
+from tests.support.kafka import published_events, settings_on
 from tests.support.models import REPO, Trained
-from tests.support.waiting import wait_until
 from training.job import train
 from training.settings import TrainingSettings
 from training.verdicts import read_verdicts
@@ -75,18 +74,7 @@ def test_false_alarms_become_normal_and_a_confirmed_episode_guards_the_gate(
     fleet = Fleet(n_assets=4, seed=31, start=datetime.now(UTC) - timedelta(minutes=40))
     fault = next(f for f in fleet.faults(READINGS, first=1100) if f.asset_id == "pump-00")
     stream = shifted(fleet.records(READINGS, [fault]), SHIFT_AT, size)
-    running = Running(settings)
-    try:
-        sent = produce(settings, stream)
-        wait_until(lambda: processed(running.metrics) >= sent, 120, "the stream scored")
-        events = sum(
-            running.metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": t})
-            or 0.0 for t in ("open", "resolve")
-        )  # fmt: skip
-    finally:
-        running.stop()
-    published = [json.loads(r.value or b"") for r in read(settings, settings.topics.alerts,
-                                                          int(events))]  # fmt: skip
+    published = published_events(settings, stream, 120)
     opened = [e for e in published if e["type"] == "open"]
     false_alarms = [e for e in opened if e["asset_id"] in SHIFTED]
     assert {e["asset_id"] for e in false_alarms} == set(SHIFTED)  # the service flags the level

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from prometheus_client import CollectorRegistry
 
@@ -102,3 +104,20 @@ def fresh(broker: LocalBroker) -> tuple[dict[str, object], dict[str, str]]:
     topics = {"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
               "group": f"group-{run}"}  # fmt: skip
     return kafka, topics
+
+
+def published_events(
+    settings: WorkerSettings, stream: Iterable[tuple[bytes, bytes]], timeout_s: float = 60
+) -> list[dict[str, Any]]:
+    """Run a worker over `stream` until it is scored; the alert events it published."""
+    running = Running(settings)
+    try:
+        sent = produce(settings, stream)
+        wait_until(lambda: processed(running.metrics) >= sent, timeout_s, "the stream scored")
+        events = sum(
+            running.metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": t})
+            or 0.0 for t in ("open", "resolve")
+        )  # fmt: skip
+    finally:
+        running.stop()
+    return [json.loads(r.value or b"") for r in read(settings, settings.topics.alerts, int(events))]
