@@ -380,8 +380,8 @@ def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> 
     features = settings.data.features or (service.features if service else None)
     history, summary = read_topic(settings, features or None, now)
     episodes = read_episodes(settings, now)
-    verdicts = {k: v for k, v in read_verdicts(settings, now).items()
-                if v.asset_id in {s.asset_id for s in history.series}}  # fmt: skip
+    assets = {s.asset_id for s in history.series}
+    verdicts = {k: v for k, v in read_verdicts(settings, now).items() if v.asset_id in assets}
     log.info(
         "read %d records (%d invalid, %d out of range, %d of other models) of %d assets; %d "
         "recorded episodes", summary.read, sum(summary.invalid.values()), summary.out_of_range,

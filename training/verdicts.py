@@ -141,10 +141,11 @@ def flagged_episodes(
 ) -> dict[VerdictKind, tuple[int, int]]:
     """Per verdict: (episodes the model flags at least one record of, episodes judged whose
     records were read)."""
+    judged = {v.asset_id for v in verdicts.values()}
     flags = {
         s.asset_id: (s.ts, series_flags(model.detector, model.threshold_for(s.asset_id),
                                          s.values, model.window, model.rules))
-        for s in history.series
+        for s in history.series if s.asset_id in judged
     }  # fmt: skip
     out: dict[VerdictKind, tuple[int, int]] = {}
     for kind in VERDICTS:
