@@ -2,6 +2,7 @@
 #   make demo   broker, training, worker and a simulated fleet (pumps, compressors) with faults, end to end
 #   make test   ruff, mypy, the import contracts and the whole test suite
 # and the inner loop: make unit (the unit tier, under a minute)
+# make mutation: mutation testing of the core against the unit tests (long; docs/testing.md)
 # Torch is installed first, pinned, so the project's torch range installs nothing more.
 # Elsewhere, get the CPU build with: make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 
@@ -17,7 +18,7 @@ STAMP := $(VENV)/.installed
 KAFKA09 := .kafka/kafka-0.9/bin/kafka-run-class.sh
 KAFKA4 := .kafka/kafka-4/libs/.complete
 
-.PHONY: install system test unit lint demo bench soak skab broker-start broker-stop kafka09 kafka4 clean
+.PHONY: install system test unit mutation lint demo bench soak skab broker-start broker-stop kafka09 kafka4 clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -68,6 +69,11 @@ test: lint system $(KAFKA09) $(KAFKA4)
 unit: install
 	$(BIN)/pytest -q tests/unit
 
+# Mutation testing of the core (mutmut, one worker; [tool.mutmut] in pyproject.toml): writes
+# tests/mutation/results.md, fails on a surviving mutant not explained as equivalent.
+mutation: install
+	$(BIN)/python -m devtools.mutation
+
 # The demo's broker: Tansu (in memory, nothing more to install) unless DEMO_BROKER=kafka4.
 DEMO_BROKER ?= tansu
 demo: install $(if $(filter kafka4,$(DEMO_BROKER)),system $(KAFKA4))
@@ -97,4 +103,4 @@ broker-stop:
 	$(BIN)/python -m devtools.local_broker stop
 
 clean:
-	rm -rf $(VENV) $(DEMO) .kafka .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) $(DEMO) .kafka .mypy_cache .ruff_cache .pytest_cache mutants

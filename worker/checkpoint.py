@@ -64,7 +64,8 @@ def encode(
     candidates.sort(key=_priority, reverse=True)
     kept = min(len(candidates), max_bytes // _MIN_ROW_BYTES)
     if guess is not None and guess < kept:
-        kept = guess + max(1, guess // 10)  # a little more room than last time
+        # a little more room than last time, never more than there are
+        kept = min(kept, guess + max(1, guess // 10))
     rows = [_row(asset_id, rules) for asset_id, rules in candidates[:kept]]
     for _ in range(4):
         text = _pack(rows[:kept])

@@ -1,6 +1,10 @@
 """Alert state saved with the offsets and restored with the partition (worker/checkpoint.py)."""
 
+import base64
+import hashlib
 import json
+import zlib
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -27,8 +31,8 @@ def open_episode(i: int) -> RuleState:
 
 
 def a_run(i: int) -> RuleState:
-    return RuleState(above_run=2, run_start=(T0 + timedelta(seconds=i), SourceRef("in", 2, i)),
-                     run_peak=1.25)  # fmt: skip
+    return RuleState(above_run=2, run_start=(T0 + timedelta(seconds=i),
+                     SourceRef("in", 2, 500 + i)), run_peak=1.25)  # fmt: skip
 
 
 def raised(i: int) -> RuleState:
@@ -71,6 +75,140 @@ def test_over_the_limit_open_episodes_are_kept_first_and_the_rest_counted() -> N
     assert all(name.startswith("open-") for name in kept)  # every run left out before these
     assert len(kept) >= 5
     assert encode(states, max_bytes=0) == ("", len(states))
+
+
+def inner_json(text: str) -> bytes:
+    """The JSON inside a checkpoint's text ("v1:" + base64(zlib(JSON)))."""
+    assert text.startswith("v1:")
+    return zlib.decompress(base64.b64decode(text[3:]))
+
+
+def test_the_text_is_compact_json_of_one_row_per_asset_in_the_v1_layout() -> None:
+    """[asset id, above_run, below_run, run (start µs since the epoch, topic, partition,
+    offset) or null, run_peak, episode or null, level, drop_run, floor]: no spaces; a run
+    that has ended (above_run 0) is not saved even where its start is still held."""
+    ended = RuleState(below_run=1, run_start=(T0, SourceRef("in", 2, 7)), run_peak=3.0,
+                      level=0.5, floor=1.5)  # fmt: skip
+    text, unsaved = encode([("p", ended)], 4096)
+    assert unsaved == 0
+    assert inner_json(text) == b'[["p",0,1,null,3.0,null,0.5,0,1.5]]'
+    # T0 is 2026-11-21 10:00:00.123456 UTC: 1,795,255,200.123456 s after the epoch
+    running = RuleState(above_run=2, run_start=(T0, SourceRef("in", 2, 7)), run_peak=3.0)
+    text, _ = encode([("q", running)], 4096)
+    assert inner_json(text) == b'[["q",2,0,[1795255200123456,"in",2,7],3.0,null,0.0,0,0.0]]'
+    assert decode(text)["q"] == running
+    restored = decode(encode([("p", ended)], 4096)[0])["p"]
+    assert (restored.run_start, restored.floor, restored.below_run) == (None, 1.5, 1)
+
+
+def priority_states() -> list[tuple[str, RuleState]]:
+    """Open episodes first, the latest ended first; then runs, the latest started first; then
+    the rest (a raised threshold), in a scrambled order."""
+
+    def episode(seconds: int) -> RuleState:
+        state = open_episode(0)
+        assert state.episode is not None
+        state.episode.ended_at = T0 + timedelta(seconds=seconds)
+        return state
+
+    return [("c-raised", raised(1)), ("r-old", a_run(0)), ("e-old", episode(10)),
+            ("r-new", a_run(60)), ("e-new", episode(20))]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("guess", "kept"),
+    [(0, ["e-new"]), (1, ["e-new", "e-old"]), (2, ["e-new", "e-old", "r-new"]),
+     (3, ["e-new", "e-old", "r-new", "r-old"])],
+)  # fmt: skip
+def test_with_a_guess_one_more_than_fitted_last_time_is_kept_by_priority(
+    guess: int, kept: list[str]
+) -> None:
+    """Under 10 fitted last time: one more this time (room for all: 4096 bytes)."""
+    text, unsaved = encode(priority_states(), 4096, guess=guess)
+    assert list(decode(text)) == kept
+    assert unsaved == 5 - len(kept)
+
+
+@pytest.mark.parametrize(("guess", "kept"), [(9, 10), (10, 11), (20, 22), (29, 30), (30, 30)])
+def test_with_a_guess_a_tenth_more_than_fitted_last_time_and_never_more_than_there_are(
+    guess: int, kept: int
+) -> None:
+    """30 small states, room for all: a guess g keeps g + max(1, g // 10) of them: 9 -> 10,
+    10 -> 11, 20 -> 22; 29 -> 31 is more than there are: all 30, none unsaved (not -1)."""
+    states = [(f"a{i:02d}", raised(i)) for i in range(30)]
+    text, unsaved = encode(states, 4096, guess=guess)
+    assert (len(decode(text)), unsaved) == (kept, 30 - kept)
+    assert encode(states, 4096) == encode(states, 4096, guess=30)
+
+
+def test_a_text_exactly_max_bytes_long_is_within_the_limit() -> None:
+    states = priority_states()
+    full, _ = encode(states, 1 << 20)
+    assert encode(states, len(full)) == (full, 0)
+
+
+def test_when_only_the_first_fits_it_alone_is_saved() -> None:
+    states = [("a-first", open_episode(1)), ("b-second", a_run(1))]
+    first, _ = encode(states[:1], 1 << 20)
+    text, unsaved = encode(states, len(first))
+    assert (list(decode(text)), unsaved) == (["a-first"], 1)
+
+
+def test_when_nothing_fits_nothing_is_written_after_at_most_four_packings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The first asset's name is long and random (it does not compress): no text holds it
+    within one byte less than its own row needs, while 30 small ones behind it make every
+    try look close. The cost stays bounded: at most 4 compressions, then nothing saved
+    (not an empty checkpoint, which would read as "no state")."""
+    name = base64.b64encode(bytes(range(7, 250, 3)) * 3).decode()
+    states = [(name, open_episode(1))] + [(f"a{i:02d}", raised(i)) for i in range(30)]
+    alone, _ = encode(states[:1], 1 << 20)
+    packings = []
+    compress: Callable[[bytes, int], bytes] = zlib.compress
+
+    def counted(data: bytes, level: int = -1) -> bytes:
+        packings.append(len(data))
+        return compress(data, level)
+
+    monkeypatch.setattr(zlib, "compress", counted)
+    assert encode(states, len(alone) - 1) == ("", 31)
+    assert 2 <= len(packings) <= 4
+    packings.clear()
+    assert encode(states[:1], len(alone) - 1) == ("", 1)
+
+
+@pytest.mark.parametrize("share", [0.5, 0.25])
+def test_a_text_far_over_the_limit_still_saves_nearly_all_that_fits(share: float) -> None:
+    """200 runs under names that do not compress (hashes): with room for a half or a quarter
+    of the text, what is saved is at least 85% of the longest run of them, by priority, whose
+    text fits (the shrinking aims 5% under the limit, within 4 tries)."""
+    states = [
+        (base64.b32encode(hashlib.sha256(str(i).encode()).digest()[:15]).decode(), a_run(i))
+        for i in range(200)
+    ]
+    by_priority = sorted(states, key=lambda s: s[1].run_start[0] if s[1].run_start else T0,
+                         reverse=True)  # fmt: skip
+    budget = int(len(encode(states, 1 << 20)[0]) * share)
+    fitting = max(k for k in range(201) if len(encode(by_priority[:k], 1 << 20)[0]) <= budget)
+    text, unsaved = encode(states, budget)
+    assert len(text) <= budget
+    assert list(decode(text)) == [name for name, _ in by_priority[: 200 - unsaved]]
+    assert 200 - unsaved >= 0.85 * fitting
+
+
+def test_a_text_that_is_not_a_checkpoint_is_refused_saying_why() -> None:
+    with pytest.raises(CheckpointError) as caught:
+        decode("garbage-text")
+    assert str(caught.value) == "not a checkpoint: starts with 'garbage-'"
+    good, _ = encode([("p", a_run(1))], 4096)
+    with pytest.raises(CheckpointError) as caught:
+        decode(good[:10] + "!" + good[10:])  # not base64: refused, not skipped
+    assert str(caught.value).startswith("unreadable checkpoint: ")
+    not_an_id = "v1:" + base64.b64encode(zlib.compress(b"[[5,0,0,null,0,null,0,0,0]]")).decode()
+    with pytest.raises(CheckpointError) as caught:
+        decode(not_an_id)
+    assert str(caught.value) == "unreadable checkpoint: asset id 5"
 
 
 def processor(artifact: Artifact) -> BatchProcessor:

@@ -1,3 +1,5 @@
+from statistics import NormalDist
+
 import numpy as np
 import pytest
 
@@ -17,10 +19,14 @@ def test_scaler_ignores_outliers_in_training_rows() -> None:
 
 
 def test_the_floors_leave_a_continuous_sensor_alone() -> None:
-    rows = np.random.default_rng(1).normal(loc=[100.0, 0.0], scale=[2.0, 1e-3], size=(400, 2))
+    """Gaussian sensors (standard deviations 2 and 0.001): 400 rows at the normal distribution's
+    quantiles, so their spread is exactly what it should be; the robust scale of Gaussian data
+    is its standard deviation, and no floor (level, span, resolution) lifts it."""
+    quantiles = [NormalDist().inv_cdf((i + 0.5) / 400) for i in range(400)]
+    rows = np.array([[100.0 + 2.0 * q, 1e-3 * q] for q in quantiles])
     scaler = RobustScaler.fit(rows)
-    q75, q25 = np.percentile(rows, [75, 25], axis=0)
-    np.testing.assert_allclose(scaler.scale, (q75 - q25) / 1.3489795)
+    np.testing.assert_allclose(scaler.scale, [2.0, 1e-3], rtol=0.01)
+    np.testing.assert_allclose(scaler.center, [100.0, 0.0], atol=1e-9)
     assert scaler.flat is None
 
 

@@ -1,8 +1,12 @@
 """The onset rule's evidence: a step against a sensor's own noise, or a far excess."""
 
+from typing import Any
+
 import numpy as np
+import numpy.typing as npt
 import pytest
 
+from anomaly import onset
 from anomaly.onset import history_windows, onsets, steps
 from anomaly.rules import Rules
 
@@ -77,3 +81,73 @@ def test_a_record_whose_history_is_not_full_counts_as_an_onset() -> None:
 def test_rules_refuse_a_short_mean_as_long_as_the_span() -> None:
     with pytest.raises(ValueError, match="onset_mean must be below onset_span"):
         Rules(onset_span=5, onset_mean=5)
+
+
+def test_an_onset_shows_at_the_record_a_jump_of_known_size_first_exceeds_onset_step() -> None:
+    """Two steady sensors, noise units 0.5 and 2.0; at record 100 the first jumps by 10: 20
+    of its noise units. Short mean 5, span 60, onset_step 8. At record 100 + j (j = 0..4) the
+    newest short mean holds j + 1 jumped records: it has moved by 10 (j + 1) / 5 = 2 (j + 1),
+    4 (j + 1) noise units: 4, 8, 12, ...: the first over 8 is record 102 (8 at 101 is not
+    over it). The step stays while the oldest short mean holds fewer than 3 jumped records:
+    at record i it covers i - 59 .. i - 55, so i - 154 of them: i <= 156. Records 0 to 58 are
+    onsets anyway: their history is not full (seen < 60)."""
+    n, jump_at = 200, 100
+    values = np.tile([50.0, -3.0], (n, 1))
+    values[jump_at:, 0] += 10.0
+    unit = np.array([0.5, 2.0])
+    score = np.full(n, 3.0)  # above a threshold of 2, never 10 times it
+    rules = Rules(onset_step=8.0, onset_span=60, onset_mean=5, onset_bypass=10.0)
+    seen = np.arange(1, n + 1)
+    evidence = onsets(history_windows(values, 60), seen, score, score > 2.0, 2.0, unit, rules)
+    expected = [i <= 58 or 102 <= i <= 156 for i in range(n)]
+    assert evidence.tolist() == expected
+
+
+def test_a_float32_history_is_measured_in_float64() -> None:
+    """The worker's buffers are float32. A sensor at 10,000,000 that rises by 1 (10 noise units
+    of 0.1): the 5-record sums, 50,000,000 and 50,000,005, are exact in float64 but not in
+    float32 (spacing 4 there); the step is (5 / 5) / 0.1 = 10."""
+    history: npt.NDArray[Any] = np.full((1, 10, 1), 1e7, dtype=np.float32)
+    history[0, 5:, 0] += 1.0
+    assert steps(history, np.array([0.1]), 5).tolist() == [10.0]
+
+
+@pytest.mark.parametrize(
+    ("rules", "expected"),
+    [
+        # a step rule of half a noise unit is on: the flat history has no step
+        (Rules(onset_step=0.5, onset_bypass=0.0), [False, False, False]),
+        # a bypass of 1: every score above the threshold is an onset
+        (Rules(onset_bypass=1.0), [True, True, False]),
+        # a score of exactly 10 times the threshold is not over it
+        (Rules(onset_bypass=10.0), [True, False, False]),
+    ],
+)
+def test_the_rules_edges_a_small_step_a_bypass_of_one_and_exactly_the_bypass(
+    rules: Rules, expected: list[bool]
+) -> None:
+    """Threshold 2, a flat history (no step); scores 25 (12.5 times), 20 (exactly 10 times),
+    2 (not above)."""
+    history = np.zeros((3, 60, 2))
+    score = np.array([25.0, 20.0, 2.0])
+    seen = np.full(3, 100)
+    evidence = onsets(history, seen, score, score > 2.0, 2.0, np.ones(2), rules)
+    assert evidence.tolist() == expected
+
+
+def test_with_the_rule_off_every_record_is_evidence() -> None:
+    evidence = onsets(np.zeros((3, 60, 1)), np.full(3, 100), np.ones(3), np.ones(3, dtype=bool),
+                      2.0, np.ones(1), Rules(onset_step=0.0))  # fmt: skip
+    assert evidence.dtype == np.bool_
+    assert evidence.tolist() == [True] * 3
+
+
+def test_every_chunk_of_records_is_measured(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The records are measured CHUNK at a time (3 here): 10 records, each with a step of 20
+    noise units in its history, are all onsets."""
+    monkeypatch.setattr(onset, "CHUNK", 3)
+    history = np.zeros((10, 60, 1))
+    history[:, 30:, 0] = 20.0
+    score = np.full(10, 3.0)
+    evidence = onsets(history, np.full(10, 100), score, score > 2.0, 2.0, np.ones(1), Rules())
+    assert evidence.tolist() == [True] * 10

@@ -3,7 +3,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from anomaly.rules import Rules, RuleState, SourceRef, flags
+from anomaly.rules import Rules, RuleState, SourceRef, changes, flags
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 
@@ -77,20 +77,28 @@ def test_flag_episodes_marks_the_records_inside_episodes(
     assert "".join("+" if f else "-" for f in marks) == flagged
 
 
+def feed(
+    state: RuleState, scores: list[float], rules: Rules, threshold: float = 1.0, first: int = 0
+) -> list[tuple[int, str, int, int]]:
+    """Feed scores (record indexes from `first`) against a threshold; the events as (index,
+    event, start, records)."""
+    out: list[tuple[int, str, int, int]] = []
+    for i, score in enumerate(scores, start=first):
+        ref = SourceRef("in", 0, i)
+        change = state.observe(T0 + timedelta(seconds=i), ref, score, score > threshold, rules)
+        if change is not None:
+            kind, episode = change
+            out.append((i, kind, episode.start.offset, episode.records))
+    return out
+
+
 def run_scores(
     scores: list[float], k: int, m: int, drop: float, threshold: float = 1.0
 ) -> tuple[list[tuple[int, str, int, int]], RuleState]:
     """Feed scores against a threshold with the drop rule; (index, event, start, records)."""
     state = RuleState()
-    out: list[tuple[int, str, int, int]] = []
-    for i, score in enumerate(scores):
-        ref = SourceRef("in", 0, i)
-        rules = Rules(open_after=k, resolve_after=m, end_drop=drop)
-        change = state.observe(T0 + timedelta(seconds=i), ref, score, score > threshold, rules)
-        if change is not None:
-            kind, episode = change
-            out.append((i, kind, episode.start.offset, episode.records))
-    return out, state
+    rules = Rules(open_after=k, resolve_after=m, end_drop=drop)
+    return feed(state, scores, rules, threshold), state
 
 
 def test_drop_rule_ends_an_episode_whose_state_has_ended_and_keeps_its_line() -> None:
@@ -157,3 +165,126 @@ def test_the_onset_rule_starts_a_run_only_at_an_onset(
             kind, episode = change
             out.append((i, kind, episode.start.offset, episode.records))
     assert out == events
+
+
+def test_the_opening_runs_geometric_mean_sets_the_drop_line_and_the_floor() -> None:
+    """Opening run 2, 8, 32 (threshold 1, k 3, m 2, drop 2): its level is the geometric mean
+    (2 * 8 * 32) ** (1/3) = 512 ** (1/3) = 8, so the drop line is 8 / 2 = 4."""
+    # 4.1 is above the line: the episode goes on (a level over 8 and 32 only, 16, would put
+    # the line at 8 and end it here)
+    assert run_scores([2.0, 8.0, 32.0] + [4.1] * 3, 3, 2, drop=2.0)[0] == [(2, "open", 0, 3)]
+    # 3.9 is under it: the 2nd record at 3.9 (index 4) ends the episode, which keeps its 3
+    # records above the line; the floor is the line, 4 (a level over 2 and 8 only, 4, would
+    # put the line at 2 and never end it)
+    events, state = run_scores([2.0, 8.0, 32.0, 3.9, 3.9], 3, 2, drop=2.0)
+    assert events == [(2, "open", 0, 3), (4, "resolve", 0, 3)]
+    assert state.floor == pytest.approx(4.0)
+    assert (state.episode, state.above_run, state.drop_run) == (None, 0, 0)
+
+
+@pytest.mark.parametrize("end_drop", [0.0, 1.0])
+def test_end_drop_1_is_off_like_0(end_drop: float) -> None:
+    """The documented off values: an episode at 8 whose records fall to 2 (a quarter of its
+    level, still above the threshold 1) for 30 records stays open until 2 records below the
+    threshold end it (index 34; its records: indexes 0 to 32, 33)."""
+    scores = [8.0] * 3 + [2.0] * 30 + [0.5] * 2
+    events, state = run_scores(scores, 3, 2, drop=end_drop)
+    assert events == [(2, "open", 0, 3), (34, "resolve", 0, 33)]
+    assert state.floor == 0.0
+    assert state.idle
+
+
+def test_a_record_exactly_on_the_drop_line_is_not_under_it() -> None:
+    """Level 8 (an opening run at 8), drop 8: the line is 8 / 8 = 1 exactly (log 8 - log 8 = 0
+    = log 1); the threshold is 0.5. Records at 1.0 never end the episode, records at 0.99 do
+    (the 2nd of them, m = 2)."""
+    events, _ = run_scores([8.0] * 3 + [1.0] * 10, 3, 2, drop=8.0, threshold=0.5)
+    assert events == [(2, "open", 0, 3)]
+    events, _ = run_scores([8.0] * 3 + [0.99] * 2, 3, 2, drop=8.0, threshold=0.5)
+    assert events == [(2, "open", 0, 3), (4, "resolve", 0, 3)]
+
+
+def test_a_record_below_the_threshold_restarts_the_count_under_the_line() -> None:
+    """m 3: under the line (3 < 8 / 2), below the threshold (0.5), under the line twice: no
+    three in a row under the line; a third one in a row ends it (index 7)."""
+    events, _ = run_scores([8.0] * 3 + [3.0, 0.5, 3.0, 3.0], 3, 3, drop=2.0)
+    assert events == [(2, "open", 0, 3)]
+    events, _ = run_scores([8.0] * 3 + [3.0, 0.5, 3.0, 3.0, 3.0], 3, 3, drop=2.0)
+    assert events == [(2, "open", 0, 3), (7, "resolve", 0, 3)]
+
+
+def test_the_raised_threshold_holds_until_m_records_in_a_row_below_the_models() -> None:
+    """Threshold 1, k 3, m 2, drop 2. An episode at 8 ended by the drop rule leaves a floor of
+    8 / 2 = 4; what happens on it, record by record."""
+    rules = Rules(open_after=3, resolve_after=2, end_drop=2.0)
+    state = RuleState()
+    assert feed(state, [8.0] * 3 + [3.0] * 2, rules) == [(2, "open", 0, 3), (4, "resolve", 0, 3)]
+    floor = state.floor
+    assert floor == pytest.approx(4.0)
+    assert (state.above_run, state.drop_run) == (0, 0)
+    # a run over the floor right after: an episode of its own, opened after k records from
+    # its first, ended by m records below the model's threshold; the floor stays
+    assert feed(state, [50.0] * 3 + [0.5] * 2, rules, first=5) == [
+        (7, "open", 5, 3), (9, "resolve", 5, 3),
+    ]  # fmt: skip
+    assert state.floor == floor
+    # the records below the threshold that ended that episode do not clear the floor: one more
+    assert feed(state, [0.5], rules, first=10) == []
+    assert state.floor == floor
+    # a score equal to the floor is not above it: no run; yet it is above the model's
+    # threshold, so the count of records below it starts again
+    assert feed(state, [floor] * 3 + [0.5], rules, first=11) == []
+    assert state.floor == floor
+    assert not state.idle
+    # the 2nd record in a row below the model's threshold clears the floor: nothing is left
+    assert feed(state, [0.5], rules, first=15) == []
+    assert (state.floor, state.below_run, state.above_run, state.drop_run) == (0.0, 0, 0, 0)
+    assert state.idle
+    # the state at 3 alerts again
+    assert feed(state, [3.0] * 3, rules, first=16) == [(18, "open", 16, 3)]
+
+
+def test_offline_changes_date_episodes_by_their_times_and_place_them_by_index() -> None:
+    """`changes` names an offline episode by its first record's index (no topic, partition 0)
+    and dates it by `times`, or at the epoch without them."""
+    scores = np.array([0.5, 2.0, 2.0, 0.5, 0.5])
+    rules = Rules(open_after=2, resolve_after=2, end_drop=0, onset_step=0)
+    times = [T0 + timedelta(minutes=i) for i in range(5)]
+    dated = [
+        (i, kind, e.episode_id, e.start, e.started_at, e.ended_at)
+        for i, kind, e in changes(scores, scores > 1.0, rules, times)
+    ]
+    start = SourceRef("", 0, 1)
+    assert dated == [
+        (2, "open", "/0/1", start, times[1], times[2]),
+        (4, "resolve", "/0/1", start, times[1], times[2]),
+    ]
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    untimed = [(e.started_at, e.ended_at) for _, _, e in changes(scores, scores > 1.0, rules)]
+    assert untimed == [(epoch, epoch)] * 2
+
+
+def test_offline_changes_refuse_scores_and_decisions_of_different_lengths() -> None:
+    with pytest.raises(ValueError, match="zip"):
+        list(changes(np.ones(3), np.ones(2, dtype=bool), Rules()))
+
+
+def test_flags_apply_the_onset_evidence() -> None:
+    """Above from index 1 on (k 3): with no onset nothing is flagged; with an onset at index 4
+    the run starts there and the episode covers 4 to the end."""
+    scores = np.full(8, 2.0)
+    above = np.array([False] + [True] * 7)
+    rules = Rules(open_after=3, resolve_after=2, end_drop=0)
+    onset = np.zeros(8, dtype=bool)
+    marks = flags(scores, above, rules, onset)
+    assert marks.dtype == np.bool_
+    assert not marks.any()
+    onset[4] = True
+    assert "".join("+" if f else "-" for f in flags(scores, above, rules, onset)) == "----++++"
+
+
+def test_rules_without_the_onset_rule_read_no_history() -> None:
+    rules = Rules(onset_step=8.0, onset_span=40)
+    assert rules.history == 40
+    assert rules.without_onset() == Rules(onset_step=0.0, onset_span=40)
+    assert rules.without_onset().history == 0

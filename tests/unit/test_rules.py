@@ -155,23 +155,30 @@ def test_the_worker_serves_the_models_rules_unless_overridden(
     assert "overridden by WORKER_ALERTS__*: {'end_drop': 0.0}" in caplog.text
 
 
-def test_the_gate_judges_a_labelled_file_by_the_models_rules_drop_rule_included() -> None:
-    """The same model and labels, flagged with and without the drop rule: F1 follows the rules
-    in the model (the gate and the workers decide alike)."""
-    rows = recorded(1)
-    labels = np.zeros(N)
-    labels[300:400] = 1  # the fault; the state after it is labelled normal
-    series = AssetSeries("p", np.arange(N, dtype=float), rows, labels)
-    history = SensorHistory("labelled", simulator.FEATURES, (series,), has_timestamps=False)
-    model = artifact(rows, Rules(), *QUIET)
-    scores = {}
-    for end_drop in (0.0, 2.0):
-        rules = Rules(end_drop=end_drop)
-        scored = Scored(model.detector, model.threshold, WINDOW, simulator.FEATURES, rules)
-        flagged = series_flags(model.detector, model.threshold, rows, WINDOW, rules)
-        truth = labels.astype(bool)
-        tp, fp = int((flagged & truth).sum()), int((flagged & ~truth).sum())
-        fn = int((~flagged & truth).sum())
-        assert f1(scored, history) == pytest.approx(tp / (tp + (fp + fn) / 2))
-        scores[end_drop] = f1(scored, history)
-    assert scores[2.0] > scores[0.0]
+class Zeros(torch.nn.Module):
+    """Reconstructs every window as zeros: with an identity scaler a window-1 record's score
+    is the mean of its squared values."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+@pytest.mark.parametrize(("end_drop", "expected_f1"), [(0.0, 2 / 3), (2.0, 1.0)])
+def test_the_gate_judges_a_labelled_file_by_the_models_rules_drop_rule_included(
+    end_drop: float, expected_f1: float
+) -> None:
+    """One sensor, window 1, score = value squared, threshold 1 (k 2, m 3): 3 records at 0,
+    a fault of 6 at 4 (score 16, labelled), then 6 at 2 (score 4, labelled normal, still
+    above the threshold). Without the drop rule one episode covers all 12 records above:
+    6 right, 6 false, none missed: F1 = 2 x 6 / (2 x 6 + 6 + 0) = 2/3. With drop 2 the
+    records at 4 lie under 16 / 2: after 3 of them the episode ends, covering the fault
+    only: F1 = 1."""
+    values = np.array([0.0] * 3 + [4.0] * 6 + [2.0] * 6)[:, None]
+    labels = np.array([0] * 3 + [1] * 6 + [0] * 6, dtype=float)
+    series = AssetSeries("p", np.arange(15, dtype=float), values, labels)
+    history = SensorHistory("labelled", ("x",), (series,), has_timestamps=False)
+    scaler = RobustScaler(center=np.zeros(1), scale=np.ones(1))
+    threshold = Threshold(value=1.0, method="quantile", target_fpr=0.1, n_samples=10)
+    rules = Rules(open_after=2, resolve_after=3, end_drop=end_drop, onset_step=0.0)
+    model = Scored(Detector(scaler, Zeros()), threshold, 1, ("x",), rules)
+    assert f1(model, history) == pytest.approx(expected_f1)

@@ -1,0 +1,98 @@
+"""The offline scoring step (anomaly/scoring.py) on a detector whose scores are known by hand:
+a scaler that leaves values as they are (centre 0, scale 1, noise 1) and a network that
+reconstructs every window as zeros, so a window's score is the mean of its squared values."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from anomaly.model import Detector, RobustScaler, Threshold
+from anomaly.rules import Rules
+from anomaly.scoring import SeriesScores, score_series, series_flags, series_scores
+
+
+class Zeros(nn.Module):
+    """Reconstructs every window as zeros: the error is the scaled values themselves."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x)
+
+
+def detector(n_features: int = 1) -> Detector:
+    ones = np.ones(n_features)
+    return Detector(RobustScaler(center=np.zeros(n_features), scale=ones, noise=ones), Zeros())
+
+
+def threshold(value: float) -> Threshold:
+    return Threshold(value=value, method="quantile", target_fpr=0.1, n_samples=10)
+
+
+def marks(flags: np.ndarray) -> str:
+    return "".join("+" if f else "-" for f in flags)
+
+
+def test_series_scores_one_score_per_full_window() -> None:
+    values = np.array([[1.0], [3.0], [0.0], [2.0]])
+    # window 2: (1 + 9) / 2 = 5, (9 + 0) / 2 = 4.5, (0 + 4) / 2 = 2
+    assert series_scores(detector(), values, 2).tolist() == [5.0, 4.5, 2.0]
+    assert series_scores(detector(), values[:2], 2).tolist() == [5.0]  # exactly one window
+    assert series_scores(detector(), values[:1], 2).shape == (0,)  # none
+
+
+def test_a_series_shorter_than_the_window_scores_and_flags_nothing() -> None:
+    values = np.array([[1.0, 2.0], [3.0, 4.0]])
+    scored = score_series(detector(2), threshold(1.0), values, 3, Rules())
+    assert scored.window == 3
+    assert scored.score.shape == (0,)
+    assert scored.shares.shape == (0, 2)
+    assert scored.above.shape == scored.onset.shape == (0,)
+    assert scored.above.dtype == scored.onset.dtype == np.bool_
+    assert marks(scored.flags(Rules(), 2)) == "--"
+
+
+def test_score_series_decides_each_window_against_the_threshold() -> None:
+    values = np.array([[1.0], [3.0], [0.0], [2.0]])  # window scores 5, 4.5, 2 (as above)
+    scored = score_series(detector(), threshold(4.5), values, 2, Rules(onset_step=0.0))
+    assert scored.score.tolist() == [5.0, 4.5, 2.0]
+    assert scored.above.tolist() == [True, False, False]  # 4.5 is not above 4.5
+    assert scored.onset.tolist() == [True] * 3  # the onset rule is off
+    assert scored.shares.tolist() == [[1.0]] * 3  # one feature carries the whole error
+    one = score_series(detector(), threshold(4.5), values[:2], 2, Rules(onset_step=0.0))
+    assert one.score.tolist() == [5.0]  # exactly one full window
+
+
+def test_score_series_measures_the_onset_on_the_series_history() -> None:
+    """One sensor (noise unit 1) at 0 for 80 records, then at 20: window 1, scores 0 then 400
+    against a threshold of 4. The newest 5-record mean after j + 1 jumped records has moved by
+    20 (j + 1) / 5 = 4 (j + 1) noise units: over onset_step 8 from record 82 on (8 at record
+    81 is not over it), so the run starts there and opens after 3 records (k 3), at 84, and
+    covers 82 to the end. Records 0 to 58 have no full history (span 60): onsets anyway,
+    below the threshold."""
+    values = np.zeros((100, 1))
+    values[80:] = 20.0
+    rules = Rules(open_after=3, resolve_after=2, end_drop=0, onset_step=8.0, onset_span=60,
+                  onset_mean=5, onset_bypass=0.0)  # fmt: skip
+    scored = score_series(detector(), threshold(4.0), values, 1, rules)
+    assert np.flatnonzero(scored.above).tolist() == list(range(80, 100))
+    assert np.flatnonzero(scored.onset).tolist() == list(range(59)) + list(range(82, 100))
+    assert marks(scored.flags(rules, 100)) == "-" * 82 + "+" * 18
+    assert marks(series_flags(detector(), threshold(4.0), values, 1, rules)) == "-" * 82 + "+" * 18
+    # without the onset rule the run starts at the jump itself
+    off = rules.without_onset()
+    assert marks(series_flags(detector(), threshold(4.0), values, 1, off)) == "-" * 80 + "+" * 20
+
+
+def test_flags_of_a_series_place_each_window_at_its_last_row_and_apply_the_onset() -> None:
+    """Window 3: entry j belongs to row j + 2. Above throughout, an onset only at entry 1: the
+    run starts there (row 3) and opens after 3 records (k 3); the first 2 rows are unscored."""
+    scored = SeriesScores(
+        window=3,
+        score=np.full(6, 2.0),
+        shares=np.ones((6, 1)),
+        above=np.ones(6, dtype=bool),
+        onset=np.array([False, True, False, False, False, False]),
+    )
+    rules = Rules(open_after=3, resolve_after=2, end_drop=0)
+    assert marks(scored.flags(rules, 8)) == "---+++++"
