@@ -6,9 +6,10 @@
 
 Settings come from WORKER_* environment variables (see the README's configuration table).
 Exit codes: 0 stopped cleanly; 2 bad setting; 4 model refused; 5 publishing failed;
-6 commit failed; 7 brokers unavailable; 8 a compression codec's library is missing;
-9 a batch the client cannot read; 10 a topic missing at start; 11 an operation the brokers
-refuse this principal (an ACL missing); 130 second interrupt.
+6 commit failed; 7 brokers unavailable, or refusing the login (SASL or TLS; the log names
+the variables to check); 8 a compression codec's library is missing; 9 a batch the client
+cannot read; 10 a topic missing at start; 11 an operation the brokers refuse this principal
+(an ACL missing); 130 second interrupt.
 """
 
 from __future__ import annotations
@@ -71,7 +72,11 @@ def _check_model(settings: WorkerSettings) -> int:
     from anomaly.model import ArtifactError, model_names, model_store
 
     root = settings.store.path
-    names = settings.models.names or model_names(root) or ["default"]
+    try:
+        names = settings.models.names or model_names(root) or ["default"]
+    except ArtifactError as exc:  # the store cannot be read (a filesystem error, a bucket away)
+        log.error("models not listed: %s", exc)
+        return ExitCode.MODEL_REFUSED
     for name in names:
         store = model_store(root, name)
         try:

@@ -5,10 +5,12 @@ is refused, logged and counted once, and the previous version keeps serving. Wit
 models (`ModelWatchers`) each model reloads on its own; the worker serves the models named
 in its settings, or every model the store holds, looked for again at each interval.
 
-A store that cannot be reached (an S3 endpoint down, a server error) is not a refused model:
-the model in service keeps scoring, the condition is logged once (and once more when the
-store answers again), each failed look is counted, and readiness says so only while no model
-was ever loaded (`unavailable`).
+A store that cannot be read (an S3 endpoint down, a server error; a directory store's
+filesystem error such as ESTALE or EIO from NFS, or its directory gone under the worker) is
+not a refused model: the model in service keeps scoring, the condition is logged once (and
+once more when the store answers again), each failed look is counted
+(anomaly_model_store_errors_total), and readiness says so only while no model was ever loaded
+(`unavailable`). The process never ends for it.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ class ModelWatcher:
         self._next_check = now + self.interval_s
         try:
             version = self.store.current_version()
-        except ArtifactError as exc:  # the pointer cannot be read: no version to refuse
+        except (ArtifactError, OSError) as exc:  # the pointer cannot be read: none to refuse
             self._unreachable(exc)
             return None
         if version is None:
@@ -68,7 +70,7 @@ class ModelWatcher:
             return None
         try:
             artifact = self.store.load(version)
-        except StoreUnavailableError as exc:
+        except (StoreUnavailableError, OSError) as exc:  # OSError: one the storage let through
             self._unreachable(exc)
             return None
         except ArtifactError as exc:
@@ -95,7 +97,7 @@ class ModelWatcher:
         )  # fmt: skip
         return artifact
 
-    def _unreachable(self, exc: ArtifactError) -> None:
+    def _unreachable(self, exc: Exception) -> None:
         self.metrics.model_store_errors.labels(self.name).inc()
         if self.unavailable is None:
             serving = self.current.version if self.current else "none"
@@ -138,7 +140,7 @@ class ModelWatchers:
             try:
                 found = self.names or model_names(self.root) or (DEFAULT_MODEL,)
                 self._scan_failed = None
-            except ArtifactError as exc:  # looked for again at the next interval
+            except (ArtifactError, OSError) as exc:  # looked for again at the next interval
                 if self._scan_failed is None:
                     log.error("model store cannot be read, models not listed: %s", exc)
                 self._scan_failed = str(exc)

@@ -12,7 +12,11 @@ The store (anomaly/model/store.py) sees both through the same few operations on 
 - `put_tree(local, key)`, `fetch_tree(key)`, `remove_tree(key)`: a whole version.
 
 `LocalStorage` is a directory (a volume shared by trainer and workers): a version appears by
-one rename, the pointer is replaced under an exclusive lock (flock) by a rename. `S3Storage`
+one rename, the pointer is replaced under an exclusive lock (flock) by a rename. A directory
+that cannot be read (any OSError but a key that does not exist: ESTALE or EIO from NFS,
+EACCES, a symlink loop) raises `StoreUnavailableError`, as does the directory itself gone
+once this storage has seen it (deleted, or its volume unmounted): that is a store lost, not
+a store with nothing in it yet. `S3Storage`
 is a bucket and prefix (`s3://bucket/prefix`), reached with boto3 (the `s3` extra) the AWS
 way: credentials from the standard variables, a web-identity role on Kubernetes (IRSA, EKS
 Pod Identity), or a profile; `AWS_ENDPOINT_URL_S3` (or `AWS_ENDPOINT_URL`) for an
@@ -92,11 +96,15 @@ def _tag(data: bytes) -> str:
 
 
 class LocalStorage:
-    """A directory; a version is a subdirectory, made visible by one rename."""
+    """A directory; a version is a subdirectory, made visible by one rename.
+
+    Reading, a key that does not exist is None (or no names); any other OSError, and the
+    directory gone after it was seen here, is StoreUnavailableError."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
         self.location = str(root)
+        self._root_seen = False  # the directory existed when this storage last looked
 
     def child(self, key: str) -> LocalStorage:
         return LocalStorage(self.root / key)
@@ -104,8 +112,12 @@ class LocalStorage:
     def read(self, key: str) -> tuple[bytes, str] | None:
         try:
             data = (self.root / key).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            self._not_found(key, exc)
             return None
+        except OSError as exc:
+            raise self._unreadable(key, exc) from exc
+        self._root_seen = True
         return data, _tag(data)
 
     def replace(self, key: str, data: bytes, tag: str | None) -> None:
@@ -130,10 +142,16 @@ class LocalStorage:
             f.write(line + "\n")
 
     def names(self, key: str) -> list[str]:
-        path = self.root / key
-        if not path.is_dir():
+        try:
+            with os.scandir(self.root / key) as entries:
+                found = sorted(entry.name for entry in entries if entry.is_dir())
+        except (FileNotFoundError, NotADirectoryError) as exc:
+            self._not_found(key, exc)
             return []
-        return sorted(p.name for p in path.iterdir() if p.is_dir())
+        except OSError as exc:
+            raise self._unreadable(key, exc) from exc
+        self._root_seen = True
+        return found
 
     def put_tree(self, local: Path, key: str) -> None:
         """Move `local` (made by `staging`, on this filesystem) to `key`: one rename."""
@@ -146,7 +164,19 @@ class LocalStorage:
 
     @contextlib.contextmanager
     def fetch_tree(self, key: str) -> Iterator[Path]:
-        yield self.root / key
+        """The version's own directory, read in place. A filesystem error while the caller
+        reads it is StoreUnavailableError, not a refusal of the version: raised as it is, or
+        as an ArtifactError caused by one (a file that does not exist stays a refusal: an
+        incomplete artifact)."""
+        try:
+            yield self.root / key
+        except StoreUnavailableError:
+            raise
+        except (ArtifactError, OSError) as exc:
+            cause = _filesystem_error(exc)
+            if cause is None:
+                raise
+            raise self._unreadable(key, cause) from exc
 
     def remove_tree(self, key: str) -> None:
         """Renamed out of sight first, so no reader finds it half deleted under its name."""
@@ -166,6 +196,23 @@ class LocalStorage:
             yield path
         finally:
             shutil.rmtree(path, ignore_errors=True)
+
+    def _not_found(self, key: str, exc: OSError) -> None:
+        """`key` does not exist: nothing to say if the directory does, or was never seen
+        here (a store nothing was published to yet); StoreUnavailableError if it has gone."""
+        try:
+            exists = self.root.is_dir()
+        except OSError as err:
+            raise self._unreadable(key, err) from err
+        if exists:
+            self._root_seen = True
+        elif self._root_seen:
+            raise StoreUnavailableError(
+                f"model store {self.location} is gone (deleted, or its volume unmounted): {exc}"
+            ) from exc
+
+    def _unreadable(self, key: str, exc: OSError) -> StoreUnavailableError:
+        return StoreUnavailableError(f"model store {self.location} cannot be read ({key}): {exc}")
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -316,6 +363,17 @@ class S3Storage:
             ) from exc
         except BotoCoreError as exc:
             raise StoreUnavailableError(f"model store {self.location} unreachable: {exc}") from exc
+
+
+def _filesystem_error(exc: BaseException | None) -> OSError | None:
+    """The filesystem error `exc` is or was caused by, unless a file that does not exist."""
+    for _ in range(10):  # a chain is short; bounded all the same
+        if exc is None:
+            return None
+        if isinstance(exc, OSError):
+            return None if isinstance(exc, FileNotFoundError | NotADirectoryError) else exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _code(exc: Exception) -> str:

@@ -117,3 +117,15 @@ def test_worker_check_model_refuses_an_empty_store(tmp_path: Path) -> None:
     check = run("worker", "check-model", env={"WORKER_STORE__PATH": str(tmp_path)})
     assert check.returncode == 4
     assert "no current model; train one with `anomaly-train fit`" in check.stderr
+
+
+def test_worker_check_model_refuses_a_store_it_cannot_read(tmp_path: Path) -> None:
+    """A store whose listing fails (here a symlink loop where its models/ directory lies: a
+    real ELOOP; ESTALE or EIO from NFS alike) is refused with exit 4 and the error, not a
+    traceback."""
+    (tmp_path / "models").symlink_to(tmp_path / "models")
+    check = run("worker", "check-model", env={"WORKER_STORE__PATH": str(tmp_path)})
+    assert check.returncode == 4, check.stderr
+    assert "models not listed" in check.stderr
+    assert "cannot be read" in check.stderr
+    assert "Traceback" not in check.stderr
