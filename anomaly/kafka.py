@@ -2,19 +2,33 @@
 
 Every compression codec Kafka defines is read (gzip, snappy, lz4, zstd): `check_codecs` proves
 it at start, and a batch the client still cannot decode raises UnreadableBatchError naming
-where it lies (`poll_records`), never a bare traceback. Each app turns these errors into its
-own exit codes.
+where it lies (`poll_records`), never a bare traceback. A login the brokers refuse (SASL
+credentials or mechanism, a TLS handshake that fails) raises LoginRefusedError at once, naming
+the settings to check, rather than a timeout once the bootstrap window has passed
+(`make_consumer`, `make_producer`). Each app turns these errors into its own exit codes.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import ssl
+import weakref
+from typing import Any, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import CorruptRecordError, KafkaError, UnsupportedCodecError
+from kafka.errors import (
+    CorruptRecordError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+    UnsupportedCodecError,
+    UnsupportedSaslMechanismError,
+)
+from kafka.net.compat import KafkaNetClient
+from kafka.net.manager import KafkaConnectionManager
+from kafka.net.selector import NetworkSelector
 from kafka.record.memory_records import MemoryRecords, MemoryRecordsBuilder
 from kafka.structs import TopicPartition
 
+from anomaly import settings
 from anomaly.records import SourceRecord
 from anomaly.settings import KafkaSettings
 
@@ -32,6 +46,26 @@ class UnreadableBatchError(Exception):
     ) -> None:
         super().__init__(message)
         self.topic, self.partition, self.offset = topic, partition, offset
+
+
+class LoginRefusedError(KafkaError):
+    """The brokers refused the client's login (its SASL credentials or mechanism) or the TLS
+    handshake failed (a certificate not trusted, a listener speaking another protocol): a
+    setting to fix, not brokers that are away, so no wait helps. `refusal` says what happened,
+    `fields` the KafkaSettings fields to check."""
+
+    def __init__(self, refusal: str, fields: tuple[str, ...]) -> None:
+        super().__init__(refusal)
+        self.refusal, self.fields = refusal, fields
+
+    def advice(self, env_prefix: str) -> str:
+        """The refusal and the variables to check, e.g. WORKER_KAFKA__SASL_PASSWORD."""
+        names = [settings.env_name(("kafka", field), env_prefix) for field in self.fields]
+        listed = " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+        return f"{self.refusal}: check {listed}"
+
+    def __str__(self) -> str:
+        return f"{self.refusal}: check the Kafka settings {', '.join(self.fields)}"
 
 
 # Kafka's compression codecs: their id in a batch's attributes, the message formats (magic)
@@ -117,6 +151,7 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
         "client_id": kafka.client_id,
         "security_protocol": kafka.security_protocol,
         "request_timeout_ms": kafka.request_timeout_ms,
+        "bootstrap_timeout_ms": kafka.bootstrap_timeout_ms,
     }
     optional = {
         "ssl_cafile": kafka.ssl_cafile,
@@ -135,7 +170,8 @@ def client_config(kafka: KafkaSettings) -> dict[str, Any]:
 
 
 def make_producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
-    """A producer that waits for all in-sync replicas (idempotent where the broker can)."""
+    """A producer that waits for all in-sync replicas (idempotent where the broker can);
+    LoginRefusedError when the brokers refuse its login."""
     version = kafka.api_version_tuple
     config = {
         **client_config(kafka),
@@ -145,11 +181,12 @@ def make_producer(kafka: KafkaSettings, **overrides: Any) -> KafkaProducer:
         "enable_idempotence": version is None or version >= (0, 11),
         **overrides,
     }
-    return KafkaProducer(**config)
+    return _made(KafkaProducer, config)
 
 
 def make_consumer(kafka: KafkaSettings, group: str | None, **overrides: Any) -> KafkaConsumer:
-    """A raw-bytes consumer with auto-commit off."""
+    """A raw-bytes consumer with auto-commit off; LoginRefusedError when the brokers refuse
+    its login."""
     version = kafka.api_version_tuple
     separate_poll_interval = version is None or version >= (0, 10, 1)
     transactions = version is None or version >= (0, 11)
@@ -165,4 +202,166 @@ def make_consumer(kafka: KafkaSettings, group: str | None, **overrides: Any) -> 
         **({"isolation_level": kafka.isolation_level} if transactions else {}),
         **overrides,
     }
-    return KafkaConsumer(**config)
+    return _made(KafkaConsumer, config)
+
+
+def login_refusal(client: KafkaConsumer | KafkaProducer) -> LoginRefusedError | None:
+    """The refusal that ended a client's first contact with the brokers, if one did. A client
+    told the brokers' version (`api_version`) makes that contact only when first used: a
+    request of it that then times out may have been refused (the worker asks at start)."""
+    manager = _MANAGERS.get(client)
+    return manager.refusal if manager is not None else None
+
+
+_Client = TypeVar("_Client", KafkaConsumer, KafkaProducer)
+# The connection manager of each client made here, for `login_refusal`.
+_MANAGERS: weakref.WeakKeyDictionary[object, _RefusalAware] = weakref.WeakKeyDictionary()
+
+
+def _made(kind: type[_Client], config: dict[str, Any]) -> _Client:
+    """A client of `kind` whose connections are watched for a refused login: the refusal is
+    raised as LoginRefusedError instead of the timeout kafka-python ends its bootstrap with."""
+    managers: list[_RefusalAware] = []
+
+    def client(**configs: Any) -> KafkaNetClient:
+        net = NetworkSelector(**configs)
+        manager = _RefusalAware(net, **configs)
+        managers.append(manager)
+        return KafkaNetClient(net=net, manager=manager, **configs)
+
+    try:
+        made = kind(**config, kafka_client=client)
+    except KafkaError as exc:
+        refusal = managers[0].refusal if managers else None
+        if refusal is not None:
+            raise refusal from exc
+        raise
+    finally:
+        for manager in managers:
+            manager.making = False
+    _MANAGERS[made] = managers[0]
+    return made
+
+
+class _RefusalAware(KafkaConnectionManager):
+    """kafka-python 3.0.12's connection manager, told of refused logins.
+
+    A refused SASL login or a failed TLS handshake reaches kafka-python only as the failure
+    of the connection's initialisation, which its bootstrap takes for a broker not ready yet:
+    it tries again until `bootstrap_timeout_ms` has passed and raises "Unable to bootstrap"
+    (its cache meant to surface such failures, `maybe_raise_auth_failure`, is never filled).
+    Here each new connection's initialisation is watched and a refusal kept in `refusal`
+    (until a login succeeds). While the client is being made (`making`: its constructor
+    bootstraps when the brokers' version is not set), a refusal also closes the manager,
+    which ends that bootstrap at once. Later (a client told the version, whose first contact
+    comes with its first request; credentials rotated under a running one) it is kept only.
+
+    The brokers send their answer refusing a login and close the connection at once; kafka-
+    python 3.0.12 drops the bytes that arrive with the close (`_read_from_sock` aborts before
+    handing them over), so the refusal was lost in about half the tries, in some runs in
+    all of them. Each transport here hands them over first (`_delivering`).
+    """
+
+    def __init__(self, net: NetworkSelector, **configs: Any) -> None:
+        self.refusal: LoginRefusedError | None = None
+        self.making = True
+        super().__init__(net, **configs)
+
+    def get_connection(self, node_id: Any, *args: Any, **kwargs: Any) -> Any:
+        new = node_id not in self._conns
+        conn = super().get_connection(node_id, *args, **kwargs)
+        if new:
+            node = self.cluster.broker_metadata(node_id)
+            where = f"{node.host}:{node.port}" if node is not None else str(node_id)
+            conn.init_future.add_errback(self._failed, where)
+            conn.init_future.add_callback(self._succeeded)
+        return conn
+
+    async def _build_transport(self, node: Any, timeout_at: float | None = None) -> Any:
+        transport = await super()._build_transport(node, timeout_at=timeout_at)
+        transport.__class__ = _delivering(type(transport))
+        return transport
+
+    def _failed(self, where: str, exc: BaseException) -> None:
+        refusal = _refusal(exc, self.config, where)
+        if refusal is None:
+            return
+        self.refusal = refusal
+        if self.making:
+            self.close()
+
+    def _succeeded(self, _: object) -> None:
+        self.refusal = None
+
+
+_DELIVERING: dict[type, type] = {}
+
+
+def _delivering(kind: Any) -> type:
+    """`kind` (kafka-python's TCP or TLS transport) handing over the bytes read together with
+    the peer's close before it reports the close (at the next read: a socket closed by its
+    peer stays readable)."""
+    if kind not in _DELIVERING:
+        receive = kind._sock_recv
+
+        def _sock_recv(transport: Any) -> tuple[bytes, Exception | None]:
+            closed: Exception | None = transport.__dict__.pop("_closed_by_peer", None)
+            if closed is not None:
+                return b"", closed
+            data, err = receive(transport)
+            if data and err is not None:
+                transport._closed_by_peer = err
+                return data, None
+            return data, err
+
+        _DELIVERING[kind] = type(f"Delivering{kind.__name__}", (kind,), {"_sock_recv": _sock_recv})
+    return _DELIVERING[kind]
+
+
+def _refusal(exc: BaseException, config: dict[str, Any], where: str) -> LoginRefusedError | None:
+    """The refusal `exc` is, in words naming the settings to check; None when it is not one
+    (a broker away, a connection reset: worth trying again)."""
+    mechanism = config.get("sasl_mechanism")
+    if isinstance(exc, SaslAuthenticationFailedError):
+        said = str(exc.args[0]).split(": ", 1)[-1] if exc.args else ""
+        return LoginRefusedError(
+            f"the brokers ({where}) refused the login of SASL user "
+            f"{config.get('sasl_plain_username')!r} ({mechanism}): {said}",
+            ("sasl_username", "sasl_password", "sasl_mechanism"),
+        )
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return LoginRefusedError(
+            f"the brokers ({where}) do not offer SASL mechanism {mechanism}: {exc}",
+            ("sasl_mechanism", "security_protocol"),
+        )
+    tls = _ssl_error(exc)
+    if tls is None:
+        return None
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        mismatch = tls.verify_code == _HOSTNAME_MISMATCH
+        fields: tuple[str, ...] = ("bootstrap_servers",) if mismatch else ("ssl_cafile",)
+        why = f"certificate verify failed: {tls.verify_message}"
+    else:  # the broker refused this client's certificate, or the listener is not TLS
+        fields = ("ssl_certfile", "ssl_keyfile", "security_protocol")
+        why = str(tls)
+    return LoginRefusedError(f"the TLS handshake with {where} failed: {why}", fields)
+
+
+_HOSTNAME_MISMATCH = 62  # X509_V_ERR_HOSTNAME_MISMATCH
+# Not a refusal: the peer went away mid-handshake (a broker restarting), worth trying again.
+_TRANSIENT_SSL = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ssl.SSLSyscallError,
+                  ssl.SSLWantReadError, ssl.SSLWantWriteError)  # fmt: skip
+
+
+def _ssl_error(exc: BaseException | None) -> ssl.SSLError | None:
+    """The TLS error behind `exc`, unless a transient one. kafka-python wraps it in a
+    KafkaConnectionError: a handshake's as its context, one read after the handshake (the
+    broker refusing this client's certificate, under TLS 1.3) as its argument."""
+    for _ in range(10):  # a chain is short; bounded all the same
+        if exc is None:
+            return None
+        if isinstance(exc, ssl.SSLError):
+            return None if isinstance(exc, _TRANSIENT_SSL) else exc
+        wrapped = exc.args[0] if exc.args and isinstance(exc.args[0], BaseException) else None
+        exc = wrapped or exc.__cause__ or exc.__context__
+    return None

@@ -44,6 +44,12 @@ class KafkaSettings(_Part):
         default=50, ge=0, le=10_000, description="longest a fetch waits at the broker for data"
     )
     request_timeout_ms: int = Field(default=30_000, ge=1000)
+    bootstrap_timeout_ms: int = Field(
+        default=30_000,
+        ge=1000,
+        description="how long a client tries to reach the brokers when it is made (its first "
+        "metadata) before giving up; a refused login ends it at once",
+    )
     flush_timeout_s: float = Field(default=30.0, gt=0)
     outage_timeout_s: float = Field(
         default=300.0,

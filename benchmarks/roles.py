@@ -149,6 +149,9 @@ class _Timed:
     def assigned(self) -> bool:
         return self.source.assigned()
 
+    def keeps_state(self) -> bool:
+        return self.source.keeps_state()
+
     def connected(self) -> bool:
         return self.source.connected()
 

@@ -23,7 +23,14 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from anomaly.kafka import UnreadableBatchError, make_consumer, make_producer, poll_records
+from anomaly.kafka import (
+    LoginRefusedError,
+    UnreadableBatchError,
+    login_refusal,
+    make_consumer,
+    make_producer,
+    poll_records,
+)
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
 from worker.errors import (
@@ -35,7 +42,7 @@ from worker.errors import (
     RefusedSettingError,
 )
 from worker.pipeline import Outbound
-from worker.settings import WorkerSettings
+from worker.settings import ENV_PREFIX, WorkerSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +57,18 @@ class KafkaSource:
             self.consumer = make_consumer(
                 settings.kafka, settings.topics.group, max_poll_records=settings.batch.size
             )
+        except LoginRefusedError as exc:
+            raise login_refused(exc) from exc
         except Exception as exc:
             raise BrokerUnavailableError(f"cannot create the consumer: {exc!r}") from exc
         self.timeout_ms = settings.kafka.request_timeout_ms
+        # One commit attempt ends while the group still counts this member: kafka-python
+        # leaves the group when two polls are further apart than max_poll_interval_ms (on
+        # brokers before 0.10.1, the session timeout: 10 s against a 30 s request timeout),
+        # and a commit refused then would pass for a rebalance. A failed attempt is tried
+        # again after a keep-alive poll, until WORKER_KAFKA__OUTAGE_TIMEOUT_S (exit 6).
+        poll_interval_ms = int(self.consumer.config["max_poll_interval_ms"])
+        self.commit_timeout_ms = min(self.timeout_ms, poll_interval_ms // 2)
         self.session_timeout_s = settings.kafka.session_timeout_ms / 1000
         self._heartbeat: Any = None  # kafka-python's metric of the last heartbeat sent
         self._held: set[TopicPartition] = set()  # as of the last handover
@@ -137,7 +153,7 @@ class KafkaSource:
         }
         try:
             try:
-                self.consumer.commit(commit)
+                self.consumer.commit(commit, timeout_ms=self.commit_timeout_ms)
             except OffsetMetadataTooLargeError:
                 self._metadata_refused = True
                 log.error(
@@ -146,7 +162,8 @@ class KafkaSource:
                     "offset.metadata.max.bytes; committing offsets without it from now on"
                 )
                 self.consumer.commit({tp: OffsetAndMetadata(o.offset, "", -1)
-                                      for tp, o in commit.items()})  # fmt: skip
+                                      for tp, o in commit.items()},
+                                     timeout_ms=self.commit_timeout_ms)  # fmt: skip
         except AuthorizationError as exc:
             raise refused("committing offsets for its group", exc) from exc
         except CommitFailedError as exc:
@@ -161,6 +178,10 @@ class KafkaSource:
 
     def assigned(self) -> bool:
         return bool(self.consumer.assignment())
+
+    def keeps_state(self) -> bool:
+        """False once the broker refused the alert state as too long: offsets go without it."""
+        return not self._metadata_refused
 
     def connected(self) -> bool:
         """False once no heartbeat has gone to the group coordinator for a session timeout:
@@ -236,6 +257,8 @@ class KafkaSink:
         self.timeout_s = settings.kafka.flush_timeout_s
         try:
             self.producer = make_producer(settings.kafka)
+        except LoginRefusedError as exc:
+            raise login_refused(exc) from exc
         except Exception as exc:
             raise BrokerUnavailableError(f"cannot create the producer: {exc!r}") from exc
 
@@ -257,6 +280,8 @@ class KafkaSink:
             pending = [m for m, f in zip(messages[:sent], futures, strict=True) if not _acked(f)]
             pending += messages[sent:]
             where = f" (sending to {messages[sent].topic})" if sent < len(messages) else ""
+            if not where and pending:  # the flush gave up: say where the acks did not come from
+                where = f" ({len(pending)} unacknowledged by {_topics(pending)})"
             raise PublishError(
                 f"publishing {len(messages)} messages failed{where}: {exc!r}", pending
             ) from exc
@@ -278,7 +303,10 @@ class KafkaSink:
         try:
             # the producer's own metadata wait, bounded here rather than by max_block_ms
             found = self.producer._wait_on_metadata(topic, int(timeout_s * 1000))
-        except KafkaTimeoutError:
+        except KafkaTimeoutError as exc:
+            refusal = login_refusal(self.producer)  # told the brokers' version, it met them now
+            if refusal is not None:
+                raise login_refused(refusal) from exc
             return None
         except AuthorizationError as exc:
             raise refused(f"describing {topic}", exc) from exc
@@ -300,5 +328,15 @@ def refused(what: str, exc: Exception) -> NotAuthorizedError:
     )
 
 
+def login_refused(exc: LoginRefusedError) -> BrokerUnavailableError:
+    """The error that ends the worker when the brokers refuse its login (exit 7): not brokers
+    that are away, so it names the settings to check rather than waiting."""
+    return BrokerUnavailableError(exc.advice(ENV_PREFIX))
+
+
 def _acked(future: Any) -> bool:
     return bool(future.is_done and future.succeeded())
+
+
+def _topics(messages: Sequence[Outbound]) -> str:
+    return ", ".join(sorted({m.topic for m in messages}))

@@ -49,6 +49,7 @@ class Source(Protocol):
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None: ...
     def assigned(self) -> bool: ...
+    def keeps_state(self) -> bool: ...
     def connected(self) -> bool: ...
     def lag(self) -> dict[tuple[str, int], int]: ...
     def keep_alive(self) -> None: ...
@@ -216,10 +217,11 @@ class Worker:
         self._deliver("publishing the batch's alerts and dead letters", publish, source)
         publish_s = time.perf_counter() - started
         started = time.perf_counter()
-        states, unsaved = self.processor.checkpoints(
-            result.offsets, settings.kafka.commit_metadata_max_bytes
-        )
+        budget = settings.kafka.commit_metadata_max_bytes if source.keeps_state() else 0
+        states, unsaved = self.processor.checkpoints(result.offsets, budget)
         self._deliver("committing the batch", lambda: source.commit(result.offsets, states), source)
+        if budget and not source.keeps_state():  # refused with this very commit: none saved
+            unsaved = self.processor.checkpoints(result.offsets, 0)[1]
         commit_s = time.perf_counter() - started
         metrics.checkpoint_assets.labels("unsaved").inc(unsaved)
         if not records:

@@ -23,7 +23,7 @@ from kafka.admin import (
 )
 from prometheus_client import CollectorRegistry
 
-from anomaly.kafka import client_config
+from anomaly.kafka import LoginRefusedError, client_config, make_consumer
 from anomaly.settings import KafkaSettings
 from devtools import local_broker
 from devtools.local_broker import LocalBroker
@@ -33,6 +33,8 @@ from tests.support.fakes import FakeRecord, FakeSink, FakeSource, as_records
 from tests.support.kafka import produce, read, run_until_processed
 from tests.support.models import REPO, Trained
 from tests.support.records import outlier
+from tests.support.waiting import wait_until
+from training.kafka_range import KafkaUnavailableError, plan_range
 from worker.errors import ExitCode
 from worker.metrics import Metrics
 from worker.runner import Worker
@@ -57,13 +59,20 @@ def run(command: list[str], env: dict[str, str], timeout: float = 120) -> tuple[
 Secured = tuple[LocalBroker, Path]  # the broker, and the CA that signed its certificate
 
 
+# A SCRAM user made with the secured broker, whose password is not SECRET
+KNOWN_USER, KNOWN_PASSWORD = "worker", uuid.uuid4().hex
+
+
 @pytest.fixture(scope="module")
 def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
     """Apache Kafka 4 as production clusters run it: TLS, SASL/SCRAM over TLS, and ACLs
-    enforced (nothing allowed without one); its plaintext listener is the operator's door."""
+    enforced (nothing allowed without one); its plaintext listener is the operator's door.
+    Yielded once a SCRAM login over TLS has succeeded (user KNOWN_USER, no ACL): the
+    listeners answer more than their ports, and a refusal seen then is one."""
     directory = tmp_path_factory.mktemp("secured")
     ca, jks = make_certificates(directory)
     with local_broker.start_kafka4(directory / "kafka", keystore=(jks, "changeit")) as broker:
+        grant(broker, ca, KNOWN_USER, KNOWN_PASSWORD, {})
         yield broker, ca
 
 
@@ -86,22 +95,80 @@ def test_a_refused_setting_never_echoes_a_secret(command: list[str], prefix: str
     assert "**********" in output
 
 
-def test_a_broker_refusing_the_credentials_gets_no_secret_into_the_logs(
+def test_a_broker_refusing_the_credentials_stops_the_worker_naming_them_without_the_secret(
     secured: Secured, trained: Trained
 ) -> None:
-    """Apache Kafka 4 refuses the SCRAM password: the worker says why, exits 7, and the
-    secret appears nowhere in what it wrote (its settings are logged at start, masked)."""
+    """Apache Kafka 4 refuses the SCRAM password of a user it knows: the worker exits 7 at the
+    first refusal, saying so in its own words and naming the variables to check (not after
+    its bootstrap window, set here longer than the test waits), and the secret appears nowhere
+    in what it wrote (its settings are logged at start, masked)."""
     broker, ca = secured
     env = {**SASL, "WORKER_KAFKA__SECURITY_PROTOCOL": "SASL_SSL",
-           "WORKER_KAFKA__SSL_CAFILE": str(ca),
+           "WORKER_KAFKA__SSL_CAFILE": str(ca), "WORKER_KAFKA__SASL_USERNAME": KNOWN_USER,
            "WORKER_KAFKA__BOOTSTRAP_SERVERS": broker.sasl_bootstrap,
+           "WORKER_KAFKA__BOOTSTRAP_TIMEOUT_MS": "3600000",
            "WORKER_STORE__PATH": str(trained.root), "WORKER_HTTP__PORT": "0",
-           "WORKER_KAFKA__REQUEST_TIMEOUT_MS": "5000"}  # fmt: skip
-    code, output = run([sys.executable, "-m", "worker"], env, timeout=300)
-    assert code == ExitCode.BROKER_UNAVAILABLE
-    assert "Authentication failed" in output or "SaslAuthenticationFailed" in output
+           "WORKER_LOG_FORMAT": "text"}  # fmt: skip
+    code, output = run([sys.executable, "-m", "worker"], env, timeout=180)
+    assert code == ExitCode.BROKER_UNAVAILABLE, output
+    [fatal] = [line for line in output.splitlines() if "fatal:" in line]
+    assert (
+        f"fatal: the brokers ({broker.sasl_bootstrap}) refused the login of SASL user "
+        f"'{KNOWN_USER}' (SCRAM-SHA-512)" in fatal
+    )
+    assert ("check WORKER_KAFKA__SASL_USERNAME, WORKER_KAFKA__SASL_PASSWORD and "
+            "WORKER_KAFKA__SASL_MECHANISM") in fatal  # fmt: skip
     assert "**********" in output  # the logged settings, masked
     assert SECRET not in output
+
+
+def test_a_certificate_not_trusted_stops_the_worker_naming_the_ca_setting(
+    secured: Secured, trained: Trained, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The TLS listener without the CA that signed its certificate: exit 7, naming
+    WORKER_KAFKA__SSL_CAFILE (the bootstrap window bounds the test if it is not recognised)."""
+    broker, _ = secured
+    tls = {"bootstrap_servers": broker.ssl_bootstrap, "security_protocol": "SSL",
+           "bootstrap_timeout_ms": 60_000}  # fmt: skip
+    settings = on_tls(broker, tls, trained.root)
+    assert Worker(settings, Metrics(CollectorRegistry())).run() == ExitCode.BROKER_UNAVAILABLE
+    [fatal] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fatal")]
+    assert fatal.startswith(f"fatal: the TLS handshake with {broker.ssl_bootstrap} failed: "
+                            "certificate verify failed")  # fmt: skip
+    assert fatal.endswith("check WORKER_KAFKA__SSL_CAFILE")
+
+
+def test_a_worker_told_the_broker_version_names_a_refused_login_too(
+    secured: Secured, trained: Trained, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With WORKER_KAFKA__API_VERSION set the client meets the brokers only at its first
+    request (the worker's look for its topics), not when it is made: the refusal is named
+    there, not taken for topics that are missing (exit 10 after WORKER_TOPICS__WAIT_S)."""
+    broker, ca = secured
+    kafka = {**scram(broker, ca, KNOWN_USER, SECRET), "api_version": "3.0"}
+    settings = on_tls(broker, kafka, trained.root)
+    settings = settings.model_copy(update={"topics": settings.topics.model_copy(
+        update={"wait_s": 60.0})})  # fmt: skip
+    assert Worker(settings, Metrics(CollectorRegistry())).run() == ExitCode.BROKER_UNAVAILABLE
+    [fatal] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fatal")]
+    assert f"refused the login of SASL user '{KNOWN_USER}' (SCRAM-SHA-512)" in fatal
+    assert "check WORKER_KAFKA__SASL_USERNAME" in fatal
+
+
+def test_the_training_job_names_a_refused_login_as_its_own_variables(secured: Secured) -> None:
+    """The training job reads its range with the same client: a refused login is said with
+    its TRAINING_ variables (its exit 5)."""
+    broker, ca = secured
+    kafka = KafkaSettings.model_validate(
+        {**scram(broker, ca, KNOWN_USER, SECRET), "bootstrap_timeout_ms": 60_000}
+    )
+    with pytest.raises(KafkaUnavailableError) as refused:
+        plan_range(kafka, "sensor-readings", 0, None, 10)
+    assert f"refused the login of SASL user '{KNOWN_USER}' (SCRAM-SHA-512)" in str(refused.value)
+    assert "check TRAINING_KAFKA__SASL_USERNAME, TRAINING_KAFKA__SASL_PASSWORD and" in str(
+        refused.value
+    )
+    assert SECRET not in str(refused.value)
 
 
 def test_metrics_and_dead_letters_carry_no_secret(trained: Trained) -> None:
@@ -199,21 +266,41 @@ def on_tls(broker: LocalBroker, kafka: dict[str, object], store: Path) -> Worker
 
 
 def grant(
-    broker: LocalBroker, user: str, password: str, acls: dict[tuple[ResourceType, str], str]
+    broker: LocalBroker,
+    ca: Path,
+    user: str,
+    password: str,
+    acls: dict[tuple[ResourceType, str], str],
 ) -> None:
-    """Create a SCRAM-SHA-512 user and allow it what `acls` says, as the operator."""
+    """Create a SCRAM-SHA-512 user and allow it what `acls` says, as the operator; return
+    once the user's login over TLS succeeds (the broker applies new credentials a moment
+    after the controller took them, and a refused login ends a client at once)."""
     admin = KafkaAdminClient(**client_config(operator(broker)))
     try:
         upsert = UserScramCredentialUpsertion(user, "SCRAM-SHA-512", password)
         assert admin.alter_user_scram_credentials([upsert]) == {user: None}
-        made = admin.create_acls([
-            ACL(f"User:{user}", "*", getattr(ACLOperation, operation), ACLPermissionType.ALLOW,
-                ResourcePattern(kind, name, ACLResourcePatternType.LITERAL))
-            for (kind, name), operations in acls.items() for operation in operations.split()
-        ])  # fmt: skip
-        assert not made["failed"], made
+        if acls:
+            made = admin.create_acls([
+                ACL(f"User:{user}", "*", getattr(ACLOperation, operation),
+                    ACLPermissionType.ALLOW,
+                    ResourcePattern(kind, name, ACLResourcePatternType.LITERAL))
+                for (kind, name), operations in acls.items() for operation in operations.split()
+            ])  # fmt: skip
+            assert not made["failed"], made
     finally:
         admin.close()
+    refusals: list[str] = []
+
+    def logged_in() -> bool:
+        try:
+            make_consumer(KafkaSettings.model_validate(scram(broker, ca, user, password)),
+                          None).close()  # fmt: skip
+        except LoginRefusedError as exc:
+            refusals.append(str(exc))
+            return False
+        return True
+
+    wait_until(logged_in, 120, f"a SCRAM login of {user}", lambda: "\n".join(refusals[-3:]))
 
 
 def worker_acls(
@@ -260,7 +347,7 @@ def test_a_scram_user_with_its_acls_runs_the_worker_over_tls(
     broker, ca = secured
     user, password = f"worker-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     settings = on_tls(broker, scram(broker, ca, user, password), trained.root)
-    grant(broker, user, password, worker_acls(settings))
+    grant(broker, ca, user, password, worker_acls(settings))
     fleet = Fleet(n_assets=3, seed=12)
     records = [*fleet.records(120, fleet.faults(120, first=40)), (b"x", b"not json")]
     as_operator = settings.model_copy(update={"kafka": operator(broker)})
@@ -283,7 +370,7 @@ def test_a_principal_that_may_not_write_the_alerts_stops_the_worker_and_commits_
     user, password = f"worker-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
     settings = on_tls(broker, scram(broker, ca, user, password), trained.root)
     settings = settings.model_copy(update={"alerts": AlertSettings(open_after=1, onset_step=0)})
-    grant(broker, user, password, worker_acls(settings, write_alerts=False))
+    grant(broker, ca, user, password, worker_acls(settings, write_alerts=False))
     as_operator = settings.model_copy(update={"kafka": operator(broker)})
     produce(as_operator, [(b"pump-00", outlier("pump-00", i)) for i in range(20)])
     worker = Worker(settings, Metrics(CollectorRegistry()))

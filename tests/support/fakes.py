@@ -66,6 +66,9 @@ class FakeSource:
     def assigned(self) -> bool:
         return True
 
+    def keeps_state(self) -> bool:
+        return True
+
     def connected(self) -> bool:
         return self.reachable
 
