@@ -117,6 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    # kafka-python narrates each connection at INFO (about 97 lines per verdict): its
+    # warnings and errors only, unless TRAINING_LOG_LEVEL=DEBUG asks for everything
+    kafka_level = logging.DEBUG if settings.log_level == "DEBUG" else logging.WARNING
+    logging.getLogger("kafka").setLevel(max(kafka_level, logging.getLogger().level))
     command: str = args.command
     try:
         if command == "fit":

@@ -53,8 +53,8 @@ from training.metrics import RunFigures, push
 from training.progress import EpochProgress
 from training.report import write_report
 from training.settings import TrainingSettings
-from training.topic import Episodes, read_episodes, read_topic
-from training.verdicts import Verdict, inside, judge, read_verdicts
+from training.topic import Episodes, by_asset, read_episodes, read_topic
+from training.verdicts import Verdict, bound, described, inside, judge, read_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ class _Read:
     out_of_range: int = 0
     episodes: Episodes = field(default_factory=dict)
     other_models: int = 0
-    verdicts: dict[str, Verdict] = field(default_factory=dict)  # engineers', per episode
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # engineers', spans bounded
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,11 @@ def _train(
         candidate, cleaning = _first_run_refit(settings, split, candidate, cleaning, progress)
     figures.rows_removed = cleaning.removed()
     figures.rows_used = candidate.fit.rows
-    decision = _gate(settings, split, cleaning, candidate, service, read.verdicts)
-    return _publish(settings, store, seen, read, cleaning, candidate, decision, figures, started)
+    decision, flagged = _gate(settings, split, cleaning, candidate, service, read.verdicts)
+    verdicts = described(read.verdicts, read.history, flagged, settings.clean.enabled)
+    return _publish(
+        settings, store, seen, read, cleaning, candidate, decision, figures, started, verdicts
+    )
 
 
 @dataclass(frozen=True)
@@ -180,6 +183,14 @@ class _Cleaning:
     @property
     def total(self) -> int:
         return count(self.excluded) if self.enabled else 0
+
+    @property
+    def kept_marked(self) -> int:
+        """Rows a rule marks that false-alarm verdicts keep (0 while hygiene is off)."""
+        if self.kept is None or not self.enabled:
+            return 0
+        marked = union(*self.marks.values())
+        return int(sum(int((marked[i] & self.kept[i]).sum()) for i in marked if i in self.kept))
 
 
 def _clean(settings: TrainingSettings, service: Scored | None, read: _Read) -> _Cleaning:
@@ -280,21 +291,21 @@ def _gate(
     candidate: _Candidate,
     service: Scored | None,
     verdicts: dict[str, Verdict],
-) -> Decision:
+) -> tuple[Decision, dict[str, dict[str, int | None]]]:
     """May the candidate replace the service model? (training/gate.py, and the engineers'
-    verdicts: training/verdicts.py)"""
+    verdicts: training/verdicts.py); also each judged episode's rows flagged by each model."""
     gate_slice = (
         split.history.between(split.gate_cut, math.inf, cleaning.excluded)
         if split.own_gate_slice
         else candidate.calibration
     )
     decision = decide(candidate.scored, service, gate_slice, settings.gate, settings.data)
-    judge(candidate.scored, service, split.history, verdicts, decision)
+    flagged = judge(candidate.scored, service, split.history, verdicts, decision)
     log.info(
         "gate: %s%s", "promoted" if decision.promoted else "rejected",
         "".join(f"; {r}" for r in decision.reasons),
     )  # fmt: skip
-    return decision
+    return decision, flagged
 
 
 def _publish(
@@ -307,9 +318,10 @@ def _publish(
     decision: Decision,
     figures: RunFigures,
     started: float,
+    verdicts: list[dict[str, object]],
 ) -> TrainingOutcome:
-    """Write the artifact, its report and the decision; publish (current only if promoted);
-    prune."""
+    """Write the artifact, its report (with the verdicts the run read) and the decision;
+    publish (current only if promoted); prune."""
     history = read.history
     manifest = _manifest(candidate, history, settings, cleaning.total)
     figures.holdout_loss = manifest.validation.holdout_loss
@@ -328,7 +340,9 @@ def _publish(
                  "out_of_range": read.out_of_range, "other_models": read.other_models,
                  "assets": history.assets},
         "removed": {"by_rule": removed, "total": cleaning.total,
+                    "kept_by_verdicts": cleaning.kept_marked,
                     "hygiene": "on" if settings.clean.enabled else "off"},
+        "verdicts": verdicts,
         "decision": record,
         "calibration_check": {**candidate.spread.model_dump(mode="json"),
                               "exceeded": candidate.spread.exceeded},
@@ -379,17 +393,21 @@ def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> 
         return _Read(history, history.rows)
     features = settings.data.features or (service.features if service else None)
     history, summary = read_topic(settings, features or None, now)
-    episodes = read_episodes(settings, now)
-    assets = {s.asset_id for s in history.series}
-    verdicts = {k: v for k, v in read_verdicts(settings, now).items() if v.asset_id in assets}
+    recorded = read_episodes(settings, now)
+    episodes = by_asset(recorded)
+    assets, model = {s.asset_id for s in history.series}, settings.store.model
+    given = read_verdicts(settings, now)
+    verdicts = bound(
+        {k: v for k, v in given.items() if v.asset_id in assets and v.model == model}, recorded
+    )
     log.info(
         "read %d records (%d invalid, %d out of range, %d of other models) of %d assets; %d "
         "recorded episodes", summary.read, sum(summary.invalid.values()), summary.out_of_range,
         summary.other_models, history.assets, sum(len(v) for v in episodes.values()),
     )  # fmt: skip
-    if verdicts:
-        judged = Counter(v.verdict for v in verdicts.values())
-        log.info("verdicts on %d episodes: %s", len(verdicts), dict(judged))
+    for episode_id, v in verdicts.items():
+        log.info("verdict %s on episode %s of %s, its span ended by %s", v.verdict, episode_id,
+                 v.asset_id, v.ended_by.replace("_", " "))  # fmt: skip
     return _Read(
         history, summary.read, summary.invalid, summary.out_of_range, episodes,
         summary.other_models, verdicts,

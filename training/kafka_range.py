@@ -1,26 +1,36 @@
 """A bounded range of a topic, read outside any consumer group (the training job's input).
 
-The range is planned once (`plan_range`: start offsets from the broker's offset-for-time
-lookup where it exists, end offsets captured now) and then read to its end
+The range is planned once (`plan_range`: start and end offsets from the broker's
+offset-for-time lookup where it exists, end offsets captured now) and then read to its end
 (`read_planned`), so reading always terminates however fast records keep arriving.
+
+A lookup's answer is checked against the record it points at: Kafka answers the first offset
+whose broker time is at least the one asked, so that record cannot be older. Tansu 0.6
+answers every lookup with offset 0; an answer whose record is older than the time asked is
+not credible, and the offset is then found by bisection over the partition's records' broker
+times (which assumes they grow with the offset, as the broker's own lookup does).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.errors import KafkaError
 from kafka.structs import TopicPartition
 
-from anomaly.kafka import make_consumer, poll_records
+from anomaly.kafka import LoginRefusedError, make_consumer, poll_records
 from anomaly.records import SourceRecord
 from anomaly.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
+
+Offsets = dict[TopicPartition, int]
+_Client = TypeVar("_Client", KafkaConsumer, KafkaProducer)
 
 
 class KafkaUnavailableError(Exception):
@@ -55,10 +65,7 @@ def plan_range(
     arriving. When the range holds more than `max_records`, each partition starts later, in
     proportion to its share, so that the latest `max_records` records are read.
     """
-    try:
-        consumer = make_consumer(kafka, None)
-    except KafkaError as exc:
-        raise KafkaUnavailableError(f"cannot reach {kafka.bootstrap_servers}: {exc!r}") from exc
+    consumer = reached(make_consumer, kafka, None)
     try:
         parts = [
             TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())
@@ -68,12 +75,9 @@ def plan_range(
         ends = _true_ends(consumer, parts)
         beginnings = consumer.beginning_offsets(parts)
         try:
-            found = consumer.offsets_for_times(dict.fromkeys(parts, start_ms))
-            starts = {tp: found[tp].offset if found[tp] else ends[tp] for tp in parts}
+            starts = _offsets_at(consumer, parts, start_ms, beginnings, ends)
             if end_ms is not None:
-                found = consumer.offsets_for_times(dict.fromkeys(parts, end_ms))
-                ends = {tp: min(ends[tp], found[tp].offset) if found[tp] else ends[tp]
-                        for tp in parts}  # fmt: skip
+                ends = _offsets_at(consumer, parts, end_ms, starts, ends)
             by_broker_time = True
         except (KafkaError, NotImplementedError) as exc:
             log.info("broker has no offset-for-time lookup (%r): scanning by record time", exc)
@@ -96,9 +100,21 @@ def plan_range(
     return planned
 
 
+def reached(make: Callable[..., _Client], kafka: KafkaSettings, *args: Any, **kw: Any) -> _Client:
+    """A client made by `make` (anomaly.kafka's make_consumer or make_producer), or
+    KafkaUnavailableError: a refused login names the job's own variables to check
+    (TRAINING_KAFKA__...), other failures the brokers that could not be reached."""
+    try:
+        return make(kafka, *args, **kw)
+    except LoginRefusedError as exc:
+        raise KafkaUnavailableError(exc.advice("TRAINING_")) from exc
+    except KafkaError as exc:
+        raise KafkaUnavailableError(f"cannot reach {kafka.bootstrap_servers}: {exc!r}") from exc
+
+
 def read_planned(kafka: KafkaSettings, planned: TopicRange) -> Iterator[SourceRecord]:
     """Every record of the plan, in offset order within each partition, outside any group."""
-    consumer = make_consumer(kafka, None, max_poll_records=2000)
+    consumer = reached(make_consumer, kafka, None, max_poll_records=2000)
     try:
         todo = {p for p in planned.ends if planned.ends[p] > planned.starts[p]}
         parts = {p: TopicPartition(planned.topic, p) for p in todo}
@@ -131,3 +147,80 @@ def _true_ends(consumer: KafkaConsumer, parts: list[TopicPartition]) -> dict[Top
         if all(mark is not None for mark in marks.values()):
             return {tp: max(ends[tp], marks[tp] or 0) for tp in parts}
     return ends
+
+
+def _offsets_at(
+    consumer: KafkaConsumer,
+    parts: list[TopicPartition],
+    at_ms: int,
+    lows: Offsets,
+    highs: Offsets,
+) -> Offsets:
+    """Each partition's first offset in [low, high) whose record has a broker time of at least
+    `at_ms` (high when none has): the broker's lookup, where the record it points at is not
+    older than `at_ms`; else found by bisection (Tansu 0.6 answers every lookup with 0)."""
+    found = consumer.offsets_for_times(dict.fromkeys(parts, at_ms))
+    answers = {
+        tp: min(max(found[tp].offset, lows[tp]), highs[tp]) if found[tp] else highs[tp]
+        for tp in parts
+    }
+    pointed = _first_records(consumer, {tp: o for tp, o in answers.items() if o < highs[tp]}, highs)
+    doubtful = {
+        tp: first[0] + 1
+        for tp, first in pointed.items()
+        if first is not None and 0 <= first[1] < at_ms
+    }
+    if doubtful:
+        log.info(
+            "the broker's time lookup points at records older than the time asked on %d "
+            "partitions: finding the offsets by their records' broker times", len(doubtful),
+        )  # fmt: skip
+    return answers | _bisect(consumer, at_ms, doubtful, highs)
+
+
+def _bisect(consumer: KafkaConsumer, at_ms: int, lows: Offsets, highs: Offsets) -> Offsets:
+    """The first offset in [low, high) of each partition whose record's broker time is at
+    least `at_ms` (high when none is), halving each partition's interval at every round."""
+    lo, hi = dict(lows), {tp: highs[tp] for tp in lows}
+    while todo := {tp: (lo[tp] + hi[tp]) // 2 for tp in lo if lo[tp] < hi[tp]}:
+        firsts = _first_records(consumer, todo, highs)
+        for tp, mid in todo.items():
+            first = firsts[tp]
+            if first is None or first[1] < 0 or first[1] >= at_ms:
+                hi[tp] = mid  # nothing older from here on (an unknown time: read it)
+            else:
+                lo[tp] = first[0] + 1
+    return lo
+
+
+def _first_records(
+    consumer: KafkaConsumer, wanted: Offsets, highs: Offsets
+) -> dict[TopicPartition, tuple[int, int] | None]:
+    """(offset, broker time) of the first record at or after each wanted offset and before
+    the partition's high offset; None where there is none (only markers of transactions).
+    KafkaUnavailableError when a partition yields nothing within the request timeout."""
+    out: dict[TopicPartition, tuple[int, int] | None] = {}
+    if not wanted:
+        return out
+    timeout_s = consumer.config["request_timeout_ms"] / 1000
+    consumer.assign(list(wanted))
+    for tp, offset in wanted.items():
+        consumer.seek(tp, offset)
+    deadline = time.monotonic() + timeout_s
+    while len(out) < len(wanted):
+        if time.monotonic() > deadline:
+            missing = sorted(f"{tp.topic}/{tp.partition} at offset {wanted[tp]}"
+                             for tp in wanted if tp not in out)  # fmt: skip
+            raise KafkaUnavailableError(
+                f"no record fetched within {timeout_s:g} s from {', '.join(missing)}"
+            )
+        for record in poll_records(consumer, 200, 500):
+            tp = TopicPartition(record.topic, record.partition)
+            if tp in wanted and tp not in out and record.offset >= wanted[tp]:
+                stamp = getattr(record, "timestamp", None)
+                out[tp] = None if record.offset >= highs[tp] else (
+                    record.offset, -1 if stamp is None else int(stamp))  # fmt: skip
+        for tp in wanted:
+            if tp not in out and consumer.position(tp) >= highs[tp]:
+                out[tp] = None
+    return {tp: out[tp] for tp in wanted}

@@ -36,6 +36,8 @@ class TrainingTopics(TopicSettings):
     feedback: TopicName = "sensor-alerts.verdicts"
 
 
+# The client id the brokers see (their logs, quotas, ACL audit); the workers' is their own.
+CLIENT_ID = "anomaly-training"
 ENV_PREFIX = "TRAINING_"
 NESTED_DELIMITER = "__"
 
@@ -215,7 +217,7 @@ class TrainingSettings(BaseSettings):
     )
 
     data: DataSettings = DataSettings()
-    kafka: KafkaSettings = KafkaSettings()
+    kafka: KafkaSettings = KafkaSettings(client_id=CLIENT_ID)
     topics: TrainingTopics = TrainingTopics()
     models: RouteSettings = RouteSettings()
     input: RecordInputSettings = RecordInputSettings()
@@ -227,6 +229,15 @@ class TrainingSettings(BaseSettings):
     store: StoreSettings = StoreSettings()
     pushgateway: PushgatewaySettings = PushgatewaySettings()
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("kafka", mode="before")
+    @classmethod
+    def _own_client_id(cls, value: object) -> object:
+        """The job's client id unless one is set: the connection fields are the worker's
+        (anomaly.settings.KafkaSettings), and so would be its default id."""
+        if isinstance(value, dict) and "client_id" not in value:
+            return {**value, "client_id": CLIENT_ID}
+        return value
 
 
 def env_name(location: tuple[str | int, ...]) -> str:

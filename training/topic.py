@@ -32,6 +32,24 @@ log = logging.getLogger(__name__)
 Episodes = dict[str, list[tuple[float, float]]]
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """An episode as the alerts topic holds it: its asset, its first record's time and its
+    last's (the resolve's `ended_at`; +inf while no resolve was read), epoch seconds."""
+
+    asset_id: str
+    begin: float
+    end: float
+
+
+def by_asset(recorded: dict[str, Recorded]) -> Episodes:
+    """The recorded episodes' spans, per asset."""
+    episodes: Episodes = defaultdict(list)
+    for r in recorded.values():
+        episodes[r.asset_id].append((r.begin, r.end))
+    return dict(episodes)
+
+
 @dataclass
 class ReadSummary:
     """What reading the topic found."""
@@ -113,30 +131,29 @@ def read_topic(
     return group_rows(source, features, grouped, has_timestamps=True), summary
 
 
-def read_episodes(settings: TrainingSettings, now: datetime) -> Episodes:
-    """Alert episodes recorded on the alerts topic over the same range, per asset."""
+def read_episodes(settings: TrainingSettings, now: datetime) -> dict[str, Recorded]:
+    """This model's alert episodes recorded on the alerts topic over the same range, by
+    episode id: a resolve read gives the end (an open read after it changes nothing)."""
     start, end = settings.data.time_range(now)
     planned = plan_range(
         settings.kafka, settings.topics.alerts, _ms(start), _ms(end) if end else None,
         settings.data.max_rows,
     )  # fmt: skip
-    spans: dict[str, tuple[str, float, float]] = {}
+    recorded: dict[str, Recorded] = {}
     for record in read_planned(settings.kafka, planned):
         try:
             event = json.loads(record.value or b"")
             if event.get("model", DEFAULT_MODEL) != settings.store.model:
                 continue  # another named model's episode
             begin = parse_ts(event["started_at"]).timestamp()
-            finish = (
-                parse_ts(event["ended_at"]).timestamp() if event["type"] == "resolve" else math.inf
-            )
-            spans[event["episode_id"]] = (event["asset_id"], begin, finish)
-        except (ValueError, KeyError, TypeError, RecordError):
+            resolved = event["type"] == "resolve"
+            finish = parse_ts(event["ended_at"]).timestamp() if resolved else math.inf
+            episode_id = str(event["episode_id"])
+            if resolved or episode_id not in recorded:
+                recorded[episode_id] = Recorded(str(event["asset_id"]), begin, finish)
+        except (ValueError, KeyError, TypeError, AttributeError, RecordError):
             continue  # not an alert event of this product; nothing to learn from it
-    episodes: Episodes = defaultdict(list)
-    for asset, begin, finish in spans.values():
-        episodes[asset].append((begin, finish))
-    return dict(episodes)
+    return recorded
 
 
 def _features_of(values: object, exclude: tuple[str, ...]) -> tuple[str, ...] | None:

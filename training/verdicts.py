@@ -3,15 +3,18 @@
     anomaly-train verdict EPISODE_ID false_alarm|confirmed [--note TEXT]
 
 A verdict goes to the feedback topic (`TRAINING_TOPICS__FEEDBACK`), keyed by asset, as JSON:
-the episode's id, asset, model and version, its span (record times, from its events), the
-verdict, the note, when it was given. Only an episode the alerts topic holds can be judged.
-The training job reads the verdicts given since the start of its range, the latest per
-episode (a verdict recorded twice counts once; a changed mind counts as the last word):
+the episode's id, asset, model and version, its span as known when it was given (record
+times, from its events; `ended_at` null while it is open), the verdict, the note, when it was
+given. Only an episode the alerts topic holds can be judged. The training job reads the
+verdicts given since the start of its range, the latest per episode (a verdict recorded twice
+counts once; a changed mind counts as the last word), and takes each episode's span from the
+alerts topic (`bound`): an engineer judges an episode while it still alarms, and it ends later.
 
 - the records inside `false_alarm` episodes are normal data: no cleaning rule drops them;
-- the records inside `confirmed` episodes are dropped, and the gate checks both models on
-  every reviewed episode: a candidate that flags fewer confirmed episodes, or more false
-  alarms, than the model in service is rejected.
+- the records inside `confirmed` episodes are dropped;
+- the gate checks both models on every judged episode (`judge`): a candidate that catches
+  fewer confirmed episodes than the model in service, or flags a larger share of the
+  false-alarm episodes' records, is rejected.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -28,13 +31,14 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from anomaly.kafka import make_producer
 from anomaly.records import RecordError, parse_ts
 from anomaly.scoring import series_flags
+from anomaly.settings import DEFAULT_MODEL
 from training.data import Masks, SensorHistory
 from training.episode import EpisodeError, find_episode
 from training.gate import Decision, Scored
 from training.hygiene import inside_episodes
-from training.kafka_range import KafkaUnavailableError, plan_range, read_planned
+from training.kafka_range import KafkaUnavailableError, plan_range, reached, read_planned
 from training.settings import TrainingSettings
-from training.topic import Episodes
+from training.topic import Episodes, Recorded
 
 log = logging.getLogger(__name__)
 
@@ -43,13 +47,25 @@ VERDICTS: tuple[VerdictKind, ...] = ("false_alarm", "confirmed")
 TOPIC_WAIT_S = 5  # how long the feedback topic's partitions are waited for
 
 
+# Where a verdict's span ends: the episode's resolve on the alerts topic; the start of the
+# asset's next episode there (no resolve read before it); the verdict's own record of the end
+# (the episode is not on the alerts topic over the range); or nowhere: still open, it covers
+# the asset's records to the range's end.
+EndedBy = Literal["resolve", "next_episode", "as_judged", "open"]
+
+
 @dataclass(frozen=True)
 class Verdict:
+    """A verdict on an episode, and the span of record times it covers (epoch seconds,
+    both ends included; `end` +inf while the episode is open)."""
+
     episode_id: str
     asset_id: str
     verdict: VerdictKind
-    begin: float  # the episode's span, epoch seconds of record time (end: inf while open)
+    begin: float
     end: float
+    model: str = DEFAULT_MODEL
+    ended_by: EndedBy = "as_judged"
 
 
 def record_verdict(
@@ -73,12 +89,7 @@ def record_verdict(
         "decided_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }
     topic = settings.topics.feedback
-    try:
-        producer = make_producer(settings.kafka, max_block_ms=TOPIC_WAIT_S * 1000)
-    except KafkaError as exc:
-        raise KafkaUnavailableError(
-            f"cannot reach {settings.kafka.bootstrap_servers}: {exc!r}"
-        ) from exc
+    producer = reached(make_producer, settings.kafka, max_block_ms=TOPIC_WAIT_S * 1000)
     try:
         try:  # asked by name: a cluster that creates topics on first use creates it
             producer.partitions_for(topic)
@@ -101,7 +112,7 @@ def record_verdict(
 
 def read_verdicts(settings: TrainingSettings, now: datetime) -> dict[str, Verdict]:
     """The latest verdict on each episode, given since the start of the job's range (none
-    when the feedback topic does not exist yet)."""
+    when the feedback topic does not exist yet), spans as given (see `bound`)."""
     start, _ = settings.data.time_range(now)
     try:
         planned = plan_range(settings.kafka, settings.topics.feedback,
@@ -121,10 +132,33 @@ def read_verdicts(settings: TrainingSettings, now: datetime) -> dict[str, Verdic
                 str(given["episode_id"]), str(given["asset_id"]), kind,
                 parse_ts(given["started_at"]).timestamp(),
                 parse_ts(ended).timestamp() if ended else math.inf,
+                str(given.get("model") or DEFAULT_MODEL),
+                "as_judged" if ended else "open",
             )  # fmt: skip
-        except (ValueError, KeyError, TypeError, RecordError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecordError):
             continue  # not a verdict of this product
     return verdicts
+
+
+def bound(verdicts: dict[str, Verdict], recorded: dict[str, Recorded]) -> dict[str, Verdict]:
+    """Each verdict with its episode's span as the alerts topic tells it (`recorded`, read
+    over the range): to the resolve's end when one was read, whatever the verdict said; still
+    open, to the range's end; and never into a later episode of the same asset, which ends it
+    just before its first record."""
+    starts: dict[str, list[tuple[float, str]]] = {}
+    for episode_id, episode in recorded.items():
+        starts.setdefault(episode.asset_id, []).append((episode.begin, episode_id))
+    out: dict[str, Verdict] = {}
+    for episode_id, v in verdicts.items():
+        r, begin = recorded.get(episode_id), v.begin
+        end, by = v.end, v.ended_by
+        if r is not None:  # the topic's word: a resolve read, or none (still open)
+            end, by = r.end, "resolve" if math.isfinite(r.end) else "open"
+        later = [b for b, other in starts.get(v.asset_id, ()) if other != episode_id and b > begin]
+        if later and min(later) <= end:
+            end, by = math.nextafter(min(later), -math.inf), "next_episode"
+        out[episode_id] = replace(v, begin=begin, end=end, ended_by=by)
+    return out
 
 
 def inside(history: SensorHistory, verdicts: dict[str, Verdict], kind: VerdictKind) -> Masks:
@@ -136,30 +170,56 @@ def inside(history: SensorHistory, verdicts: dict[str, Verdict], kind: VerdictKi
     return inside_episodes(history, spans)
 
 
-def flagged_episodes(
+@dataclass(frozen=True)
+class Flagged:
+    """A judged episode as a model sees it: its rows read, and those the model flags."""
+
+    rows: int
+    flagged: int
+
+
+def episode_flags(
     model: Scored, history: SensorHistory, verdicts: dict[str, Verdict]
-) -> dict[VerdictKind, tuple[int, int]]:
-    """Per verdict: (episodes the model flags at least one record of, episodes judged whose
-    records were read)."""
+) -> dict[str, Flagged]:
+    """Per judged episode whose rows were read: its rows, and those inside an episode of
+    `model` (by its own rules, as the worker decides)."""
     judged = {v.asset_id for v in verdicts.values()}
     flags = {
         s.asset_id: (s.ts, series_flags(model.detector, model.threshold_for(s.asset_id),
                                          s.values, model.window, model.rules))
         for s in history.series if s.asset_id in judged
     }  # fmt: skip
-    out: dict[VerdictKind, tuple[int, int]] = {}
-    for kind in VERDICTS:
-        hit = total = 0
-        for v in verdicts.values():
-            if v.verdict != kind or v.asset_id not in flags:
-                continue
-            ts, flagged = flags[v.asset_id]
-            span = (ts >= v.begin) & (ts <= v.end)
-            if span.any():
-                total += 1
-                hit += bool((flagged & span).any())
-        out[kind] = (hit, total)
+    out: dict[str, Flagged] = {}
+    for episode_id, v in verdicts.items():
+        if v.asset_id not in flags:
+            continue
+        ts, flagged = flags[v.asset_id]
+        span = (ts >= v.begin) & (ts <= v.end)
+        if span.any():
+            out[episode_id] = Flagged(int(span.sum()), int((flagged & span).sum()))
     return out
+
+
+@dataclass(frozen=True)
+class Tally:
+    """One model's flags over the episodes of one verdict."""
+
+    episodes: int  # judged episodes whose rows were read
+    caught: int  # those with at least one row flagged
+    rows: int
+    flagged: int
+
+    @property
+    def share(self) -> float:
+        """The share of the episodes' rows flagged (0 without rows)."""
+        return self.flagged / self.rows if self.rows else 0.0
+
+
+def tally(flags: dict[str, Flagged], verdicts: dict[str, Verdict], kind: VerdictKind) -> Tally:
+    """The flags over the episodes judged `kind`."""
+    mine = [f for episode_id, f in flags.items() if verdicts[episode_id].verdict == kind]
+    return Tally(len(mine), sum(f.flagged > 0 for f in mine), sum(f.rows for f in mine),
+                 sum(f.flagged for f in mine))  # fmt: skip
 
 
 def judge(
@@ -168,26 +228,80 @@ def judge(
     history: SensorHistory,
     verdicts: dict[str, Verdict],
     decision: Decision,
-) -> None:
-    """The gate's verdict rule: no fewer confirmed episodes flagged than the model in
-    service, no more false alarms."""
+) -> dict[str, dict[str, int | None]]:
+    """The gate's verdict rule, against the model in service (same features): the candidate
+    must catch (flag a row of) as many confirmed episodes, and must not flag a larger share of
+    the false-alarm episodes' rows, beyond its target false-positive rate (the share of clean
+    records a model may flag). Returns each judged episode's flagged rows per model."""
     if not verdicts:
-        return
-    cand = flagged_episodes(candidate, history, verdicts)
-    for kind, (hit, total) in cand.items():
-        decision.figures[f"candidate_{kind}_flagged"] = f"{hit}/{total}"
-    if service is None or service.features != candidate.features:
-        return
-    serv = flagged_episodes(service, history, verdicts)
-    for kind, (hit, total) in serv.items():
-        decision.figures[f"service_{kind}_flagged"] = f"{hit}/{total}"
-    if cand["confirmed"][0] < serv["confirmed"][0]:
+        return {}
+    cand = episode_flags(candidate, history, verdicts)
+    serv = (
+        episode_flags(service, history, verdicts)
+        if service is not None and service.features == candidate.features
+        else None
+    )
+    for who, flags in (("candidate", cand), ("service", serv)):
+        if flags is None:
+            continue
+        confirmed = tally(flags, verdicts, "confirmed")
+        false_alarms = tally(flags, verdicts, "false_alarm")
+        decision.figures[f"{who}_confirmed_caught"] = f"{confirmed.caught}/{confirmed.episodes}"
+        decision.figures[f"{who}_confirmed_share"] = round(confirmed.share, 4)
+        decision.figures[f"{who}_false_alarm_rows"] = f"{false_alarms.flagged}/{false_alarms.rows}"
+        decision.figures[f"{who}_false_alarm_share"] = round(false_alarms.share, 4)
+    per_episode = {
+        episode_id: {"candidate_flagged": f.flagged,
+                     "service_flagged": serv[episode_id].flagged if serv else None}
+        for episode_id, f in cand.items()
+    }  # fmt: skip
+    if serv is None:
+        return per_episode
+    c, s = tally(cand, verdicts, "confirmed"), tally(serv, verdicts, "confirmed")
+    if c.caught < s.caught:
         decision.reject(
-            f"flags {cand['confirmed'][0]} of {cand['confirmed'][1]} confirmed episodes, fewer "
-            f"than the service model's {serv['confirmed'][0]}"
+            f"catches {c.caught} of {c.episodes} confirmed episodes, fewer than the service "
+            f"model's {s.caught}"
         )
-    if cand["false_alarm"][0] > serv["false_alarm"][0]:
+    c, s = tally(cand, verdicts, "false_alarm"), tally(serv, verdicts, "false_alarm")
+    allowed = s.share + candidate.threshold.target_fpr
+    if c.share > allowed:
         decision.reject(
-            f"flags {cand['false_alarm'][0]} of {cand['false_alarm'][1]} episodes judged false "
-            f"alarms, more than the service model's {serv['false_alarm'][0]}"
+            f"flags {c.share:.1%} of the {c.rows} records of episodes judged false alarms "
+            f"({c.flagged}), more than the service model's {s.share:.1%} and the target "
+            f"false-positive rate {candidate.threshold.target_fpr:g}"
         )
+    return per_episode
+
+
+def described(
+    verdicts: dict[str, Verdict],
+    history: SensorHistory,
+    flagged: dict[str, dict[str, int | None]],
+    dropping: bool,
+) -> list[dict[str, object]]:
+    """The report's account of each verdict the run read: its episode's span as applied and
+    what ended it, the asset's rows read inside it, those it kept as normal (`false_alarm`) or
+    dropped (`confirmed`; none while hygiene is off), and the rows each model flags there."""
+    out: list[dict[str, object]] = []
+    for episode_id, v in sorted(verdicts.items(), key=lambda item: item[1].begin):
+        rows = sum(
+            int(((s.ts >= v.begin) & (s.ts <= v.end)).sum())
+            for s in history.series
+            if s.asset_id == v.asset_id
+        )
+        effect = {"kept": rows} if v.verdict == "false_alarm" else {"dropped": rows * dropping}
+        out.append({
+            "episode_id": episode_id, "asset_id": v.asset_id, "verdict": v.verdict,
+            "started_at": _iso(v.begin), "ended_at": _iso(v.end), "ended_by": v.ended_by,
+            "rows": rows, **effect,
+            **flagged.get(episode_id, {"candidate_flagged": None, "service_flagged": None}),
+        })  # fmt: skip
+    return out
+
+
+def _iso(epoch_s: float) -> str | None:
+    """An epoch time as the events write it; None for an open end."""
+    if not math.isfinite(epoch_s):
+        return None
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat().replace("+00:00", "Z")

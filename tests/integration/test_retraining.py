@@ -15,6 +15,7 @@ import pytest
 
 from anomaly.kafka import make_producer
 from anomaly.model import ModelStore
+from anomaly.records import parse_ts
 from devtools import simulator
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
@@ -79,6 +80,34 @@ def test_the_time_range_read_keeps_the_range_and_ends_while_records_keep_coming(
         assert summary.out_of_range == 300
     if which == "kafka4":  # its lookup lands past the old ones: none is read
         assert summary.out_of_range == 0
+
+
+@pytest.mark.parametrize("which", ["tansu", "kafka4"])
+def test_an_explicit_range_is_read_whole_and_alone_on_every_broker(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """`fit --source kafka --start X --end Y`: both ends found by the records' broker times.
+    Tansu answers every time lookup with offset 0 (taken as the end, nothing was read)."""
+    broker: LocalBroker = request.getfixturevalue({"tansu": "broker"}.get(which, which))
+    kafka, topics = fresh(broker)
+    fleet = Fleet(n_assets=3, seed=5, start=datetime.now(UTC).replace(microsecond=0)
+                  - timedelta(hours=3))  # fmt: skip
+    start, end = simulator.timestamp(100, fleet.start), simulator.timestamp(250, fleet.start)
+    settings = TrainingSettings(data={"source": "kafka", "start": start, "end": end},
+                                kafka=kafka, topics=topics)  # fmt: skip
+    create_topics(settings.kafka, {settings.topics.input: 3})
+    producer = make_producer(settings.kafka)
+    for key, value in fleet.records(400):  # stamped by the broker as of their reading
+        stamp = int(parse_ts(json.loads(value)["ts"]).timestamp() * 1000)
+        producer.send(settings.topics.input, key=key, value=value, timestamp_ms=stamp)
+    producer.flush()
+    producer.close()
+    history, summary = read_topic(settings, simulator.FEATURES, datetime.now(UTC))
+    assert history.rows == 3 * 150  # readings 100 to 249 of each pump
+    assert all(s.ts.min() == start.timestamp() for s in history.series)
+    assert all(s.ts.max() == simulator.timestamp(249, fleet.start).timestamp()
+               for s in history.series)  # fmt: skip
+    assert summary.out_of_range == 0  # nothing outside the range was read
 
 
 @pytest.mark.parametrize("where", ["directory", "s3"])

@@ -103,3 +103,19 @@ def test_the_readme_documents_every_setting_and_no_other(
     assert not missing, f"settings missing from the README's tables: {missing}"
     documented = set(re.findall(rf"`({prefix}[A-Z0-9_]+)`", readme))
     assert not documented - set(names), "the README documents settings that do not exist"
+
+
+def test_the_training_job_has_a_client_id_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The brokers tell the job from the workers by it (their logs, quotas, ACL audits); the
+    connection fields it shares with the worker keep the worker's id."""
+    assert TrainingSettings().kafka.client_id == "anomaly-training"
+    assert WorkerSettings().kafka.client_id == "anomaly-worker"
+    monkeypatch.setenv("TRAINING_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092")
+    monkeypatch.setenv("WORKER_KAFKA__BOOTSTRAP_SERVERS", "kafka:9092")
+    assert client_config(TrainingSettings().kafka)["client_id"] == "anomaly-training"
+    assert client_config(WorkerSettings().kafka)["client_id"] == "anomaly-worker"
+    assert TrainingSettings(kafka={"bootstrap_servers": "k:1"}).kafka.client_id == (
+        "anomaly-training"
+    )
+    monkeypatch.setenv("TRAINING_KAFKA__CLIENT_ID", "plant-7-trainer")
+    assert TrainingSettings().kafka.client_id == "plant-7-trainer"
