@@ -26,7 +26,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -220,10 +220,12 @@ def start_kafka4(
     port: int | None = None,
     timeout_s: float = 60.0,
     keystore: tuple[Path, str] | None = None,
+    overrides: Mapping[str, str] | None = None,
 ) -> LocalBroker:
     """Format a one-node KRaft storage under `directory` and start Apache Kafka 4 on it
     (broker and controller in one process, loopback listeners); return once it answers
-    metadata requests.
+    metadata requests. `overrides`: broker settings that add to or replace those below (e.g.
+    `offset.metadata.max.bytes`, or a TLS listener that demands client certificates).
 
     With `keystore` (a JKS file holding the broker's key and certificate, and its password),
     as production clusters run: a TLS listener and a SASL_SSL one (SCRAM-SHA-512, users made
@@ -264,6 +266,8 @@ def start_kafka4(
         "transaction.state.log.replication.factor=1\ntransaction.state.log.min.isr=1\n"
         "group.initial.rebalance.delay.ms=0\ngroup.min.session.timeout.ms=1000\n"
         "group.consumer.min.session.timeout.ms=1000\nauto.create.topics.enable=false\n"
+        # the last of a repeated key wins
+        + "".join(f"{key}={value}\n" for key, value in (overrides or {}).items())
     )
     java = ["java", "-Xmx512m", "-Xms64m", "-cp", f"{libs}/*"]
     with (directory / "format.out").open("ab") as out:

@@ -131,6 +131,9 @@ def kafka4(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
 
 TIERS = ("unit", "integration", "system")
 
+# With CI set, a test that would skip fails instead (tests/support/ci.py).
+pytest_plugins = ("tests.support.ci",)
+
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark each test with its tier, the folder it lives in."""

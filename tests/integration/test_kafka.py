@@ -433,7 +433,7 @@ def sample_version(metrics: Metrics, model: str) -> str | None:
 
 
 def test_sigterm_drains_and_exits_zero_with_offsets_committed(
-    settings: WorkerSettings, store: Path
+    settings: WorkerSettings, store: Path, tmp_path: Path
 ) -> None:
     port = free_port()
     env = {
@@ -449,10 +449,11 @@ def test_sigterm_drains_and_exits_zero_with_offsets_committed(
         "WORKER_HTTP__HOST": "127.0.0.1",
     }
     n = produce(settings, Fleet(n_assets=4, seed=10).records(250))
-    worker = subprocess.Popen(
-        [sys.executable, "-m", "worker"], cwd=REPO, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+    log = tmp_path / "worker.log"  # a file, not a pipe nobody reads until the worker exits
+    with log.open("wb") as out:
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "worker"], cwd=REPO, env=env, stdout=out, stderr=out
+        )
     try:
 
         def progress() -> int:
@@ -464,8 +465,8 @@ def test_sigterm_drains_and_exits_zero_with_offsets_committed(
     finally:
         if worker.poll() is None:
             worker.kill()
-    _, stderr = worker.communicate()
-    logs = [json.loads(line) for line in stderr.decode().splitlines() if line.startswith("{")]
+            worker.wait()
+    logs = [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
     messages = [entry["message"] for entry in logs]
     assert any(m.startswith("SIGTERM: draining") for m in messages), messages
     assert any(m.startswith("stopping after") for m in messages), messages
