@@ -25,9 +25,8 @@ from devtools import simulator
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import create_topics
-from tests.support.kafka import Running, processed, produce, published_events, read, settings_on
+from tests.support.kafka import published_events, settings_on
 from tests.support.models import REPO, Trained
-from tests.support.waiting import wait_until
 from training.job import train
 from training.settings import TrainingSettings
 from training.verdicts import read_verdicts
@@ -84,25 +83,6 @@ def rows_between(seen: dict[str, list[float]], asset: str, begin: str, end: str 
     """The asset's records from `begin` to `end` (None: to the last), both included."""
     lo, hi = parse_ts(begin).timestamp(), parse_ts(end).timestamp() if end else float("inf")
     return sum(lo <= t <= hi for t in seen[asset])
-
-
-def streamed(
-    settings: WorkerSettings, stream: list[tuple[bytes, bytes]], after: int
-) -> list[dict[str, Any]]:
-    """Run a worker over `stream` (its group goes on where the last stopped, alert state
-    included); the events it published, the alerts topic holding `after` before them."""
-    running = Running(settings)
-    try:
-        sent = produce(settings, stream)
-        wait_until(lambda: processed(running.metrics) >= sent, 120, "the stream scored")
-        published = sum(
-            running.metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": t})
-            or 0.0 for t in ("open", "resolve")
-        )  # fmt: skip
-    finally:
-        running.stop()
-    held = read(settings, settings.topics.alerts, after + int(published))
-    return [json.loads(r.value or b"") for r in held[after : after + int(published)]]
 
 
 def later_began(fleet: Fleet) -> str:
@@ -212,7 +192,7 @@ def test_verdicts_on_open_episodes_teach_the_new_level_and_end_where_their_episo
     spike = next(f for f in later.faults(LATER, first=300) if f.kind == "spike")
     spike = replace(spike, asset_id=SHIFTED[0])
     second = shifted(later.records(LATER, [spike]), 0, size)
-    events += streamed(settings, second, after=len(events))
+    events += published_events(settings, second, 120, after=len(events))
     now_resolved = {e["episode_id"]: e for e in events if e["type"] == "resolve"}
     assert all(e["episode_id"] in now_resolved for e in still_open)
     new = [now_resolved.get(e["episode_id"], e) for e in events

@@ -107,9 +107,14 @@ def fresh(broker: LocalBroker) -> tuple[dict[str, object], dict[str, str]]:
 
 
 def published_events(
-    settings: WorkerSettings, stream: Iterable[tuple[bytes, bytes]], timeout_s: float = 60
+    settings: WorkerSettings,
+    stream: Iterable[tuple[bytes, bytes]],
+    timeout_s: float = 60,
+    after: int = 0,
 ) -> list[dict[str, Any]]:
-    """Run a worker over `stream` until it is scored; the alert events it published."""
+    """Run a worker over `stream` until it is scored (its group goes on where the last one
+    stopped, alert state included); the alert events it published, the alerts topic holding
+    `after` events before them (an earlier run's)."""
     running = Running(settings)
     try:
         sent = produce(settings, stream)
@@ -120,4 +125,5 @@ def published_events(
         )  # fmt: skip
     finally:
         running.stop()
-    return [json.loads(r.value or b"") for r in read(settings, settings.topics.alerts, int(events))]
+    held = read(settings, settings.topics.alerts, after + int(events))
+    return [json.loads(r.value or b"") for r in held[after : after + int(events)]]
