@@ -150,14 +150,15 @@ def bound(verdicts: dict[str, Verdict], recorded: dict[str, Recorded]) -> dict[s
         starts.setdefault(episode.asset_id, []).append((episode.begin, episode_id))
     out: dict[str, Verdict] = {}
     for episode_id, v in verdicts.items():
-        r, begin = recorded.get(episode_id), v.begin
-        end, by = v.end, v.ended_by
+        r, end, by = recorded.get(episode_id), v.end, v.ended_by
         if r is not None:  # the topic's word: a resolve read, or none (still open)
             end, by = r.end, "resolve" if math.isfinite(r.end) else "open"
-        later = [b for b, other in starts.get(v.asset_id, ()) if other != episode_id and b > begin]
+        later = [
+            b for b, other in starts.get(v.asset_id, ()) if other != episode_id and b > v.begin
+        ]
         if later and min(later) <= end:
             end, by = math.nextafter(min(later), -math.inf), "next_episode"
-        out[episode_id] = replace(v, begin=begin, end=end, ended_by=by)
+        out[episode_id] = replace(v, end=end, ended_by=by)
     return out
 
 
@@ -241,11 +242,11 @@ def judge(
         if service is not None and service.features == candidate.features
         else None
     )
-    for who, flags in (("candidate", cand), ("service", serv)):
-        if flags is None:
-            continue
-        confirmed = tally(flags, verdicts, "confirmed")
-        false_alarms = tally(flags, verdicts, "false_alarm")
+    tallies = {
+        who: (tally(flags, verdicts, "confirmed"), tally(flags, verdicts, "false_alarm"))
+        for who, flags in (("candidate", cand), ("service", serv)) if flags is not None
+    }  # fmt: skip
+    for who, (confirmed, false_alarms) in tallies.items():
         decision.figures[f"{who}_confirmed_caught"] = f"{confirmed.caught}/{confirmed.episodes}"
         decision.figures[f"{who}_confirmed_share"] = round(confirmed.share, 4)
         decision.figures[f"{who}_false_alarm_rows"] = f"{false_alarms.flagged}/{false_alarms.rows}"
@@ -257,19 +258,17 @@ def judge(
     }  # fmt: skip
     if serv is None:
         return per_episode
-    c, s = tally(cand, verdicts, "confirmed"), tally(serv, verdicts, "confirmed")
+    (c, c_false), (s, s_false) = tallies["candidate"], tallies["service"]
     if c.caught < s.caught:
         decision.reject(
             f"catches {c.caught} of {c.episodes} confirmed episodes, fewer than the service "
             f"model's {s.caught}"
         )
-    c, s = tally(cand, verdicts, "false_alarm"), tally(serv, verdicts, "false_alarm")
-    allowed = s.share + candidate.threshold.target_fpr
-    if c.share > allowed:
+    if c_false.share > s_false.share + candidate.threshold.target_fpr:
         decision.reject(
-            f"flags {c.share:.1%} of the {c.rows} records of episodes judged false alarms "
-            f"({c.flagged}), more than the service model's {s.share:.1%} and the target "
-            f"false-positive rate {candidate.threshold.target_fpr:g}"
+            f"flags {c_false.share:.1%} of the {c_false.rows} records of episodes judged false "
+            f"alarms ({c_false.flagged}), more than the service model's {s_false.share:.1%} and "
+            f"the target false-positive rate {candidate.threshold.target_fpr:g}"
         )
     return per_episode
 

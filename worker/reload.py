@@ -10,7 +10,8 @@ filesystem error such as ESTALE or EIO from NFS, or its directory gone under the
 not a refused model: the model in service keeps scoring, the condition is logged once (and
 once more when the store answers again), each failed look is counted
 (anomaly_model_store_errors_total), and readiness says so only while no model was ever loaded
-(`unavailable`). The process never ends for it.
+(`unavailable`). The process never ends for it: the storage turns every filesystem error
+into StoreUnavailableError (anomaly/model/storage.py).
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ class ModelWatcher:
         self._next_check = now + self.interval_s
         try:
             version = self.store.current_version()
-        except (ArtifactError, OSError) as exc:  # the pointer cannot be read: none to refuse
+        except ArtifactError as exc:  # the pointer cannot be read: no version to refuse
             self._unreachable(exc)
             return None
         if version is None:
@@ -70,7 +71,7 @@ class ModelWatcher:
             return None
         try:
             artifact = self.store.load(version)
-        except (StoreUnavailableError, OSError) as exc:  # OSError: one the storage let through
+        except StoreUnavailableError as exc:
             self._unreachable(exc)
             return None
         except ArtifactError as exc:
@@ -97,7 +98,7 @@ class ModelWatcher:
         )  # fmt: skip
         return artifact
 
-    def _unreachable(self, exc: Exception) -> None:
+    def _unreachable(self, exc: ArtifactError) -> None:
         self.metrics.model_store_errors.labels(self.name).inc()
         if self.unavailable is None:
             serving = self.current.version if self.current else "none"
@@ -140,7 +141,7 @@ class ModelWatchers:
             try:
                 found = self.names or model_names(self.root) or (DEFAULT_MODEL,)
                 self._scan_failed = None
-            except (ArtifactError, OSError) as exc:  # looked for again at the next interval
+            except ArtifactError as exc:  # looked for again at the next interval
                 if self._scan_failed is None:
                     log.error("model store cannot be read, models not listed: %s", exc)
                 self._scan_failed = str(exc)

@@ -18,7 +18,6 @@ from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from tests.support.http import get
 from tests.support.kafka import Running, processed, produce, settings_on
-from tests.support.models import write_random
 from tests.support.waiting import wait_until
 from worker.errors import ExitCode
 from worker.metrics import Metrics
@@ -76,6 +75,7 @@ def test_the_worker_serves_through_a_directory_store_that_fails_and_follows_it_a
     caplog: pytest.LogCaptureFixture,
     fail: Callable[[Path], Callable[[], None]],
     said: str,
+    publish_random: Callable[[ModelStore, str], str],
 ) -> None:
     caplog.set_level(logging.INFO, "worker.reload")
     settings = settings_on(broker, store)
@@ -104,7 +104,7 @@ def test_the_worker_serves_through_a_directory_store_that_fails_and_follows_it_a
         assert not [m for m in messages if "waiting for a model" in m]
 
         restore()
-        publish(ModelStore(store), "v2")
+        publish_random(ModelStore(store), "v2")
         wait_until(
             lambda: running.metrics.registry.get_sample_value(
                 "anomaly_model_info", {"model": "default", "version": "v2"}
@@ -116,9 +116,3 @@ def test_the_worker_serves_through_a_directory_store_that_fails_and_follows_it_a
     finally:
         code = running.stop()
     assert code == ExitCode.OK
-
-
-def publish(store: ModelStore, version: str) -> None:
-    with store.staging() as staging:
-        write_random(staging, version)
-        store.publish(staging)
