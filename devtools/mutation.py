@@ -96,22 +96,23 @@ def _parts(name: str) -> tuple[str, str]:
     return match["module"], match["func"]
 
 
-def _mutmut(*args: str) -> subprocess.CompletedProcess[str]:
-    """mutmut's command line from this environment (the venv's script beside Python)."""
+def _mutmut(*args: str, show: bool = False) -> subprocess.CompletedProcess[str]:
+    """mutmut's command line from this environment (the venv's script beside Python); its
+    output captured, or (`show`) left on the terminal: its progress over a long run."""
     command = [str(Path(sys.executable).with_name("mutmut")), *args]
-    return subprocess.run(command, capture_output=True, text=True, check=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core per mutant, torch included
+    return subprocess.run(command, env=env, capture_output=not show, text=True, check=False)
 
 
 def run_mutmut() -> float:
     """A fresh run (the previous work dir removed: cached verdicts would not see changed
-    tests), one worker; returns its wall time in seconds. Raises RuntimeError if it fails."""
+    tests), one worker, its progress shown; returns its wall time in seconds. Raises
+    RuntimeError if it fails."""
     shutil.rmtree(WORKDIR, ignore_errors=True)
     started = time.monotonic()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core per mutant, torch included
-    command = [str(Path(sys.executable).with_name("mutmut")), "run", "--max-children", "1"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, check=False)
+    done = _mutmut("run", "--max-children", "1", show=True)
     if done.returncode != 0:
-        raise RuntimeError(f"mutmut run failed ({done.returncode}):\n{done.stdout[-4000:]}")
+        raise RuntimeError(f"mutmut run failed ({done.returncode}): its output is above")
     return time.monotonic() - started
 
 
