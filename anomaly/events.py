@@ -1,8 +1,9 @@
 """The alert events the worker publishes (JSON on the alerts topic), and what the training job
 reads back of them (`episode_id`, `asset_id`, `type`, `started_at`, `ended_at`).
 
-Two families share the topic, told apart by `type`: an asset's anomaly episodes (`open`,
-`resolve`; their top features carry the deciding window's actual and expected values), and
+Two families share the topic, told apart by `type`: an asset's anomaly episodes (`open`, then
+any number of `quiet` and `resume`, then `resolve`: anomaly/rules.py; their top features
+carry the deciding window's actual and expected values), and
 its sensors that fall silent (`sensor_silent`, `sensor_resolve`: one feature of one asset,
 worker/sensors.py). Only the first carry an `episode_id`.
 """
@@ -68,7 +69,9 @@ def event_json(
         "started_at": _iso(episode.started_at),
         "filled": list(filled),
     }
-    if kind == "resolve":
+    if kind == "resume" and episode.resumed is not None:  # its active stretch starts here
+        event["resumed_at"] = _iso(episode.resumed[0])
+    if kind in ("quiet", "resolve"):  # the episode's records above end at ended_at
         event.update(
             ended_at=_iso(episode.ended_at),
             records=episode.records,

@@ -1,10 +1,20 @@
 """The alert rules: one value (`Rules`), one streaming state machine (`RuleState`), and the
 offline entry points built on it (`changes`, `flags`).
 
-Episodes per asset: open after k records in a row above the threshold, resolve after m in a
-row below, or after m in a row that score less than 1/drop of the episode's own level.
-An episode spans from the first record of the run that opened it to the last record above the
-threshold before the run that resolved it; a record inside that span is "flagged".
+Episodes per asset: open after k records in a row above the threshold; go quiet after m in a
+row below, or after m in a row that score less than 1/drop of the episode's own level; resolve
+once quiet for `resolve_after_s` seconds of record time. A run of k records above while quiet
+joins the episode again (`resume`): one fault that dips under its threshold and comes back is
+one episode, one page, whether the asset reports every second or every three minutes.
+An episode's active stretches run from the first record of the run that opened (or resumed)
+it to its last record above the threshold before it went quiet; a record inside one is
+"flagged". A quiet gap is not (the asset was back within its normal), though the episode, and
+its page, stay open through it.
+
+Events, per asset: `open` (the page), then any number of `quiet` (the asset went back under:
+the episode resolves after the hold unless the fault returns) and `resume` (it returned, same
+episode, no new page), then `resolve`. With `resolve_after_s` 0 an episode resolves at its
+m-th record below, as before the hold existed (manifest formats 1 to 4).
 
 `Rules` is recorded in each model's manifest when it is trained: the worker applies the
 rules of the model it serves (an operator may override them, WORKER_ALERTS__*), and the
@@ -21,6 +31,16 @@ resolve it. The asset then keeps that line (level / drop) as a raised threshold 
 the new state does not reopen an episode at once; the raised threshold is cleared when m
 records in a row score below the model's threshold again (back to normal). Four numbers per
 asset: `level`, `drop_run`, `floor` and the counters already there.
+
+The judged score (`score_rate` < 1): each record is judged, against the threshold and by every
+rule below, by an exponential average of its asset's log scores (rate 0.1: about the last ten
+records), not by its own score alone. A fault whose scores wander around the threshold (a
+process that its control loops partly compensate) stays above it instead of opening and
+closing episodes, and a blip of one or two records above it opens none; a large excess still
+crosses within a few records (ten times the average: within 3). The average starts at an
+asset's first scored record; it is saved with the offsets only with the rest of an asset's
+rule state (worker/checkpoint.py): an asset with nothing to save starts again at its first
+record after a restart, as its window does.
 
 The onset rule (`onset_step` > 0): outside an episode, a run above the threshold starts only
 at a record with onset evidence: some sensor has just stepped (its short mean moved by more
@@ -46,17 +66,24 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-EventType = Literal["open", "resolve"]
+EventType = Literal["open", "quiet", "resume", "resolve"]
 
 # How fast an episode's level follows its scores (an exponential average of log scores).
 LEVEL_RATE = 0.05
 _TINY = 1e-300  # log of an exactly zero score
+# How fast the score a record is judged by follows its asset's scores (Rules.score_rate): an
+# average over about 1 / rate records, so that a fault that keeps its scores around the
+# threshold stays above it, and a blip of one or two records above it does not.
+SCORE_RATE = 0.1
+# How long a quiet episode waits before it resolves (Rules.resolve_after_s): a fault that
+# dips under its threshold and returns within the hour is still one fault.
+HOLD_S = 3600.0
 
 
 class Rules(BaseModel):
     """When episodes open and end: k (`open_after`), m (`resolve_after`), the drop rule
-    (`end_drop` > 1 turns it on; 0 or 1: off) and the onset rule (`onset_step` > 0 turns it
-    on; see anomaly/onset.py)."""
+    (`end_drop` > 1 turns it on; 0 or 1: off), the onset rule (`onset_step` > 0 turns it on;
+    see anomaly/onset.py) and the hold (`resolve_after_s`)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -79,6 +106,19 @@ class Rules(BaseModel):
         default=10.0,
         ge=0.0,
         description="a score over this many times the threshold opens without a step (0: off)",
+    )
+    score_rate: float = Field(
+        default=SCORE_RATE,
+        gt=0.0,
+        le=1.0,
+        description="a record is judged by an exponential average of its asset's log scores "
+        "at this rate (1: by its own score)",
+    )
+    resolve_after_s: float = Field(
+        default=HOLD_S,
+        ge=0.0,
+        description="seconds (record time) an episode stays open once quiet; a run of k above "
+        "in that time resumes it (0: resolve at once)",
     )
 
     @model_validator(mode="after")
@@ -116,6 +156,9 @@ class Episode:
     records: int
     peak_score: float
     span: int  # records since the start, including the below-threshold ones at the end
+    # the first record of the run that last resumed it (None: never resumed); its records
+    # from there to `records` are the active stretch, the quiet gap before it is not flagged
+    resumed: tuple[datetime, SourceRef] | None = None
 
 
 @dataclass
@@ -124,8 +167,10 @@ class RuleState:
 
     `level`: the open episode's (or the current run's) mean log score; `drop_run`: records in
     a row below level / drop in an episode; `floor`: the asset's raised threshold after an
-    episode ended by the drop rule (0.0: none). Outside an episode with a floor set,
+    episode ended by the drop rule (0.0: none). Outside an active episode with a floor set,
     `below_run` counts the records in a row below the model's threshold that clear it.
+    `quiet`: the episode has ended its records above and waits `resolve_after_s` (from its
+    `ended_at`) to resolve; a run of k above resumes it.
     """
 
     above_run: int = 0
@@ -136,6 +181,13 @@ class RuleState:
     level: float = 0.0
     drop_run: int = 0
     floor: float = 0.0
+    quiet: bool = False
+    judged: float | None = None  # the average log score (None: no record scored yet)
+
+    def judge(self, score: float, rules: Rules) -> float:
+        """The score this record is judged by (and advance the average by it)."""
+        self.judged = average(self.judged, score, rules.score_rate)
+        return score if rules.score_rate >= 1.0 else math.exp(self.judged)
 
     @property
     def idle(self) -> bool:
@@ -156,63 +208,103 @@ class RuleState:
         returns the event it triggers, if any."""
         k, m, drop = rules.open_after, rules.resolve_after, rules.end_drop
         episode = self.episode
-        if self.floor and episode is None:
+        active = episode is not None and not self.quiet
+        if self.floor and not active:
             self.below_run = 0 if above else self.below_run + 1
             if self.below_run >= m:  # back to normal: the raised threshold is cleared
                 self.floor, self.below_run = 0.0, 0
         above = above and (not self.floor or score > self.floor)
-        if above and not onset and episode is None and self.above_run == 0:
-            return None  # the onset rule: a run starts only at an onset
         if episode is not None:
             episode.span += 1
-        if above:
-            log_score = math.log(max(score, _TINY))
-            self.below_run = 0
-            if self.above_run == 0:
-                self.run_start, self.run_peak = (ts, ref), score
-                if episode is None:
-                    self.level = log_score
-            elif episode is None:  # the opening run's mean log score
-                self.level += (log_score - self.level) / (self.above_run + 1)
-            self.above_run += 1
-            self.run_peak = max(self.run_peak, score)
-            if episode is not None:
-                if drop > 1.0 and log_score < self.level - math.log(drop):
-                    self.drop_run += 1
-                    if self.drop_run >= m:  # the state that opened the episode has ended
-                        self.floor = math.exp(self.level) / drop
-                        self.episode, self.above_run, self.drop_run = None, 0, 0
-                        return "resolve", episode
-                    return None
-                self.drop_run = 0
-                self.level += LEVEL_RATE * (log_score - self.level)
-                episode.records, episode.ended_at = episode.span, ts
-                episode.peak_score = max(episode.peak_score, score)
+        if above and not (onset or active or self.above_run):
+            return None  # the onset rule: a run starts only at an onset (resumes too)
+        if not above:
+            self.above_run = 0
+            if episode is None:
                 return None
-            if self.above_run >= k:
-                assert self.run_start is not None
-                start_ts, start_ref = self.run_start
-                self.episode = Episode(
-                    episode_id=f"{start_ref.topic}/{start_ref.partition}/{start_ref.offset}",
-                    start=start_ref,
-                    started_at=start_ts,
-                    ended_at=ts,
-                    records=self.above_run,
-                    peak_score=self.run_peak,
-                    span=self.above_run,
-                )
-                self.drop_run = 0
-                return "open", self.episode
-            return None
-        self.above_run = 0
+            if self.quiet:
+                return self._hold(ts, rules)
+            self.drop_run = 0
+            self.below_run += 1
+            return self._quieten(ts, rules) if self.below_run >= m else None
+        log_score = math.log(max(score, _TINY))
+        self.below_run = 0
+        if self.above_run == 0:
+            self.run_start, self.run_peak = (ts, ref), score
+            if not active:
+                self.level = log_score
+        elif not active:  # the opening (or resuming) run's mean log score
+            self.level += (log_score - self.level) / (self.above_run + 1)
+        self.above_run += 1
+        self.run_peak = max(self.run_peak, score)
         if episode is None:
-            return None
+            return self._open(ts) if self.above_run >= k else None
+        if self.quiet:  # a run of k above joins the episode again
+            if self.above_run < k:
+                return None
+            self.quiet, self.drop_run = False, 0
+            episode.records, episode.ended_at, episode.resumed = episode.span, ts, self.run_start
+            episode.peak_score = max(episode.peak_score, self.run_peak)
+            return "resume", episode
+        if drop > 1.0 and log_score < self.level - math.log(drop):
+            self.drop_run += 1
+            if self.drop_run < m:
+                return None
+            # the state that opened the episode has ended: the asset keeps level / drop as
+            # its threshold until it is back to normal
+            self.floor = math.exp(self.level) / drop
+            return self._quieten(ts, rules)
         self.drop_run = 0
-        self.below_run += 1
-        if self.below_run >= m:
-            self.episode, self.below_run = None, 0
-            return "resolve", episode
+        self.level += LEVEL_RATE * (log_score - self.level)
+        episode.records, episode.ended_at = episode.span, ts
+        episode.peak_score = max(episode.peak_score, score)
         return None
+
+    def _open(self, ts: datetime) -> tuple[EventType, Episode]:
+        assert self.run_start is not None
+        start_ts, start_ref = self.run_start
+        self.episode = Episode(
+            episode_id=f"{start_ref.topic}/{start_ref.partition}/{start_ref.offset}",
+            start=start_ref,
+            started_at=start_ts,
+            ended_at=ts,
+            records=self.above_run,
+            peak_score=self.run_peak,
+            span=self.above_run,
+        )
+        self.drop_run = 0
+        return "open", self.episode
+
+    def _quieten(self, ts: datetime, rules: Rules) -> tuple[EventType, Episode]:
+        """The episode's records above have ended (m below, or m under its level / drop)."""
+        self.quiet, self.above_run, self.below_run, self.drop_run = True, 0, 0, 0
+        return self._hold(ts, rules) or ("quiet", self._episode())
+
+    def _hold(self, ts: datetime, rules: Rules) -> tuple[EventType, Episode] | None:
+        """A quiet episode resolves once `resolve_after_s` have passed since its last record
+        above."""
+        episode = self._episode()
+        if (ts - episode.ended_at).total_seconds() < rules.resolve_after_s:
+            return None
+        self.episode, self.quiet, self.above_run = None, False, 0
+        return "resolve", episode
+
+    def _episode(self) -> Episode:
+        assert self.episode is not None
+        return self.episode
+
+
+def average(previous: float | None, score: float, rate: float) -> float:
+    """An asset's average log score after one more record (`previous` None: its first)."""
+    log_score = math.log(max(score, _TINY))
+    return log_score if previous is None else previous + rate * (log_score - previous)
+
+
+def judged_scores(scores: npt.NDArray[np.float64], rules: Rules) -> npt.NDArray[np.float64]:
+    """What each of one asset's consecutive scores is judged by (`RuleState.judge`, from the
+    first): how the offline replay, the cleaning and the gate see what the worker sees."""
+    state = RuleState()
+    return np.array([state.judge(score, rules) for score in scores.tolist()], dtype=np.float64)
 
 
 def changes(
@@ -242,14 +334,19 @@ def flags(
     rules: Rules,
     onset: npt.NDArray[np.bool_] | None = None,
 ) -> npt.NDArray[np.bool_]:
-    """Which of one asset's consecutive scored records lie inside an episode, by `rules`: how
-    training and evaluations turn scores back into per-record decisions."""
-    # an episode grows until it resolves (or the records end): mark each once all are seen
-    opened = [
-        episode for _, kind, episode in changes(scores, above, rules, onset=onset)
-        if kind == "open"
-    ]  # fmt: skip
+    """Which of one asset's consecutive scored records lie inside an episode's active
+    stretches (from its opening or a resume to its last record above before it went quiet),
+    by `rules`: how training and evaluations turn scores back into per-record decisions."""
     out = np.zeros(len(above), dtype=bool)
-    for episode in opened:
-        out[episode.start.offset : episode.start.offset + episode.records] = True
+    active: dict[str, tuple[int, Episode]] = {}  # episode id -> its stretch's first record
+    for _, kind, episode in changes(scores, above, rules, onset=onset):
+        if kind == "open":
+            active[episode.episode_id] = (episode.start.offset, episode)
+        elif kind == "resume" and episode.resumed is not None:
+            active[episode.episode_id] = (episode.resumed[1].offset, episode)
+        elif episode.episode_id in active:  # quiet, or resolved while active
+            first, _ = active.pop(episode.episode_id)
+            out[first : episode.start.offset + episode.records] = True
+    for first, episode in active.values():  # still active when the records end
+        out[first : episode.start.offset + episode.records] = True
     return out

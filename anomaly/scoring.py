@@ -1,5 +1,6 @@
-"""The scoring step, offline: one asset's series through sliding windows, then the threshold
-and the onset rule's evidence, then the alert rules. The worker does the same record by
+"""The scoring step, offline: one asset's series through sliding windows, the judged score
+(an average of its log scores), then the threshold and the onset rule's evidence, then the
+alert rules. The worker does the same record by
 record (worker/pipeline.py); the training job's cleaning and gate, and the benchmarks'
 replay, call this.
 """
@@ -14,7 +15,7 @@ import numpy.typing as npt
 from anomaly.model import Detector, Threshold, sliding_windows
 from anomaly.model.features import FloatArray
 from anomaly.onset import history_windows, onsets
-from anomaly.rules import Rules, flags
+from anomaly.rules import Rules, flags, judged_scores
 
 
 @dataclass(frozen=True)
@@ -23,7 +24,7 @@ class SeriesScores:
     first window - 1 rows have no full window and are not scored)."""
 
     window: int
-    score: npt.NDArray[np.float64]
+    score: npt.NDArray[np.float64]  # the judged score (anomaly.rules.judged_scores)
     shares: npt.NDArray[np.float64]
     above: npt.NDArray[np.bool_]
     onset: npt.NDArray[np.bool_]  # the onset rule's evidence (all True when it is off)
@@ -46,12 +47,13 @@ def score_series(
         none = np.zeros(0, bool)
         return SeriesScores(window, empty, np.empty((0, values.shape[1])), none, none)
     scores = detector.score(sliding_windows(values, window))
+    judged = judged_scores(scores.score, rules)
     history = history_windows(values, max(rules.history, 1))[window - 1 :]
     seen = np.arange(window, len(values) + 1)  # the records of the series up to each one
     unit = detector.scaler.step_unit
-    above = threshold.exceeds(scores.score)
-    onset = onsets(history, seen, scores.score, above, threshold.value, unit, rules)
-    return SeriesScores(window, scores.score, scores.shares, above, onset)
+    above = threshold.exceeds(judged)
+    onset = onsets(history, seen, judged, above, threshold.value, unit, rules)
+    return SeriesScores(window, judged, scores.shares, above, onset)
 
 
 def series_scores(detector: Detector, values: FloatArray, window: int) -> npt.NDArray[np.float64]:

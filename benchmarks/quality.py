@@ -6,15 +6,20 @@ and, only at the very end, the labels.
 A row is flagged when it lies inside an episode: from the episode's `started_at` (the first
 record of the run above the threshold that opened it, not the k-th record that triggered the
 `open` event) to its `ended_at` (the last record above the threshold, carried by the
-`resolve` event), both included. An episode still open when the stream ends covers every
-row from its start to the last row. This is the worker's own definition of "flagged"
-(`anomaly.rules`); the records between `ended_at` and the `resolve` event (below the
-threshold, waiting for m of them) are not flagged.
+`resolve` event), both included, less the quiet gaps it resumed from (after a `quiet`
+event's `ended_at`, before the next `resume` event's `resumed_at`). An episode still open when
+the stream ends covers every row from its start to the last row (to its last `quiet` when it
+is quiet). This is the worker's own definition of "flagged" (`anomaly.rules.flags`); the
+records between `ended_at` and the `resolve` event (below the threshold, waiting for m of
+them and the hold) are not flagged.
+
+Events are counted as an operator meets them (`Encounter`): each episode is one page, on the
+anomaly when it covers a labelled row, a false page when it lies wholly on normal rows.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,36 +33,55 @@ BoolArray = npt.NDArray[np.bool_]
 
 @dataclass(frozen=True)
 class EpisodeSpan:
-    """One alert episode of one asset, by record time (epoch seconds); end None: still open."""
+    """One alert episode of one asset, by record time (epoch seconds); end None: still open.
+    `gaps`: the quiet stretches it resumed from (after a `quiet` event's `ended_at`, before
+    the `resume` event's `resumed_at`, both excluded): not flagged, though the episode (one
+    page) spans them."""
 
     episode_id: str
     asset_id: str
     start: float
     end: float | None
+    gaps: tuple[tuple[float, float], ...] = ()
 
 
 def episodes_from_events(events: Iterable[Mapping[str, Any]]) -> list[EpisodeSpan]:
-    """The episodes that `open` and `resolve` events describe, one per episode id (other
-    events are skipped).
+    """The episodes that `open`, `quiet`, `resume` and `resolve` events describe, one per
+    episode id (other events are skipped).
 
     Events may repeat (the worker publishes at least once: a replayed batch publishes its
     events again, with the same episode id); a `resolve` closes its episode whichever order
     the copies come in. A `resolve` without its `open` (the open fell before the range read)
-    still gives the episode, from its `started_at`.
+    still gives the episode, from its `started_at`. An episode left quiet when the events
+    end ends at its last `quiet`'s `ended_at`.
     """
     starts: dict[str, tuple[str, float]] = {}
     ends: dict[str, float] = {}
+    quiets: dict[str, set[float]] = {}
+    resumes: dict[str, set[float]] = {}
     for event in events:
-        if event["type"] not in ("open", "resolve"):
+        kind = event["type"]
+        if kind not in ("open", "quiet", "resume", "resolve"):
             continue  # a sensor's silence (sensor_silent, sensor_resolve) is not an episode
         episode_id = str(event["episode_id"])
         starts.setdefault(episode_id, (str(event["asset_id"]), _epoch(event["started_at"])))
-        if event["type"] == "resolve":
+        if kind == "resolve":
             ends[episode_id] = _epoch(event["ended_at"])
-    return [
-        EpisodeSpan(episode_id, asset_id, start, ends.get(episode_id))
-        for episode_id, (asset_id, start) in sorted(starts.items(), key=lambda kv: kv[1][1])
-    ]
+        elif kind == "quiet":
+            quiets.setdefault(episode_id, set()).add(_epoch(event["ended_at"]))
+        elif kind == "resume":
+            resumes.setdefault(episode_id, set()).add(_epoch(event["resumed_at"]))
+    out = []
+    for episode_id, (asset_id, start) in sorted(starts.items(), key=lambda kv: kv[1][1]):
+        quiet, resumed = sorted(quiets.get(episode_id, ())), sorted(resumes.get(episode_id, ()))
+        gaps = tuple(
+            (max(q for q in quiet if q < r), r) for r in resumed if any(q < r for q in quiet)
+        )
+        end = ends.get(episode_id)
+        if end is None and quiet and (not resumed or quiet[-1] > resumed[-1]):
+            end = quiet[-1]  # quiet when the events end: its records above ended there
+        out.append(EpisodeSpan(episode_id, asset_id, start, end, gaps))
+    return out
 
 
 def row_flags(
@@ -71,6 +95,8 @@ def row_flags(
         inside = row_ts >= episode.start
         if episode.end is not None:
             inside &= row_ts <= episode.end
+        for after, before in episode.gaps:
+            inside &= (row_ts <= after) | (row_ts >= before)
         flags |= inside
     return flags
 
@@ -147,3 +173,93 @@ class Confusion:
 def _epoch(value: object) -> float:
     """Epoch seconds of an ISO 8601 time (naive means UTC, as in input records)."""
     return parse_ts(value).timestamp()
+
+
+# Events as an operator meets them: each episode is one page.
+DAY_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class Encounter:
+    """One file's episodes as an operator meets them, against its labelled rows.
+
+    `on_anomaly`: episodes covering at least one labelled row; `false_pages`: episodes wholly
+    on normal rows; `delay_rows` / `delay_s`: from the first labelled row to the start of the
+    first episode on the anomaly, 0 when that episode was already open at the anomaly's first
+    row; None when no episode touches the anomaly (a miss) or there is none (`anomalous`).
+    """
+
+    anomalous: bool
+    on_anomaly: int
+    false_pages: int
+    delay_rows: int | None
+    delay_s: float | None
+
+    @classmethod
+    def of(
+        cls,
+        spans: Sequence[tuple[int, int]],
+        labels: BoolArray,
+        row_ts: npt.NDArray[np.float64],
+    ) -> Encounter:
+        """From each episode's first and last row (both included) among the scored rows, the
+        rows' labels and their timestamps (epoch seconds)."""
+        if labels.shape != row_ts.shape:
+            raise ValueError(f"{labels.shape} labels for {row_ts.shape} timestamps")
+        anomalous = np.flatnonzero(labels)
+        on, starts = 0, []
+        for first, last in spans:
+            if labels[first : last + 1].any():
+                on += 1
+                starts.append(first)
+        if not len(anomalous) or not starts:
+            return cls(bool(len(anomalous)), on, len(spans) - on, None, None)
+        onset = int(anomalous[0])
+        # an episode on the anomaly that began on normal rows before it was already paging
+        met = max(onset, min(starts))
+        return cls(True, on, len(spans) - on, met - onset, float(row_ts[met] - row_ts[onset]))
+
+    @property
+    def pages(self) -> int:
+        """Every episode the operator met on these rows."""
+        return self.on_anomaly + self.false_pages
+
+    def figures(self) -> dict[str, Any]:
+        """The counts and the delay, for the results file."""
+        return {
+            "episodes_on_anomaly": self.on_anomaly, "false_pages": self.false_pages,
+            "delay_rows": self.delay_rows,
+            "delay_s": None if self.delay_s is None else round(self.delay_s, 3),
+        }  # fmt: skip
+
+
+def duration_s(row_ts: npt.NDArray[np.float64]) -> float:
+    """The time the rows stand for: from the first timestamp to the last plus one median
+    step (each row stands for one sampling interval: 960 rows 3 minutes apart are 48 h);
+    0 for fewer than 2 rows."""
+    if len(row_ts) < 2:
+        return 0.0
+    return float(row_ts[-1] - row_ts[0] + np.median(np.diff(row_ts)))
+
+
+def per_day(episodes: int, seconds: float) -> float | None:
+    """Episodes per 24 h of data (None without any data)."""
+    return episodes * DAY_S / seconds if seconds > 0 else None
+
+
+def detection_rate(flagged: BoolArray, labels: BoolArray) -> float | None:
+    """The share of labelled rows flagged (1 - MAR); None without a labelled row."""
+    anomalous = int(labels.sum())
+    return int((flagged & labels).sum()) / anomalous if anomalous else None
+
+
+def before_anomaly(flagged: BoolArray, labels: BoolArray) -> tuple[int, int]:
+    """(rows flagged, rows) before the first labelled row: every row when none is labelled."""
+    anomalous = np.flatnonzero(labels)
+    first = int(anomalous[0]) if len(anomalous) else len(labels)
+    return int(flagged[:first].sum()), first
+
+
+def share(part: int, whole: int) -> float | None:
+    """part / whole rounded for the results file; None when whole is 0."""
+    return round(part / whole, 4) if whole else None

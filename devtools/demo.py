@@ -220,6 +220,16 @@ def follow(
                         f"  OPEN     {event['asset_id']} [{event['model']}]  {event['ts']}  score "
                         f"{event['score']:.3g} > {event['threshold']:.3g}  top: {top}"
                     )
+                elif event["type"] == "quiet":
+                    print(
+                        f"  QUIET    {event['asset_id']}  {event['ts']}  back under since "
+                        f"{event['ended_at']}: resolves after the hold unless it returns"
+                    )
+                elif event["type"] == "resume":
+                    print(
+                        f"  RESUME   {event['asset_id']}  {event['ts']}  above again since "
+                        f"{event['resumed_at']}: the same episode, no new page"
+                    )
                 else:
                     print(
                         f"  RESOLVE  {event['asset_id']}  {event['ts']}  {event['records']} "

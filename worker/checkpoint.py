@@ -1,16 +1,19 @@
 """Alert state that travels with the offsets: saved in each commit, restored with the partition.
 
 Beyond its window, what a worker knows about an asset is its alert-rule state (`RuleState`):
-a run of records above the threshold, an open episode, a raised threshold after an episode
-that the drop rule ended. When the worker dies or the partition
-moves to another worker, that state must follow the offsets, or an open episode never gets its
-`resolve` and a run that was one record short of opening one starts again from zero. So it is
-written into the offset commit itself (Kafka's offset-commit metadata, one string per
-partition): the saved state always describes exactly the records before the committed offset,
-and the next owner restores it before it processes the partition's next record.
+a run of records above the threshold, an open episode (active, or quiet and waiting its hold
+to resolve), a raised threshold after an episode that the drop rule ended. When the worker dies
+or the partition moves to another worker, that state must follow the offsets, or an open
+episode never gets its `resolve` and a run that was one record short of opening one starts
+again from zero. So it is written into the offset commit itself (Kafka's offset-commit
+metadata, one string per partition): the saved state always describes exactly the records
+before the committed offset, and the next owner restores it before it processes the
+partition's next record.
 
 Windows are not saved: after a move an asset's first `window - 1` records refill its window
-(counted as warming up), as for an asset seen for the first time.
+(counted as warming up), as for an asset seen for the first time. Nor is the judged score's
+average of an asset with nothing else to save (anomaly/rules.py): it starts again at the
+asset's first record scored there.
 
 The text is "v1:" + base64(zlib(JSON)). Brokers cap it (Kafka's `offset.metadata.max.bytes`,
 4096 bytes by default): when a partition's assets do not fit, open episodes are kept first,
@@ -116,21 +119,26 @@ def _row(asset_id: str, rules: RuleState) -> list[Any]:
             episode.episode_id, _ref(episode.start), _us(episode.started_at),
             _us(episode.ended_at), episode.records, episode.peak_score, episode.span,
         ]  # fmt: skip
+        if episode.resumed is not None:
+            saved.append([_us(episode.resumed[0]), *_ref(episode.resumed[1])])
     return [asset_id, rules.above_run, rules.below_run, run, rules.run_peak, saved, rules.level,
-            rules.drop_run, rules.floor]  # fmt: skip
+            rules.drop_run, rules.floor, int(rules.quiet), rules.judged]  # fmt: skip
 
 
 def _rules(row: list[Any]) -> RuleState:
-    asset_id, above_run, below_run, run, run_peak, saved, level, drop_run, floor = row
+    # rows written before the hold and the judged score existed (0.4) have 9 fields
+    asset_id, above_run, below_run, run, run_peak, saved, level, drop_run, floor, *later = row
     if not isinstance(asset_id, str):
         raise TypeError(f"asset id {asset_id!r}")
+    quiet, judged = later or (0, None)
     rules = RuleState(above_run=int(above_run), below_run=int(below_run), level=float(level),
-                      drop_run=int(drop_run), floor=float(floor))  # fmt: skip
+                      drop_run=int(drop_run), floor=float(floor), quiet=bool(quiet),
+                      judged=None if judged is None else float(judged))  # fmt: skip
     rules.run_peak = float(run_peak)
     if isinstance(run, list):
         rules.run_start = (_ts(run[0]), SourceRef(run[1], int(run[2]), int(run[3])))
     if isinstance(saved, list):
-        episode_id, start, started, ended, records, peak, span = saved
+        episode_id, start, started, ended, records, peak, span, *resumed = saved
         rules.episode = Episode(
             episode_id=str(episode_id),
             start=SourceRef(start[0], int(start[1]), int(start[2])),
@@ -140,6 +148,9 @@ def _rules(row: list[Any]) -> RuleState:
             peak_score=float(peak),
             span=int(span),
         )
+        if resumed:  # [[time, topic, partition, offset]] (absent: never resumed)
+            at, topic, partition, offset = resumed[0]
+            rules.episode.resumed = (_ts(at), SourceRef(topic, int(partition), int(offset)))
     return rules
 
 

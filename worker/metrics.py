@@ -21,7 +21,7 @@ from prometheus_client.utils import floatToGoString
 from anomaly.records import REASONS
 
 OUTCOMES = ("scored", "dead_lettered", "warming_up", "incomplete")
-EVENT_TYPES = ("open", "resolve", "sensor_silent", "sensor_resolve")
+EVENT_TYPES = ("open", "quiet", "resume", "resolve", "sensor_silent", "sensor_resolve")
 STAGES = ("poll", "decode", "score", "publish", "commit")
 CHECKPOINT_EVENTS = ("restored", "released", "unsaved")
 
@@ -289,7 +289,10 @@ class Metrics:
         self, kind: str, asset_id: str, top_feature: str | None, model: str, version: str
     ) -> None:
         """Show an episode while it is open (one series per asset, bounded in number): what
-        the board's episode table and the AnomalyAssetInAlarm alert read."""
+        the board's episode table and the AnomalyAssetInAlarm alert read. A quiet or resumed
+        episode is still open: its series (its page) stays as it is."""
+        if kind in ("quiet", "resume"):
+            return
         previous = self._episode_labels.pop(asset_id, None)
         if previous is not None:
             self.episode_open.remove(asset_id, *previous)

@@ -281,16 +281,21 @@ class BatchProcessor:
             window = artifact.manifest.window
             history = batch.history[:n]
             scores = artifact.detector.score(history[:, history.shape[1] - window :])
+            # in order: an asset's records of a batch each advance its average
+            judged = np.array([
+                pending[1].rules.judge(score, rules)
+                for pending, score in zip(batch.pending, scores.score.tolist(), strict=True)
+            ])  # fmt: skip
             limits = batch.limits[:n]
-            above = exceed(scores.score, limits)  # each asset's threshold
+            above = exceed(judged, limits)  # each asset's threshold
             # the onset rule reads its span (the ring holds the window when that is longer)
             span = history[:, history.shape[1] - max(rules.history, 1) :]
             unit = artifact.detector.scaler.step_unit
-            onset = onsets(span, batch.seen[:n], scores.score, above, limits, unit, rules)
-            scored.append((batch, scores, above, onset, limits))
+            onset = onsets(span, batch.seen[:n], judged, above, limits, unit, rules)
+            scored.append((batch, scores, judged, above, onset, limits))
         result.stats.score_s = time.perf_counter() - started
-        for batch, scores, above, onset, limits in scored:
-            self._apply_rules(records, batch, scores, above, onset, limits, result)
+        for batch, scores, judged, above, onset, limits in scored:
+            self._apply_rules(records, batch, scores, judged, above, onset, limits, result)
         if len(scored) > 1:
             result.stats.scores = np.concatenate([s.score for _, s, *_ in scored])
         elif scored:
@@ -526,13 +531,14 @@ class BatchProcessor:
         records: Sequence[SourceRecord],
         batch: _ModelBatch,
         scores: Scores,
+        judged: npt.NDArray[np.float64],
         above: npt.NDArray[np.bool_],
         onset: npt.NDArray[np.bool_],
         limits: npt.NDArray[np.float64],
         result: BatchResult,
     ) -> None:
-        """Advance each scored record's asset by its decision (`above`, against `limits`) and
-        onset evidence."""
+        """Advance each scored record's asset by its decision (its `judged` score `above`
+        `limits`) and onset evidence."""
         stats, pending, context = result.stats, batch.pending, batch.context
         name = batch.served.name
         median = batch.served.artifact.manifest.validation.holdout_score_p50
@@ -552,7 +558,7 @@ class BatchProcessor:
             index, state, asset_id, ts, filled = pending[i]
             if not is_above and state.rules.idle:
                 continue  # nothing to track: the rules would not change (the common case)
-            record, score = records[index], float(scores.score[i])
+            record, score = records[index], float(judged[i])
             ref = SourceRef(record.topic, record.partition, record.offset)
             change = state.rules.observe(ts, ref, score, is_above, rules, bool(onset[i]))
             partitions.observed(asset_id, state)
@@ -569,13 +575,13 @@ class BatchProcessor:
                 shown[asset_id] = (i, is_open)
                 explained[asset_id] = None if is_open else now  # resolved: shown a while yet
         if shown:
-            self._show(batch, windows, scores, limits, shown, result)
+            self._show(batch, windows, judged, limits, shown, result)
 
     def _show(
         self,
         batch: _ModelBatch,
         windows: npt.NDArray[np.float64],
-        scores: Scores,
+        judged: npt.NDArray[np.float64],
         limits: npt.NDArray[np.float64],
         shown: dict[str, tuple[int, bool]],
         result: BatchResult,
@@ -587,7 +593,7 @@ class BatchProcessor:
         for (asset_id, (i, is_open)), row in zip(shown.items(), expected, strict=True):
             result.stats.alarms.append(AlarmView(
                 asset_id, batch.served.name, features, windows[i, -1].copy(), row,
-                float(scores.score[i]), float(limits[i]), is_open,
+                float(judged[i]), float(limits[i]), is_open,
             ))  # fmt: skip
 
     def checkpoints(

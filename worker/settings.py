@@ -76,15 +76,22 @@ class StoreSettings(_Part):
 
 
 class AlertSettings(_Part):
-    """Alert episodes. The rules (k, m, the drop rule, the onset rule) come with each model, as
-    it was trained and gated (anomaly.rules.Rules in its manifest); a value set here overrides
-    the model's for every model this worker serves, and is logged when a model is loaded."""
+    """Alert episodes. The rules (k, m, the hold, the drop rule, the onset rule) come with each
+    model, as it was trained and gated (anomaly.rules.Rules in its manifest); a value set here
+    overrides the model's for every model this worker serves, and is logged when a model is
+    loaded."""
 
     open_after: int | None = Field(default=None, ge=1, description="override k")
     resolve_after: int | None = Field(default=None, ge=1, description="override m")
+    resolve_after_s: float | None = Field(
+        default=None, ge=0.0, description="override the hold of a quiet episode (seconds)"
+    )
     end_drop: float | None = Field(default=None, ge=0.0, description="override the drop rule")
     onset_step: float | None = Field(
         default=None, ge=0.0, description="override the onset rule's step (0: off)"
+    )
+    score_rate: float | None = Field(
+        default=None, gt=0.0, le=1.0, description="override the judged score's rate (1: off)"
     )
     top_features: int = Field(default=3, ge=1)
     max_assets: int = Field(default=100_000, ge=1)
@@ -100,7 +107,10 @@ class AlertSettings(_Part):
 
     def overrides(self) -> dict[str, int | float]:
         """The rules set here, by field name (empty: the model's rules apply as trained)."""
-        names = ("open_after", "resolve_after", "end_drop", "onset_step")
+        names = (
+            "open_after", "resolve_after", "resolve_after_s", "end_drop", "onset_step",
+            "score_rate",
+        )  # fmt: skip
         return {name: getattr(self, name) for name in names if getattr(self, name) is not None}
 
     def serving(self, rules: Rules) -> Rules:

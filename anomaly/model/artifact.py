@@ -37,8 +37,11 @@ from anomaly.rules import Rules
 # 2 load with no flat feature, the scale as the noise, and the onset rule off, as they ran.
 # 4: per-asset thresholds (`asset_thresholds`: asset id -> Threshold; the model's `threshold`
 # for every other asset). Versions 1 to 3 have none.
-FORMAT_VERSION = 4
-READABLE_FORMATS = (1, 2, 3, 4)
+# 5: the rules hold `resolve_after_s` (a quiet episode's hold) and `score_rate` (the judged
+# score's average). Versions 1 to 4 load with neither (no hold, each record judged by its own
+# score), as they ran.
+FORMAT_VERSION = 5
+READABLE_FORMATS = (1, 2, 3, 4, 5)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 
@@ -243,12 +246,20 @@ def parse_manifest(data: bytes, path: str) -> Manifest:
     rules = raw.get("rules")
     if found in (1, 2) and isinstance(rules, dict) and any(k.startswith("onset") for k in rules):
         raise ArtifactError(f"{path} is invalid: format version {found} has no onset rule")
+    newer = ("resolve_after_s", "score_rate")
+    if found in (1, 2, 3, 4) and isinstance(rules, dict) and any(k in rules for k in newer):
+        raise ArtifactError(
+            f"{path} is invalid: format version {found} has no hold and no judged score"
+        )
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
         raise ArtifactError(f"{path} is invalid: {_summarise(exc)}") from exc
-    if found in (1, 2):  # served as they were: without the onset rule
-        return manifest.model_copy(update={"rules": manifest.rules.without_onset()})
+    if found in (1, 2, 3, 4):  # served as they ran: no hold, and for 1 and 2 no onset rule
+        rules = manifest.rules.model_copy(update={"resolve_after_s": 0.0, "score_rate": 1.0})
+        return manifest.model_copy(
+            update={"rules": rules.without_onset() if found in (1, 2) else rules}
+        )
     return manifest
 
 

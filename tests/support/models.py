@@ -49,11 +49,14 @@ def settings_for(
 ) -> TrainingSettings:
     """Training settings for a CSV written by write_csv: calibration on the whole held-out
     part (no gate slice), no margin above it and no hygiene, single records unless a window
-    is given, so that the model tests see plain training and calibration."""
+    is given, so that the model tests see plain training and calibration; and each record
+    judged by its own score with no hold (an episode resolves at its m-th record below): the
+    tests of the worker count records."""
     return TrainingSettings(
         data={"path": data, "timestamp_column": "timestamp"},
         model={"epochs": 150, "patience": 10, "batch_size": 128, "window": 1, **model},
         calibration={"margin": 1.0, **(calibration or {})},
+        rules={"resolve_after_s": 0.0, "score_rate": 1.0},
         clean={"enabled": False},
         gate={"fraction": 0},
         store={"path": store},

@@ -112,7 +112,37 @@ def test_the_benchmark_streams_one_file_and_writes_its_results(tmp_path: Path) -
     assert set(summary["targets"]["met"]) == {
         "f1", "far", "mar", "normal_day", "worst_mar", "threshold_ratio"
     }  # fmt: skip
+    # events as an operator meets them, and PCA T^2|Q on the same rows
+    assert row["episodes_on_anomaly"] >= 1
+    assert row["episodes_on_anomaly"] + row["false_pages"] <= row["episodes"]
+    assert row["delay_rows"] is not None
+    assert row["detection"] == round(1 - row["mar"], 4)
+    assert row["before_fault"]["rows"] == ANOMALY[0] - 400
+    pca = row["pca"]
+    assert pca["components"] == len(simulator.FEATURES) - 1  # Q needs a residual
+    assert pca["tp"] + pca["fp"] + pca["fn"] + pca["tn"] == 320
+    assert pca["detection"] > 0.5  # an 8-sigma shift is far outside its limits too
+    assert results["anomaly_free"]["events"]["episodes"] == segment["false_pages"]
+    assert summary["events"]["episodes_on_anomaly"] == row["episodes_on_anomaly"]
     assert "| **pooled** |" in done.stdout
     assert "- like for like with SKAB's Conv-AE" in done.stdout
+    assert "Side by side with PCA T^2|Q (7 components" in done.stdout
     assert (tmp_path / "out" / "skab.md").read_text().startswith("SKAB (1 files")
     assert np.isfinite(row["threshold"])
+
+
+def test_the_tep_targets_read_the_faults_left_after_the_undetectable_ones(tmp_path: Path) -> None:
+    write_skab(tmp_path / "data" / "run-1.csv")
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.skab", str(tmp_path / "data"), "--replay", "offline",
+         "--targets", "tep", "--undetectable", "run-9", "--out", str(tmp_path / "out")],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    assert "--undetectable: no labelled file run-9 here (ignored)" in done.stderr
+    targets = json.loads((tmp_path / "out" / "skab.json").read_text())["summary"]["targets"]
+    assert targets["set"] == "tep"
+    assert targets["figures"]["detectable"] == ["run-1"]
+    assert targets["figures"]["undetectable_absent"] == ["run-9"]
+    assert targets["met"]["normal_episodes"] is None  # no file without an anomaly
+    assert "- TEP targets met: detection_vs_pca " in done.stdout

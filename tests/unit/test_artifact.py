@@ -73,11 +73,40 @@ def test_refuses_a_truncated_manifest(artifact_dir: Path) -> None:
 
 
 def test_refuses_another_format_version(artifact_dir: Path) -> None:
-    edit_manifest(artifact_dir, lambda m: m.update(format_version=5))
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=6))
     with pytest.raises(
-        ArtifactError, match="format version 5; this code reads versions 1, 2, 3, 4"
+        ArtifactError, match="format version 6; this code reads versions 1, 2, 3, 4, 5"
     ):
         load_artifact(artifact_dir)
+
+
+def test_a_format_4_artifact_serves_without_the_hold_and_judged_score_it_never_had(
+    artifact_dir: Path,
+) -> None:
+    edit_manifest(artifact_dir, lambda m: m["rules"].update(resolve_after_s=600.0))
+    assert load_artifact(artifact_dir).manifest.rules.resolve_after_s == 600.0
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=4))
+    with pytest.raises(ArtifactError, match="format version 4 has no hold"):
+        load_artifact(artifact_dir)
+    edit_manifest(artifact_dir, lambda m: m["rules"].pop("resolve_after_s"))
+    with pytest.raises(ArtifactError, match="format version 4 has no hold"):  # score_rate
+        load_artifact(artifact_dir)
+    edit_manifest(artifact_dir, lambda m: m["rules"].pop("score_rate"))
+    rules = load_artifact(artifact_dir).manifest.rules
+    assert (rules.resolve_after_s, rules.score_rate) == (0.0, 1.0)
+    assert rules.onset_step > 0  # format 4 keeps its onset rule
+
+
+def as_format(version: int) -> Callable[[dict[str, Any]], None]:
+    """A manifest edit: the format `version`, without the rules it did not have (version 3
+    or 4; 5 added the hold and the judged score)."""
+
+    def edit(manifest: dict[str, Any]) -> None:
+        manifest.update(format_version=version)
+        for key in ("resolve_after_s", "score_rate"):
+            manifest["rules"].pop(key)
+
+    return edit
 
 
 def test_asset_thresholds_apply_to_their_assets_and_need_format_4(artifact_dir: Path) -> None:
@@ -86,7 +115,7 @@ def test_asset_thresholds_apply_to_their_assets_and_need_format_4(artifact_dir: 
     manifest = load_artifact(artifact_dir).manifest
     assert manifest.threshold_for("pump-07").value == 9.5
     assert manifest.threshold_for("pump-08") == manifest.threshold
-    edit_manifest(artifact_dir, lambda m: m.update(format_version=3))
+    edit_manifest(artifact_dir, as_format(3))
     with pytest.raises(ArtifactError, match="format version 3 has no asset thresholds"):
         load_artifact(artifact_dir)
     edit_manifest(artifact_dir, lambda m: m.update(asset_thresholds={}))

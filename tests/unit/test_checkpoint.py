@@ -40,9 +40,18 @@ def raised(i: int) -> RuleState:
     return RuleState(below_run=i % 3, floor=0.1 + i / 7, level=2.5)
 
 
+def quiet_episode(i: int) -> RuleState:
+    """An episode that went quiet, resumed once and went quiet again, waiting its hold."""
+    state = open_episode(i)
+    assert state.episode is not None
+    state.episode.resumed = (T0 + timedelta(seconds=30), SourceRef("in", 2, 1030 + i))
+    state.quiet, state.above_run, state.judged = True, 1, -0.25
+    return state
+
+
 def test_rule_states_come_back_exactly() -> None:
     states = {"pump-1": open_episode(1), "pump-2": a_run(2), "pump-3": open_episode(3),
-              "pump-4": raised(4)}  # fmt: skip
+              "pump-4": raised(4), "pump-5": quiet_episode(5)}  # fmt: skip
     text, unsaved = encode(states.items(), max_bytes=4096)
     assert unsaved == 0
     assert text.startswith("v1:")
@@ -85,20 +94,27 @@ def inner_json(text: str) -> bytes:
 
 def test_the_text_is_compact_json_of_one_row_per_asset_in_the_v1_layout() -> None:
     """[asset id, above_run, below_run, run (start µs since the epoch, topic, partition,
-    offset) or null, run_peak, episode or null, level, drop_run, floor]: no spaces; a run
-    that has ended (above_run 0) is not saved even where its start is still held."""
+    offset) or null, run_peak, episode or null, level, drop_run, floor, quiet (0 or 1), the
+    judged average or null]: no spaces; a run that has ended (above_run 0) is not saved even
+    where its start is still held. Rows of 0.4 (the first 9 fields) still read."""
     ended = RuleState(below_run=1, run_start=(T0, SourceRef("in", 2, 7)), run_peak=3.0,
-                      level=0.5, floor=1.5)  # fmt: skip
+                      level=0.5, floor=1.5, judged=-1.5)  # fmt: skip
     text, unsaved = encode([("p", ended)], 4096)
     assert unsaved == 0
-    assert inner_json(text) == b'[["p",0,1,null,3.0,null,0.5,0,1.5]]'
+    assert inner_json(text) == b'[["p",0,1,null,3.0,null,0.5,0,1.5,0,-1.5]]'
     # T0 is 2026-11-21 10:00:00.123456 UTC: 1,795,255,200.123456 s after the epoch
     running = RuleState(above_run=2, run_start=(T0, SourceRef("in", 2, 7)), run_peak=3.0)
     text, _ = encode([("q", running)], 4096)
-    assert inner_json(text) == b'[["q",2,0,[1795255200123456,"in",2,7],3.0,null,0.0,0,0.0]]'
+    assert inner_json(text) == (
+        b'[["q",2,0,[1795255200123456,"in",2,7],3.0,null,0.0,0,0.0,0,null]]'
+    )
     assert decode(text)["q"] == running
     restored = decode(encode([("p", ended)], 4096)[0])["p"]
     assert (restored.run_start, restored.floor, restored.below_run) == (None, 1.5, 1)
+    assert restored.judged == -1.5
+    old = [["q", 2, 0, [1795255200123456, "in", 2, 7], 3.0, None, 0.0, 0, 0.0]]
+    packed = zlib.compress(json.dumps(old).encode())
+    assert decode("v1:" + base64.b64encode(packed).decode())["q"] == running
 
 
 def priority_states() -> list[tuple[str, RuleState]]:
@@ -213,7 +229,9 @@ def test_a_text_that_is_not_a_checkpoint_is_refused_saying_why() -> None:
 
 def processor(artifact: Artifact) -> BatchProcessor:
     # without the onset rule: its history, like a window, is not saved (refilled after a move)
-    settings = AlertSettings(open_after=3, resolve_after=5, onset_step=0)
+    # the onset rule's history and an idle asset's judged average are not saved, the alert
+    # state is: without them a restart is exact
+    settings = AlertSettings(open_after=3, resolve_after=5, onset_step=0, score_rate=1)
     p = BatchProcessor(TOPICS, BatchSettings(), settings)
     p.set_model(artifact)
     return p

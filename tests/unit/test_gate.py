@@ -24,7 +24,9 @@ from training.gate import Decision, Scored, decide
 from training.settings import DataSettings, GateSettings
 from training.verdicts import Verdict, VerdictKind, judge
 
-EACH_RECORD = Rules(open_after=1, resolve_after=1, end_drop=0, onset_step=0)
+EACH_RECORD = Rules(
+    open_after=1, resolve_after=1, resolve_after_s=0, end_drop=0, onset_step=0, score_rate=1
+)
 
 
 class Scaled(nn.Module):

@@ -1,7 +1,7 @@
 import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
-from worker.metrics import AssetsInAlarm, BatchHistogram
+from worker.metrics import AssetsInAlarm, BatchHistogram, Metrics
 from worker.pipeline import AlarmView
 
 
@@ -74,3 +74,24 @@ def test_the_assets_in_alarm_stay_within_their_bound_under_a_storm() -> None:
     ]
     assert {s.labels["asset_id"] for s in samples} == {"p47", "p48", "p49"}  # the freshest
     assert len(samples) == 3 * (2 * len(features) + 2)  # actual and expected, score, threshold
+
+
+def test_a_quiet_or_resumed_episode_keeps_its_page_until_it_resolves() -> None:
+    metrics = Metrics(CollectorRegistry())
+
+    def paged() -> float | None:
+        labels = {
+            "asset_id": "p1",
+            "top_feature": "flow",
+            "model": "default",
+            "model_version": "v1",
+        }
+        return metrics.registry.get_sample_value("anomaly_episode_open", labels)
+
+    metrics.episode("open", "p1", "flow", "default", "v1")
+    assert paged() == 1.0
+    for kind in ("quiet", "resume", "quiet"):
+        metrics.episode(kind, "p1", "pressure", "default", "v1")  # no new page, none dropped
+        assert paged() == 1.0
+    metrics.episode("resolve", "p1", None, "default", "v1")
+    assert paged() is None

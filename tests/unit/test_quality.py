@@ -7,12 +7,17 @@ import pytest
 
 from benchmarks.quality import (
     Confusion,
+    Encounter,
     EpisodeSpan,
+    before_anomaly,
+    detection_rate,
+    duration_s,
     episode_rows,
     episodes_from_events,
+    per_day,
     row_flags,
 )
-from benchmarks.skab import blind_edges
+from benchmarks.skab import blind_edges, event_summary, normal_summary, side_by_side, tep_targets
 
 T0 = 1_600_000_000.0  # rows one second apart from here
 ROWS = T0 + np.arange(12, dtype=np.float64)
@@ -87,6 +92,30 @@ def test_a_resolve_without_its_open_still_gives_the_episode() -> None:
     assert flags([resolve_event(1, 2)]) == [0, 1, 1] + [0] * 9
 
 
+def quiet_event(first: int, last: int) -> dict[str, Any]:
+    return resolve_event(first, last) | {"type": "quiet"}
+
+
+def resume_event(first: int, resumed: int) -> dict[str, Any]:
+    return {"type": "resume", "episode_id": f"t/0/{first}", "asset_id": "a",
+            "ts": iso(resumed + 2), "started_at": iso(first),
+            "resumed_at": iso(resumed)}  # fmt: skip
+
+
+def test_an_episode_that_went_quiet_and_resumed_flags_its_stretches_not_the_gap() -> None:
+    """One episode (one page) over rows 1-9: above at 1-3 and 7-9, quiet at 4-6."""
+    events = [open_event(1, 3), quiet_event(1, 3), resume_event(1, 7), quiet_event(1, 9)]
+    events += [events[2], resolve_event(1, 9)]  # a resume published twice
+    assert flags(events) == [0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0]
+    assert len(episodes_from_events(events)) == 1
+    # still quiet when the events end: its rows end at the quiet's ended_at
+    assert flags(events[:2]) == [0, 1, 1, 1] + [0] * 8
+    # resumed and still above when the events end: open to the last row
+    assert flags(events[:3]) == [0, 1, 1, 1, 0, 0, 0] + [1] * 5
+    # quiet again after the resume, not resolved: to the second quiet's ended_at
+    assert flags(events[:4]) == [0, 1, 1, 1, 0, 0, 0, 1, 1, 1, 0, 0]
+
+
 def test_naive_times_are_utc() -> None:
     event = open_event(0, 0) | {"started_at": "2020-09-13T12:26:45"}
     assert episodes_from_events([event])[0].start == T0 + 5
@@ -134,3 +163,172 @@ def test_blind_edges_never_flag_the_first_and_last_rows() -> None:
     assert blind_edges(flags, (2, 3)).tolist() == [False] * 2 + [True] * 5 + [False] * 3
     assert not blind_edges(flags, (6, 6)).any()  # a file shorter than both edges
     assert flags.all()  # the product's own decisions are left as they were
+
+
+# Events as an operator meets them. Twelve rows three minutes apart, the anomaly on rows 5-9.
+STEP = 180.0
+SLOW = T0 + STEP * np.arange(12, dtype=np.float64)
+LABELS = np.array([False] * 5 + [True] * 5 + [False] * 2)
+
+
+def test_an_episode_touching_the_anomalys_first_row_meets_it_at_once() -> None:
+    met = Encounter.of([(3, 5)], LABELS, SLOW)  # began on normal rows 3-4, still on at row 5
+    assert met == Encounter(anomalous=True, on_anomaly=1, false_pages=0, delay_rows=0,
+                            delay_s=0.0)  # fmt: skip
+
+
+def test_an_episode_ending_the_row_before_the_anomaly_is_a_false_page_and_a_miss() -> None:
+    met = Encounter.of([(2, 4)], LABELS, SLOW)
+    assert met == Encounter(True, on_anomaly=0, false_pages=1, delay_rows=None, delay_s=None)
+
+
+def test_an_episode_open_to_the_end_meets_the_anomaly_from_its_start() -> None:
+    events = [open_event(0, 1), resolve_event(0, 1), open_event(8, 10)]  # 8: never resolved
+    spans = [(a, b) for _, a, b in episode_rows(episodes_from_events(events), "a", ROWS)]
+    assert spans == [(0, 1), (8, 11)]
+    met = Encounter.of(spans, LABELS, ROWS)  # rows one second apart
+    assert met == Encounter(True, on_anomaly=1, false_pages=1, delay_rows=3, delay_s=3.0)
+    assert met.pages == 2
+
+
+def test_no_episode_is_a_miss() -> None:
+    assert Encounter.of([], LABELS, SLOW) == Encounter(True, 0, 0, None, None)
+
+
+def test_the_delay_is_to_the_earliest_episode_on_the_anomaly_in_the_rows_own_time() -> None:
+    # Listed latest first; the clock skips 10 minutes between rows 6 and 7.
+    times = SLOW.copy()
+    times[7:] += 600.0
+    met = Encounter.of([(9, 11), (7, 7), (10, 10), (0, 1)], LABELS, times)
+    assert (met.on_anomaly, met.false_pages) == (2, 2)  # (10, 10) is after it: a false page
+    assert (met.delay_rows, met.delay_s) == (2, 2 * STEP + 600.0)
+    assert met.figures() == {"episodes_on_anomaly": 2, "false_pages": 2, "delay_rows": 2,
+                             "delay_s": 960.0}  # fmt: skip
+
+
+def test_without_an_anomaly_every_episode_is_a_false_page() -> None:
+    met = Encounter.of([(1, 2), (6, 11)], np.zeros(12, dtype=bool), SLOW)
+    assert met == Encounter(False, on_anomaly=0, false_pages=2, delay_rows=None, delay_s=None)
+    with pytest.raises(ValueError, match="timestamps"):
+        Encounter.of([], LABELS, SLOW[1:])
+
+
+def test_duration_and_episodes_per_day() -> None:
+    tep_normal_run = T0 + STEP * np.arange(960, dtype=np.float64)
+    assert duration_s(tep_normal_run) == 48 * 3600.0  # each row stands for its 3 minutes
+    assert duration_s(SLOW[:1]) == 0.0
+    assert per_day(2, 48 * 3600.0) == 1.0
+    assert per_day(3, 8 * 3600.0) == 9.0
+    assert per_day(1, 0.0) is None
+
+
+def test_detection_rate_and_rows_flagged_before_the_anomaly() -> None:
+    flagged = np.array([0, 1, 0, 0, 0, 1, 1, 0, 1, 1, 1, 0], dtype=bool)
+    assert detection_rate(flagged, LABELS) == 4 / 5
+    assert before_anomaly(flagged, LABELS) == (1, 5)  # rows 0-4; row 10 is after it
+    normal = np.zeros(12, dtype=bool)
+    assert detection_rate(flagged, normal) is None
+    assert before_anomaly(flagged, normal) == (6, 12)  # a normal run: every row
+
+
+def result_row(name: str, anomalous: int, **given: Any) -> dict[str, Any]:
+    """A results-file row with the fields the summaries read; a fault run by default."""
+    row: dict[str, Any] = {
+        "file": name, "anomalous": anomalous, "episodes_on_anomaly": 1, "false_pages": 0,
+        "delay_rows": 2, "delay_s": 360.0, "duration_s": 48 * 3600.0,
+        "tp": anomalous, "fp": 0, "fn": 0, "tn": 160, "detection": 1.0,
+        "before_fault": {"rows": 160, "flagged": 0, "share": 0.0},
+        "pca": {"tp": anomalous, "fp": 16, "fn": 0, "tn": 144, "detection": 1.0,
+                "before_fault": {"rows": 160, "flagged": 16, "share": 0.1}},
+    }  # fmt: skip
+    row.update(given)
+    return row
+
+
+def normal_run(episodes: int, fp: int, pca_fp: int = 96) -> dict[str, Any]:
+    return result_row(
+        "tep-00", 0, episodes_on_anomaly=0, false_pages=episodes, delay_rows=None,
+        delay_s=None, fp=fp, tn=960 - fp, detection=None,
+        pca={"tp": 0, "fp": pca_fp, "fn": 0, "tn": 960 - pca_fp, "detection": None,
+             "before_fault": {"rows": 960, "flagged": pca_fp, "share": pca_fp / 960}},
+    )  # fmt: skip
+
+
+def test_the_tep_targets_all_met() -> None:
+    rows = [normal_run(episodes=1, fp=19), result_row("tep-01", 800),
+            result_row("tep-02", 800, detection=0.9, pca=result_row("", 800)["pca"]
+                       | {"detection": 0.949})]  # fmt: skip
+    targets = tep_targets(rows, set())
+    assert targets["met"] == {
+        "detection_vs_pca": True, "mean_detection": True, "episodes_per_fault": True,
+        "normal_episodes": True, "normal_flagged": True, "before_fault": True,
+    }  # fmt: skip
+    assert targets["figures"]["mean_detection"] == 0.95
+    assert targets["figures"]["normal_flagged"] == round(19 / 960, 4)
+
+
+def test_the_tep_targets_missed_say_by_how_much_and_leave_undetectable_faults_out() -> None:
+    rows = [
+        normal_run(episodes=2, fp=20),
+        result_row("tep-01", 800, episodes_on_anomaly=2, false_pages=1,
+                   before_fault={"rows": 160, "flagged": 4, "share": 0.025}),
+        result_row("tep-03", 800, detection=0.1, episodes_on_anomaly=9,  # undetectable
+                   before_fault={"rows": 160, "flagged": 2, "share": 0.0125}),
+        result_row("tep-08", 800, detection=0.8, pca=result_row("", 800)["pca"]
+                   | {"detection": 0.98}),
+    ]  # fmt: skip
+    targets = tep_targets(rows, {"tep-03", "tep-15"})
+    assert targets["met"] == {
+        "detection_vs_pca": False, "mean_detection": False, "episodes_per_fault": False,
+        "normal_episodes": False, "normal_flagged": False, "before_fault": True,
+    }  # fmt: skip
+    figures = targets["figures"]
+    assert figures["detectable"] == ["tep-01", "tep-08"]
+    assert (figures["undetectable"], figures["undetectable_absent"]) == (["tep-03"], ["tep-15"])
+    assert figures["below_pca"] == [{"file": "tep-08", "detection": 0.8, "pca": 0.98}]
+    assert figures["mean_detection"] == 0.9  # (1.0 + 0.8) / 2: tep-03's 0.1 left out
+    assert figures["pca_mean_detection"] == 0.99  # (1.0 + 0.98) / 2
+    assert figures["max_episodes"] == {"file": "tep-01", "episodes": 3}  # tep-03's 9 left out
+    assert figures["normal_episodes_per_48h"] == 2.0
+    assert figures["before_fault_flagged"] == round(6 / 480, 4)  # every fault run's rows
+
+
+def test_the_tep_targets_without_a_normal_run_leave_its_targets_open() -> None:
+    met = tep_targets([result_row("tep-01", 800)], set())["met"]
+    assert met["normal_episodes"] is None
+    assert met["normal_flagged"] is None
+    assert met["mean_detection"] is True
+
+
+def test_event_summary_pools_the_files() -> None:
+    rows = [
+        normal_run(episodes=2, fp=57),
+        result_row("a", 100, episodes_on_anomaly=3, false_pages=1, delay_rows=4, delay_s=12.0),
+        result_row("b", 100, episodes_on_anomaly=0, false_pages=2, delay_rows=None,
+                   delay_s=None),
+        result_row("c", 100, episodes_on_anomaly=1, delay_rows=10, delay_s=30.0),
+    ]  # fmt: skip
+    events = event_summary(rows)
+    assert {k: v for k, v in events.items() if k != "normal_files"} == {
+        "anomalous_files": 3, "episodes_on_anomaly": 4, "median_per_anomalous_file": 1.0,
+        "max_per_anomalous_file": 3, "false_pages": 5, "median_delay_rows": 7.0,
+        "median_delay_s": 21.0, "missed": ["b"],
+    }  # fmt: skip
+    assert events["normal_files"] == {
+        "files": ["tep-00"], "episodes": 2, "hours": 48.0, "episodes_per_24h": 1.0,
+        "flagged": round(57 / 960, 4), "pca_flagged": 0.1,
+    }  # fmt: skip
+    assert normal_summary([]) is None
+
+
+def test_side_by_side_pools_rows_and_keeps_normal_runs_out_of_detection() -> None:
+    rows = [normal_run(episodes=0, fp=10),
+            result_row("a", 800, tp=600, fn=200, detection=0.75,
+                       before_fault={"rows": 160, "flagged": 8, "share": 0.05})]  # fmt: skip
+    side = side_by_side(rows)
+    product, pca = side["product"], side["pca"]
+    assert (product["tp"], product["fp"], product["fn"], product["tn"]) == (600, 10, 200, 1110)
+    assert product["mean_detection"] == 0.75
+    assert product["before_fault"] == {"rows": 160, "flagged": 8, "share": 0.05}
+    assert pca["fp"] == 96 + 16
+    assert pca["before_fault"] == {"rows": 160, "flagged": 16, "share": 0.1}

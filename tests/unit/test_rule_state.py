@@ -14,7 +14,7 @@ def run(pattern: str, k: int, m: int) -> list[tuple[int, str, int, int]]:
     out: list[tuple[int, str, int, int]] = []
     for i, mark in enumerate(pattern):
         ref = SourceRef("in", 0, i)
-        rules = Rules(open_after=k, resolve_after=m, end_drop=0)
+        rules = Rules(resolve_after_s=0, open_after=k, resolve_after=m, end_drop=0)
         change = state.observe(T0 + timedelta(seconds=i), ref, float(i), mark == "+", rules)
         if change is not None:
             kind, episode = change
@@ -47,7 +47,7 @@ def test_episode_records_its_span_and_peak() -> None:
     scores = [5.0, 9.0, 1.0, 7.0, 0.0, 0.0]
     for i, score in enumerate(scores):
         ref = SourceRef("in", 3, 100 + i)
-        rules = Rules(open_after=2, resolve_after=2, end_drop=0)
+        rules = Rules(resolve_after_s=0, open_after=2, resolve_after=2, end_drop=0)
         change = state.observe(T0 + timedelta(seconds=i), ref, score, score > 2, rules)
     assert change is not None
     kind, episode = change
@@ -73,7 +73,7 @@ def test_flag_episodes_marks_the_records_inside_episodes(
 ) -> None:
     above = np.array([c == "+" for c in pattern])
     scores = np.arange(len(pattern), dtype=float)  # rising: the drop rule could never end one
-    marks = flags(scores, above, Rules(open_after=k, resolve_after=m))
+    marks = flags(scores, above, Rules(resolve_after_s=0, open_after=k, resolve_after=m))
     assert "".join("+" if f else "-" for f in marks) == flagged
 
 
@@ -97,7 +97,7 @@ def run_scores(
 ) -> tuple[list[tuple[int, str, int, int]], RuleState]:
     """Feed scores against a threshold with the drop rule; (index, event, start, records)."""
     state = RuleState()
-    rules = Rules(open_after=k, resolve_after=m, end_drop=drop)
+    rules = Rules(resolve_after_s=0, open_after=k, resolve_after=m, end_drop=drop)
     return feed(state, scores, rules, threshold), state
 
 
@@ -135,8 +135,15 @@ def test_drop_rule_follows_a_slow_change_and_ignores_short_dips() -> None:
 def test_flags_apply_the_drop_rule() -> None:
     scores = np.array([0.5] * 3 + [10.0] * 6 + [3.0] * 6)
     above = scores > 1.0
-    assert flags(scores, above, Rules(open_after=2, resolve_after=3, end_drop=0)).sum() == 12
-    marks = flags(scores, above, Rules(open_after=2, resolve_after=3, end_drop=2.0))
+    assert (
+        flags(
+            scores, above, Rules(resolve_after_s=0, open_after=2, resolve_after=3, end_drop=0)
+        ).sum()
+        == 12
+    )
+    marks = flags(
+        scores, above, Rules(resolve_after_s=0, open_after=2, resolve_after=3, end_drop=2.0)
+    )
     assert "".join("+" if f else "-" for f in marks) == "---++++++------"
 
 
@@ -158,7 +165,7 @@ def test_the_onset_rule_starts_a_run_only_at_an_onset(
     above: str, onset: str, events: list[tuple[int, str, int, int]]
 ) -> None:
     state, out = RuleState(), []
-    rules = Rules(open_after=3, resolve_after=5, end_drop=0)
+    rules = Rules(resolve_after_s=0, open_after=3, resolve_after=5, end_drop=0)
     for i, (a, o) in enumerate(zip(above, onset, strict=True)):
         change = state.observe(T0, SourceRef("in", 0, i), 2.0, a == "+", rules, o == "+")
         if change is not None:
@@ -216,7 +223,7 @@ def test_a_record_below_the_threshold_restarts_the_count_under_the_line() -> Non
 def test_the_raised_threshold_holds_until_m_records_in_a_row_below_the_models() -> None:
     """Threshold 1, k 3, m 2, drop 2. An episode at 8 ended by the drop rule leaves a floor of
     8 / 2 = 4; what happens on it, record by record."""
-    rules = Rules(open_after=3, resolve_after=2, end_drop=2.0)
+    rules = Rules(resolve_after_s=0, open_after=3, resolve_after=2, end_drop=2.0)
     state = RuleState()
     assert feed(state, [8.0] * 3 + [3.0] * 2, rules) == [(2, "open", 0, 3), (4, "resolve", 0, 3)]
     floor = state.floor
@@ -248,7 +255,7 @@ def test_offline_changes_date_episodes_by_their_times_and_place_them_by_index() 
     """`changes` names an offline episode by its first record's index (no topic, partition 0)
     and dates it by `times`, or at the epoch without them."""
     scores = np.array([0.5, 2.0, 2.0, 0.5, 0.5])
-    rules = Rules(open_after=2, resolve_after=2, end_drop=0, onset_step=0)
+    rules = Rules(resolve_after_s=0, open_after=2, resolve_after=2, end_drop=0, onset_step=0)
     times = [T0 + timedelta(minutes=i) for i in range(5)]
     dated = [
         (i, kind, e.episode_id, e.start, e.started_at, e.ended_at)
@@ -266,7 +273,15 @@ def test_offline_changes_date_episodes_by_their_times_and_place_them_by_index() 
 
 def test_offline_changes_refuse_scores_and_decisions_of_different_lengths() -> None:
     with pytest.raises(ValueError, match="zip"):
-        list(changes(np.ones(3), np.ones(2, dtype=bool), Rules()))
+        list(
+            changes(
+                np.ones(3),
+                np.ones(2, dtype=bool),
+                Rules(
+                    resolve_after_s=0,
+                ),
+            )
+        )
 
 
 def test_flags_apply_the_onset_evidence() -> None:
@@ -274,7 +289,7 @@ def test_flags_apply_the_onset_evidence() -> None:
     the run starts there and the episode covers 4 to the end."""
     scores = np.full(8, 2.0)
     above = np.array([False] + [True] * 7)
-    rules = Rules(open_after=3, resolve_after=2, end_drop=0)
+    rules = Rules(resolve_after_s=0, open_after=3, resolve_after=2, end_drop=0)
     onset = np.zeros(8, dtype=bool)
     marks = flags(scores, above, rules, onset)
     assert marks.dtype == np.bool_
@@ -284,7 +299,130 @@ def test_flags_apply_the_onset_evidence() -> None:
 
 
 def test_rules_without_the_onset_rule_read_no_history() -> None:
-    rules = Rules(onset_step=8.0, onset_span=40)
+    rules = Rules(resolve_after_s=0, onset_step=8.0, onset_span=40)
     assert rules.history == 40
-    assert rules.without_onset() == Rules(onset_step=0.0, onset_span=40)
+    assert rules.without_onset() == Rules(resolve_after_s=0, onset_step=0.0, onset_span=40)
     assert rules.without_onset().history == 0
+
+
+def timed(
+    pattern: str, rules: Rules, step_s: float, onset: str | None = None
+) -> list[tuple[int, str, int, int]]:
+    """`run` with records `step_s` seconds apart and any rules; `onset`: per record '+' where
+    the onset rule sees a step (None: everywhere)."""
+    state = RuleState()
+    out: list[tuple[int, str, int, int]] = []
+    for i, mark in enumerate(pattern):
+        ts = T0 + timedelta(seconds=i * step_s)
+        evidence = onset is None or onset[i] == "+"
+        change = state.observe(ts, SourceRef("in", 0, i), 2.0, mark == "+", rules, evidence)
+        if change is not None:
+            out.append((i, change[0], change[1].start.offset, change[1].records))
+    return out
+
+
+HOLD = Rules(open_after=3, resolve_after=3, end_drop=0, onset_step=0, resolve_after_s=600)
+
+
+def test_a_fault_that_dips_under_and_returns_within_the_hold_is_one_episode() -> None:
+    # records a minute apart: quiet after 3 below, back above for 3 within 10 minutes
+    pattern = "+++---+++" + "-" * 12
+    assert timed(pattern, HOLD, 60) == [
+        (2, "open", 0, 3),
+        (5, "quiet", 0, 3),
+        (8, "resume", 0, 9),  # the same episode, now over the gap: 9 records
+        (11, "quiet", 0, 9),
+        (18, "resolve", 0, 9),  # 10 minutes after its last record above (index 8)
+    ]
+    # without the hold: two episodes, two pages
+    no_hold = HOLD.model_copy(update={"resolve_after_s": 0.0})
+    assert timed(pattern, no_hold, 60) == [
+        (2, "open", 0, 3), (5, "resolve", 0, 3), (8, "open", 6, 3), (11, "resolve", 6, 3),
+    ]  # fmt: skip
+
+
+def test_a_return_after_the_hold_is_a_new_episode() -> None:
+    pattern = "+++" + "-" * 10 + "+++---"
+    assert timed(pattern, HOLD, 60) == [
+        (2, "open", 0, 3), (5, "quiet", 0, 3), (12, "resolve", 0, 3),
+        (15, "open", 13, 3), (18, "quiet", 13, 3),
+    ]  # fmt: skip
+
+
+def test_the_hold_is_time_so_one_second_and_three_minute_records_behave_alike() -> None:
+    # 10 minutes: 4 records of 3 minutes (12 min) after the last above, 600 of one second
+    slow = timed("+++" + "-" * 8, HOLD, 180)
+    assert slow == [(2, "open", 0, 3), (5, "quiet", 0, 3), (6, "resolve", 0, 3)]
+    fast = timed("+++" + "-" * 601, HOLD, 1)
+    assert fast == [(2, "open", 0, 3), (5, "quiet", 0, 3), (602, "resolve", 0, 3)]
+    # 3 records below at 3 minutes (9 minutes after the last above) join, 4 (12) do not
+    assert [e[1] for e in timed("+++---+++", HOLD, 180)] == ["open", "quiet", "resume"]
+    assert [e[1] for e in timed("+++----+++", HOLD, 180)] == ["open", "quiet", "resolve", "open"]
+
+
+def test_a_blip_shorter_than_k_neither_resumes_nor_delays_the_resolve() -> None:
+    assert timed("+++---++" + "-" * 8, HOLD, 60) == [
+        (2, "open", 0, 3), (5, "quiet", 0, 3), (12, "resolve", 0, 3),
+    ]  # fmt: skip
+
+
+def test_a_quiet_episode_resumes_only_where_an_episode_would_open() -> None:
+    """The onset rule gates a resume as it gates an opening: a drift back over the threshold
+    with no step in it does not hold an episode open."""
+    rules = HOLD.model_copy(update={"onset_step": 8.0})
+    pattern = "+++---++++" + "-" * 10
+    no_step = "+" + "-" * 19
+    assert [e[1] for e in timed(pattern, rules, 60, no_step)] == ["open", "quiet", "resolve"]
+    step = "+" * 1 + "-" * 6 + "+" + "-" * 12
+    assert [e[:2] for e in timed(pattern, rules, 60, step)] == [
+        (2, "open"), (5, "quiet"), (9, "resume"), (12, "quiet"), (19, "resolve"),
+    ]  # fmt: skip
+
+
+def test_a_drop_ended_episode_goes_quiet_keeping_its_line_and_resumes_only_above_it() -> None:
+    rules = Rules(open_after=3, resolve_after=4, end_drop=2.0, onset_step=0, resolve_after_s=60)
+    fault = [0.5] * 5 + [10.0] * 20  # records one second apart; the episode's level is 10
+    # a new state at 3.0: above the model's threshold (1) but under the line (10 / 2): quiet
+    # at its 4th record, resolved 60 s after the last record at 10 (index 24); a return to
+    # 10 after that is a new episode
+    events = feed(RuleState(), fault + [3.0] * 60 + [10.0] * 3, rules)
+    assert events == [
+        (7, "open", 5, 3), (28, "quiet", 5, 20), (84, "resolve", 5, 20), (87, "open", 85, 3),
+    ]  # fmt: skip
+    # a return to 10 within the hold resumes it; the drop rule ends it again
+    events = feed(RuleState(), fault + [3.0] * 10 + [10.0] * 3 + [3.0] * 5, rules)
+    assert events == [
+        (7, "open", 5, 3), (28, "quiet", 5, 20), (37, "resume", 5, 33), (41, "quiet", 5, 33),
+    ]  # fmt: skip
+
+
+def test_a_resumed_stretch_is_judged_by_its_own_level_as_a_new_episode_would_be() -> None:
+    rules = Rules(open_after=3, resolve_after=4, end_drop=2.0, onset_step=0, resolve_after_s=60)
+    fault = [0.5] * 5 + [10.0] * 20 + [3.0] * 10  # level 10, quiet at its line 5 (index 28)
+    # it resumes at 20: at 8 it is under the resumed stretch's line (10), not the first's (5)
+    events = feed(RuleState(), fault + [20.0] * 3 + [8.0] * 5, rules)
+    assert events == [
+        (7, "open", 5, 3), (28, "quiet", 5, 20), (37, "resume", 5, 33), (41, "quiet", 5, 33),
+    ]  # fmt: skip
+
+
+def test_the_hold_changes_the_pages_never_the_records_flagged() -> None:
+    """A resume is judged exactly as an opening would be (onset, k, the raised threshold, its
+    own level), and a quiet gap is not flagged: with or without the hold the same records are
+    flagged; only the episodes (pages) they fall into differ."""
+    rng = np.random.default_rng(7)
+    times = [T0 + timedelta(seconds=30 * i) for i in range(400)]
+    pages = {0.0: 0, 900.0: 0}
+    for _ in range(40):
+        scores = np.exp(rng.normal(0.0, 1.2, 400)) * np.repeat(rng.uniform(0.3, 4, 20), 20)
+        above = scores > 1.0
+        onset = rng.random(400) < 0.3
+        marks = {}
+        for hold in pages:
+            rules = Rules(open_after=2, resolve_after=3, end_drop=2.0, resolve_after_s=hold)
+            marks[hold] = flags(scores, above, rules, onset)
+            opened = changes(scores, above, rules, times, onset)
+            pages[hold] += sum(kind == "open" for _, kind, _ in opened)
+        assert np.array_equal(marks[0.0], marks[900.0])
+        assert marks[0.0].any()
+    assert pages[900.0] < pages[0.0] / 2  # what the hold is for

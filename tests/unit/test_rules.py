@@ -111,22 +111,36 @@ ONSETS = [{"onset_step": 0.0}, {"onset_step": 8.0}, {"onset_step": 3.0, "onset_s
           "onset_mean": 2}]  # fmt: skip
 
 
+@pytest.mark.parametrize(("hold", "rate"), [(0.0, 1.0), (60.0, 1.0), (60.0, 0.1)])
 @pytest.mark.parametrize("onset", ONSETS)
 @pytest.mark.parametrize("end_drop", [0.0, 2.0])
 @pytest.mark.parametrize("threshold", [NOISY, QUIET])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_streamed_events_equal_the_offline_rules_on_recorded_series(
-    seed: int, threshold: tuple[float, slice], end_drop: float, onset: dict[str, float]
+    seed: int,
+    threshold: tuple[float, slice],
+    end_drop: float,
+    onset: dict[str, float],
+    hold: float,
+    rate: float,
 ) -> None:
     rows = recorded(seed)
-    rules = Rules(open_after=3, resolve_after=5, end_drop=end_drop, **onset)
+    rules = Rules(
+        open_after=3, resolve_after=5, end_drop=end_drop, resolve_after_s=hold, score_rate=rate,
+        **onset,
+    )  # fmt: skip
     model = artifact(rows, rules, *threshold)
     scored = score_series(model.detector, model.threshold, rows, WINDOW, rules)
+    times = [simulator.timestamp(i) for i in range(WINDOW - 1, len(rows))]
     offline = [
         (kind, WINDOW - 1 + i)
-        for i, kind, _ in changes(scored.score, scored.above, rules, onset=scored.onset)
+        for i, kind, _ in changes(scored.score, scored.above, rules, times, scored.onset)
     ]
     assert len(offline) >= 2  # episodes open and end: the comparison means something
+    kinds = {kind for kind, _ in offline}
+    assert ("quiet" in kinds) == (hold > 0)
+    if hold and rate == 1 and threshold is NOISY and not onset["onset_step"]:  # joined
+        assert "resume" in kinds
     assert streamed(model, rows, [1, 7, 50, 500]) == offline
     assert streamed(model, rows, [200]) == offline
 
@@ -179,6 +193,6 @@ def test_the_gate_judges_a_labelled_file_by_the_models_rules_drop_rule_included(
     history = SensorHistory("labelled", ("x",), (series,), has_timestamps=False)
     scaler = RobustScaler(center=np.zeros(1), scale=np.ones(1))
     threshold = Threshold(value=1.0, method="quantile", target_fpr=0.1, n_samples=10)
-    rules = Rules(open_after=2, resolve_after=3, end_drop=end_drop, onset_step=0.0)
+    rules = Rules(open_after=2, resolve_after=3, end_drop=end_drop, onset_step=0.0, score_rate=1)
     model = Scored(Detector(scaler, Zeros()), threshold, 1, ("x",), rules)
     assert f1(model, history) == pytest.approx(expected_f1)

@@ -43,23 +43,27 @@ def test_series_scores_one_score_per_full_window() -> None:
 
 def test_a_series_shorter_than_the_window_scores_and_flags_nothing() -> None:
     values = np.array([[1.0, 2.0], [3.0, 4.0]])
-    scored = score_series(detector(2), threshold(1.0), values, 3, Rules())
+    scored = score_series(detector(2), threshold(1.0), values, 3, Rules(score_rate=1))
     assert scored.window == 3
     assert scored.score.shape == (0,)
     assert scored.shares.shape == (0, 2)
     assert scored.above.shape == scored.onset.shape == (0,)
     assert scored.above.dtype == scored.onset.dtype == np.bool_
-    assert marks(scored.flags(Rules(), 2)) == "--"
+    assert marks(scored.flags(Rules(score_rate=1), 2)) == "--"
 
 
 def test_score_series_decides_each_window_against_the_threshold() -> None:
     values = np.array([[1.0], [3.0], [0.0], [2.0]])  # window scores 5, 4.5, 2 (as above)
-    scored = score_series(detector(), threshold(4.5), values, 2, Rules(onset_step=0.0))
+    scored = score_series(
+        detector(), threshold(4.5), values, 2, Rules(onset_step=0.0, score_rate=1)
+    )
     assert scored.score.tolist() == [5.0, 4.5, 2.0]
     assert scored.above.tolist() == [True, False, False]  # 4.5 is not above 4.5
     assert scored.onset.tolist() == [True] * 3  # the onset rule is off
     assert scored.shares.tolist() == [[1.0]] * 3  # one feature carries the whole error
-    one = score_series(detector(), threshold(4.5), values[:2], 2, Rules(onset_step=0.0))
+    one = score_series(
+        detector(), threshold(4.5), values[:2], 2, Rules(onset_step=0.0, score_rate=1)
+    )
     assert one.score.tolist() == [5.0]  # exactly one full window
 
 
@@ -72,8 +76,8 @@ def test_score_series_measures_the_onset_on_the_series_history() -> None:
     below the threshold."""
     values = np.zeros((100, 1))
     values[80:] = 20.0
-    rules = Rules(open_after=3, resolve_after=2, end_drop=0, onset_step=8.0, onset_span=60,
-                  onset_mean=5, onset_bypass=0.0)  # fmt: skip
+    rules = Rules(open_after=3, resolve_after=2, end_drop=0, score_rate=1, onset_step=8.0,
+                  onset_span=60, onset_mean=5, onset_bypass=0.0)  # fmt: skip
     scored = score_series(detector(), threshold(4.0), values, 1, rules)
     assert np.flatnonzero(scored.above).tolist() == list(range(80, 100))
     assert np.flatnonzero(scored.onset).tolist() == list(range(59)) + list(range(82, 100))
@@ -94,5 +98,5 @@ def test_flags_of_a_series_place_each_window_at_its_last_row_and_apply_the_onset
         above=np.ones(6, dtype=bool),
         onset=np.array([False, True, False, False, False, False]),
     )
-    rules = Rules(open_after=3, resolve_after=2, end_drop=0)
+    rules = Rules(open_after=3, resolve_after=2, end_drop=0, score_rate=1)
     assert marks(scored.flags(rules, 8)) == "---+++++"
