@@ -33,11 +33,13 @@ records in a row score below the model's threshold again (back to normal). Four 
 asset: `level`, `drop_run`, `floor` and the counters already there.
 
 The judged score (`score_rate` < 1): each record is judged, against the threshold and by every
-rule below, by an exponential average of its asset's log scores (rate 0.1: about the last ten
-records), not by its own score alone. A fault whose scores wander around the threshold (a
+rule below, by an exponential average of its asset's log scores, not by its own score alone.
+The rate is 1 / the model's window unless set (`Rules.for_window`, at training: 0.1 at the
+default window of 10, about the last ten records; a window-1 model judges each record by its
+own score, as a window of one asks). A fault whose scores wander around the threshold (a
 process that its control loops partly compensate) stays above it instead of opening and
 closing episodes, and a blip of one or two records above it opens none; a large excess still
-crosses within a few records (ten times the average: within 3). The average starts at an
+crosses within a few records (ten times the average: within 3 at rate 0.1). The average starts at an
 asset's first scored record; it is saved with the offsets only with the rest of an asset's
 rule state (worker/checkpoint.py): an asset with nothing to save starts again at its first
 record after a restart, as its window does.
@@ -71,10 +73,6 @@ EventType = Literal["open", "quiet", "resume", "resolve"]
 # How fast an episode's level follows its scores (an exponential average of log scores).
 LEVEL_RATE = 0.05
 _TINY = 1e-300  # log of an exactly zero score
-# How fast the score a record is judged by follows its asset's scores (Rules.score_rate): an
-# average over about 1 / rate records, so that a fault that keeps its scores around the
-# threshold stays above it, and a blip of one or two records above it does not.
-SCORE_RATE = 0.1
 # How long a quiet episode waits before it resolves (Rules.resolve_after_s): a fault that
 # dips under its threshold and returns within the hour is still one fault.
 HOLD_S = 3600.0
@@ -107,12 +105,12 @@ class Rules(BaseModel):
         ge=0.0,
         description="a score over this many times the threshold opens without a step (0: off)",
     )
-    score_rate: float = Field(
-        default=SCORE_RATE,
+    score_rate: float | None = Field(
+        default=None,
         gt=0.0,
         le=1.0,
         description="a record is judged by an exponential average of its asset's log scores "
-        "at this rate (1: by its own score)",
+        "at this rate (1: by its own score; None: 1 / the model's window, set at training)",
     )
     resolve_after_s: float = Field(
         default=HOLD_S,
@@ -131,6 +129,13 @@ class Rules(BaseModel):
     def history(self) -> int:
         """Records of an asset's past the onset rule reads (0 when it is off)."""
         return self.onset_span if self.onset_step > 0 else 0
+
+    def for_window(self, window: int) -> Rules:
+        """These rules for a model of `window` records: the judged score's rate, where left
+        to the model, 1 / window (its average spans about as many records as a window)."""
+        if self.score_rate is not None:
+            return self
+        return self.model_copy(update={"score_rate": 1.0 / window})
 
     def without_onset(self) -> Rules:
         return self.model_copy(update={"onset_step": 0.0})
@@ -185,9 +190,11 @@ class RuleState:
     judged: float | None = None  # the average log score (None: no record scored yet)
 
     def judge(self, score: float, rules: Rules) -> float:
-        """The score this record is judged by (and advance the average by it)."""
-        self.judged = average(self.judged, score, rules.score_rate)
-        return score if rules.score_rate >= 1.0 else math.exp(self.judged)
+        """The score this record is judged by (and advance the average by it); a rate left
+        unset (`Rules.for_window` sets it) judges each record by its own score."""
+        rate = rules.score_rate or 1.0
+        self.judged = average(self.judged, score, rate)
+        return score if rate >= 1.0 else math.exp(self.judged)
 
     @property
     def idle(self) -> bool:

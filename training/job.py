@@ -489,7 +489,10 @@ def _fit(
         threshold.method, threshold.target_fpr,
     )  # fmt: skip
     return _Candidate(
-        Scored(detector, threshold, window, features, settings.rules, asset_thresholds=own),
+        Scored(
+            detector, threshold, window, features, settings.rules.for_window(window),
+            asset_thresholds=own,
+        ),
         result, architecture, scores, fit_part, calibration_part, len(fit_windows),
         len(held_windows), spread, choice, limits,
     )  # fmt: skip

@@ -17,7 +17,13 @@ from benchmarks.quality import (
     per_day,
     row_flags,
 )
-from benchmarks.skab import blind_edges, event_summary, normal_summary, side_by_side, tep_targets
+from benchmarks.scorecard import (
+    blind_edges,
+    event_summary,
+    normal_summary,
+    side_by_side,
+    tep_targets,
+)
 
 T0 = 1_600_000_000.0  # rows one second apart from here
 ROWS = T0 + np.arange(12, dtype=np.float64)

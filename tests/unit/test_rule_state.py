@@ -1,9 +1,10 @@
+import math
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
 
-from anomaly.rules import Rules, RuleState, SourceRef, changes, flags
+from anomaly.rules import Rules, RuleState, SourceRef, changes, flags, judged_scores
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 
@@ -426,3 +427,40 @@ def test_the_hold_changes_the_pages_never_the_records_flagged() -> None:
         assert np.array_equal(marks[0.0], marks[900.0])
         assert marks[0.0].any()
     assert pages[900.0] < pages[0.0] / 2  # what the hold is for
+
+
+def test_the_judged_score_is_an_average_of_the_log_scores_from_the_first() -> None:
+    e = math.e
+    halves = Rules(score_rate=0.5)
+    assert judged_scores(np.array([1.0, e**2, e**2, 1.0]), halves) == pytest.approx(
+        [1.0, e, e**1.5, e**0.75]  # log: 0, 1, 1.5, 0.75
+    )
+    raw = np.array([0.3, 7.0, 1e-9, 0.0])
+    assert judged_scores(raw, Rules(score_rate=1)).tolist() == raw.tolist()  # exactly
+    assert judged_scores(raw, Rules()).tolist() == raw.tolist()  # unset: its own score
+    state = RuleState()
+    assert state.judge(4.0, halves) == 4.0  # the first record starts the average
+    assert state.judge(1.0, halves) == pytest.approx(2.0)
+    assert state.judged == pytest.approx(math.log(2.0))
+
+
+def test_the_rate_left_to_the_model_is_one_over_its_window() -> None:
+    assert Rules().for_window(10).score_rate == 0.1
+    assert Rules().for_window(1).score_rate == 1.0
+    assert Rules(score_rate=0.3).for_window(10).score_rate == 0.3
+
+
+def test_judged_a_blip_opens_nothing_and_a_wavering_fault_is_one_episode() -> None:
+    rules = Rules(open_after=3, resolve_after=3, end_drop=0, onset_step=0, resolve_after_s=0)
+    judged_rules = rules.model_copy(update={"score_rate": 0.1})
+    normal = [0.5] * 30  # the threshold is 1
+    blip = np.array([*normal, 4.0, 4.0, *normal])  # two records 8 times the normal score
+    assert not (judged_scores(blip, judged_rules) > 1.0).any()
+    # a fault whose own scores fall under the threshold for 4 records in every 8
+    wavering = np.array(normal + [2.0, 2.0, 2.0, 2.0, 0.8, 0.8, 0.8, 0.8] * 10 + normal)
+
+    def opened(scores: np.ndarray, judged: Rules) -> int:
+        return sum(kind == "open" for _, kind, _ in changes(scores, scores > 1.0, judged))
+
+    assert opened(wavering, rules) == 10  # each return a new page
+    assert opened(judged_scores(wavering, judged_rules), judged_rules) == 1
