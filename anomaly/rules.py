@@ -311,7 +311,7 @@ def judged_scores(scores: npt.NDArray[np.float64], rules: Rules) -> npt.NDArray[
     """What each of one asset's consecutive scores is judged by (`RuleState.judge`, from the
     first): how the offline replay, the cleaning and the gate see what the worker sees."""
     state = RuleState()
-    return np.array([state.judge(score, rules) for score in scores.tolist()], dtype=np.float64)
+    return np.array([state.judge(score, rules) for score in scores.tolist()])  # float64, even empty
 
 
 def changes(

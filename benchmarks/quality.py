@@ -184,9 +184,10 @@ class Encounter:
     """One file's episodes as an operator meets them, against its labelled rows.
 
     `on_anomaly`: episodes covering at least one labelled row; `false_pages`: episodes wholly
-    on normal rows; `delay_rows` / `delay_s`: from the first labelled row to the start of the
-    first episode on the anomaly, 0 when that episode was already open at the anomaly's first
-    row; None when no episode touches the anomaly (a miss) or there is none (`anomalous`).
+    on normal rows; `delay_rows` / `delay_s`: from the first labelled row to the first one
+    flagged, 0 when an episode was already active at the anomaly's first row (one quiet then
+    counts from its resume); None when no labelled row is flagged (a miss) or there is none
+    (`anomalous`).
     """
 
     anomalous: bool
@@ -201,23 +202,26 @@ class Encounter:
         spans: Sequence[tuple[int, int]],
         labels: BoolArray,
         row_ts: npt.NDArray[np.float64],
+        flags: BoolArray | None = None,
     ) -> Encounter:
         """From each episode's first and last row (both included) among the scored rows, the
-        rows' labels and their timestamps (epoch seconds)."""
+        rows' labels and their timestamps (epoch seconds), and the rows flagged (None: every
+        row of a span, as for episodes that never went quiet)."""
         if labels.shape != row_ts.shape:
             raise ValueError(f"{labels.shape} labels for {row_ts.shape} timestamps")
         anomalous = np.flatnonzero(labels)
-        on, starts = 0, []
-        for first, last in spans:
-            if labels[first : last + 1].any():
-                on += 1
-                starts.append(first)
-        if not len(anomalous) or not starts:
+        on = sum(bool(labels[first : last + 1].any()) for first, last in spans)
+        if flags is None:
+            flags = np.zeros(len(labels), dtype=bool)
+            for first, last in spans:
+                flags[first : last + 1] = True
+        met = np.flatnonzero(flags & labels)
+        if not len(anomalous) or not len(met):
             return cls(bool(len(anomalous)), on, len(spans) - on, None, None)
-        onset = int(anomalous[0])
-        # an episode on the anomaly that began on normal rows before it was already paging
-        met = max(onset, min(starts))
-        return cls(True, on, len(spans) - on, met - onset, float(row_ts[met] - row_ts[onset]))
+        # an episode active at the anomaly's first row (begun before it) meets it at once
+        onset, first = int(anomalous[0]), int(met[0])
+        delay_s = float(row_ts[first] - row_ts[onset])
+        return cls(True, on, len(spans) - on, first - onset, delay_s)
 
     @property
     def pages(self) -> int:

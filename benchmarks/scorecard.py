@@ -74,7 +74,8 @@ class FileResult:
         lie, and the episodes as an operator meets them."""
         self.confusion = Confusion.of(self.flags, labels)
         self.pca_confusion = Confusion.of(self.pca_flags, labels)
-        self.encounter = Encounter.of([(a, b) for a, b, _ in self.spans], labels, self.ts)
+        spans = [(a, b) for a, b, _ in self.spans]
+        self.encounter = Encounter.of(spans, labels, self.ts, self.flags)
         false = self.flags & ~labels
         anomalous = np.flatnonzero(labels)
         first, last = (anomalous[0], anomalous[-1]) if len(anomalous) else (len(labels),) * 2

@@ -197,6 +197,17 @@ def test_an_episode_open_to_the_end_meets_the_anomaly_from_its_start() -> None:
     assert met.pages == 2
 
 
+def test_an_episode_quiet_at_the_anomalys_first_row_meets_it_when_it_resumes() -> None:
+    # one page over rows 2-8 (LABELS: the anomaly from row 5), quiet at rows 4-6
+    flagged = np.zeros(12, dtype=bool)
+    flagged[[2, 3, 7, 8]] = True
+    met = Encounter.of([(2, 8)], LABELS, SLOW, flagged)
+    assert met == Encounter(True, on_anomaly=1, false_pages=0, delay_rows=2, delay_s=2 * STEP)
+    # a page whose only rows on the anomaly are quiet ones is on it, but flags none: missed
+    flagged[[7, 8]] = False
+    assert Encounter.of([(2, 8)], LABELS, SLOW, flagged).delay_rows is None
+
+
 def test_no_episode_is_a_miss() -> None:
     assert Encounter.of([], LABELS, SLOW) == Encounter(True, 0, 0, None, None)
 

@@ -438,6 +438,11 @@ def test_the_judged_score_is_an_average_of_the_log_scores_from_the_first() -> No
     raw = np.array([0.3, 7.0, 1e-9, 0.0])
     assert judged_scores(raw, Rules(score_rate=1)).tolist() == raw.tolist()  # exactly
     assert judged_scores(raw, Rules()).tolist() == raw.tolist()  # unset: its own score
+    assert judged_scores(raw[:0], Rules()).dtype == np.float64
+    unset = RuleState()
+    for score in (4.0, 1.0):
+        unset.judge(score, Rules())
+    assert unset.judged == 0.0  # the average of rate 1 is the last log score
     state = RuleState()
     assert state.judge(4.0, halves) == 4.0  # the first record starts the average
     assert state.judge(1.0, halves) == pytest.approx(2.0)
