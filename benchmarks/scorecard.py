@@ -131,9 +131,11 @@ def summary(
     results: list[FileResult], labels: list[BoolArray], pooled: Confusion, normal: Confusion | None
 ) -> dict[str, Any]:
     """The figures beside the pooled line: the median and the worst file, the thresholds,
-    the like-for-like row, and each target met or not."""
-    f1 = sorted((r.confusion.f1, r.name) for r in results)
-    mar = sorted((r.confusion.mar, r.name) for r in results)
+    the like-for-like row, and each target met or not. The median and worst files are those
+    with an anomaly (a run with none, as TEP's normal run, has no F1 or MAR of its own)."""
+    faults = [r for r in results if r.confusion.tp + r.confusion.fn] or results
+    f1 = sorted((r.confusion.f1, r.name) for r in faults)
+    mar = sorted((r.confusion.mar, r.name) for r in faults)
     thresholds = np.array([r.threshold for r in results])
     median_threshold = float(np.median(thresholds))
     highest = results[int(thresholds.argmax())]
@@ -182,8 +184,8 @@ def normal_summary(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
 def event_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The episodes of labelled files as an operator meets them, pooled: those on anomalies
     (in all, and the median and most per anomalous file), the false pages, the median delay
-    to the first episode on an anomaly (over the anomalies met), the files whose anomaly no
-    episode touched, and the files with no labelled row (`normal_summary`)."""
+    to an anomaly's first flagged row (over the anomalies met), the files whose anomaly no
+    row was flagged of, and the files with no labelled row (`normal_summary`)."""
     anomalous = [r for r in rows if r["anomalous"]]
     on = [r["episodes_on_anomaly"] for r in anomalous]
     met = [r for r in anomalous if r["delay_rows"] is not None]
@@ -291,7 +293,7 @@ def _markdown_events(events: dict[str, Any]) -> list[str]:
         ""
         if events["median_delay_rows"] is None
         else (
-            f"; the first episode on an anomaly opens a median "
+            f"; an anomaly's first flagged row comes a median "
             f"{events['median_delay_rows']:g} rows "
             f"({_span(events['median_delay_s'])}) after its first row"
         )

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from benchmarks.quality import (
+    BoolArray,
     Confusion,
     Encounter,
     EpisodeSpan,
@@ -18,10 +19,12 @@ from benchmarks.quality import (
     row_flags,
 )
 from benchmarks.scorecard import (
+    FileResult,
     blind_edges,
     event_summary,
     normal_summary,
     side_by_side,
+    summary,
     tep_targets,
 )
 
@@ -349,3 +352,27 @@ def test_side_by_side_pools_rows_and_keeps_normal_runs_out_of_detection() -> Non
     assert product["before_fault"] == {"rows": 160, "flagged": 8, "share": 0.05}
     assert pca["fp"] == 96 + 16
     assert pca["before_fault"] == {"rows": 160, "flagged": 16, "share": 0.1}
+
+
+def test_the_worst_and_median_files_are_among_those_with_an_anomaly() -> None:
+    """TEP's normal run has no F1 or MAR of its own: one flag there is not the worst file."""
+
+    def scored(name: str, flagged: list[int], labels: BoolArray) -> FileResult:
+        flags = np.zeros(12, dtype=bool)
+        flags[flagged] = True
+        result = FileResult(
+            name=name, rows=12, window=1, threshold=1.0, method="exp", version="v",
+            episodes=1, flags=flags, agrees=None, train_s=0.0, stream_s=0.0, spans=[],
+            ts=ROWS, pca_flags=flags, pca_components=1,
+        )  # fmt: skip
+        result.score(labels)
+        return result
+
+    normal = np.zeros(12, dtype=bool)
+    results = [scored("normal", [0], normal), scored("fault", [5, 6, 7, 8], LABELS)]
+    truths = [normal, LABELS]
+    pooled = results[0].confusion + results[1].confusion
+    figures = summary(results, truths, pooled, None)
+    assert figures["worst_file_f1"] == {"file": "fault", "f1": round(8 / 9, 4)}  # 2*4/(8+0+1)
+    assert figures["worst_file_mar"] == {"file": "fault", "mar": 0.2}
+    assert figures["median_file_f1"] == round(8 / 9, 4)
