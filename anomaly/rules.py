@@ -44,6 +44,17 @@ asset's first scored record; it is saved with the offsets only with the rest of 
 rule state (worker/checkpoint.py): an asset with nothing to save starts again at its first
 record after a restart, as its window does.
 
+The drift (a model with one: anomaly/model/drift.py): while an episode is active, a record
+whose asset's residuals are drifting counts as above the threshold even when its judged score
+is not, so a fault that its control loops bring back under the threshold while some sensor
+stays displaced stays one active episode. Nothing else: drift never starts a run, opens,
+resumes or holds a quiet episode (a normal day pages as without it), and the episode's level
+(and the drop rule that reads it) follows the judged score alone, so a fault whose state has
+changed still ends by the drop rule. The average runs only while the rules follow the asset
+(`RuleState.step`): from a record above the threshold until the asset is idle again, when it
+is dropped. An asset at rest costs nothing, and what there is to save with the offsets is
+exactly what there is to continue from.
+
 The onset rule (`onset_step` > 0): outside an episode, a run above the threshold starts only
 at a record with onset evidence: some sensor has just stepped (its short mean moved by more
 than `onset_step` noise units within the last `onset_span` records), or the score is more
@@ -62,7 +73,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -141,6 +152,14 @@ class Rules(BaseModel):
         return self.model_copy(update={"onset_step": 0.0})
 
 
+class Drifting(Protocol):
+    """A model's residual drift (anomaly.model.drift.Drift)."""
+
+    def advance(
+        self, z: npt.NDArray[np.float64] | None, residual: npt.NDArray[np.float64]
+    ) -> tuple[npt.NDArray[np.float64], float]: ...
+
+
 @dataclass(frozen=True)
 class SourceRef:
     """Where a record came from."""
@@ -175,7 +194,8 @@ class RuleState:
     episode ended by the drop rule (0.0: none). Outside an active episode with a floor set,
     `below_run` counts the records in a row below the model's threshold that clear it.
     `quiet`: the episode has ended its records above and waits `resolve_after_s` (from its
-    `ended_at`) to resolve; a run of k above resumes it.
+    `ended_at`) to resolve; a run of k above resumes it. `judged` and `drift`: the averages
+    its records are judged by (`judge`, anomaly/model/drift.py).
     """
 
     above_run: int = 0
@@ -188,6 +208,31 @@ class RuleState:
     floor: float = 0.0
     quiet: bool = False
     judged: float | None = None  # the average log score (None: no record scored yet)
+    # the average of its residuals while the rules follow it (`step`; None: idle, or no drift)
+    drift: npt.NDArray[np.float64] | None = None
+
+    def step(
+        self,
+        ts: datetime,
+        ref: SourceRef,
+        score: float,
+        above: bool,
+        rules: Rules,
+        onset: bool = True,
+        residual: npt.NDArray[np.float64] | None = None,
+        drift: Drifting | None = None,
+    ) -> tuple[EventType, Episode] | None:
+        """`observe` with the residual drift: a record above the threshold, or one of an asset
+        the rules follow, advances the asset's average by its `residual` (`drift` None: the
+        model has none); an asset idle after it drops the average."""
+        drifting = False
+        if drift is not None and residual is not None and (above or not self.idle):
+            self.drift, excess = drift.advance(self.drift, residual)
+            drifting = excess > 1.0
+        change = self.observe(ts, ref, score, above, rules, onset, drifting)
+        if self.drift is not None and self.idle:
+            self.drift = None
+        return change
 
     def judge(self, score: float, rules: Rules) -> float:
         """The score this record is judged by (and advance the average by it); a rate left
@@ -209,10 +254,11 @@ class RuleState:
         above: bool,
         rules: Rules,
         onset: bool = True,
+        drifting: bool = False,
     ) -> tuple[EventType, Episode] | None:
         """Advance by one scored record (`above`: over the model's threshold; `onset`: the
-        onset rule sees a step or a far excess at it, always True when the rule is off);
-        returns the event it triggers, if any."""
+        onset rule sees a step or a far excess at it, always True when the rule is off;
+        `drifting`: its asset's residuals drift); returns the event it triggers, if any."""
         k, m, drop = rules.open_after, rules.resolve_after, rules.end_drop
         episode = self.episode
         active = episode is not None and not self.quiet
@@ -220,7 +266,7 @@ class RuleState:
             self.below_run = 0 if above else self.below_run + 1
             if self.below_run >= m:  # back to normal: the raised threshold is cleared
                 self.floor, self.below_run = 0.0, 0
-        above = above and (not self.floor or score > self.floor)
+        above = (above and (not self.floor or score > self.floor)) or (active and drifting)
         if episode is not None:
             episode.span += 1
         if above and not (onset or active or self.above_run):
@@ -320,17 +366,23 @@ def changes(
     rules: Rules,
     times: Sequence[datetime] | None = None,
     onset: npt.NDArray[np.bool_] | None = None,
+    residuals: npt.NDArray[np.float64] | None = None,
+    drift: Drifting | None = None,
 ) -> Iterator[tuple[int, EventType, Episode]]:
     """The events one asset's consecutive scored records trigger, as the worker would publish
     them: (index of the record that triggers it, type, episode). An episode's `start.offset`
     is the index of its first record; `times` (one per record) dates the episodes; `onset`
-    (one per record, anomaly.onset) is the onset rule's evidence (None: always there)."""
+    (one per record, anomaly.onset) is the onset rule's evidence (None: always there);
+    `residuals` (one row per record) and `drift` the model's residual drift (None: none)."""
     state = RuleState()
     origin = datetime.fromtimestamp(0, UTC)
     evidence = [True] * len(scores) if onset is None else onset.tolist()
     for i, (score, is_above) in enumerate(zip(scores.tolist(), above.tolist(), strict=True)):
         ts = times[i] if times is not None else origin
-        change = state.observe(ts, SourceRef("", 0, i), score, is_above, rules, evidence[i])
+        residual = residuals[i] if residuals is not None else None
+        change = state.step(
+            ts, SourceRef("", 0, i), score, is_above, rules, evidence[i], residual, drift
+        )
         if change is not None:
             yield i, change[0], change[1]
 
@@ -340,13 +392,15 @@ def flags(
     above: npt.NDArray[np.bool_],
     rules: Rules,
     onset: npt.NDArray[np.bool_] | None = None,
+    residuals: npt.NDArray[np.float64] | None = None,
+    drift: Drifting | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Which of one asset's consecutive scored records lie inside an episode's active
     stretches (from its opening or a resume to its last record above before it went quiet),
     by `rules`: how training and evaluations turn scores back into per-record decisions."""
     out = np.zeros(len(above), dtype=bool)
     active: dict[str, tuple[int, Episode]] = {}  # episode id -> its stretch's first record
-    for _, kind, episode in changes(scores, above, rules, onset=onset):
+    for _, kind, episode in changes(scores, above, rules, None, onset, residuals, drift):
         if kind == "open":
             active[episode.episode_id] = (episode.start.offset, episode)
         elif kind == "resume" and episode.resumed is not None:

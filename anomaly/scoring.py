@@ -1,6 +1,6 @@
 """The scoring step, offline: one asset's series through sliding windows, the judged score
-(an average of its log scores), then the threshold and the onset rule's evidence, then the
-alert rules. The worker does the same record by
+(an average of its log scores) and its residuals' drift, then the threshold and the onset
+rule's evidence, then the alert rules. The worker does the same record by
 record (worker/pipeline.py); the training job's cleaning and gate, and the benchmarks'
 replay, call this.
 """
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from anomaly.model import Detector, Threshold, sliding_windows
+from anomaly.model import Detector, Drift, Scores, Threshold, sliding_windows
 from anomaly.model.features import FloatArray
 from anomaly.onset import history_windows, onsets
 from anomaly.rules import Rules, flags, judged_scores
@@ -28,12 +28,16 @@ class SeriesScores:
     shares: npt.NDArray[np.float64]
     above: npt.NDArray[np.bool_]
     onset: npt.NDArray[np.bool_]  # the onset rule's evidence (all True when it is off)
+    residual: npt.NDArray[np.float64]  # each record's signed residual (the drift's input)
+    drift: Drift | None  # the model's residual drift (None: none)
 
     def flags(self, rules: Rules, rows: int) -> npt.NDArray[np.bool_]:
         """Per row of the series: inside an episode by `rules` (unscored rows never are)."""
         out = np.zeros(rows, dtype=bool)
         if len(self.score):
-            out[self.window - 1 :] = flags(self.score, self.above, rules, self.onset)
+            out[self.window - 1 :] = flags(
+                self.score, self.above, rules, self.onset, self.residual, self.drift
+            )
         return out
 
 
@@ -43,9 +47,8 @@ def score_series(
     """Every full window of one asset's consecutive rows, scored and compared, with the onset
     rule's evidence of `rules`."""
     if len(values) < window:
-        empty = np.empty(0)
-        none = np.zeros(0, bool)
-        return SeriesScores(window, empty, np.empty((0, values.shape[1])), none, none)
+        empty, none, rows = np.empty(0), np.zeros(0, bool), np.empty((0, values.shape[1]))
+        return SeriesScores(window, empty, rows, none, none, rows, detector.drift)
     scores = detector.score(sliding_windows(values, window))
     judged = judged_scores(scores.score, rules)
     history = history_windows(values, max(rules.history, 1))[window - 1 :]
@@ -53,15 +56,24 @@ def score_series(
     unit = detector.scaler.step_unit
     above = threshold.exceeds(judged)
     onset = onsets(history, seen, judged, above, threshold.value, unit, rules)
-    return SeriesScores(window, judged, scores.shares, above, onset)
+    return SeriesScores(
+        window, judged, scores.shares, above, onset, scores.residual, detector.drift
+    )
+
+
+def series_errors(detector: Detector, values: FloatArray, window: int) -> Scores:
+    """The scores (and residuals) of every full window of one asset's consecutive rows,
+    before any threshold: what calibration reads (none when shorter than a window)."""
+    if len(values) < window:
+        n = values.shape[1]
+        return Scores(score=np.empty(0), shares=np.empty((0, n)), residual=np.empty((0, n)))
+    return detector.score(sliding_windows(values, window))
 
 
 def series_scores(detector: Detector, values: FloatArray, window: int) -> npt.NDArray[np.float64]:
     """The score of every full window of one asset's consecutive rows (before any threshold:
     what calibration and the gate's rate check read)."""
-    if len(values) < window:
-        return np.empty(0)
-    return detector.score(sliding_windows(values, window)).score
+    return series_errors(detector, values, window).score
 
 
 def series_flags(

@@ -270,7 +270,9 @@ def replay(
     )  # fmt: skip
     times = exp.ts[first + window - 1 :]
     events = []
-    for j, kind, episode in changes(scored.score, scored.above, rules, times, scored.onset):
+    for j, kind, episode in changes(
+        scored.score, scored.above, rules, times, scored.onset, scored.residual, scored.drift
+    ):
         ref = SourceRef("replay", 0, window - 1 + j)
         score = float(scored.score[j])
         value = event_json(kind, episode, exp.asset_id, times[j], ref, score,

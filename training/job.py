@@ -23,6 +23,7 @@ from anomaly.model import (
     ArchitectureConfig,
     ArtifactError,
     Detector,
+    Drift,
     Manifest,
     ModelStore,
     RobustScaler,
@@ -44,7 +45,7 @@ from anomaly.model.calibration import (
 )
 from anomaly.model.storage import StoreUnavailableError
 from anomaly.model.store import DECISION
-from anomaly.scoring import series_scores
+from anomaly.scoring import series_errors
 from training.data import DataError, Masks, SensorHistory, read_history
 from training.fit import FitResult, WindowIndex, fit_autoencoder
 from training.gate import Decision, Scored, decide
@@ -451,11 +452,12 @@ def _fit(
             progress.close()
     detector = Detector(scaler, result.network)
     held = calibration_part.series
-    parts = [series_scores(detector, s.values, window) for s in held]
+    held_errors = [series_errors(detector, s.values, window) for s in held]
+    fit_errors = [series_errors(detector, s.values, window) for s in fit_part.series]
+    parts = [e.score for e in held_errors]
     scores = np.concatenate(parts)
-    fitted = fit_part.series
     spread = spread_check(
-        np.concatenate([series_scores(detector, s.values, window) for s in fitted]), scores,
+        np.concatenate([e.score for e in fit_errors]), scores,
         fit_windows.rows.numpy(), held_windows.rows.numpy(), features,
     )  # fmt: skip
     if spread.exceeded:
@@ -488,6 +490,16 @@ def _fit(
         len(result.history), result.best_epoch, best.holdout_loss, threshold.value,
         threshold.method, threshold.target_fpr,
     )  # fmt: skip
+    if calibration.drift_rate > 0:
+        drift = Drift.fit(
+            [e.residual for e in fit_errors], [e.residual for e in held_errors],
+            calibration.drift_rate, calibration.target_fpr, calibration.method,
+        )  # fmt: skip
+        detector = Detector(scaler, result.network, drift)
+        log.info(
+            "residual drift at rate %g: threshold %.4g by %s", drift.rate,
+            drift.threshold.value, drift.threshold.method,
+        )  # fmt: skip
     return _Candidate(
         Scored(
             detector, threshold, window, features, settings.rules.for_window(window),
@@ -539,6 +551,7 @@ def _manifest(
         weights_sha256="0" * 64,  # write_artifact fills in the real checksum
         rules=candidate.scored.rules,
         asset_thresholds=dict(candidate.scored.asset_thresholds),
+        drift=candidate.scored.detector.drift,
     )
 
 

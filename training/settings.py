@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from anomaly import settings
 from anomaly.model.autoencoder import DEFAULT_KERNEL, Kind
 from anomaly.model.calibration import MethodChoice
+from anomaly.model.drift import DRIFT_RATE
 from anomaly.rules import Rules
 from anomaly.settings import (
     DEFAULT_MODEL,
@@ -117,7 +118,8 @@ class ModelSettings(BaseModel):
 class CalibrationSettings(BaseModel):
     """The threshold's target false-positive rate on held-out clean data, its method, and a
     margin above the calibrated value for data that drifts beyond the held-out part; which
-    assets get a threshold of their own (anomaly.model.calibration.asset_thresholds)."""
+    assets get a threshold of their own (anomaly.model.calibration.asset_thresholds); the
+    residual drift's rate (its threshold: the same target rate and method, no margin)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -133,6 +135,12 @@ class CalibrationSettings(BaseModel):
     )
     asset_limit: int = Field(
         default=1000, ge=0, description="assets with a threshold of their own, at most (0: none)"
+    )
+    drift_rate: float = Field(
+        default=DRIFT_RATE,
+        ge=0.0,
+        le=1.0,
+        description="the residual drift's average rate (anomaly/model/drift.py; 0: no drift)",
     )
 
 

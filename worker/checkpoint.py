@@ -13,7 +13,8 @@ partition's next record.
 Windows are not saved: after a move an asset's first `window - 1` records refill its window
 (counted as warming up), as for an asset seen for the first time. Nor is the judged score's
 average of an asset with nothing else to save (anomaly/rules.py): it starts again at the
-asset's first record scored there.
+asset's first record scored there. The drift's average (one value per feature) exists only
+while there is something else to save, and is saved with it.
 
 The text is "v1:" + base64(zlib(JSON)). Brokers cap it (Kafka's `offset.metadata.max.bytes`,
 4096 bytes by default): when a partition's assets do not fit, open episodes are kept first,
@@ -29,6 +30,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import numpy as np
 
 from anomaly.rules import Episode, RuleState, SourceRef
 
@@ -121,19 +124,23 @@ def _row(asset_id: str, rules: RuleState) -> list[Any]:
         ]  # fmt: skip
         if episode.resumed is not None:
             saved.append([_us(episode.resumed[0]), *_ref(episode.resumed[1])])
+    drift = None if rules.drift is None else rules.drift.tolist()
     return [asset_id, rules.above_run, rules.below_run, run, rules.run_peak, saved, rules.level,
-            rules.drop_run, rules.floor, int(rules.quiet), rules.judged]  # fmt: skip
+            rules.drop_run, rules.floor, int(rules.quiet), rules.judged, drift]  # fmt: skip
 
 
 def _rules(row: list[Any]) -> RuleState:
-    # rows written before the hold and the judged score existed (0.4) have 9 fields
+    # rows written before the hold and the judged score existed (0.4) have 9 fields, before
+    # the drift (0.5) 11
     asset_id, above_run, below_run, run, run_peak, saved, level, drop_run, floor, *later = row
     if not isinstance(asset_id, str):
         raise TypeError(f"asset id {asset_id!r}")
-    quiet, judged = later or (0, None)
+    quiet, judged, drift = [*later, None][:3] if later else (0, None, None)
     rules = RuleState(above_run=int(above_run), below_run=int(below_run), level=float(level),
                       drop_run=int(drop_run), floor=float(floor), quiet=bool(quiet),
                       judged=None if judged is None else float(judged))  # fmt: skip
+    if drift is not None:
+        rules.drift = np.array(drift, dtype=np.float64)
     rules.run_peak = float(run_peak)
     if isinstance(run, list):
         rules.run_start = (_ts(run[0]), SourceRef(run[1], int(run[2]), int(run[3])))

@@ -2,10 +2,10 @@
 
 Stages, each batch-shaped at its edge: hand over (partitions gained and lost) -> decode and
 validate -> missing values filled (worker/sensors.py) -> per-asset windows (and the onset
-rule's history) -> one forward pass -> threshold and onset evidence -> alert rules ->
-messages. The per-asset windows live in worker/assets.py, the state saved with each
-partition's offsets in worker/partitions.py. No I/O: the runner polls, publishes what
-`process` returns, then commits its offsets.
+rule's history) -> one forward pass -> judged score -> threshold and onset evidence ->
+alert rules (with the residual drift) -> messages. The per-asset windows live in
+worker/assets.py, the state saved with each partition's offsets in worker/partitions.py. No
+I/O: the runner polls, publishes what `process` returns, then commits its offsets.
 """
 
 from __future__ import annotations
@@ -281,7 +281,7 @@ class BatchProcessor:
             window = artifact.manifest.window
             history = batch.history[:n]
             scores = artifact.detector.score(history[:, history.shape[1] - window :])
-            # in order: an asset's records of a batch each advance its average
+            # in order: an asset's records of a batch each advance its averages
             judged = np.array([
                 pending[1].rules.judge(score, rules)
                 for pending, score in zip(batch.pending, scores.score.tolist(), strict=True)
@@ -538,7 +538,7 @@ class BatchProcessor:
         result: BatchResult,
     ) -> None:
         """Advance each scored record's asset by its decision (its `judged` score `above`
-        `limits`) and onset evidence."""
+        `limits`), onset evidence and residual (the drift's)."""
         stats, pending, context = result.stats, batch.pending, batch.context
         name = batch.served.name
         median = batch.served.artifact.manifest.validation.holdout_score_p50
@@ -547,6 +547,7 @@ class BatchProcessor:
         stats.above_median_by_model[name] += int((scores.score > median).sum())
         rules, partitions = batch.served.rules, self.partitions
         artifact = batch.served.artifact
+        drift = artifact.detector.drift
         windows = batch.history[: len(pending), batch.history.shape[1] - artifact.manifest.window :]
         shown: dict[str, tuple[int, bool]] = {}  # assets explained: the latest record, open
         explained, now = self.explained, time.monotonic()
@@ -560,7 +561,9 @@ class BatchProcessor:
                 continue  # nothing to track: the rules would not change (the common case)
             record, score = records[index], float(judged[i])
             ref = SourceRef(record.topic, record.partition, record.offset)
-            change = state.rules.observe(ts, ref, score, is_above, rules, bool(onset[i]))
+            change = state.rules.step(
+                ts, ref, score, is_above, rules, bool(onset[i]), scores.residual[i], drift
+            )
             partitions.observed(asset_id, state)
             if change is not None:
                 kind, episode = change

@@ -2,8 +2,9 @@
 
 Imports torch, numpy, pydantic and the alert rules a manifest records (anomaly.rules). Data
 flows one way through it:
-features (scaler, windows) -> autoencoder -> detector (scores, shares) -> calibration
-(threshold) -> artifact (manifest + weights) -> store (versions + current pointer).
+features (scaler, windows) -> autoencoder -> detector (scores, shares, residuals) ->
+calibration (threshold, drift) -> artifact (manifest + weights) -> store (versions + current
+pointer).
 """
 
 from anomaly.model.artifact import (
@@ -20,6 +21,7 @@ from anomaly.model.artifact import (
 from anomaly.model.autoencoder import ArchitectureConfig, build_autoencoder, default_latent
 from anomaly.model.calibration import Threshold, calibrate
 from anomaly.model.detector import Detector, Scores
+from anomaly.model.drift import Drift
 from anomaly.model.errors import ArtifactError, CalibrationError, ModelError
 from anomaly.model.features import RobustScaler, sliding_windows
 from anomaly.model.store import ModelStore, VersionInfo, model_names, model_store
@@ -31,6 +33,7 @@ __all__ = [
     "ArtifactError",
     "CalibrationError",
     "Detector",
+    "Drift",
     "Manifest",
     "ModelError",
     "ModelStore",

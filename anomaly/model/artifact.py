@@ -26,6 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from anomaly.model.autoencoder import ArchitectureConfig, build_autoencoder
 from anomaly.model.calibration import Threshold
 from anomaly.model.detector import Detector
+from anomaly.model.drift import Drift
 from anomaly.model.errors import ArtifactError
 from anomaly.model.features import RobustScaler
 from anomaly.rules import Rules
@@ -40,8 +41,10 @@ from anomaly.rules import Rules
 # 5: the rules hold `resolve_after_s` (a quiet episode's hold) and `score_rate` (the judged
 # score's average). Versions 1 to 4 load with neither (no hold, each record judged by its own
 # score), as they ran.
-FORMAT_VERSION = 5
-READABLE_FORMATS = (1, 2, 3, 4, 5)
+# 6: the residual drift's calibration (`drift`, anomaly/model/drift.py; None: without it).
+# Versions 1 to 5 have none.
+FORMAT_VERSION = 6
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 
@@ -132,6 +135,7 @@ class Manifest(_Frozen):
     weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     rules: Rules = Rules()
     asset_thresholds: dict[Annotated[str, Field(min_length=1)], Threshold] = {}
+    drift: Drift | None = None
 
     @property
     def window(self) -> int:
@@ -168,6 +172,8 @@ class Manifest(_Frozen):
             raise ValueError(
                 f"architecture.n_features is {self.architecture.n_features} for {n} features"
             )
+        if self.drift is not None and self.drift.n_features != n:
+            raise ValueError(f"drift has {self.drift.n_features} values for {n} features")
         return self
 
 
@@ -251,6 +257,8 @@ def parse_manifest(data: bytes, path: str) -> Manifest:
         raise ArtifactError(
             f"{path} is invalid: format version {found} has no hold and no judged score"
         )
+    if found in (1, 2, 3, 4, 5) and raw.get("drift") is not None:
+        raise ArtifactError(f"{path} is invalid: format version {found} has no drift")
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
@@ -293,7 +301,7 @@ def load_artifact(directory: Path) -> Artifact:
             f"{weights_path} does not match the manifest's architecture "
             f"{manifest.architecture.model_dump()}: {exc}"
         ) from exc
-    detector = Detector(manifest.scaler.to_scaler(), network)
+    detector = Detector(manifest.scaler.to_scaler(), network, manifest.drift)
     probe = np.zeros((1, manifest.window, len(manifest.features)))
     probe += np.array(manifest.scaler.center)
     if not np.all(np.isfinite(detector.score(probe).score)):

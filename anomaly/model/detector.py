@@ -1,4 +1,5 @@
-"""Scoring: the reconstruction error of each window and each feature's share of it."""
+"""Scoring: the reconstruction error of each window, each feature's share of it, and the
+signed residual of the window's last record (the drift's input: anomaly/model/drift.py)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import numpy.typing as npt
 import torch
 from torch import nn
 
+from anomaly.model.drift import Drift
 from anomaly.model.features import FloatArray, RobustScaler
 
 # Windows scored per forward pass; bounds the memory of scoring a long history at once.
@@ -21,23 +23,29 @@ class Scores:
 
     score[i] is the mean squared reconstruction error over window i (in scaled units); it is
     the score of the window's last record. shares[i, f] is feature f's share of that error;
-    each row sums to 1.
+    each row sums to 1. residual[i, f] is the reconstruction of feature f minus its value at
+    the window's last record, in scaled units.
     """
 
     score: npt.NDArray[np.float64]
     shares: npt.NDArray[np.float64]
+    residual: npt.NDArray[np.float64]
 
 
 class Detector:
-    """A fitted scaler and autoencoder that score windows of raw sensor values.
+    """A fitted scaler and autoencoder that score windows of raw sensor values, and the
+    calibration of their residuals' drift (None: the model has none).
 
     Scoring is deterministic (no dropout, inference mode) and runs in one forward pass per
     SCORE_CHUNK windows.
     """
 
-    def __init__(self, scaler: RobustScaler, network: nn.Module) -> None:
+    def __init__(
+        self, scaler: RobustScaler, network: nn.Module, drift: Drift | None = None
+    ) -> None:
         self.scaler = scaler
         self.network = network.eval()
+        self.drift = drift
 
     def score(self, windows: FloatArray) -> Scores:
         """Score raw windows of shape (batch, window, n_features)."""
@@ -48,16 +56,17 @@ class Detector:
             )
         n = windows.shape[0]
         per_feature = np.empty((n, windows.shape[2]), dtype=np.float64)
+        residual = np.empty((n, windows.shape[2]), dtype=np.float64)
         for start in range(0, n, SCORE_CHUNK):
             chunk = torch.from_numpy(self.scaler.transform(windows[start : start + SCORE_CHUNK]))
-            per_feature[start : start + SCORE_CHUNK] = squared_error_by_feature(
-                self.network, chunk
-            ).numpy()
+            squared, last = errors(self.network, chunk)
+            per_feature[start : start + SCORE_CHUNK] = squared.numpy()
+            residual[start : start + SCORE_CHUNK] = last.numpy()
         total = per_feature.sum(axis=1)
         score = total / (windows.shape[1] * windows.shape[2])
         safe_total = np.where(total > 0, total, 1.0)[:, None]
         shares = np.where(total[:, None] > 0, per_feature / safe_total, 1.0 / windows.shape[2])
-        return Scores(score=score, shares=shares)
+        return Scores(score=score, shares=shares, residual=residual)
 
     def reconstruct(self, windows: FloatArray) -> FloatArray:
         """The network's reconstruction of raw windows, in raw units (same shape)."""
@@ -70,8 +79,9 @@ class Detector:
         return out
 
 
-def squared_error_by_feature(network: nn.Module, scaled: torch.Tensor) -> torch.Tensor:
-    """Squared reconstruction error summed over each window's rows: (B, W, F) -> (B, F)."""
+def errors(network: nn.Module, scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The squared reconstruction error summed over each window's rows, and the residual of
+    its last row: (B, W, F) -> (B, F), (B, F)."""
     with torch.inference_mode():
-        reconstruction: torch.Tensor = network(scaled)
-        return ((reconstruction - scaled) ** 2).sum(dim=1).double()
+        residual: torch.Tensor = network(scaled) - scaled
+        return (residual**2).sum(dim=1).double(), residual[:, -1].double()

@@ -10,11 +10,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from anomaly.model import (
     FORMAT_VERSION,
     ArchitectureConfig,
+    Drift,
     Manifest,
     ModelStore,
     ScalerParams,
@@ -50,12 +52,12 @@ def settings_for(
     """Training settings for a CSV written by write_csv: calibration on the whole held-out
     part (no gate slice), no margin above it and no hygiene, single records unless a window
     is given, so that the model tests see plain training and calibration; and each record
-    judged by its own score with no hold (an episode resolves at its m-th record below): the
-    tests of the worker count records."""
+    judged by its own score with no hold (an episode resolves at its m-th record below) and no
+    residual drift: the tests of the worker count records."""
     return TrainingSettings(
         data={"path": data, "timestamp_column": "timestamp"},
         model={"epochs": 150, "patience": 10, "batch_size": 128, "window": 1, **model},
-        calibration={"margin": 1.0, **(calibration or {})},
+        calibration={"margin": 1.0, "drift_rate": 0.0, **(calibration or {})},
         rules={"resolve_after_s": 0.0, "score_rate": 1.0},
         clean={"enabled": False},
         gate={"fraction": 0},
@@ -152,3 +154,13 @@ def race_publishers(
     for thread in threads:
         thread.join(120)
     return outcomes
+
+
+def excess(drift: Drift, residuals: np.ndarray) -> np.ndarray:
+    """The drift of each of one asset's consecutive records from its first (`Drift.advance`
+    record by record, as the rules run it while they follow an asset)."""
+    z, out = None, []
+    for row in residuals:
+        z, value = drift.advance(z, row)
+        out.append(value)
+    return np.array(out)

@@ -73,9 +73,9 @@ def test_refuses_a_truncated_manifest(artifact_dir: Path) -> None:
 
 
 def test_refuses_another_format_version(artifact_dir: Path) -> None:
-    edit_manifest(artifact_dir, lambda m: m.update(format_version=6))
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=7))
     with pytest.raises(
-        ArtifactError, match="format version 6; this code reads versions 1, 2, 3, 4, 5"
+        ArtifactError, match="format version 7; this code reads versions 1, 2, 3, 4, 5, 6"
     ):
         load_artifact(artifact_dir)
 
@@ -98,11 +98,12 @@ def test_a_format_4_artifact_serves_without_the_hold_and_judged_score_it_never_h
 
 
 def as_format(version: int) -> Callable[[dict[str, Any]], None]:
-    """A manifest edit: the format `version`, without the rules it did not have (version 3
-    or 4; 5 added the hold and the judged score)."""
+    """A manifest edit: the format `version`, without what it did not have (version 3 or 4;
+    5 added the hold and the judged score, 6 the drift)."""
 
     def edit(manifest: dict[str, Any]) -> None:
         manifest.update(format_version=version)
+        manifest.pop("drift", None)
         for key in ("resolve_after_s", "score_rate"):
             manifest["rules"].pop(key)
 
@@ -186,4 +187,33 @@ def test_refuses_weights_that_produce_non_finite_scores(artifact_dir: Path) -> N
     state["decoder.0.bias"] = torch.full_like(state["decoder.0.bias"], float("nan"))
     replace_weights(artifact_dir, state)
     with pytest.raises(ArtifactError, match="non-finite scores"):
+        load_artifact(artifact_dir)
+
+
+N = simulator.N_FEATURES
+DRIFT = {
+    "rate": 0.05,
+    "center": [0.1] * N,
+    "spread": [0.2] * N,
+    "threshold": {"value": 3.5, "method": "quantile", "target_fpr": 0.01, "n_samples": 2000},
+}
+
+
+def test_the_drift_loads_into_the_detector_and_needs_format_6_and_one_value_per_feature(
+    artifact_dir: Path,
+) -> None:
+    assert load_artifact(artifact_dir).detector.drift is None  # trained without one
+    edit_manifest(artifact_dir, lambda m: m.update(drift=DRIFT))
+    drift = load_artifact(artifact_dir).detector.drift
+    assert drift is not None
+    assert (drift.rate, drift.center, drift.threshold.value) == (0.05, (0.1,) * N, 3.5)
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=5))
+    with pytest.raises(ArtifactError, match="format version 5 has no drift"):
+        load_artifact(artifact_dir)
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=6, drift=DRIFT | {
+        "center": [0.1] * (N - 1), "spread": [0.2] * (N - 1)}))  # fmt: skip
+    with pytest.raises(ArtifactError, match=f"drift has {N - 1} values for {N} features"):
+        load_artifact(artifact_dir)
+    edit_manifest(artifact_dir, lambda m: m.update(drift=DRIFT | {"spread": [0.0] * N}))
+    with pytest.raises(ArtifactError, match="spread values must be finite and above 0"):
         load_artifact(artifact_dir)

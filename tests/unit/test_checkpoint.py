@@ -7,6 +7,7 @@ import zlib
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from anomaly.model import Artifact
@@ -95,26 +96,30 @@ def inner_json(text: str) -> bytes:
 def test_the_text_is_compact_json_of_one_row_per_asset_in_the_v1_layout() -> None:
     """[asset id, above_run, below_run, run (start µs since the epoch, topic, partition,
     offset) or null, run_peak, episode or null, level, drop_run, floor, quiet (0 or 1), the
-    judged average or null]: no spaces; a run that has ended (above_run 0) is not saved even
-    where its start is still held. Rows of 0.4 (the first 9 fields) still read."""
+    judged average or null, the drift's average (one value per feature) or null]: no spaces; a
+    run that has ended (above_run 0) is not saved even where its start is still held. Rows of
+    0.4 (the first 9 fields) and of 0.5 (11) still read."""
     ended = RuleState(below_run=1, run_start=(T0, SourceRef("in", 2, 7)), run_peak=3.0,
-                      level=0.5, floor=1.5, judged=-1.5)  # fmt: skip
+                      level=0.5, floor=1.5, judged=-1.5, drift=np.array([0.25, -0.1]))  # fmt: skip
     text, unsaved = encode([("p", ended)], 4096)
     assert unsaved == 0
-    assert inner_json(text) == b'[["p",0,1,null,3.0,null,0.5,0,1.5,0,-1.5]]'
+    assert inner_json(text) == b'[["p",0,1,null,3.0,null,0.5,0,1.5,0,-1.5,[0.25,-0.1]]]'
     # T0 is 2026-11-21 10:00:00.123456 UTC: 1,795,255,200.123456 s after the epoch
     running = RuleState(above_run=2, run_start=(T0, SourceRef("in", 2, 7)), run_peak=3.0)
     text, _ = encode([("q", running)], 4096)
     assert inner_json(text) == (
-        b'[["q",2,0,[1795255200123456,"in",2,7],3.0,null,0.0,0,0.0,0,null]]'
+        b'[["q",2,0,[1795255200123456,"in",2,7],3.0,null,0.0,0,0.0,0,null,null]]'
     )
     assert decode(text)["q"] == running
     restored = decode(encode([("p", ended)], 4096)[0])["p"]
     assert (restored.run_start, restored.floor, restored.below_run) == (None, 1.5, 1)
     assert restored.judged == -1.5
-    old = [["q", 2, 0, [1795255200123456, "in", 2, 7], 3.0, None, 0.0, 0, 0.0]]
-    packed = zlib.compress(json.dumps(old).encode())
-    assert decode("v1:" + base64.b64encode(packed).decode())["q"] == running
+    assert restored.drift is not None
+    assert restored.drift.tolist() == [0.25, -0.1]
+    row = [["q", 2, 0, [1795255200123456, "in", 2, 7], 3.0, None, 0.0, 0, 0.0]]
+    for fields in ([], [0, None]):  # 0.4's rows, 0.5's
+        packed = zlib.compress(json.dumps([row[0] + fields]).encode())
+        assert decode("v1:" + base64.b64encode(packed).decode())["q"] == running
 
 
 def priority_states() -> list[tuple[str, RuleState]]:

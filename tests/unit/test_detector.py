@@ -8,7 +8,7 @@ import pytest
 
 from anomaly.model import Artifact, ModelStore, calibrate, sliding_windows
 from devtools import simulator
-from tests.support.models import Trained, settings_for, write_csv
+from tests.support.models import Trained, excess, settings_for, write_csv
 from training.job import train
 
 
@@ -129,3 +129,28 @@ def test_no_calibration_warning_on_clean_data(trained: Trained) -> None:
     check = report["calibration_check"]
     assert not check["exceeded"]
     assert check["ratio"] < 10
+
+
+def test_training_calibrates_the_residual_drift_that_the_loaded_model_serves(
+    tmp_path: Path,
+) -> None:
+    """With a drift rate, the manifest carries the drift, calibrated on the held-out part at
+    the threshold's target rate; fresh clean data drifts at about that rate, a slow drift of
+    one sensor far more."""
+    data = tmp_path / "clean.csv"
+    write_csv(data, simulator.clean_rows(6000, seed=1))
+    outcome = train(settings_for(data, tmp_path / "store", {"drift_rate": 0.05}, epochs=30))
+    loaded = ModelStore(tmp_path / "store").load_current()
+    drift = loaded.detector.drift
+    assert drift is not None
+    assert drift == loaded.manifest.drift
+    assert (drift.rate, drift.threshold.target_fpr) == (0.05, 0.01)
+    assert drift.threshold.n_samples == 1200  # the held-out part: the latest 20%
+    written = json.loads((Path(outcome.location) / "manifest.json").read_text())
+    assert written["drift"]["rate"] == 0.05
+    fresh = loaded.detector.score(sliding_windows(simulator.clean_rows(20_000, seed=7), 1))
+    realised = (excess(drift, fresh.residual) > 1.0).mean()
+    assert 0.01 / 4 <= realised <= 0.01 * 4  # averages of 1,200 correlated values: loose
+    drifting = simulator.drift(simulator.clean_rows(2000, seed=8), 2)
+    residual = loaded.detector.score(sliding_windows(drifting, 1)).residual
+    assert (excess(drift, residual) > 1.0)[1000:].mean() > 0.5

@@ -469,3 +469,125 @@ def test_judged_a_blip_opens_nothing_and_a_wavering_fault_is_one_episode() -> No
 
     assert opened(wavering, rules) == 10  # each return a new page
     assert opened(judged_scores(wavering, judged_rules), judged_rules) == 1
+
+
+class Marked:
+    """A drift whose excess is the residual's one value (2.0: drifting, 0.0: not); its average
+    counts the records it was advanced by."""
+
+    def advance(self, z: np.ndarray | None, residual: np.ndarray) -> tuple[np.ndarray, float]:
+        return (np.zeros(1) if z is None else z) + 1.0, float(residual[0])
+
+
+def residuals(marks: str) -> np.ndarray:
+    return np.array([[2.0 if mark == "d" else 0.0] for mark in marks])
+
+
+def drifted(
+    scores: list[float], drifting: str, rules: Rules
+) -> tuple[list[tuple[int, str, int, int]], RuleState]:
+    """Scores a second apart against the threshold 1, with the drift's evidence per record
+    ('d': drifting); the events as (index, event, start, records)."""
+    state = RuleState()
+    out: list[tuple[int, str, int, int]] = []
+    for i, (score, residual) in enumerate(zip(scores, residuals(drifting), strict=True)):
+        ts = T0 + timedelta(seconds=i)
+        change = state.step(
+            ts, SourceRef("in", 0, i), score, score > 1.0, rules, True, residual, Marked()
+        )
+        if change is not None:
+            out.append((i, change[0], change[1].start.offset, change[1].records))
+    return out, state
+
+
+PLAIN = Rules(open_after=3, resolve_after=3, end_drop=0, onset_step=0, resolve_after_s=0)
+
+
+def test_the_drift_keeps_an_active_episode_going_while_it_lasts() -> None:
+    """A fault at 2 for 3 records, then back under the threshold (0.5) while its residuals
+    drift for 6 records: the episode runs on through them, and ends m records after."""
+    scores = [2.0] * 3 + [0.5] * 12
+    assert drifted(scores, "-" * 15, PLAIN)[0] == [(2, "open", 0, 3), (5, "resolve", 0, 3)]
+    events, _ = drifted(scores, "---dddddd------", PLAIN)
+    assert events == [(2, "open", 0, 3), (11, "resolve", 0, 9)]
+    flagged = flags(np.array(scores), np.array(scores) > 1.0, PLAIN,
+                    residuals=residuals("---dddddd------"), drift=Marked())  # fmt: skip
+    assert "".join("+" if f else "-" for f in flagged) == "+" * 9 + "-" * 6
+
+
+def test_the_drift_never_starts_a_run_nor_opens_resumes_or_holds_a_quiet_episode() -> None:
+    # a normal day whose residuals drift: nothing
+    assert drifted([0.5] * 10, "d" * 10, PLAIN)[0] == []
+    # two records above, a drifting one under, one above (k 3): no run of 3, no episode
+    assert drifted([2.0, 2.0, 0.5, 2.0], "--d-", PLAIN)[0] == []
+    # quiet under the hold (10 s), drifting all along: it resolves when it would without
+    hold = PLAIN.model_copy(update={"resolve_after_s": 10.0})
+    scores = [2.0] * 3 + [0.5] * 20
+    plain, _ = drifted(scores, "-" * 23, hold)
+    assert plain == [(2, "open", 0, 3), (5, "quiet", 0, 3), (12, "resolve", 0, 3)]
+    events, state = drifted(scores, "---" + "-" * 3 + "d" * 17, hold)
+    assert events == plain
+    assert state.episode is None
+
+
+def test_the_average_runs_only_while_the_rules_follow_the_asset() -> None:
+    """Records under the threshold of an idle asset leave it alone; a record above starts it;
+    every record until the asset is idle again advances it; then it is dropped."""
+    state = RuleState()
+    rules = PLAIN.model_copy(update={"end_drop": 2.0})
+
+    def feed(scores: list[float], first: int) -> None:
+        for i, score in enumerate(scores, start=first):
+            ts = T0 + timedelta(seconds=i)
+            state.step(ts, SourceRef("in", 0, i), score, score > 1.0, rules, True,
+                       np.zeros(1), Marked())  # fmt: skip
+
+    feed([0.5] * 5, 0)
+    assert state.drift is None
+    feed([2.0, 0.5], 5)  # a run of one, ended: idle again
+    assert state.drift is None
+    feed([4.0] * 3 + [0.5, 0.5], 7)  # an episode, two records under
+    assert state.drift is not None
+    assert state.drift.tolist() == [5.0]
+    feed([0.5], 12)  # the third under: it resolves, the asset is idle
+    assert state.idle
+    assert state.drift is None
+    feed([4.0] * 3 + [1.5] * 3, 13)  # an episode the drop rule ends: its raised threshold
+    assert not state.idle  # still followed: the average goes on
+    assert state.drift is not None
+    assert state.drift.tolist() == [6.0]
+    feed([0.5] * 3, 19)  # back under the model's threshold for m: the raised one clears
+    assert state.idle
+    assert state.drift is None
+
+
+def test_the_drop_rule_still_ends_an_episode_that_the_drift_holds() -> None:
+    """A fault at 10, then a state at 0.8 (under the threshold, far under half the episode's
+    level) whose residuals drift: the drop rule ends the episode after m of them, covering
+    the fault only; without the drop rule the drift holds it as long as it lasts."""
+    scores = [0.5] * 5 + [10.0] * 20 + [0.8] * 10
+    marks = "-" * 25 + "d" * 10
+    rules = Rules(open_after=3, resolve_after=4, end_drop=2.0, onset_step=0, resolve_after_s=0)
+    events, _ = drifted(scores, marks, rules)  # the level follows the scores, not the drift
+    assert events == [(7, "open", 5, 3), (28, "resolve", 5, 20)]
+    no_drop = rules.model_copy(update={"end_drop": 0.0})
+    events, state = drifted(scores, marks, no_drop)
+    assert events == [(7, "open", 5, 3)]
+    assert state.episode is not None
+    assert state.episode.records == 30  # to the last drifting record
+
+
+def test_the_drift_never_changes_where_the_first_episode_opens() -> None:
+    """On random scores and random drift: the first page comes at the same record, for the
+    same run, with and without the drift's evidence."""
+    rng = np.random.default_rng(4)
+    rules = Rules(open_after=3, resolve_after=2, end_drop=2.0, onset_step=0, resolve_after_s=5)
+    for _ in range(200):
+        scores = rng.lognormal(0.0, 1.0, 80)
+        marks = "".join("d" if d else "-" for d in rng.random(80) < 0.5)
+        first = next(((i, e.start) for i, k, e in changes(scores, scores > 1.0, rules)
+                      if k == "open"), None)  # fmt: skip
+        with_drift = next(((i, e.start) for i, k, e in changes(
+            scores, scores > 1.0, rules, None, None, residuals(marks), Marked()) if k == "open"),
+            None)  # fmt: skip
+        assert with_drift == first

@@ -16,6 +16,7 @@ from anomaly.model import (
     ArchitectureConfig,
     Artifact,
     Detector,
+    Drift,
     Manifest,
     RobustScaler,
     ScalerParams,
@@ -23,6 +24,7 @@ from anomaly.model import (
     TrainingSummary,
     ValidationFigures,
     build_autoencoder,
+    sliding_windows,
 )
 from anomaly.rules import Rules, changes
 from anomaly.scoring import score_series, series_flags
@@ -49,15 +51,22 @@ def recorded(seed: int) -> np.ndarray:
     return rows
 
 
-def artifact(rows: np.ndarray, rules: Rules, quantile: float, of: slice) -> Artifact:
+def artifact(
+    rows: np.ndarray, rules: Rules, quantile: float, of: slice, drift: bool = False
+) -> Artifact:
     """A model with random weights (scores need not be good to be decided alike), its threshold
-    at a quantile of the scores of the series' rows `of`."""
+    at a quantile of the scores of the series' rows `of`; with `drift`, a residual drift
+    calibrated on the normal part (fit on its first 200 records, threshold on the next 100)."""
     n = rows.shape[1]
     architecture = ArchitectureConfig(n_features=n, window=WINDOW, hidden=(16,), latent=3)
     torch.manual_seed(0)
     network = build_autoencoder(architecture).eval()
     scaler = RobustScaler.fit(rows[:300])
     detector = Detector(scaler, network)
+    if drift:
+        residual = detector.score(sliding_windows(rows[:300], WINDOW)).residual
+        calibrated = Drift.fit([residual[:200]], [residual[200:]], 0.05, 0.05)
+        detector = Detector(scaler, network, calibrated)
     probe = Threshold(value=0.0, method="quantile", target_fpr=0.2, n_samples=100)
     scores = score_series(detector, probe, rows[of], WINDOW, rules).score
     threshold = probe.model_copy(update={"value": float(np.quantile(scores, quantile))})
@@ -76,6 +85,7 @@ def artifact(rows: np.ndarray, rules: Rules, quantile: float, of: slice) -> Arti
         ),
         weights_sha256="0" * 64,
         rules=rules,
+        drift=detector.drift,
     )
     return Artifact(manifest, detector)
 
@@ -141,6 +151,34 @@ def test_streamed_events_equal_the_offline_rules_on_recorded_series(
     assert ("quiet" in kinds) == (hold > 0)
     if hold and rate == 1 and threshold is NOISY and not onset["onset_step"]:  # joined
         assert "resume" in kinds
+    assert streamed(model, rows, [1, 7, 50, 500]) == offline
+    assert streamed(model, rows, [200]) == offline
+
+
+@pytest.mark.parametrize("end_drop", [0.0, 2.0])
+@pytest.mark.parametrize("threshold", [NOISY, QUIET])
+@pytest.mark.parametrize("seed", [1, 2])
+def test_streamed_events_equal_the_offline_rules_with_the_residual_drift(
+    seed: int, threshold: tuple[float, slice], end_drop: float
+) -> None:
+    """The worker advances each asset's drift record by record, batch after batch, as the
+    offline entry points do over the whole series; the drift holds active episodes longer."""
+    rows = recorded(seed)
+    rules = Rules(end_drop=end_drop, resolve_after_s=60.0, score_rate=0.1)
+    model = artifact(rows, rules, *threshold, drift=True)
+    scored = score_series(model.detector, model.threshold, rows, WINDOW, rules)
+    times = [simulator.timestamp(i) for i in range(WINDOW - 1, len(rows))]
+    offline = [
+        (kind, WINDOW - 1 + i)
+        for i, kind, _ in changes(
+            scored.score, scored.above, rules, times, scored.onset, scored.residual, scored.drift
+        )
+    ]
+    without = [
+        (kind, WINDOW - 1 + i)
+        for i, kind, _ in changes(scored.score, scored.above, rules, times, scored.onset)
+    ]
+    assert offline != without  # the drift changes the decisions: the comparison means something
     assert streamed(model, rows, [1, 7, 50, 500]) == offline
     assert streamed(model, rows, [200]) == offline
 

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from anomaly.model import Detector, RobustScaler, Threshold
+from anomaly.model import Detector, Drift, RobustScaler, Threshold
 from anomaly.rules import Rules
 from anomaly.scoring import SeriesScores, score_series, series_flags, series_scores
 
@@ -97,6 +97,30 @@ def test_flags_of_a_series_place_each_window_at_its_last_row_and_apply_the_onset
         shares=np.ones((6, 1)),
         above=np.ones(6, dtype=bool),
         onset=np.array([False, True, False, False, False, False]),
+        residual=np.zeros((6, 1)),
+        drift=None,
     )
     rules = Rules(open_after=3, resolve_after=2, end_drop=0, score_rate=1)
     assert marks(scored.flags(rules, 8)) == "---+++++"
+
+
+def test_the_drift_of_a_series_holds_its_active_episode_while_a_sensor_stays_displaced() -> None:
+    """A fault steps the sensor to 3 (score 9, over the threshold 4) for 5 records, then it
+    settles at 1 (score 1: under the threshold, but 1 below what the zeros network expects,
+    record after record). Without a drift the episode ends 2 records after the step; with one
+    (every residual -1 averages to |z| >= 1, over its threshold of 0.5) it runs on to the end,
+    and a series that only settles at 1, with no fault before, raises none."""
+    values = np.array([[0.0]] * 20 + [[3.0]] * 5 + [[1.0]] * 20)
+    rules = Rules(open_after=3, resolve_after=2, end_drop=0, onset_step=0, score_rate=1,
+                  resolve_after_s=0)  # fmt: skip
+    assert marks(series_flags(detector(), threshold(4.0), values, 1, rules)) == (
+        "-" * 20 + "+" * 5 + "-" * 20
+    )
+    drift = Drift(rate=0.5, center=(0.0,), spread=(1.0,), threshold=threshold(0.5))
+    drifting = Detector(detector().scaler, Zeros(), drift)
+    scored = score_series(drifting, threshold(4.0), values, 1, rules)
+    assert scored.residual.tolist() == (-values).tolist()  # zeros minus the reading
+    assert scored.drift is drift
+    assert marks(series_flags(drifting, threshold(4.0), values, 1, rules)) == "-" * 20 + "+" * 25
+    settled = np.array([[0.0]] * 20 + [[1.0]] * 25)
+    assert not series_flags(drifting, threshold(4.0), settled, 1, rules).any()
