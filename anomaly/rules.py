@@ -218,9 +218,9 @@ class RuleState:
         score: float,
         above: bool,
         rules: Rules,
-        onset: bool = True,
-        residual: npt.NDArray[np.float64] | None = None,
-        drift: Drifting | None = None,
+        onset: bool,
+        residual: npt.NDArray[np.float64] | None,
+        drift: Drifting | None,
     ) -> tuple[EventType, Episode] | None:
         """`observe` with the residual drift: a record above the threshold, or one of an asset
         the rules follow, advances the asset's average by its `residual` (`drift` None: the

@@ -356,3 +356,15 @@ def test_in_an_alert_storm_what_fits_is_written_at_most_once_a_second(
     later, _ = p.checkpoints(part, max_bytes=200)
     assert later != first
     assert decode(later[("in", 0)]).keys() <= {a for a, s in p.assets if s.rules.episode}
+
+
+def test_a_drift_saved_with_whole_numbers_comes_back_as_floats() -> None:
+    """Another writer may write 1 for 1.0: the average is advanced in place, so it must come
+    back as floats whatever the JSON says."""
+    row = [["p", 1, 0, None, 3.0, None, 0.0, 0, 0.0, 0, None, [1, 0]]]
+    packed = zlib.compress(json.dumps(row).encode())
+    drift = decode("v1:" + base64.b64encode(packed).decode())["p"].drift
+    assert drift is not None
+    assert drift.dtype == np.float64
+    drift += 0.5  # as Drift.advance does
+    assert drift.tolist() == [1.5, 0.5]

@@ -4,8 +4,11 @@ held-out part."""
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from anomaly.model import CalibrationError, Drift, Threshold
 from tests.support.models import excess
@@ -79,5 +82,44 @@ def test_a_sensor_that_never_moves_in_fit_does_not_divide_by_zero() -> None:
 
 def test_held_out_residuals_that_never_move_are_refused_naming_the_setting() -> None:
     flat = np.zeros((2000, 2))
-    with pytest.raises(CalibrationError, match="TRAINING_CALIBRATION__DRIFT_RATE=0"):
+    with pytest.raises(CalibrationError) as refused:
         Drift.fit([flat], [flat], 0.05, 0.01)
+    assert str(refused.value) == (
+        "the held-out part's residuals never drift (every average is 0): no drift threshold "
+        "(set TRAINING_CALIBRATION__DRIFT_RATE=0 to go without it)"
+    )
+
+
+def test_held_out_residuals_quieter_than_the_fit_parts_give_a_threshold_under_1() -> None:
+    quiet = 0.3 + (noise(4000, 2) - 0.3) * 0.01  # the same centre, a hundredth of the noise
+    drift = Drift.fit([noise(4000, 1)], [quiet], 0.05, 0.01)
+    assert 0 < drift.threshold.value < 1
+
+
+def test_the_threshold_uses_the_method_asked_for() -> None:
+    """200 held-out values at 1%: `auto` takes POT (2 expected above: too few for the
+    quantile), `quantile` is asked for and possible (200 >= 1 / 0.01)."""
+    assert Drift.fit([noise(4000, 1)], [noise(200, 2)], 0.05, 0.01).threshold.method == "pot"
+    asked = Drift.fit([noise(4000, 1)], [noise(200, 2)], 0.05, 0.01, "quantile")
+    assert asked.threshold.method == "quantile"
+
+
+def test_the_spread_is_that_of_the_average_once_it_has_forgotten_its_start() -> None:
+    """Rate 0.5 on 12 fit records: the start takes min(12 // 2, ceil(3 / 0.5)) = 6 records.
+    The residuals are chosen so that the average z (z_t = z_(t-1) + 0.5 (x_t - z_(t-1)), from
+    0) runs 1/6 six times, then 1, -1, 1, -1, 1, -1: x_t = 2 z_t - z_(t-1) gives 1/3, then 1/6
+    five times, 2 - 1/6, then -3, 3, -3, 3, -3; their mean is 0 (the centre). The last six
+    averages have a standard deviation of exactly 1; with the first two or four kept it
+    would be less (0.87 from the fifth record on)."""
+    x = np.array([1 / 3] + [1 / 6] * 5 + [2 - 1 / 6, -3, 3, -3, 3, -3])[:, None]
+    drift = Drift.fit([x], [noise(2000, 2, features=1)], 0.5, 0.01)
+    assert drift.center == pytest.approx((0.0,), abs=1e-12)
+    assert drift.spread == pytest.approx((1.0,), rel=1e-9)
+
+
+def test_a_zero_spread_is_refused_without_dividing_by_it() -> None:
+    threshold = Threshold(value=2.0, method="quantile", target_fpr=0.01, n_samples=100)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a division by zero would warn: an error here
+        with pytest.raises(ValidationError, match="spread values must be finite and above 0"):
+            Drift(rate=0.5, center=(0.0,), spread=(0.0,), threshold=threshold)

@@ -472,15 +472,16 @@ def test_judged_a_blip_opens_nothing_and_a_wavering_fault_is_one_episode() -> No
 
 
 class Marked:
-    """A drift whose excess is the residual's one value (2.0: drifting, 0.0: not); its average
-    counts the records it was advanced by."""
+    """A drift whose excess is the residual's one value (2.0: drifting, 0.0 and 1.0: not); its
+    average counts the records it was advanced by."""
 
     def advance(self, z: np.ndarray | None, residual: np.ndarray) -> tuple[np.ndarray, float]:
         return (np.zeros(1) if z is None else z) + 1.0, float(residual[0])
 
 
 def residuals(marks: str) -> np.ndarray:
-    return np.array([[2.0 if mark == "d" else 0.0] for mark in marks])
+    """'d': drifting (2.0), '=': exactly at the drift's threshold (1.0, not drifting)."""
+    return np.array([[{"d": 2.0, "=": 1.0}.get(mark, 0.0)] for mark in marks])
 
 
 def drifted(
@@ -510,6 +511,8 @@ def test_the_drift_keeps_an_active_episode_going_while_it_lasts() -> None:
     assert drifted(scores, "-" * 15, PLAIN)[0] == [(2, "open", 0, 3), (5, "resolve", 0, 3)]
     events, _ = drifted(scores, "---dddddd------", PLAIN)
     assert events == [(2, "open", 0, 3), (11, "resolve", 0, 9)]
+    # exactly at its threshold is not drifting: as without it
+    assert drifted(scores, "---======------", PLAIN)[0] == [(2, "open", 0, 3), (5, "resolve", 0, 3)]
     flagged = flags(np.array(scores), np.array(scores) > 1.0, PLAIN,
                     residuals=residuals("---dddddd------"), drift=Marked())  # fmt: skip
     assert "".join("+" if f else "-" for f in flagged) == "+" * 9 + "-" * 6

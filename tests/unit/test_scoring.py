@@ -10,7 +10,7 @@ from torch import nn
 
 from anomaly.model import Detector, Drift, RobustScaler, Threshold
 from anomaly.rules import Rules
-from anomaly.scoring import SeriesScores, score_series, series_flags, series_scores
+from anomaly.scoring import SeriesScores, score_series, series_errors, series_flags, series_scores
 
 
 class Zeros(nn.Module):
@@ -124,3 +124,19 @@ def test_the_drift_of_a_series_holds_its_active_episode_while_a_sensor_stays_dis
     assert marks(series_flags(drifting, threshold(4.0), values, 1, rules)) == "-" * 20 + "+" * 25
     settled = np.array([[0.0]] * 20 + [[1.0]] * 25)
     assert not series_flags(drifting, threshold(4.0), settled, 1, rules).any()
+
+
+def test_a_series_shorter_than_the_window_has_no_score_and_keeps_its_shapes() -> None:
+    drift = Drift(rate=0.5, center=(0.0, 0.0), spread=(1.0, 1.0), threshold=threshold(0.5))
+    short = np.ones((2, 2))
+    with_drift = Detector(detector(2).scaler, Zeros(), drift)
+    errors = series_errors(with_drift, short, 3)
+    assert (errors.score.shape, errors.shares.shape, errors.residual.shape) == (
+        (0,),
+        (0, 2),
+        (0, 2),
+    )
+    scored = score_series(with_drift, threshold(1.0), short, 3, Rules())
+    assert scored.residual.shape == (0, 2)
+    assert scored.drift is drift
+    assert not scored.flags(Rules(), 2).any()
