@@ -36,83 +36,95 @@ class EventContext:
     model: str = DEFAULT_MODEL  # the named model (anomaly/model/store.py)
 
 
-def event_json(
-    kind: EventType,
-    episode: Episode,
-    asset_id: str,
-    ts: datetime,
-    ref: SourceRef,
-    score: float,
-    shares: npt.NDArray[np.float64] | None,
-    context: EventContext,
-    reason: str | None = None,
-    filled: tuple[str, ...] = (),
-    threshold: float | None = None,
-    evidence: Evidence | None = None,
-) -> bytes:
-    """The JSON of an open or resolve event, triggered by the record at `ref`; `filled`: the
-    features whose values in the deciding window were filled (a sensor that dropped out);
-    `threshold`: the asset's (None: the model's, `context.threshold`); `evidence`: the
-    deciding window and the model's reconstruction of it, shown for the top features."""
-    event: dict[str, object] = {
-        "type": kind,
-        "episode_id": episode.episode_id,
-        "asset_id": asset_id,
-        "ts": _iso(ts),
-        "source": _source(ref),
-        "score": score,
-        "threshold": context.threshold if threshold is None else threshold,
-        "model": context.model,
-        "model_version": context.model_version,
-        "top_features": top_features(shares, context.features, context.top_features, evidence),
-        "detected_at": _iso(context.detected_at),
-        "started_at": _iso(episode.started_at),
-        "filled": list(filled),
-    }
-    if kind == "resume" and episode.resumed is not None:  # its active stretch starts here
-        event["resumed_at"] = _iso(episode.resumed[0])
-    if kind in ("quiet", "resolve"):  # the episode's records above end at ended_at
-        event.update(
-            ended_at=_iso(episode.ended_at),
-            records=episode.records,
-            peak_score=episode.peak_score,
-        )
-    if reason is not None:
-        event["reason"] = reason
-    return json.dumps(event).encode()
+@dataclass(frozen=True)
+class AlertEvent:
+    """An open, quiet, resume or resolve of `episode`, triggered by the record at `source`
+    (`ts`, its judged `score`); `shares`: each feature's share of its error (None: none, an
+    evicted asset's resolve); `filled`: the features whose values in the deciding window were
+    filled (a sensor that dropped out); `threshold`: the asset's (None: the model's);
+    `evidence`: the deciding window and the model's reconstruction of it, shown for the top
+    features; `reason`: why it happened other than by the rules (`evicted`)."""
+
+    kind: EventType
+    episode: Episode
+    asset_id: str
+    ts: datetime
+    source: SourceRef
+    score: float
+    shares: npt.NDArray[np.float64] | None = None
+    filled: tuple[str, ...] = ()
+    threshold: float | None = None
+    evidence: Evidence | None = None
+    reason: str | None = None
+
+    def json(self, context: EventContext) -> bytes:
+        """The event's JSON as published, with what the batch's events share."""
+        episode, kind = self.episode, self.kind
+        event: dict[str, object] = {
+            "type": kind,
+            "episode_id": episode.episode_id,
+            "asset_id": self.asset_id,
+            "ts": _iso(self.ts),
+            "source": _source(self.source),
+            "score": self.score,
+            "threshold": context.threshold if self.threshold is None else self.threshold,
+            "model": context.model,
+            "model_version": context.model_version,
+            "top_features": top_features(
+                self.shares, context.features, context.top_features, self.evidence
+            ),
+            "detected_at": _iso(context.detected_at),
+            "started_at": _iso(episode.started_at),
+            "filled": list(self.filled),
+        }
+        if kind == "resume" and episode.resumed is not None:  # its active stretch starts here
+            event["resumed_at"] = _iso(episode.resumed[0])
+        if kind in ("quiet", "resolve"):  # the episode's records above end at ended_at
+            event.update(
+                ended_at=_iso(episode.ended_at),
+                records=episode.records,
+                peak_score=episode.peak_score,
+            )
+        if self.reason is not None:
+            event["reason"] = self.reason
+        return json.dumps(event).encode()
 
 
-def sensor_event_json(
-    kind: SensorEventType,
-    asset_id: str,
-    feature: str,
-    ts: datetime,
-    ref: SourceRef,
-    last_reported: float | None,
-    stale_after_s: float,
-    context: EventContext,
-    reason: str | None = None,
-) -> bytes:
-    """The JSON of a sensor_silent event (the feature has not reported for longer than
-    `stale_after_s`) or of its sensor_resolve (it reports again), at the record at `ref`;
-    `last_reported`: the feature's last report before the silence (epoch s; None: never)."""
-    event: dict[str, object] = {
-        "type": kind,
-        "asset_id": asset_id,
-        "feature": feature,
-        "ts": _iso(ts),
-        "source": _source(ref),
-        "last_reported_at": (
-            None if last_reported is None else _iso(datetime.fromtimestamp(last_reported, UTC))
-        ),
-        "stale_after_s": stale_after_s,
-        "model": context.model,
-        "model_version": context.model_version,
-        "detected_at": _iso(context.detected_at),
-    }
-    if reason is not None:
-        event["reason"] = reason
-    return json.dumps(event).encode()
+@dataclass(frozen=True)
+class SensorEvent:
+    """A sensor of an asset (served by `model`) fell silent (`sensor_silent`: it has not
+    reported for longer than the staleness bound) or reports again (`sensor_resolve`), at
+    the record at `source` (None: at no record, `reason`); `last_reported`: its last report
+    before the silence (epoch s; None: never)."""
+
+    kind: SensorEventType
+    asset_id: str
+    model: str
+    feature: str
+    ts: datetime
+    source: SourceRef | None
+    last_reported: float | None
+    reason: str | None = None
+
+    def json(self, context: EventContext, stale_after_s: float, topic: str) -> bytes:
+        """The event's JSON as published (`topic`: the input topic, named where the event
+        came from no record)."""
+        last = self.last_reported
+        event: dict[str, object] = {
+            "type": self.kind,
+            "asset_id": self.asset_id,
+            "feature": self.feature,
+            "ts": _iso(self.ts),
+            "source": _source(self.source or SourceRef(topic, -1, -1)),
+            "last_reported_at": None if last is None else _iso(datetime.fromtimestamp(last, UTC)),
+            "stale_after_s": stale_after_s,
+            "model": context.model,
+            "model_version": context.model_version,
+            "detected_at": _iso(context.detected_at),
+        }
+        if self.reason is not None:
+            event["reason"] = self.reason
+        return json.dumps(event).encode()
 
 
 @dataclass(frozen=True)

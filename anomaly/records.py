@@ -62,11 +62,13 @@ class SourceRecord(Protocol):
 
 
 class RecordError(ValueError):
-    """A record that breaks the input contract; `reason` is a stable short code."""
+    """A record that breaks the input contract; `reason` is a stable short code; `model`:
+    the model it was routed to, once known (anomaly/decoding.py)."""
 
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.reason = reason
+        self.model: str | None = None
 
 
 class Record(NamedTuple):

@@ -143,7 +143,7 @@ class InputSettings(_Part):
     and the values are (dotted paths into the JSON, e.g. Telegraf's `tags.host`, `timestamp`,
     `fields`), the unit of numeric times, and whether a message is a whole record or one
     sensor's value (`shape: value`: `sensor_field` names the sensor, `value_field` its value;
-    the worker assembles records from them, worker/assembly.py)."""
+    the worker assembles records from them, anomaly/assembly.py)."""
 
     shape: Literal["record", "value"] = "record"
     asset_field: str = Field(default="asset_id", min_length=1)

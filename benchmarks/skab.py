@@ -38,7 +38,7 @@ are cut into segments of --train-rows + --clean-rows rows, each run the same way
 there is normal, so the share flagged is the false-alarm rate of a normal day.
 
 The same model also replays the rows offline (`anomaly.scoring`, `anomaly.rules.changes`,
-`event_json`: the worker's code without Kafka); the results say whether the streamed
+`AlertEvent`: the worker's code without Kafka); the results say whether the streamed
 decisions equal the replayed ones.
 `--replay offline` skips the broker and reports the replay, for exploring settings quickly;
 figures quoted in the docs come from the streaming run. Writes `<out>/<name>.json` and
@@ -67,7 +67,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from anomaly.events import EventContext, event_json
+from anomaly.events import AlertEvent, EventContext
 from anomaly.model import Artifact, ModelStore
 from anomaly.records import parse_ts
 from anomaly.rules import SourceRef, changes
@@ -275,9 +275,8 @@ def replay(
     ):
         ref = SourceRef("replay", 0, window - 1 + j)
         score = float(scored.score[j])
-        value = event_json(kind, episode, exp.asset_id, times[j], ref, score,
-                           scored.shares[j], context)  # fmt: skip
-        events.append(json.loads(value))
+        event = AlertEvent(kind, episode, exp.asset_id, times[j], ref, score, scored.shares[j])
+        events.append(json.loads(event.json(context)))
     return events
 
 

@@ -24,9 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from anomaly.decoding import Decoder
 from anomaly.model import Artifact, model_store, sliding_windows
-from anomaly.records import RecordError, from_object, parse_record, parse_ts
-from anomaly.settings import DEFAULT_MODEL
+from anomaly.records import RecordError, parse_ts
+from anomaly.settings import DEFAULT_MODEL, RouteSettings
+from training.assembled import training_rows
 from training.data import DataError
 from training.kafka_range import TopicRange, plan_range, read_planned
 from training.settings import TrainingSettings
@@ -152,18 +154,23 @@ def _asset_rows(
     start, end = planned.starts.get(partition, 0), planned.ends.get(partition, 0)
     one = TopicRange(planned.topic, {partition: start}, {partition: end}, planned.by_broker_time)
     features = artifact.manifest.features
-    rows = []
+    # every message read as this model's (the episode says which model scored it)
+    decoder = Decoder(settings.input, RouteSettings(), {"model": features})
+    decoded = []
     for record in read_planned(settings.kafka, one):
         stamp = getattr(record, "timestamp", None)
         if stamp is not None and stamp >= 0 and (stamp < lo or (hi is not None and stamp > hi)):
             continue
         try:
-            obj = parse_record(record.value or b"")
-            decoded = from_object(obj, features, layout=settings.input)
+            message = decoder.decode(record.value or b"")
         except RecordError:
             continue  # a dead letter, or a record with a sensor out: not scored by the worker
-        if decoded.asset_id == asset_id:
-            rows.append((decoded.ts, record.offset, list(decoded.values)))
+        if message.item.asset_id == asset_id:
+            decoded.append((record.offset, message))
+    _, assembled = training_rows(
+        decoded, features, (), settings.input.cadence_s, settings.input.stale_after_s
+    )
+    rows = [(datetime.fromtimestamp(t, UTC), offset, values) for offset, _, t, values in assembled]
     if not rows:
         raise EpisodeError(f"no records of {asset_id} left on its partition around the episode")
     return rows
@@ -184,10 +191,11 @@ def _score(
     expected: list[list[float] | None] = [None] * len(rows)
     if len(rows) >= window:
         windows = sliding_windows(values, window)
-        scores = artifact.detector.score(windows).score
-        rebuilt = artifact.detector.reconstruct(windows)[:, -1]
+        scored = artifact.detector.score(windows, reconstruct=True)
+        assert scored.rebuilt is not None
+        rebuilt = artifact.detector.expected(scored.rebuilt[:, -1])
         for j in range(len(windows)):
-            score[window - 1 + j] = float(scores[j])
+            score[window - 1 + j] = float(scored.score[j])
             expected[window - 1 + j] = [float(v) for v in rebuilt[j]]
     top = [str(t["feature"]) for t in opened.get("top_features", [])] or list(features[:3])
     shown = [(i, f) for i, f in enumerate(features) if f in top]

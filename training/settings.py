@@ -10,7 +10,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from anomaly import settings
@@ -168,19 +168,24 @@ class GateSettings(BaseModel):
     validation_label: str = "anomaly"
 
 
-class RecordInputSettings(InputSettings):
-    """How the input topic's records are shaped (anomaly.settings.InputSettings): whole
-    records only; one value per message is assembled by the workers, not here."""
+class TrainingInputSettings(InputSettings):
+    """How the input topic's records are shaped (anomaly.settings.InputSettings). One value
+    per message is assembled into records as the workers do (anomaly/assembly.py), on a grid
+    of `cadence_s` seconds, which that shape needs: only complete records are trained on."""
 
-    @field_validator("shape")
-    @classmethod
-    def _whole_records(cls, value: str) -> str:
-        if value != "record":
+    stale_after_s: float = Field(
+        default=60.0, ge=0.0,
+        description="value shape: how old a sensor's last value may be to stand in a record",
+    )  # fmt: skip
+
+    @model_validator(mode="after")
+    def _cadence_for_values(self) -> TrainingInputSettings:
+        if self.shape == "value" and self.cadence_s is None:
             raise ValueError(
-                "the training job reads whole records; train one-value-per-message plants "
-                "from a file of assembled records (CSV or JSON Lines)"
+                "one value per message (shape value) needs the records' cadence: set "
+                "TRAINING_INPUT__CADENCE_S (seconds between assembled records)"
             )
-        return value
+        return self
 
 
 class StoreSettings(BaseModel):
@@ -228,7 +233,7 @@ class TrainingSettings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings(client_id=CLIENT_ID)
     topics: TrainingTopics = TrainingTopics()
     models: RouteSettings = RouteSettings()
-    input: RecordInputSettings = RecordInputSettings()
+    input: TrainingInputSettings = TrainingInputSettings()
     model: ModelSettings = ModelSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     clean: CleanSettings = CleanSettings()

@@ -19,9 +19,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from anomaly.records import RecordError, field_at, from_object, parse_record, parse_ts
-from anomaly.routing import route
+from anomaly.decoding import Decoded, Decoder
+from anomaly.records import RecordError, parse_ts
 from anomaly.settings import DEFAULT_MODEL
+from training.assembled import training_rows
 from training.data import DataError, SensorHistory, group_rows
 from training.kafka_range import plan_range, read_planned
 from training.settings import TrainingSettings
@@ -79,15 +80,17 @@ def read_topic(
     summary = ReadSummary(by_broker_time=planned.by_broker_time)
     lo, hi = start.timestamp(), (end or now).timestamp()
     lo_ms, hi_ms = _ms(start), _ms(end) if end else math.inf
-    served = (settings.store.model,)  # this job's model: only its records are read
 
-    def rows() -> Iterator[tuple[str, float, list[float]]]:
-        nonlocal features
+    decoder = Decoder(
+        settings.input, settings.models, {settings.store.model: features or None},
+        exclude=settings.data.exclude,
+    )  # fmt: skip
+
+    def messages() -> Iterator[tuple[int, Decoded]]:
         for record in read_planned(settings.kafka, planned):
             summary.read += 1
             if summary.read % 100_000 == 0:
                 log.info("read %d of %d records", summary.read, planned.size)
-            value = record.value or b""
             # The lookup's start is trusted only as far as each record's own broker time
             # agrees: Tansu 0.6 answers every lookup with offset 0.
             stamp = getattr(record, "timestamp", None) or -1
@@ -95,32 +98,25 @@ def read_topic(
                 summary.out_of_range += 1
                 continue
             try:
-                obj = parse_record(value)
+                decoded = decoder.decode(record.value or b"")
             except RecordError as exc:
-                summary.invalid[exc.reason] += 1
+                if exc.reason == "no_model":  # routed to another named model
+                    summary.other_models += 1
+                else:
+                    summary.invalid[exc.reason] += 1
                 continue
-            layout = settings.input
-            asset_id = None if layout.plain else field_at(obj, layout.asset_field)
-            if route(obj, settings.models, served, asset_id) is None:
-                summary.other_models += 1
-                continue
-            if features is None:
-                features = _features_of(field_at(obj, layout.values_field), settings.data.exclude)
-                if features is None:
-                    summary.invalid["no_features"] += 1
-                    continue
-            try:
-                decoded = from_object(obj, features, layout=layout)
-            except RecordError as exc:
-                summary.invalid[exc.reason] += 1
-                continue
-            ts = decoded.ts.timestamp()
+            ts = decoded.item.ts.timestamp()
             if not planned.by_broker_time and not lo <= ts < hi:
                 summary.out_of_range += 1
                 continue
-            yield decoded.asset_id, ts, list(decoded.values)
+            yield record.offset, decoded
 
-    grouped = list(rows())
+    decoded = list(messages())
+    features, rows = training_rows(
+        decoded, decoder.features[settings.store.model], settings.data.exclude,
+        settings.input.cadence_s, settings.input.stale_after_s,
+    )  # fmt: skip
+    grouped = [(asset_id, t, values) for _, asset_id, t, values in rows]
     if not grouped or features is None:
         raise DataError(
             f"no usable records in {settings.topics.input} between {start.isoformat()} and "
@@ -154,13 +150,6 @@ def read_episodes(settings: TrainingSettings, now: datetime) -> dict[str, Record
         except (ValueError, KeyError, TypeError, AttributeError, RecordError):
             continue  # not an alert event of this product; nothing to learn from it
     return recorded
-
-
-def _features_of(values: object, exclude: tuple[str, ...]) -> tuple[str, ...] | None:
-    if not isinstance(values, dict):
-        return None
-    names = tuple(sorted(str(k) for k in values if k not in exclude))
-    return names or None
 
 
 def _ms(ts: datetime) -> int:

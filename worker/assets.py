@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import numpy.typing as npt
 
+from anomaly.assembly import Assembly
 from anomaly.rules import RuleState
 from anomaly.settings import DEFAULT_MODEL
-from worker.assembly import Assembly
 from worker.sensors import Sensors
 
 

@@ -18,7 +18,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from worker.pipeline import Outbound
+    from worker.emit import Outbound
 
 
 class ExitCode(IntEnum):

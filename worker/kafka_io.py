@@ -33,6 +33,7 @@ from anomaly.kafka import (
 )
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
+from worker.emit import Outbound
 from worker.errors import (
     BrokerUnavailableError,
     CommitError,
@@ -41,7 +42,6 @@ from worker.errors import (
     PublishError,
     RefusedSettingError,
 )
-from worker.pipeline import Outbound
 from worker.settings import ENV_PREFIX, WorkerSettings
 
 log = logging.getLogger(__name__)

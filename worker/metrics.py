@@ -34,7 +34,7 @@ MAX_EPISODE_SERIES = 1000
 
 
 class ExplainedAsset(Protocol):
-    """An asset in alarm as one record shows it (worker.pipeline.AlarmView)."""
+    """An asset in alarm as one record shows it (worker.alarms.AlarmView)."""
 
     @property
     def asset_id(self) -> str: ...

@@ -58,8 +58,13 @@ class PartitionStates:
         self._held.setdefault(state.partition, {})[asset_id] = state
 
     def evicted(self, asset_id: str, state: AssetState) -> bool:
-        """An asset left the worker's memory; True if its partition's saved state changed."""
-        return self._held.get(state.partition, {}).pop(asset_id, None) is not None
+        """An asset left the worker's memory; True if its partition's saved state changed
+        (not when the asset has come back since, with a state of its own)."""
+        held = self._held.get(state.partition, {})
+        if held.get(asset_id) is not state:
+            return False
+        del held[asset_id]
+        return True
 
     def lost(self, tps: Iterable[TopicPartition]) -> None:
         """Partitions this worker no longer holds: forget everything about them."""

@@ -22,6 +22,7 @@ import torch
 
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
+from worker.emit import Outbound
 from worker.errors import (
     CommitError,
     ExitCode,
@@ -32,7 +33,7 @@ from worker.errors import (
 )
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
-from worker.pipeline import BatchProcessor, BatchStats, Outbound
+from worker.pipeline import BatchProcessor, BatchStats
 from worker.reload import ModelWatchers
 from worker.settings import WorkerSettings
 

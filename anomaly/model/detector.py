@@ -24,12 +24,15 @@ class Scores:
     score[i] is the mean squared reconstruction error over window i (in scaled units); it is
     the score of the window's last record. shares[i, f] is feature f's share of that error;
     each row sums to 1. residual[i, f] is the reconstruction of feature f minus its value at
-    the window's last record, in scaled units.
+    the window's last record, in scaled units. rebuilt (when asked for) is the network's
+    reconstruction of each window, in scaled units (float32, as computed):
+    `Detector.expected` turns windows of it into the sensors' units.
     """
 
     score: npt.NDArray[np.float64]
     shares: npt.NDArray[np.float64]
     residual: npt.NDArray[np.float64]
+    rebuilt: npt.NDArray[np.float32] | None = None
 
 
 class Detector:
@@ -47,8 +50,9 @@ class Detector:
         self.network = network.eval()
         self.drift = drift
 
-    def score(self, windows: FloatArray) -> Scores:
-        """Score raw windows of shape (batch, window, n_features)."""
+    def score(self, windows: FloatArray, reconstruct: bool = False) -> Scores:
+        """Score raw windows of shape (batch, window, n_features); `reconstruct`: keep each
+        window's reconstruction (`Scores.expected`)."""
         if windows.ndim != 3 or windows.shape[2] != self.scaler.n_features:
             raise ValueError(
                 f"expected windows of shape (batch, window, {self.scaler.n_features}), "
@@ -57,16 +61,22 @@ class Detector:
         n = windows.shape[0]
         per_feature = np.empty((n, windows.shape[2]), dtype=np.float64)
         residual = np.empty((n, windows.shape[2]), dtype=np.float64)
+        rebuilt: list[npt.NDArray[np.float32]] = []
         for start in range(0, n, SCORE_CHUNK):
             chunk = torch.from_numpy(self.scaler.transform(windows[start : start + SCORE_CHUNK]))
-            squared, last = errors(self.network, chunk)
+            with torch.inference_mode():
+                output = self.network(chunk)
+                squared, last = errors(output, chunk)
             per_feature[start : start + SCORE_CHUNK] = squared.numpy()
             residual[start : start + SCORE_CHUNK] = last.numpy()
+            if reconstruct:
+                rebuilt.append(output.numpy())
         total = per_feature.sum(axis=1)
         score = total / (windows.shape[1] * windows.shape[2])
         safe_total = np.where(total > 0, total, 1.0)[:, None]
         shares = np.where(total[:, None] > 0, per_feature / safe_total, 1.0 / windows.shape[2])
-        return Scores(score=score, shares=shares, residual=residual)
+        kept = (rebuilt[0] if len(rebuilt) == 1 else np.concatenate(rebuilt)) if rebuilt else None
+        return Scores(score=score, shares=shares, residual=residual, rebuilt=kept)
 
     def reconstruct(self, windows: FloatArray) -> FloatArray:
         """The network's reconstruction of raw windows, in raw units (same shape)."""
@@ -74,14 +84,17 @@ class Detector:
         for start in range(0, len(windows), SCORE_CHUNK):
             chunk = torch.from_numpy(self.scaler.transform(windows[start : start + SCORE_CHUNK]))
             with torch.inference_mode():
-                scaled = self.network(chunk).double().numpy()
-            out[start : start + SCORE_CHUNK] = scaled * self.scaler.scale + self.scaler.center
+                out[start : start + SCORE_CHUNK] = self.expected(self.network(chunk).numpy())
         return out
 
+    def expected(self, rebuilt: npt.NDArray[np.float32]) -> FloatArray:
+        """A reconstruction (`Scores.rebuilt`, or part of it) in the sensors' own units."""
+        raw: FloatArray = rebuilt.astype(np.float64) * self.scaler.scale + self.scaler.center
+        return raw
 
-def errors(network: nn.Module, scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+
+def errors(rebuilt: torch.Tensor, scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The squared reconstruction error summed over each window's rows, and the residual of
     its last row: (B, W, F) -> (B, F), (B, F)."""
-    with torch.inference_mode():
-        residual: torch.Tensor = network(scaled) - scaled
-        return (residual**2).sum(dim=1).double(), residual[:, -1].double()
+    residual = rebuilt - scaled
+    return (residual**2).sum(dim=1).double(), residual[:, -1].double()

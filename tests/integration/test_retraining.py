@@ -23,6 +23,7 @@ from devtools.topics import committed_total, create_topics
 from tests.support.kafka import Running, fresh, processed, produce, read
 from tests.support.models import write_csv
 from tests.support.observability import gateway_metrics
+from tests.support.values import by_exception, quantised
 from tests.support.waiting import wait_until
 from training.job import train
 from training.settings import TrainingSettings
@@ -108,6 +109,41 @@ def test_an_explicit_range_is_read_whole_and_alone_on_every_broker(
     assert all(s.ts.max() == simulator.timestamp(249, fleet.start).timestamp()
                for s in history.series)  # fmt: skip
     assert summary.out_of_range == 0  # nothing outside the range was read
+
+
+def test_the_job_reads_one_value_per_message_as_the_same_records_as_whole_ones(
+    kafka4: LocalBroker,
+) -> None:
+    """The same plant on two topics: whole records, and one sensor's value per message, only
+    when it changed (an OPC UA or MQTT bridge, its own field names, epoch milliseconds). The
+    job assembles the second into the first's records: the same rows, the same values."""
+    fleet = Fleet(n_assets=3, seed=12, start=datetime.now(UTC).replace(microsecond=0)
+                  - timedelta(minutes=30))  # fmt: skip
+    whole = quantised(fleet.records(200))
+    histories = []
+    for shape, messages in (("record", whole), ("value", by_exception(whole))):
+        kafka, topics = fresh(kafka4)
+        layout = {"shape": shape, "asset_field": "node", "time_field": "time",
+                  "sensor_field": "tag", "cadence_s": 1, "stale_after_s": 600}  # fmt: skip
+        settings = TrainingSettings(
+            data={"source": "kafka", "since": "1h"}, kafka=kafka, topics=topics,
+            input=layout if shape == "value" else {},
+        )  # fmt: skip
+        create_topics(settings.kafka, {settings.topics.input: 3})
+        producer = make_producer(settings.kafka)
+        for key, value in messages:
+            producer.send(settings.topics.input, key=key, value=value)
+        producer.flush()
+        producer.close()
+        history, summary = read_topic(settings, None, datetime.now(UTC))
+        assert not summary.invalid, summary
+        histories.append(history)
+    records, assembled = histories
+    assert assembled.features == records.features == tuple(sorted(simulator.FEATURES))
+    assert [s.asset_id for s in assembled.series] == [s.asset_id for s in records.series]
+    for got, want in zip(assembled.series, records.series, strict=True):
+        assert got.ts.tolist() == want.ts.tolist()
+        assert np.array_equal(got.values, want.values)
 
 
 @pytest.mark.parametrize("where", ["directory", "s3"])

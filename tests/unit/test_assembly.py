@@ -1,4 +1,4 @@
-"""One value per message: assembled per asset into the model's records (worker/assembly.py)."""
+"""One value per message: assembled per asset into the model's records (anomaly/assembly.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import math
 import numpy as np
 import pytest
 
+from anomaly.assembly import Assembly, assemble
 from anomaly.model import Artifact
 from anomaly.settings import InputSettings, TopicSettings
 from devtools.simulator import Fleet
 from tests.support.fakes import as_records
 from tests.support.models import Trained
 from tests.support.values import by_exception, quantised
-from worker.assembly import Assembly, assemble
 from worker.pipeline import BatchProcessor
 from worker.settings import AlertSettings, BatchSettings, SensorSettings
 

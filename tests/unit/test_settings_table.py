@@ -277,8 +277,9 @@ TRAINING: dict[str, Case] = {
     "TRAINING_STORE__MODEL": Case("pumps", "pumps"),
     **prefixed("TRAINING_", "MODELS", ROUTES),
     **prefixed("TRAINING_", "INPUT", INPUT),
-    # documented: whole records only
-    "TRAINING_INPUT__SHAPE": Case("value", Refused("the training job reads whole records")),
+    # one value per message: assembled on the cadence the job is told
+    "TRAINING_INPUT__SHAPE": Case("value", Refused("TRAINING_INPUT__CADENCE_S")),
+    "TRAINING_INPUT__STALE_AFTER_S": Case("30", 30.0),
     "TRAINING_STORE__KEEP": Case("3", 3),
     "TRAINING_STORE__PROTECT_S": Case("0", 0.0),
     "TRAINING_PUSHGATEWAY__URL": Case("pushgateway:9091", "pushgateway:9091"),

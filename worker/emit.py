@@ -1,0 +1,84 @@
+"""The emit stage: what a batch decided, as the messages the runner publishes (alert events
+and dead letters) and the figures the metrics report of them."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime
+
+import numpy as np
+
+from anomaly.events import AlertEvent, EventContext, Evidence, SensorEvent
+from anomaly.records import RecordError, SourceRecord
+from anomaly.settings import TopicSettings
+from worker.decide import Decided
+from worker.score import Scored
+
+
+@dataclass(frozen=True)
+class Outbound:
+    """A message to publish: an alert event or a dead letter."""
+
+    topic: str
+    key: bytes | None
+    value: bytes
+
+
+@dataclass
+class Emitted:
+    """A batch's messages, in order, and what the metrics count of them: events by type,
+    and each alert event's (type, asset id, top feature, model, its version)."""
+
+    messages: list[Outbound] = field(default_factory=list)
+    events: Counter[str] = field(default_factory=Counter)
+    episodes: list[tuple[str, str, str | None, str, str]] = field(default_factory=list)
+
+    def alert(self, topic: str, event: AlertEvent, context: EventContext) -> None:
+        self.messages.append(Outbound(topic, event.asset_id.encode(), event.json(context)))
+        self.events[event.kind] += 1
+        top = None if event.shares is None else context.features[int(np.argmax(event.shares))]
+        version = context.model_version if event.reason is None else ""
+        self.episodes.append((event.kind, event.asset_id, top, context.model, version))
+
+    def sensor(
+        self, topics: TopicSettings, event: SensorEvent, context: EventContext, stale_s: float
+    ) -> None:
+        value = event.json(context, stale_s, topics.input)
+        self.messages.append(Outbound(topics.alerts, event.asset_id.encode(), value))
+        self.events[event.kind] += 1
+
+
+def alert_events(scored: Scored, decided: Decided) -> list[AlertEvent]:
+    """Each change of one model's records as the event that says it, with the deciding
+    window against its reconstruction (kept by the score stage)."""
+    windows, rebuilt = scored.windows.windows(), scored.scores.rebuilt
+    assert rebuilt is not None
+    detector = scored.windows.served.artifact.detector
+    out = []
+    for change in decided.changes:
+        i, pending = change.row, scored.windows.pending[change.row]
+        out.append(AlertEvent(
+            change.kind, change.episode, pending.asset_id, pending.ts, change.ref, change.score,
+            scored.scores.shares[i], pending.filled, float(scored.limits[i]),
+            Evidence(windows[i], detector.expected(rebuilt[i])),
+        ))  # fmt: skip
+    return out
+
+
+def dead_letter(topic: str, message: SourceRecord, error: RecordError, now: datetime) -> Outbound:
+    """The envelope of a message that broke the input contract: why, and the message whole."""
+    key, value = message.key, message.value
+    envelope = {
+        "reason": error.reason,
+        "model": error.model,
+        "error": str(error),
+        "source": {"topic": message.topic, "partition": message.partition,
+                   "offset": message.offset},
+        "key": base64.b64encode(key).decode() if key is not None else None,
+        "value": base64.b64encode(value).decode() if value is not None else None,
+        "dead_lettered_at": now.isoformat().replace("+00:00", "Z"),
+    }  # fmt: skip
+    return Outbound(topic, key, json.dumps(envelope).encode())
