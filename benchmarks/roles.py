@@ -116,11 +116,13 @@ def member(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _Timed:
-    """The worker's Kafka source, noting when each record's batch was committed."""
+    """The worker's Kafka source, noting when each record's offset was committed (a batch is
+    committed once its alerts are acknowledged, after the next batch was polled)."""
 
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
-        self.pending: list[tuple[str, float]] = []
+        # per partition, the records read and not yet committed: (offset, phase, produced)
+        self.pending: dict[tuple[str, int], list[tuple[int, str, float]]] = {}
         self.latencies: dict[str, list[float]] = {"steady": [], "burst": []}
 
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[SourceRecord]:
@@ -131,20 +133,28 @@ class _Timed:
             stamp = getattr(r, "timestamp", -1)
             if stamp is None or stamp <= 0:  # a broker without timestamps (Kafka 0.9): the
                 stamp = int(key.split(b"-", 2)[1]) / 1000  # producer put its clock (µs) in the key
-            self.pending.append((phase, stamp / 1000))
+            self.pending.setdefault((r.topic, r.partition), []).append(
+                (r.offset, phase, stamp / 1000)
+            )
         return records
 
     def handover(self) -> Handover | None:
         return self.source.handover()
+
+    def in_flight(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        self.source.in_flight(offsets)
 
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None:
         self.source.commit(offsets, states)
         now = time.time()
-        for phase, produced in self.pending:
-            self.latencies[phase].append(now - produced)
-        self.pending.clear()
+        for tp, end in offsets.items():
+            read = self.pending.get(tp, [])
+            done = [r for r in read if r[0] < end]
+            for _, phase, produced in done:
+                self.latencies[phase].append(now - produced)
+            self.pending[tp] = read[len(done) :]
 
     def assigned(self) -> bool:
         return self.source.assigned()

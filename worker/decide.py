@@ -8,7 +8,7 @@ partition (worker/partitions.py: what is saved with its offsets).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from anomaly.rules import Episode, EventType, SourceRef
 from worker.partitions import PartitionStates
@@ -54,7 +54,7 @@ def decide(scored: Scored, partitions: PartitionStates) -> Decided:
             ts, ref, score, is_above, rules, bool(onset[i]), residual[i], drift
         )
         partitions.observed(asset_id, state)
-        if change is not None:
-            decided.changes.append(Change(i, change[0], change[1], ref, score))
+        if change is not None:  # the episode as of this record (later ones move it on)
+            decided.changes.append(Change(i, change[0], replace(change[1]), ref, score))
         decided.followed.append((i, state.rules.episode is not None))
     return decided

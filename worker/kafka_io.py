@@ -20,6 +20,7 @@ from kafka.errors import (
     KafkaError,
     KafkaTimeoutError,
     OffsetMetadataTooLargeError,
+    RebalanceInProgressError,
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
@@ -74,6 +75,11 @@ class KafkaSource:
         self._held: set[TopicPartition] = set()  # as of the last handover
         self._committed: dict[TopicPartition, int] = {}  # this worker's last commit of each
         self._rebalanced = False
+        self._moved: Handover | None = None  # found by the poll that rebalanced
+        # the next offsets of the batch whose alerts are in flight (committed once they are
+        # acknowledged), and the partitions of it that changed hands meanwhile
+        self._in_flight: dict[TopicPartition, int] = {}
+        self._dropped: set[tuple[str, int]] = set()
         self._metadata_refused = False
         self.topic = settings.topics.input
         self._topic_known = False
@@ -83,7 +89,11 @@ class KafkaSource:
         """Up to `max_records` records, in offset order within each partition."""
         try:
             self._know_topic()
-            return poll_records(self.consumer, timeout_ms, max_records)
+            records = poll_records(self.consumer, timeout_ms, max_records)
+            if self._rebalanced:
+                self._moved = self._handover()
+                records = self._resumed(records)
+            return records
         except UnreadableBatchError as exc:
             raise InputUnreadableError(str(exc)) from exc
         except AuthorizationError as exc:
@@ -110,14 +120,32 @@ class KafkaSource:
         if not self._topic_known:
             self._topic_known = bool(self.consumer.partitions_for_topic(self.topic))
 
-    def handover(self) -> Handover | None:
-        """The partitions lost and gained since the last call (None: nothing moved).
+    def in_flight(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """The next offsets of the batch whose alerts are now in flight: a rebalance before
+        they are committed leaves this worker's kept partitions where that batch ended."""
+        self._in_flight = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
 
-        A partition kept through a rebalance counts as gained (and lost) when someone else
-        committed it meanwhile: this worker's state of it is then out of date.
-        """
-        if not self._rebalanced:
-            return None
+    def _resumed(self, records: list[SourceRecord]) -> list[SourceRecord]:
+        """After a rebalance, the client reads each partition it kept from its last commit:
+        the batch in flight is already in this worker's state, so its records are skipped
+        and the partition read on from where that batch ended."""
+        if not self._in_flight:
+            return records
+        ends = {(tp.topic, tp.partition): o for tp, o in self._in_flight.items()}
+        for tp, end in self._in_flight.items():
+            if self.consumer.position(tp) < end:
+                self.consumer.seek(tp, end)
+        return [r for r in records if r.offset >= ends.get((r.topic, r.partition), -1)]
+
+    def handover(self) -> Handover | None:
+        """The partitions lost and gained since the last call (None: nothing moved)."""
+        moved, self._moved = self._moved, None
+        return moved
+
+    def _handover(self) -> Handover | None:
+        """What the rebalance moved. A partition kept through it counts as gained (and lost)
+        when someone else committed it meanwhile: this worker's state of it is then out of
+        date. The batch in flight is not committed for the partitions lost."""
         now = set(self.consumer.assignment())
         gained: dict[tuple[str, int], str | None] = {}
         for tp in sorted(now):
@@ -134,6 +162,9 @@ class KafkaSource:
         lost = (self._held - now) | {tp for tp in self._held if (tp.topic, tp.partition) in gained}
         self._held, self._rebalanced = now, False
         self._committed = {tp: o for tp, o in self._committed.items() if tp in now}
+        for tp in lost:
+            if self._in_flight.pop(tp, None) is not None:
+                self._dropped.add((tp.topic, tp.partition))
         if not lost and not gained:
             return None  # a rebalance that left this worker's partitions where they were
         return Handover(frozenset((tp.topic, tp.partition) for tp in lost), gained)
@@ -143,6 +174,12 @@ class KafkaSource:
     ) -> None:
         """Commit the next offset to read of each partition with its state; CommitError if
         it fails. A broker that refuses the state as too long gets the offsets without it."""
+        dropped, self._dropped = self._dropped & offsets.keys(), set()
+        if dropped:
+            log.warning("offsets not committed, the group rebalanced meanwhile: %s moved while "
+                        "the batch's alerts were in flight",
+                        ", ".join(f"{t}/{p}" for t, p in sorted(dropped)))  # fmt: skip
+            offsets = {tp: o for tp, o in offsets.items() if tp not in dropped}
         if not offsets:
             return
         commit = {
@@ -166,7 +203,7 @@ class KafkaSource:
                                      timeout_ms=self.commit_timeout_ms)  # fmt: skip
         except AuthorizationError as exc:
             raise refused("committing offsets for its group", exc) from exc
-        except CommitFailedError as exc:
+        except (CommitFailedError, RebalanceInProgressError) as exc:
             # Not a failure of this worker: the group moved on without it (a session that
             # expired, a rebalance). The batch's alerts are out; whoever holds each partition
             # now reads on from its last commit, with the state committed there.
@@ -262,40 +299,30 @@ class KafkaSink:
         except Exception as exc:
             raise BrokerUnavailableError(f"cannot create the producer: {exc!r}") from exc
 
-    def publish(self, messages: Sequence[Outbound]) -> None:
-        """Send all and wait for the acks; PublishError, holding the messages still
-        unacknowledged, unless every one was acknowledged."""
-        if not messages:
-            return
-        futures = []
+    def send(self, messages: Sequence[Outbound]) -> Delivery:
+        """Hand every message to the client without waiting for the acks (`Delivery.wait`
+        waits for them). A message the client refuses at once fails the delivery."""
+        futures: list[Any] = []
         try:
             for m in messages:
                 futures.append(self.producer.send(m.topic, key=m.key, value=m.value))
-            self.producer.flush(timeout=self.timeout_s)
         except AuthorizationError as exc:
-            failing = messages[min(len(futures), len(messages) - 1)]  # the send that raised
-            raise refused(f"writing {failing.topic}", exc) from exc
+            failing = messages[len(futures)]  # the send that raised
+            return Delivery(self, messages, futures, refused(f"writing {failing.topic}", exc))
         except Exception as exc:  # whatever the client raises, these were not all published
             sent = len(futures)
             pending = [m for m, f in zip(messages[:sent], futures, strict=True) if not _acked(f)]
-            pending += messages[sent:]
-            where = f" (sending to {messages[sent].topic})" if sent < len(messages) else ""
-            if not where and pending:  # the flush gave up: say where the acks did not come from
-                where = f" ({len(pending)} unacknowledged by {_topics(pending)})"
-            raise PublishError(
-                f"publishing {len(messages)} messages failed{where}: {exc!r}", pending
-            ) from exc
-        pending = [m for m, f in zip(messages, futures, strict=True) if not _acked(f)]
-        if pending:
-            for m, f in zip(messages, futures, strict=True):
-                if f.is_done and isinstance(f.exception, AuthorizationError):
-                    raise refused(f"writing {m.topic}", f.exception)
-            failed = next((f.exception for f in futures if f.is_done and f.failed()), None)
-            why = (
-                f"the broker refused: {failed!r}" if failed else f"no ack within {self.timeout_s} s"
+            error = PublishError(
+                f"publishing {len(messages)} messages failed (sending to "
+                f"{messages[sent].topic}): {exc!r}",
+                pending + list(messages[sent:]),
             )
-            raise PublishError(f"{len(pending)} of {len(messages)} messages unpublished: {why}",
-                               pending)  # fmt: skip
+            return Delivery(self, messages, futures, error)
+        return Delivery(self, messages, futures)
+
+    def publish(self, messages: Sequence[Outbound]) -> None:
+        """Send all and wait for the acks (`send`, then `Delivery.wait`)."""
+        self.send(messages).wait()
 
     def partitions(self, topic: str, timeout_s: float) -> int | None:
         """The topic's partition count, asking the brokers by name for up to `timeout_s`
@@ -318,6 +345,46 @@ class KafkaSink:
 
     def close(self) -> None:
         self.producer.close(timeout=self.timeout_s)
+
+
+class Delivery:
+    """A batch's messages handed to the producer: `wait` returns once every one is
+    acknowledged, or raises PublishError holding those still unacknowledged (or the error the
+    client raised while they were handed over)."""
+
+    def __init__(
+        self,
+        sink: KafkaSink,
+        messages: Sequence[Outbound],
+        futures: Sequence[Any],
+        error: Exception | None = None,
+    ) -> None:
+        self.sink, self.messages, self.futures, self.error = sink, messages, futures, error
+
+    def wait(self) -> None:
+        messages, futures = self.messages, self.futures
+        if self.error is not None:
+            raise self.error
+        if not messages:
+            return
+        timeout_s = self.sink.timeout_s
+        try:
+            self.sink.producer.flush(timeout=timeout_s)
+        except Exception as exc:  # the flush gave up: say where the acks did not come from
+            pending = [m for m, f in zip(messages, futures, strict=True) if not _acked(f)]
+            where = f" ({len(pending)} unacknowledged by {_topics(pending)})" if pending else ""
+            raise PublishError(
+                f"publishing {len(messages)} messages failed{where}: {exc!r}", pending
+            ) from exc
+        pending = [m for m, f in zip(messages, futures, strict=True) if not _acked(f)]
+        if pending:
+            for m, f in zip(messages, futures, strict=True):
+                if f.is_done and isinstance(f.exception, AuthorizationError):
+                    raise refused(f"writing {m.topic}", f.exception)
+            failed = next((f.exception for f in futures if f.is_done and f.failed()), None)
+            why = f"the broker refused: {failed!r}" if failed else f"no ack within {timeout_s} s"
+            raise PublishError(f"{len(pending)} of {len(messages)} messages unpublished: {why}",
+                               pending)  # fmt: skip
 
 
 def refused(what: str, exc: Exception) -> NotAuthorizedError:

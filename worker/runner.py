@@ -14,6 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol
 
@@ -46,6 +47,7 @@ class Source(Protocol):
 
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[SourceRecord]: ...
     def handover(self) -> Handover | None: ...
+    def in_flight(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None: ...
@@ -57,14 +59,34 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class Sink(Protocol):
-    """Where alert events and dead letters go; `publish` returns once all are acknowledged;
-    `partitions` is a topic's partition count (None: the topic is missing after `timeout_s`;
-    a broker that creates topics on first use creates it)."""
+class Delivery(Protocol):
+    """Messages handed to the producer: `wait` returns once all are acknowledged, or raises
+    PublishError holding those that are not."""
 
-    def publish(self, messages: Sequence[Outbound]) -> None: ...
+    def wait(self) -> None: ...
+
+
+class Sink(Protocol):
+    """Where alert events and dead letters go; `send` hands them over without waiting for the
+    acks; `partitions` is a topic's partition count (None: the topic is missing after
+    `timeout_s`; a broker that creates topics on first use creates it)."""
+
+    def send(self, messages: Sequence[Outbound]) -> Delivery: ...
     def partitions(self, topic: str, timeout_s: float) -> int | None: ...
     def close(self) -> None: ...
+
+
+@dataclass
+class _InFlight:
+    """A batch whose messages are out: its offsets are committed, with the state of each
+    partition's assets as of that batch, once every message is acknowledged."""
+
+    delivery: Delivery
+    messages: Sequence[Outbound]
+    offsets: dict[tuple[str, int], int]
+    states: dict[tuple[str, int], str]
+    budget: int  # the bytes of state each partition could save (0: none)
+    unsaved: int  # assets whose state did not fit
 
 
 def _kafka_source(settings: WorkerSettings) -> Source:
@@ -116,6 +138,7 @@ class Worker:
         self._told_no_state = False
         self._partitions: dict[str, int] = {}  # of each topic found at start
         self._told_missing = False
+        self._flight: _InFlight | None = None  # the batch whose messages are out
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and return (safe from any thread)."""
@@ -163,6 +186,8 @@ class Worker:
                             break
                 if idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
                     break
+            if source is not None and sink is not None:
+                self._settle(sink, source)
             log.info("stopping after %d batches: offsets committed, leaving the group", batches)
             return ExitCode.OK
         except FatalError as exc:
@@ -186,14 +211,20 @@ class Worker:
             restore()
 
     def _batch(self, source: Source, sink: Sink) -> bool:
-        """Poll one batch and see it through to the commit; False when nothing came."""
-        settings, metrics = self.settings, self.metrics
+        """Poll one batch, process it, see the batch before it through to its commit, and
+        send this one's messages; False when nothing came."""
+        settings = self.settings
         started = time.perf_counter()
-        records = source.poll(settings.batch.max_wait_ms, settings.batch.size)
+        try:
+            records = source.poll(settings.batch.max_wait_ms, settings.batch.size)
+        except InputUnreadableError:
+            self._settle(sink, source)  # the batch before it is good: committed first
+            raise
         handover = source.handover()
         poll_s = time.perf_counter() - started
         self.health.partitions_assigned = source.assigned()
         if not records and handover is None:
+            self._settle(sink, source)  # nothing more came: the batch in flight is done
             return False
         result = self.processor.process(records, handover)
         if handover is not None:
@@ -204,31 +235,46 @@ class Worker:
                 span = spans.setdefault(f"{record.topic}/{record.partition}", [record.offset, 0])
                 span[1] = record.offset + 1
             log.debug("batch processed", extra={"offsets": spans})
+        # the state saved with the offsets is this batch's, whenever they are committed
+        budget = settings.kafka.commit_metadata_max_bytes if source.keeps_state() else 0
+        states, unsaved = self.processor.checkpoints(result.offsets, budget)
+        publish_s, commit_s = self._settle(sink, source)
+        self._flight = _InFlight(
+            sink.send(result.messages), result.messages, result.offsets, states, budget, unsaved
+        )
+        source.in_flight(result.offsets)
+        if not records:
+            return False
+        self._observe(result.stats, len(records), poll_s, publish_s, commit_s, source)
+        return True
+
+    def _settle(self, sink: Sink, source: Source) -> tuple[float, float]:
+        """The batch in flight: wait for its messages' acks (sending again those not
+        acknowledged), then commit its offsets; the seconds each took."""
+        flight, self._flight = self._flight, None
+        if flight is None:
+            return 0.0, 0.0
         started = time.perf_counter()
-        pending = result.messages
+        delivery = flight.delivery
 
         def publish() -> None:
-            nonlocal pending
+            nonlocal delivery
             try:
-                sink.publish(pending)
-            except PublishError as exc:
-                pending = exc.pending or pending
+                delivery.wait()
+            except PublishError as exc:  # next time, only those not acknowledged
+                delivery = sink.send(exc.pending or flight.messages)
                 raise
 
         self._deliver("publishing the batch's alerts and dead letters", publish, source)
         publish_s = time.perf_counter() - started
         started = time.perf_counter()
-        budget = settings.kafka.commit_metadata_max_bytes if source.keeps_state() else 0
-        states, unsaved = self.processor.checkpoints(result.offsets, budget)
-        self._deliver("committing the batch", lambda: source.commit(result.offsets, states), source)
-        if budget and not source.keeps_state():  # refused with this very commit: none saved
-            unsaved = self.processor.checkpoints(result.offsets, 0)[1]
-        commit_s = time.perf_counter() - started
-        metrics.checkpoint_assets.labels("unsaved").inc(unsaved)
-        if not records:
-            return False
-        self._observe(result.stats, len(records), poll_s, publish_s, commit_s, source)
-        return True
+        offsets, states = flight.offsets, flight.states
+        self._deliver("committing the batch", lambda: source.commit(offsets, states), source)
+        unsaved = flight.unsaved
+        if flight.budget and not source.keeps_state():  # refused with this very commit
+            unsaved = self.processor.checkpoints(offsets, 0)[1]
+        self.metrics.checkpoint_assets.labels("unsaved").inc(unsaved)
+        return publish_s, time.perf_counter() - started
 
     def _deliver(self, what: str, attempt: Callable[[], None], source: Source) -> None:
         """Publish or commit. When the brokers do not answer, try again (not ready meanwhile,

@@ -53,7 +53,7 @@ from training.job import train
 from training.settings import TrainingSettings
 from worker.emit import Outbound
 from worker.errors import ExitCode
-from worker.kafka_io import KafkaSink, KafkaSource
+from worker.kafka_io import Delivery, KafkaSink, KafkaSource
 from worker.metrics import Metrics
 from worker.runner import Worker
 from worker.settings import (
@@ -305,9 +305,9 @@ def test_a_failed_publish_exits_with_its_code_commits_nothing_and_is_redone_afte
         def partitions(self, topic: str, timeout_s: float) -> int | None:
             return 1  # the topic check passes; the broker goes at the first publish
 
-        def publish(self, messages: Sequence[Outbound]) -> None:
+        def send(self, messages: Sequence[Outbound]) -> Delivery:
             doomed.stop()
-            super().publish(messages)
+            return super().send(messages)
 
     def sink(_: WorkerSettings) -> KafkaSink:
         return Doomed(settings.model_copy(update={"kafka": elsewhere}))
