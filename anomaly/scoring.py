@@ -12,8 +12,10 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from anomaly.model import Detector, Drift, Scores, Threshold, sliding_windows
-from anomaly.model.features import FloatArray
+from anomaly.model.calibration import Threshold
+from anomaly.model.detector import Detector, Scores
+from anomaly.model.drift import Drift
+from anomaly.model.features import FloatArray, sliding_windows
 from anomaly.onset import history_windows, onsets
 from anomaly.rules import Rules, flags, judged_scores
 

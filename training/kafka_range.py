@@ -20,10 +20,10 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from kafka import KafkaConsumer, KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.structs import TopicPartition
 
-from anomaly.kafka import LoginRefusedError, make_consumer, poll_records
+from anomaly.kafka import LoginRefusedError, make_consumer, make_producer, poll_records
 from anomaly.records import SourceRecord
 from anomaly.settings import KafkaSettings
 
@@ -110,6 +110,27 @@ def reached(make: Callable[..., _Client], kafka: KafkaSettings, *args: Any, **kw
         raise KafkaUnavailableError(exc.advice("TRAINING_")) from exc
     except KafkaError as exc:
         raise KafkaUnavailableError(f"cannot reach {kafka.bootstrap_servers}: {exc!r}") from exc
+
+
+def write_one(
+    kafka: KafkaSettings, topic: str, key: bytes, value: bytes, missing: str, wait_s: float = 10
+) -> None:
+    """Publish one message and wait for its ack; KafkaUnavailableError saying `missing` when
+    the topic has no partitions after `wait_s` (asked by name: a cluster that creates topics
+    on first use creates it), or why the message could not be written."""
+    producer = reached(make_producer, kafka, max_block_ms=int(wait_s * 1000))
+    try:
+        try:
+            producer.partitions_for(topic)
+        except KafkaTimeoutError as exc:
+            raise KafkaUnavailableError(f"{missing}: no partitions after {wait_s:g} s") from exc
+        producer.send(topic, key=key, value=value).get(timeout=30)
+    except KafkaError as exc:
+        raise KafkaUnavailableError(
+            f"a message could not be written to {topic!r}: {exc!r}"
+        ) from exc
+    finally:
+        producer.close()
 
 
 def read_planned(kafka: KafkaSettings, planned: TopicRange) -> Iterator[SourceRecord]:

@@ -26,9 +26,6 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
-from kafka.errors import KafkaError, KafkaTimeoutError
-
-from anomaly.kafka import make_producer
 from anomaly.records import RecordError, parse_ts
 from anomaly.scoring import series_flags
 from anomaly.settings import DEFAULT_MODEL
@@ -36,7 +33,7 @@ from training.data import Masks, SensorHistory
 from training.episode import EpisodeError, find_episode
 from training.gate import Decision, Scored
 from training.hygiene import inside_episodes
-from training.kafka_range import KafkaUnavailableError, plan_range, reached, read_planned
+from training.kafka_range import KafkaUnavailableError, plan_range, read_planned, write_one
 from training.settings import TrainingSettings
 from training.topic import Episodes, Recorded
 
@@ -89,24 +86,12 @@ def record_verdict(
         "decided_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
     }
     topic = settings.topics.feedback
-    producer = reached(make_producer, settings.kafka, max_block_ms=TOPIC_WAIT_S * 1000)
-    try:
-        try:  # asked by name: a cluster that creates topics on first use creates it
-            producer.partitions_for(topic)
-        except KafkaTimeoutError as exc:
-            raise KafkaUnavailableError(
-                f"the feedback topic {topic!r} (TRAINING_TOPICS__FEEDBACK) does not exist "
-                f"(no partitions after {TOPIC_WAIT_S} s): create it as the other topics "
-                "(docs/operations.md)"
-            ) from exc
-        producer.send(topic, key=str(opened["asset_id"]).encode(),
-                      value=json.dumps(message).encode()).get(timeout=30)  # fmt: skip
-    except KafkaError as exc:
-        raise KafkaUnavailableError(
-            f"the verdict could not be written to {topic!r}: {exc!r}"
-        ) from exc
-    finally:
-        producer.close()
+    write_one(
+        settings.kafka, topic, str(opened["asset_id"]).encode(), json.dumps(message).encode(),
+        missing=f"the feedback topic {topic!r} (TRAINING_TOPICS__FEEDBACK) does not exist "
+        "(create it as the other topics: docs/operations.md)",
+        wait_s=TOPIC_WAIT_S,
+    )  # fmt: skip
     return message
 
 

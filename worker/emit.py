@@ -15,16 +15,8 @@ from anomaly.events import AlertEvent, EventContext, Evidence, SensorEvent
 from anomaly.records import RecordError, SourceRecord
 from anomaly.settings import TopicSettings
 from worker.decide import Decided
+from worker.outbound import Outbound
 from worker.score import Scored
-
-
-@dataclass(frozen=True)
-class Outbound:
-    """A message to publish: an alert event or a dead letter."""
-
-    topic: str
-    key: bytes | None
-    value: bytes
 
 
 @dataclass

@@ -18,7 +18,7 @@ from enum import IntEnum
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from worker.emit import Outbound
+    from worker.outbound import Outbound
 
 
 class ExitCode(IntEnum):

@@ -34,7 +34,6 @@ from anomaly.kafka import (
 )
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
-from worker.emit import Outbound
 from worker.errors import (
     BrokerUnavailableError,
     CommitError,
@@ -43,6 +42,7 @@ from worker.errors import (
     PublishError,
     RefusedSettingError,
 )
+from worker.outbound import Outbound
 from worker.settings import ENV_PREFIX, WorkerSettings
 
 log = logging.getLogger(__name__)

@@ -37,8 +37,9 @@ from worker.alarms import AlarmSlots, AlarmView
 from worker.assets import AssetState, AssetTable
 from worker.checkpoint import CheckpointError, Handover, decode
 from worker.decide import decide
-from worker.emit import Emitted, Outbound, alert_events, dead_letter
+from worker.emit import Emitted, alert_events, dead_letter
 from worker.intake import Intake, Taken
+from worker.outbound import Outbound
 from worker.partitions import PartitionStates
 from worker.score import Scored, score
 from worker.sensors import reported_all

@@ -23,7 +23,6 @@ import torch
 
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
-from worker.emit import Outbound
 from worker.errors import (
     CommitError,
     ExitCode,
@@ -34,6 +33,7 @@ from worker.errors import (
 )
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
+from worker.outbound import Outbound
 from worker.pipeline import BatchProcessor, BatchStats
 from worker.reload import ModelWatchers
 from worker.settings import WorkerSettings
@@ -229,16 +229,18 @@ class Worker:
         result = self.processor.process(records, handover)
         if handover is not None:
             self._handed_over(handover, result.stats)
-        if records and log.isEnabledFor(logging.DEBUG):  # what the crash tests account with
+        # the state saved with the offsets is this batch's, whenever they are committed
+        budget = settings.kafka.commit_metadata_max_bytes if source.keeps_state() else 0
+        states, unsaved = self.processor.checkpoints(result.offsets, budget)
+        publish_s, commit_s = self._settle(sink, source)
+        if records and log.isEnabledFor(logging.DEBUG):  # what the crash tests account with:
+            # logged once the batch before it is committed, so that a worker killed has at
+            # most its last batch logged and not committed
             spans: dict[str, list[int]] = {}  # partition -> [first offset, next offset]
             for record in records:
                 span = spans.setdefault(f"{record.topic}/{record.partition}", [record.offset, 0])
                 span[1] = record.offset + 1
             log.debug("batch processed", extra={"offsets": spans})
-        # the state saved with the offsets is this batch's, whenever they are committed
-        budget = settings.kafka.commit_metadata_max_bytes if source.keeps_state() else 0
-        states, unsaved = self.processor.checkpoints(result.offsets, budget)
-        publish_s, commit_s = self._settle(sink, source)
         self._flight = _InFlight(
             sink.send(result.messages), result.messages, result.offsets, states, budget, unsaved
         )

@@ -51,10 +51,10 @@ from tests.support.values import by_exception, quantised
 from tests.support.waiting import wait_until
 from training.job import train
 from training.settings import TrainingSettings
-from worker.emit import Outbound
 from worker.errors import ExitCode
 from worker.kafka_io import Delivery, KafkaSink, KafkaSource
 from worker.metrics import Metrics
+from worker.outbound import Outbound
 from worker.runner import Worker
 from worker.settings import (
     ModelsSettings,

@@ -7,8 +7,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from worker.checkpoint import Handover
-from worker.emit import Outbound
 from worker.errors import CommitError, PublishError
+from worker.outbound import Outbound
 
 
 @dataclass(frozen=True)

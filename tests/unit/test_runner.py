@@ -21,11 +21,11 @@ from devtools.simulator import Fleet
 from tests.support.fakes import FakeRecord, FakeSink, FakeSource, as_records
 from tests.support.models import edit_manifest, replace_weights
 from tests.support.waiting import wait_until
-from worker.emit import Outbound
 from worker.errors import BrokerUnavailableError, ExitCode
 from worker.health import Health
 from worker.logs import Repeats
 from worker.metrics import Metrics
+from worker.outbound import Outbound
 from worker.runner import Worker
 from worker.settings import WorkerSettings
 
