@@ -27,6 +27,8 @@ offsets), its records count as onsets: no alert is lost to a step the worker did
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import numpy.typing as npt
 
@@ -56,21 +58,26 @@ def history_windows(values: FloatArray, span: int) -> FloatArray:
     return sliding_windows(padded, span)
 
 
+class Histories(NamedTuple):
+    """The records' history windows (anything indexable by record: a view is not copied
+    whole) and how many records of its asset each record's history holds, itself included
+    (its history is full from `onset_span` on)."""
+
+    windows: FloatArray
+    seen: npt.NDArray[np.int64]
+
+
 def onsets(
-    history: FloatArray,
-    seen: npt.NDArray[np.int64],
+    histories: Histories,
     score: FloatArray,
     above: npt.NDArray[np.bool_],
     threshold: float | FloatArray,
     unit: FloatArray,
     rules: Rules,
 ) -> npt.NDArray[np.bool_]:
-    """Per record: the onset rule's evidence (all True when the rule is off). `history` holds
-    each record's history window (anything indexable by record: a view is not copied whole),
-    `seen` how many records of its asset had been seen up to it, itself included (its history
-    is full from `onset_span` on); `above` is the threshold's decision on each score
-    (`Threshold.exceeds`), `threshold` its value (for the bypass; one per record where assets
-    have thresholds of their own).
+    """Per record: the onset rule's evidence (all True when the rule is off). `above` is the
+    threshold's decision on each score (`Threshold.exceeds`), `threshold` its value (for the
+    bypass; one per record where assets have thresholds of their own).
 
     A record whose history is not yet full (an asset just met, or just taken over after a
     restart or a rebalance: the history is not saved with the offsets) counts as an onset:
@@ -80,6 +87,7 @@ def onsets(
     healthy fleet are below the threshold."""
     if rules.onset_step <= 0:
         return np.ones(len(score), dtype=bool)
+    history, seen = histories
     out = seen < rules.onset_span
     if rules.onset_bypass > 0:
         out |= score > rules.onset_bypass * threshold

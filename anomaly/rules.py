@@ -70,10 +70,9 @@ evidence per record (`onset`); anomaly/onset.py computes it.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Literal, Protocol
+from datetime import datetime
+from typing import Literal, NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -169,6 +168,18 @@ class SourceRef:
     offset: int
 
 
+class Mark(NamedTuple):
+    """One scored record as the rules read it: its time, where it came from, its (judged)
+    score, whether that is over its threshold, and whether the onset rule sees a step or a
+    far excess at it (always True when the rule is off: anomaly/onset.py)."""
+
+    ts: datetime
+    ref: SourceRef
+    score: float
+    above: bool
+    onset: bool = True
+
+
 @dataclass
 class Episode:
     """An open (or just resolved) alert episode of one asset."""
@@ -213,12 +224,8 @@ class RuleState:
 
     def step(
         self,
-        ts: datetime,
-        ref: SourceRef,
-        score: float,
-        above: bool,
+        mark: Mark,
         rules: Rules,
-        onset: bool,
         residual: npt.NDArray[np.float64] | None,
         drift: Drifting | None,
     ) -> tuple[EventType, Episode] | None:
@@ -226,10 +233,10 @@ class RuleState:
         the rules follow, advances the asset's average by its `residual` (`drift` None: the
         model has none); an asset idle after it drops the average."""
         drifting = False
-        if drift is not None and residual is not None and (above or not self.idle):
+        if drift is not None and residual is not None and (mark.above or not self.idle):
             self.drift, excess = drift.advance(self.drift, residual)
             drifting = excess > 1.0
-        change = self.observe(ts, ref, score, above, rules, onset, drifting)
+        change = self.observe(mark, rules, drifting)
         if self.drift is not None and self.idle:
             self.drift = None
         return change
@@ -247,43 +254,47 @@ class RuleState:
         return self.episode is None and self.above_run == 0 and not self.floor
 
     def observe(
-        self,
-        ts: datetime,
-        ref: SourceRef,
-        score: float,
-        above: bool,
-        rules: Rules,
-        onset: bool = True,
-        drifting: bool = False,
+        self, mark: Mark, rules: Rules, drifting: bool = False
     ) -> tuple[EventType, Episode] | None:
-        """Advance by one scored record (`above`: over the model's threshold; `onset`: the
-        onset rule sees a step or a far excess at it, always True when the rule is off;
-        `drifting`: its asset's residuals drift); returns the event it triggers, if any."""
-        k, m, drop = rules.open_after, rules.resolve_after, rules.end_drop
+        """Advance by one scored record (`drifting`: its asset's residuals drift); returns the
+        event it triggers, if any."""
         episode = self.episode
         active = episode is not None and not self.quiet
-        if self.floor and not active:
-            self.below_run = 0 if above else self.below_run + 1
-            if self.below_run >= m:  # back to normal: the raised threshold is cleared
-                self.floor, self.below_run = 0.0, 0
-        above = (above and (not self.floor or score > self.floor)) or (active and drifting)
+        above = self._counts_above(mark, rules, active, drifting)
         if episode is not None:
             episode.span += 1
-        if above and not (onset or active or self.above_run):
+        if above and not (mark.onset or active or self.above_run):
             return None  # the onset rule: a run starts only at an onset (resumes too)
         if not above:
-            self.above_run = 0
-            if episode is None:
-                return None
-            if self.quiet:
-                return self._hold(ts, rules)
-            self.drop_run = 0
-            self.below_run += 1
-            return self._quieten(ts, rules) if self.below_run >= m else None
+            return self._below(mark.ts, rules)
+        return self._above(mark, rules, active)
+
+    def _counts_above(self, mark: Mark, rules: Rules, active: bool, drifting: bool) -> bool:
+        """Whether the record counts as above: over the model's threshold and any raised
+        one (cleared once back to normal), or drifting within an active episode."""
+        if self.floor and not active:
+            self.below_run = 0 if mark.above else self.below_run + 1
+            if self.below_run >= rules.resolve_after:  # back to normal: the floor is cleared
+                self.floor, self.below_run = 0.0, 0
+        floor_cleared = not self.floor or mark.score > self.floor
+        return (mark.above and floor_cleared) or (active and drifting)
+
+    def _below(self, ts: datetime, rules: Rules) -> tuple[EventType, Episode] | None:
+        self.above_run = 0
+        if self.episode is None:
+            return None
+        if self.quiet:
+            return self._hold(ts, rules)
+        self.drop_run = 0
+        self.below_run += 1
+        return self._quieten(ts, rules) if self.below_run >= rules.resolve_after else None
+
+    def _above(self, mark: Mark, rules: Rules, active: bool) -> tuple[EventType, Episode] | None:
+        ts, score, episode = mark.ts, mark.score, self.episode
         log_score = math.log(max(score, _TINY))
         self.below_run = 0
         if self.above_run == 0:
-            self.run_start, self.run_peak = (ts, ref), score
+            self.run_start, self.run_peak = (ts, mark.ref), score
             if not active:
                 self.level = log_score
         elif not active:  # the opening (or resuming) run's mean log score
@@ -291,17 +302,18 @@ class RuleState:
         self.above_run += 1
         self.run_peak = max(self.run_peak, score)
         if episode is None:
-            return self._open(ts) if self.above_run >= k else None
+            return self._open(ts) if self.above_run >= rules.open_after else None
         if self.quiet:  # a run of k above joins the episode again
-            if self.above_run < k:
+            if self.above_run < rules.open_after:
                 return None
             self.quiet, self.drop_run = False, 0
             episode.records, episode.ended_at, episode.resumed = episode.span, ts, self.run_start
             episode.peak_score = max(episode.peak_score, self.run_peak)
             return "resume", episode
+        drop = rules.end_drop
         if drop > 1.0 and log_score < self.level - math.log(drop):
             self.drop_run += 1
-            if self.drop_run < m:
+            if self.drop_run < rules.resolve_after:
                 return None
             # the state that opened the episode has ended: the asset keeps level / drop as
             # its threshold until it is back to normal
@@ -351,63 +363,3 @@ def average(previous: float | None, score: float, rate: float) -> float:
     """An asset's average log score after one more record (`previous` None: its first)."""
     log_score = math.log(max(score, _TINY))
     return log_score if previous is None else previous + rate * (log_score - previous)
-
-
-def judged_scores(scores: npt.NDArray[np.float64], rules: Rules) -> npt.NDArray[np.float64]:
-    """What each of one asset's consecutive scores is judged by (`RuleState.judge`, from the
-    first): how the offline replay, the cleaning and the gate see what the worker sees."""
-    state = RuleState()
-    return np.array([state.judge(score, rules) for score in scores.tolist()])  # float64, even empty
-
-
-def changes(
-    scores: npt.NDArray[np.float64],
-    above: npt.NDArray[np.bool_],
-    rules: Rules,
-    times: Sequence[datetime] | None = None,
-    onset: npt.NDArray[np.bool_] | None = None,
-    residuals: npt.NDArray[np.float64] | None = None,
-    drift: Drifting | None = None,
-) -> Iterator[tuple[int, EventType, Episode]]:
-    """The events one asset's consecutive scored records trigger, as the worker would publish
-    them: (index of the record that triggers it, type, episode). An episode's `start.offset`
-    is the index of its first record; `times` (one per record) dates the episodes; `onset`
-    (one per record, anomaly.onset) is the onset rule's evidence (None: always there);
-    `residuals` (one row per record) and `drift` the model's residual drift (None: none)."""
-    state = RuleState()
-    origin = datetime.fromtimestamp(0, UTC)
-    evidence = [True] * len(scores) if onset is None else onset.tolist()
-    for i, (score, is_above) in enumerate(zip(scores.tolist(), above.tolist(), strict=True)):
-        ts = times[i] if times is not None else origin
-        residual = residuals[i] if residuals is not None else None
-        change = state.step(
-            ts, SourceRef("", 0, i), score, is_above, rules, evidence[i], residual, drift
-        )
-        if change is not None:
-            yield i, change[0], change[1]
-
-
-def flags(
-    scores: npt.NDArray[np.float64],
-    above: npt.NDArray[np.bool_],
-    rules: Rules,
-    onset: npt.NDArray[np.bool_] | None = None,
-    residuals: npt.NDArray[np.float64] | None = None,
-    drift: Drifting | None = None,
-) -> npt.NDArray[np.bool_]:
-    """Which of one asset's consecutive scored records lie inside an episode's active
-    stretches (from its opening or a resume to its last record above before it went quiet),
-    by `rules`: how training and evaluations turn scores back into per-record decisions."""
-    out = np.zeros(len(above), dtype=bool)
-    active: dict[str, tuple[int, Episode]] = {}  # episode id -> its stretch's first record
-    for _, kind, episode in changes(scores, above, rules, None, onset, residuals, drift):
-        if kind == "open":
-            active[episode.episode_id] = (episode.start.offset, episode)
-        elif kind == "resume" and episode.resumed is not None:
-            active[episode.episode_id] = (episode.resumed[1].offset, episode)
-        elif episode.episode_id in active:  # quiet, or resolved while active
-            first, _ = active.pop(episode.episode_id)
-            out[first : episode.start.offset + episode.records] = True
-    for first, episode in active.values():  # still active when the records end
-        out[first : episode.start.offset + episode.records] = True
-    return out

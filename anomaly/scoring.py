@@ -16,8 +16,9 @@ from anomaly.model.calibration import Threshold
 from anomaly.model.detector import Detector, Scores
 from anomaly.model.drift import Drift
 from anomaly.model.features import FloatArray, sliding_windows
-from anomaly.onset import history_windows, onsets
-from anomaly.rules import Rules, flags, judged_scores
+from anomaly.onset import Histories, history_windows, onsets
+from anomaly.replay import flags, judged_scores
+from anomaly.rules import Rules
 
 
 @dataclass(frozen=True)
@@ -57,7 +58,7 @@ def score_series(
     seen = np.arange(window, len(values) + 1)  # the records of the series up to each one
     unit = detector.scaler.step_unit
     above = threshold.exceeds(judged)
-    onset = onsets(history, seen, judged, above, threshold.value, unit, rules)
+    onset = onsets(Histories(history, seen), judged, above, threshold.value, unit, rules)
     return SeriesScores(
         window, judged, scores.shares, above, onset, scores.residual, detector.drift
     )

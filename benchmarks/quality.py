@@ -9,7 +9,7 @@ record of the run above the threshold that opened it, not the k-th record that t
 `resolve` event), both included, less the quiet gaps it resumed from (after a `quiet`
 event's `ended_at`, before the next `resume` event's `resumed_at`). An episode still open when
 the stream ends covers every row from its start to the last row (to its last `quiet` when it
-is quiet). This is the worker's own definition of "flagged" (`anomaly.rules.flags`); the
+is quiet). This is the worker's own definition of "flagged" (`anomaly.replay.flags`); the
 records between `ended_at` and the `resolve` event (below the threshold, waiting for m of
 them and the hold) are not flagged.
 

@@ -37,7 +37,7 @@ CSV files with a `datetime` column but no `anomaly` column (SKAB's anomaly-free 
 are cut into segments of --train-rows + --clean-rows rows, each run the same way: every row
 there is normal, so the share flagged is the false-alarm rate of a normal day.
 
-The same model also replays the rows offline (`anomaly.scoring`, `anomaly.rules.changes`,
+The same model also replays the rows offline (`anomaly.scoring`, `anomaly.replay.changes`,
 `AlertEvent`: the worker's code without Kafka); the results say whether the streamed
 decisions equal the replayed ones.
 `--replay offline` skips the broker and reports the replay, for exploring settings quickly;
@@ -70,7 +70,8 @@ import numpy.typing as npt
 from anomaly.events import AlertEvent, EventContext
 from anomaly.model import Artifact, ModelStore
 from anomaly.records import parse_ts
-from anomaly.rules import SourceRef, changes
+from anomaly.replay import changes
+from anomaly.rules import SourceRef
 from anomaly.scoring import score_series
 from anomaly.settings import KafkaSettings, TopicSettings
 from benchmarks.common import REPO, machine, produce, wait_until
@@ -257,7 +258,7 @@ def replay(
     artifact: Artifact, exp: Experiment, first: int, alerts: AlertSettings
 ) -> list[dict[str, Any]]:
     """The events the worker's code publishes for rows first.., computed without Kafka: the
-    scoring step and the rules' state machine (`anomaly.scoring`, `anomaly.rules.changes`)
+    scoring step and the rules' state machine (`anomaly.scoring`, `anomaly.replay.changes`)
     with the model's rules and the worker's overrides (WORKER_ALERTS__*), as the worker."""
     manifest = artifact.manifest
     window = manifest.window

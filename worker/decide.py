@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from anomaly.rules import Episode, EventType, SourceRef
+from anomaly.rules import Episode, EventType, Mark, SourceRef
 from worker.partitions import PartitionStates
 from worker.score import Scored
 
@@ -50,9 +50,8 @@ def decide(scored: Scored, partitions: PartitionStates) -> Decided:
             continue  # nothing to track: the rules would not change (the common case)
         ref = SourceRef(message.topic, message.partition, message.offset)
         score = float(judged[i])
-        change = state.rules.step(
-            ts, ref, score, is_above, rules, bool(onset[i]), residual[i], drift
-        )
+        mark = Mark(ts, ref, score, is_above, bool(onset[i]))
+        change = state.rules.step(mark, rules, residual[i], drift)
         partitions.observed(asset_id, state)
         if change is not None:  # the episode as of this record (later ones move it on)
             decided.changes.append(Change(i, change[0], replace(change[1]), ref, score))

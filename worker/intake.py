@@ -21,7 +21,7 @@ from anomaly.events import SensorEvent, SensorEventType
 from anomaly.records import Reading, Record, SourceRecord
 from anomaly.rules import SourceRef
 from worker.assets import AssetState, AssetTable
-from worker.sensors import FloatArray, Sensors, fill, reported_all
+from worker.sensors import Before, FloatArray, Sensors, fill, reported_all
 from worker.settings import SensorSettings
 from worker.windows import ModelWindows, Pending, Served
 
@@ -138,9 +138,8 @@ class Intake:
         if state.sensors is None:
             state.sensors = Sensors.start(len(values), state.full_at, first=t)
         last_row = state.buffer.last() if state.buffer.count else None
-        filled = fill(
-            state.sensors, values, missing, t, state.full_at, last_row, self.stale_after_s
-        )
+        before = Before(state.full_at, last_row)
+        filled = fill(state.sensors, values, missing, t, before, self.stale_after_s)
         changes: tuple[tuple[SensorEventType, tuple[tuple[int, float | None], ...]], ...] = (
             ("sensor_resolve", filled.back),
             ("sensor_silent", filled.silenced),

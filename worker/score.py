@@ -15,7 +15,7 @@ import numpy.typing as npt
 
 from anomaly.model import Scores
 from anomaly.model.calibration import exceed
-from anomaly.onset import onsets
+from anomaly.onset import Histories, onsets
 from worker.windows import ModelWindows
 
 
@@ -51,5 +51,5 @@ def score(windows: ModelWindows) -> Scored:
     # the onset rule reads its span (the ring holds the window when that is longer)
     span = history[:, history.shape[1] - max(rules.history, 1) :]
     unit = artifact.detector.scaler.step_unit
-    onset = onsets(span, windows.seen[:n], judged, above, limits, unit, rules)
+    onset = onsets(Histories(span, windows.seen[:n]), judged, above, limits, unit, rules)
     return Scored(windows, scores, judged, above, onset)

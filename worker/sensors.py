@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import numpy.typing as npt
@@ -91,19 +92,24 @@ def reported_all(sensors: Sensors) -> tuple[tuple[int, float | None], ...]:
     return back
 
 
+class Before(NamedTuple):
+    """What an asset had before a record: when it last sent a complete record (-inf: never),
+    and its last row in its window (None: none yet)."""
+
+    full_at: float
+    last_row: npt.NDArray[np.float32] | None
+
+
 def fill(
     sensors: Sensors,
     values: tuple[float, ...],
     missing: tuple[int, ...],
     ts: float,
-    full_at: float,
-    last_row: npt.NDArray[np.float32] | None,
+    before: Before,
     stale_after_s: float,
 ) -> Filled:
-    """Decide one record that lacks the features `missing` (NaN in `values`), at time `ts`.
-
-    `full_at`: when the asset last sent a complete record (-inf: never); `last_row`: the
-    asset's last row in its window (None: none yet)."""
+    """Decide one record that lacks the features `missing` (NaN in `values`), at time `ts`."""
+    full_at, last_row = before
     row = np.array(values, dtype=np.float64)
     present = np.ones(len(row), dtype=bool)
     present[list(missing)] = False

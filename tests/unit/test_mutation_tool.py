@@ -36,7 +36,7 @@ def test_a_mutants_name_gives_its_module_and_function(
 
 def test_a_name_that_is_not_mutmuts_is_refused() -> None:
     with pytest.raises(ValueError, match="not a mutmut mutant name"):
-        _ = Mutant("anomaly.rules.flags", "killed").module
+        _ = Mutant("anomaly.replay.flags", "killed").module
 
 
 def test_an_equivalent_matches_by_function_and_lines_not_by_number() -> None:

@@ -7,7 +7,7 @@ import numpy.typing as npt
 import pytest
 
 from anomaly import onset
-from anomaly.onset import history_windows, onsets, steps
+from anomaly.onset import Histories, history_windows, onsets, steps
 from anomaly.rules import Rules
 
 
@@ -63,7 +63,9 @@ def test_onsets_are_steps_or_far_excesses_above_the_threshold(
     score = np.array([3.0, 1.0, 3.0, 25.0, 3.0])
     seen = np.array(rows) + 1
     above = score > 2.0
-    assert onsets(history, seen, score, above, 2.0, np.ones(2), rules).tolist() == expected
+    assert (
+        onsets(Histories(history, seen), score, above, 2.0, np.ones(2), rules).tolist() == expected
+    )
 
 
 def test_a_record_whose_history_is_not_full_counts_as_an_onset() -> None:
@@ -73,7 +75,8 @@ def test_a_record_whose_history_is_not_full_counts_as_an_onset() -> None:
     history = history_windows(values, 60)[[10, 58, 59, 80]]
     score = np.full(4, 3.0)  # all above a threshold of 2, no step anywhere
     seen = np.array([11, 59, 60, 81])
-    assert onsets(history, seen, score, score > 2.0, 2.0, np.ones(2), Rules()).tolist() == [
+    evidence = onsets(Histories(history, seen), score, score > 2.0, 2.0, np.ones(2), Rules())
+    assert evidence.tolist() == [
         True, True, False, False
     ]  # fmt: skip
 
@@ -98,7 +101,9 @@ def test_an_onset_shows_at_the_record_a_jump_of_known_size_first_exceeds_onset_s
     score = np.full(n, 3.0)  # above a threshold of 2, never 10 times it
     rules = Rules(onset_step=8.0, onset_span=60, onset_mean=5, onset_bypass=10.0)
     seen = np.arange(1, n + 1)
-    evidence = onsets(history_windows(values, 60), seen, score, score > 2.0, 2.0, unit, rules)
+    evidence = onsets(
+        Histories(history_windows(values, 60), seen), score, score > 2.0, 2.0, unit, rules
+    )
     expected = [i <= 58 or 102 <= i <= 156 for i in range(n)]
     assert evidence.tolist() == expected
 
@@ -131,13 +136,14 @@ def test_the_rules_edges_a_small_step_a_bypass_of_one_and_exactly_the_bypass(
     history = np.zeros((3, 60, 2))
     score = np.array([25.0, 20.0, 2.0])
     seen = np.full(3, 100)
-    evidence = onsets(history, seen, score, score > 2.0, 2.0, np.ones(2), rules)
+    evidence = onsets(Histories(history, seen), score, score > 2.0, 2.0, np.ones(2), rules)
     assert evidence.tolist() == expected
 
 
 def test_with_the_rule_off_every_record_is_evidence() -> None:
-    evidence = onsets(np.zeros((3, 60, 1)), np.full(3, 100), np.ones(3), np.ones(3, dtype=bool),
-                      2.0, np.ones(1), Rules(onset_step=0.0))  # fmt: skip
+    histories = Histories(np.zeros((3, 60, 1)), np.full(3, 100))
+    evidence = onsets(histories, np.ones(3), np.ones(3, dtype=bool), 2.0, np.ones(1),
+                      Rules(onset_step=0.0))  # fmt: skip
     assert evidence.dtype == np.bool_
     assert evidence.tolist() == [True] * 3
 
@@ -149,5 +155,7 @@ def test_every_chunk_of_records_is_measured(monkeypatch: pytest.MonkeyPatch) -> 
     history = np.zeros((10, 60, 1))
     history[:, 30:, 0] = 20.0
     score = np.full(10, 3.0)
-    evidence = onsets(history, np.full(10, 100), score, score > 2.0, 2.0, np.ones(1), Rules())
+    evidence = onsets(
+        Histories(history, np.full(10, 100)), score, score > 2.0, 2.0, np.ones(1), Rules()
+    )
     assert evidence.tolist() == [True] * 10

@@ -4,7 +4,8 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from anomaly.rules import Rules, RuleState, SourceRef, changes, flags, judged_scores
+from anomaly.replay import changes, flags, judged_scores
+from anomaly.rules import Mark, Rules, RuleState, SourceRef
 
 T0 = datetime(2026, 11, 21, tzinfo=UTC)
 
@@ -16,7 +17,7 @@ def run(pattern: str, k: int, m: int) -> list[tuple[int, str, int, int]]:
     for i, mark in enumerate(pattern):
         ref = SourceRef("in", 0, i)
         rules = Rules(resolve_after_s=0, open_after=k, resolve_after=m, end_drop=0)
-        change = state.observe(T0 + timedelta(seconds=i), ref, float(i), mark == "+", rules)
+        change = state.observe(Mark(T0 + timedelta(seconds=i), ref, float(i), mark == "+"), rules)
         if change is not None:
             kind, episode = change
             start = int(episode.episode_id.rsplit("/", 1)[1])
@@ -49,7 +50,7 @@ def test_episode_records_its_span_and_peak() -> None:
     for i, score in enumerate(scores):
         ref = SourceRef("in", 3, 100 + i)
         rules = Rules(resolve_after_s=0, open_after=2, resolve_after=2, end_drop=0)
-        change = state.observe(T0 + timedelta(seconds=i), ref, score, score > 2, rules)
+        change = state.observe(Mark(T0 + timedelta(seconds=i), ref, score, score > 2), rules)
     assert change is not None
     kind, episode = change
     assert kind == "resolve"
@@ -86,7 +87,8 @@ def feed(
     out: list[tuple[int, str, int, int]] = []
     for i, score in enumerate(scores, start=first):
         ref = SourceRef("in", 0, i)
-        change = state.observe(T0 + timedelta(seconds=i), ref, score, score > threshold, rules)
+        mark = Mark(T0 + timedelta(seconds=i), ref, score, score > threshold)
+        change = state.observe(mark, rules)
         if change is not None:
             kind, episode = change
             out.append((i, kind, episode.start.offset, episode.records))
@@ -168,7 +170,7 @@ def test_the_onset_rule_starts_a_run_only_at_an_onset(
     state, out = RuleState(), []
     rules = Rules(resolve_after_s=0, open_after=3, resolve_after=5, end_drop=0)
     for i, (a, o) in enumerate(zip(above, onset, strict=True)):
-        change = state.observe(T0, SourceRef("in", 0, i), 2.0, a == "+", rules, o == "+")
+        change = state.observe(Mark(T0, SourceRef("in", 0, i), 2.0, a == "+", o == "+"), rules)
         if change is not None:
             kind, episode = change
             out.append((i, kind, episode.start.offset, episode.records))
@@ -316,7 +318,7 @@ def timed(
     for i, mark in enumerate(pattern):
         ts = T0 + timedelta(seconds=i * step_s)
         evidence = onset is None or onset[i] == "+"
-        change = state.observe(ts, SourceRef("in", 0, i), 2.0, mark == "+", rules, evidence)
+        change = state.observe(Mark(ts, SourceRef("in", 0, i), 2.0, mark == "+", evidence), rules)
         if change is not None:
             out.append((i, change[0], change[1].start.offset, change[1].records))
     return out
@@ -494,7 +496,7 @@ def drifted(
     for i, (score, residual) in enumerate(zip(scores, residuals(drifting), strict=True)):
         ts = T0 + timedelta(seconds=i)
         change = state.step(
-            ts, SourceRef("in", 0, i), score, score > 1.0, rules, True, residual, Marked()
+            Mark(ts, SourceRef("in", 0, i), score, score > 1.0), rules, residual, Marked()
         )
         if change is not None:
             out.append((i, change[0], change[1].start.offset, change[1].records))
@@ -542,8 +544,8 @@ def test_the_average_runs_only_while_the_rules_follow_the_asset() -> None:
     def feed(scores: list[float], first: int) -> None:
         for i, score in enumerate(scores, start=first):
             ts = T0 + timedelta(seconds=i)
-            state.step(ts, SourceRef("in", 0, i), score, score > 1.0, rules, True,
-                       np.zeros(1), Marked())  # fmt: skip
+            state.step(Mark(ts, SourceRef("in", 0, i), score, score > 1.0), rules, np.zeros(1),
+                       Marked())  # fmt: skip
 
     feed([0.5] * 5, 0)
     assert state.drift is None

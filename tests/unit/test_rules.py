@@ -1,5 +1,5 @@
 """One set of alert rules: the worker's streaming decisions equal the offline entry points
-(`anomaly.rules.changes`/`flags`, `anomaly.scoring`) that the training job's cleaning, the
+(`anomaly.replay.changes`/`flags`, `anomaly.scoring`) that the training job's cleaning, the
 gate and the benchmarks use, on recorded series, with the drop rule on and off."""
 
 from __future__ import annotations
@@ -26,7 +26,8 @@ from anomaly.model import (
     build_autoencoder,
     sliding_windows,
 )
-from anomaly.rules import Rules, changes
+from anomaly.replay import changes
+from anomaly.rules import Rules
 from anomaly.scoring import score_series, series_flags
 from anomaly.settings import TopicSettings
 from devtools import simulator
