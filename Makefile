@@ -62,6 +62,7 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/python -m devtools.shape
 
 test: lint system $(KAFKA09) $(KAFKA4)
 	$(BIN)/pytest

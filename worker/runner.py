@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol
 
-import numpy as np
 import torch
 
 from anomaly.records import SourceRecord
@@ -33,6 +32,7 @@ from worker.errors import (
 )
 from worker.health import Health, HealthServer
 from worker.metrics import Metrics
+from worker.observe import observe_batch
 from worker.outbound import Outbound
 from worker.pipeline import BatchProcessor, BatchStats
 from worker.reload import ModelWatchers
@@ -96,7 +96,7 @@ def _kafka_source(settings: WorkerSettings) -> Source:
 
 
 def _kafka_sink(settings: WorkerSettings) -> Sink:
-    from worker.kafka_io import KafkaSink
+    from worker.kafka_sink import KafkaSink
 
     return KafkaSink(settings)
 
@@ -139,6 +139,10 @@ class Worker:
         self._partitions: dict[str, int] = {}  # of each topic found at start
         self._told_missing = False
         self._flight: _InFlight | None = None  # the batch whose messages are out
+        self._source: Source | None = None
+        self._sink: Sink | None = None
+        self._topics_due = 0.0  # when the topics must exist (set once the producer is made)
+        self._idle_since = 0.0
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and return (safe from any thread)."""
@@ -152,42 +156,25 @@ class Worker:
         # client needs (docs/benchmarks.md: twice the CPU per record on 2 cores).
         torch.set_num_threads(self.settings.score_threads)
         if self._serve_http:
-            http = self.settings.http
-            self.http = HealthServer(http.host, http.port, self.metrics.registry, self.health)
-            self.http.start()
-            log.info("metrics and probes on port %d: /metrics /livez /readyz", self.http.port)
-        source: Source | None = None
-        sink: Sink | None = None
-        batches, idle_since = 0, time.monotonic()
-        topics_due = 0.0  # when the topics must exist (set once the producer is made)
+            self._serve()
+        batches, self._idle_since = 0, time.monotonic()
         try:
             while not self._stop.is_set():
                 self.health.beat()
-                for name, artifact in self.watchers.poll():
-                    self.processor.set_model(artifact, name)
-                self.health.model_loaded = self.watchers.all_loaded
-                self.health.store_unavailable = self.watchers.unavailable
-                if not self.health.model_loaded:
-                    self._stop.wait(min(self.settings.store.reload_interval_s, 1.0))
-                elif sink is None:
-                    sink = self._make_sink(self.settings)  # closed in `finally` if the next fails
-                    topics_due = time.monotonic() + self.settings.topics.wait_s
-                    continue
-                elif source is None:
-                    if self._topics_exist(sink, topics_due):
-                        source = self._make_source(self.settings)
-                        self.health.brokers_reachable = source.connected
-                        idle_since = time.monotonic()
-                    continue
-                else:
-                    if self._batch(source, sink):
-                        batches, idle_since = batches + 1, time.monotonic()
+                connected = self._connect()
+                if connected is not None:
+                    if self._batch(*connected):
+                        batches, self._idle_since = batches + 1, time.monotonic()
                         if max_batches is not None and batches >= max_batches:
                             break
-                if idle_timeout_s is not None and time.monotonic() - idle_since >= idle_timeout_s:
+                elif self.health.model_loaded:
+                    continue  # connecting: no idle time counts meanwhile
+                if idle_timeout_s is not None and time.monotonic() - self._idle_since >= (
+                    idle_timeout_s
+                ):
                     break
-            if source is not None and sink is not None:
-                self._settle(sink, source)
+            if self._source is not None and self._sink is not None:
+                self._settle(self._sink, self._source)
             log.info("stopping after %d batches: offsets committed, leaving the group", batches)
             return ExitCode.OK
         except FatalError as exc:
@@ -200,7 +187,7 @@ class Worker:
         finally:
             self.health.partitions_assigned = False
             self.health.brokers_reachable = lambda: True
-            for closeable in (source, sink):
+            for closeable in (self._source, self._sink):
                 if closeable is not None:
                     try:
                         closeable.close()
@@ -209,6 +196,35 @@ class Worker:
             if self.http is not None:
                 self.http.stop()
             restore()
+
+    def _serve(self) -> None:
+        http = self.settings.http
+        self.http = HealthServer(http.host, http.port, self.metrics.registry, self.health)
+        self.http.start()
+        log.info("metrics and probes on port %d: /metrics /livez /readyz", self.http.port)
+
+    def _connect(self) -> tuple[Source, Sink] | None:
+        """One step towards polling, each call: the models loaded (in turn, swapped in when
+        a new version is published), the producer made, the topics found, the consumer made.
+        The consumer and the producer once all are there."""
+        for name, artifact in self.watchers.poll():
+            self.processor.set_model(artifact, name)
+        self.health.model_loaded = self.watchers.all_loaded
+        self.health.store_unavailable = self.watchers.unavailable
+        if not self.health.model_loaded:
+            self._stop.wait(min(self.settings.store.reload_interval_s, 1.0))
+            return None
+        if self._sink is None:
+            self._sink = self._make_sink(self.settings)  # closed in `run` if the next fails
+            self._topics_due = time.monotonic() + self.settings.topics.wait_s
+            return None
+        if self._source is None:
+            if self._topics_exist(self._sink, self._topics_due):
+                self._source = self._make_source(self.settings)
+                self.health.brokers_reachable = self._source.connected
+                self._idle_since = time.monotonic()
+            return None
+        return self._source, self._sink
 
     def _batch(self, source: Source, sink: Sink) -> bool:
         """Poll one batch, process it, see the batch before it through to its commit, and
@@ -247,7 +263,10 @@ class Worker:
         source.in_flight(result.offsets)
         if not records:
             return False
-        self._observe(result.stats, len(records), poll_s, publish_s, commit_s, source)
+        stages = {"poll": poll_s, "decode": result.stats.decode_s, "score": result.stats.score_s,
+                  "publish": publish_s, "commit": commit_s}  # fmt: skip
+        observe_batch(self.metrics, result.stats, len(records), stages, source.lag(),
+                      len(self.processor.assets))  # fmt: skip
         return True
 
     def _settle(self, sink: Sink, source: Source) -> tuple[float, float]:
@@ -354,49 +373,6 @@ class Worker:
                      "or a broker that keeps no commit metadata)")  # fmt: skip
         self.metrics.checkpoint_assets.labels("restored").inc(stats.restored)
         self.metrics.checkpoint_assets.labels("released").inc(stats.released)
-
-    def _observe(
-        self,
-        stats: BatchStats,
-        n: int,
-        poll_s: float,
-        publish_s: float,
-        commit_s: float,
-        source: Source,
-    ) -> None:
-        m = self.metrics
-        m.records.labels("scored").inc(stats.scored)
-        m.records.labels("warming_up").inc(stats.warming_up)
-        m.records.labels("incomplete").inc(stats.incomplete)
-        for feature, count in stats.filled.items():
-            m.values_filled.labels(feature).inc(count)
-        m.records.labels("dead_lettered").inc(sum(stats.dead_letters.values()))
-        for reason, count in stats.dead_letters.items():
-            m.dead_letters.labels(reason).inc(count)
-        for kind, count in stats.events.items():
-            m.alert_events.labels(kind).inc(count)
-        for episode in stats.episodes:
-            m.episode(*episode)
-        m.alarms.show(stats.alarms)
-        for model, count in stats.scored_by_model.items():
-            m.scored.labels(model).inc(count)
-        for model, count in stats.outliers_by_model.items():
-            m.outliers.labels(model).inc(count)
-        for model, count in stats.above_median_by_model.items():
-            m.above_median.labels(model).inc(count)
-        stages = {"poll": poll_s, "decode": stats.decode_s, "score": stats.score_s,
-                  "publish": publish_s, "commit": commit_s}  # fmt: skip
-        for stage, seconds in stages.items():
-            m.stage_seconds.labels(stage).observe(seconds)
-        m.batch_records.observe(n)
-        now = time.time()
-        m.decision_lag.observe_many(now - np.asarray(stats.record_times))
-        m.score.observe_many(stats.scores)
-        m.assets_tracked.set(len(self.processor.assets))
-        m.assets_evicted.inc(stats.evicted)
-        for (topic, partition), lag in source.lag().items():
-            m.consumer_lag.labels(topic, str(partition)).set(lag)
-        m.last_batch.set(now)
 
     def _install_signal_handlers(self) -> Callable[[], None]:
         if threading.current_thread() is not threading.main_thread():

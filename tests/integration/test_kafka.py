@@ -52,7 +52,8 @@ from tests.support.waiting import wait_until
 from training.job import train
 from training.settings import TrainingSettings
 from worker.errors import ExitCode
-from worker.kafka_io import Delivery, KafkaSink, KafkaSource
+from worker.kafka_io import KafkaSource
+from worker.kafka_sink import Delivery, KafkaSink
 from worker.metrics import Metrics
 from worker.outbound import Outbound
 from worker.runner import Worker

@@ -13,7 +13,8 @@ from prometheus_client import CollectorRegistry
 
 from anomaly.model import ArtifactError, ModelStore, model_names, model_store
 from anomaly.model.artifact import MANIFEST, WEIGHTS
-from anomaly.model.storage import S3Storage, StoreConflictError, StoreUnavailableError
+from anomaly.model.s3 import S3Storage
+from anomaly.model.storage import StoreConflictError, StoreUnavailableError
 from devtools.local_broker import LocalBroker, free_port
 from devtools.local_s3 import BUCKET, Identity, LocalS3, start_seaweedfs
 from devtools.simulator import Fleet

@@ -10,7 +10,7 @@ import signal
 from collections.abc import Sequence
 
 from worker import logs
-from worker.kafka_io import Delivery, KafkaSink
+from worker.kafka_sink import Delivery, KafkaSink
 from worker.outbound import Outbound
 from worker.runner import Worker
 from worker.settings import WorkerSettings
