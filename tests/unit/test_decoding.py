@@ -1,0 +1,117 @@
+"""The one record decoder (anomaly/decoding.py): size, JSON, model, then a record or a
+reading; every refusal says why and, once known, which model the message was for."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from anomaly.decoding import Decoder
+from anomaly.records import Reading, Record, RecordError
+from anomaly.settings import InputSettings, RouteSettings
+
+PUMP = ("flow", "pressure")
+COMPRESSOR = ("current", "speed")
+
+
+def message(**fields: object) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def whole(asset: str = "pump-1", kind: str | None = None, **values: object) -> bytes:
+    body: dict[str, object] = {"asset_id": asset, "ts": "2026-12-06T10:00:00Z",
+                               "values": values or {"flow": 1.0, "pressure": 2.0}}  # fmt: skip
+    if kind is not None:
+        body["asset_type"] = kind
+    return json.dumps(body).encode()
+
+
+def values(decoder: Decoder, value: bytes) -> tuple[str, tuple[float, ...]]:
+    """The model and the values of a whole record."""
+    decoded = decoder.decode(value)
+    assert isinstance(decoded.item, Record)
+    return decoded.model, decoded.item.values
+
+
+def refusal(decoder: Decoder, value: bytes | None) -> tuple[str, str | None]:
+    with pytest.raises(RecordError) as caught:
+        decoder.decode(value)
+    return caught.value.reason, caught.value.model
+
+
+def test_one_model_takes_every_message_without_a_route() -> None:
+    decoder = Decoder(InputSettings(), RouteSettings(), {"pumps": PUMP})
+    decoded = decoder.decode(whole(flow=3.0, pressure=4.0, extra=9.0))
+    assert decoded.model == "pumps"
+    assert decoded.item == Record("pump-1", decoded.item.ts, (3.0, 4.0))
+
+
+def test_routes_pick_each_messages_model_and_its_features() -> None:
+    routes = RouteSettings(route_field="asset_type", routes={"cmp-*": "compressors"})
+    decoder = Decoder(InputSettings(), routes, {"pumps": PUMP, "compressors": COMPRESSOR})
+    assert values(decoder, whole("pump-1", "pumps")) == ("pumps", (1.0, 2.0))
+    assert values(decoder, whole("cmp-7", current=5.0, speed=6.0)) == ("compressors", (5.0, 6.0))
+    assert refusal(decoder, whole("fan-1")) == ("no_model", None)
+
+
+def test_a_refusal_after_routing_names_the_model() -> None:
+    routes = RouteSettings(route_field="asset_type")
+    decoder = Decoder(InputSettings(), routes, {"pumps": PUMP, "compressors": COMPRESSOR})
+    assert refusal(decoder, whole("p", "pumps", flow=1.0)) == ("missing_feature", "pumps")
+    assert refusal(decoder, whole("p", "pumps", flow="x", pressure=1)) == ("non_numeric", "pumps")
+
+
+def test_bytes_are_refused_before_they_are_read() -> None:
+    decoder = Decoder(InputSettings(), RouteSettings(), {"pumps": PUMP}, max_bytes=64)
+    assert refusal(decoder, None) == ("empty", None)
+    assert refusal(decoder, whole(flow=1.0, pressure=2.0, pad="x" * 64)) == ("too_large", None)
+    assert refusal(decoder, b"{not json") == ("not_json", None)
+    assert (
+        Decoder(InputSettings(), RouteSettings(), {"pumps": PUMP})
+        .decode(whole(flow=1.0, pressure=2.0, pad="x" * 64))
+        .model
+        == "pumps"
+    )  # no limit set: none applied
+
+
+def test_a_partial_decoder_lets_a_record_lack_some_features() -> None:
+    lacking = whole(flow=1.0)
+    assert refusal(Decoder(InputSettings(), RouteSettings(), {"m": PUMP}), lacking)[0] == (
+        "missing_feature"
+    )
+    decoded = Decoder(InputSettings(), RouteSettings(), {"m": PUMP}, partial=True).decode(lacking)
+    assert isinstance(decoded.item, Record)
+    assert decoded.item.missing == (1,)
+
+
+def test_unknown_features_are_learned_from_the_first_record_but_the_excluded() -> None:
+    decoder = Decoder(InputSettings(), RouteSettings(), {"m": None}, exclude=("id",))
+    assert values(decoder, whole(pressure=2.0, flow=1.0, id=7)) == ("m", (1.0, 2.0))
+    assert decoder.features["m"] == ("flow", "pressure")
+    assert values(decoder, whole(flow=3.0, pressure=4.0, other=5.0)) == ("m", (3.0, 4.0))
+    empty = Decoder(InputSettings(), RouteSettings(), {"m": None}, exclude=("id",))
+    assert refusal(empty, message(asset_id="a", ts=1, values={"id": 1})) == ("bad_values", "m")
+
+
+def test_fields_named_the_producers_way_route_by_its_asset_field() -> None:
+    layout = InputSettings(asset_field="tags.host", time_field="time", values_field="fields")
+    routes = RouteSettings(routes={"cmp-*": "compressors", "*": "pumps"})
+    decoder = Decoder(layout, routes, {"pumps": PUMP, "compressors": COMPRESSOR})
+    body = message(tags={"host": "cmp-2"}, time=1_700_000_000, fields={"current": 1, "speed": 2})
+    decoded = decoder.decode(body)
+    assert (decoded.model, decoded.item.asset_id) == ("compressors", "cmp-2")
+
+
+def test_one_value_per_message_is_a_reading_of_a_known_sensor() -> None:
+    layout = InputSettings(shape="value", asset_field="node", time_field="time",
+                           sensor_field="tag")  # fmt: skip
+    decoder = Decoder(layout, RouteSettings(), {"pumps": PUMP})
+    decoded = decoder.decode(message(node="p-1", time=1_700_000_000_000, tag="flow", value=3))
+    assert decoded.model == "pumps"
+    assert isinstance(decoded.item, Reading)
+    assert (decoded.item.sensor, decoded.item.value) == ("flow", 3.0)
+    unknown = message(node="p-1", time=1_700_000_000_000, tag="speed", value=3)
+    assert refusal(decoder, unknown) == ("unknown_sensor", "pumps")
+    anything = Decoder(layout, RouteSettings(), {"pumps": None})  # features not known yet
+    assert isinstance(anything.decode(unknown).item, Reading)
