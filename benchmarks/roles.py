@@ -31,7 +31,7 @@ from worker.checkpoint import Handover
 from worker.kafka_io import KafkaSource
 from worker.metrics import OUTCOMES, Metrics
 from worker.runner import Worker
-from worker.settings import WorkerSettings
+from worker.settings import BatchSettings, WorkerSettings
 
 
 def main() -> None:
@@ -42,7 +42,7 @@ def main() -> None:
     for flag in ("--bootstrap", "--topic", "--group"):
         parser.add_argument(flag, required=True)
     parser.add_argument("--records", type=int, required=True)
-    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--batch-size", type=int, default=BatchSettings().size)
     parser.add_argument("--store", type=Path)
     parser.add_argument("--ready", type=Path)
     parser.add_argument("--max-assets", type=int, default=100_000)

@@ -43,7 +43,7 @@ class WorkerTopics(TopicSettings):
 class BatchSettings(_Part):
     """How records are batched: at most `size` records, waiting at most `max_wait_ms`."""
 
-    size: int = Field(default=500, ge=1, le=100_000)
+    size: int = Field(default=2000, ge=1, le=100_000)
     max_wait_ms: int = Field(default=200, ge=1, le=60_000)
     max_record_bytes: int = Field(default=65_536, ge=64)
 
