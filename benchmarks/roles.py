@@ -116,8 +116,7 @@ def member(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _Timed:
-    """The worker's Kafka source, noting when each record's offset was committed (a batch is
-    committed once its alerts are acknowledged, after the next batch was polled)."""
+    """The worker's Kafka source, noting when each record's offset was committed."""
 
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
@@ -140,9 +139,6 @@ class _Timed:
 
     def handover(self) -> Handover | None:
         return self.source.handover()
-
-    def in_flight(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        self.source.in_flight(offsets)
 
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]

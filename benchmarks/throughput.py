@@ -1,7 +1,7 @@
 """Throughput of one worker against the bare consumer's ceiling and the batch-size-1 baseline.
 
     python -m benchmarks.throughput [--records 300000] [--assets 2000] [--repeats 3]
-                                    [--broker kafka4|tansu|kafka09]
+                                    [--batch-size 2000] [--broker kafka4|tansu|kafka09]
 
 Produces the records once to a 4-partition topic on a local broker (Apache Kafka 4 unless
 --broker says otherwise), then, back to back on
@@ -33,6 +33,7 @@ from benchmarks.common import (
     workdir,
     write_results,
 )  # fmt: skip
+from worker.settings import BatchSettings
 
 
 def main() -> None:
@@ -42,6 +43,10 @@ def main() -> None:
     parser.add_argument("--baseline-records", type=int, default=5_000)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--windows", default="1,60")
+    parser.add_argument(
+        "--batch-size", type=int, default=BatchSettings().size,
+        help="records per batch, the ceiling's and the worker's (default: the worker's default)",
+    )  # fmt: skip
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     add_broker_option(parser)
     args = parser.parse_args()
@@ -60,12 +65,15 @@ def main() -> None:
             runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "worker": [], "baseline": []}
             for repeat in range(args.repeats):
                 common = [*broker_args(broker), "--topic", topic]
+                sized = ["--batch-size", str(args.batch_size)]
                 group = f"g-{uuid.uuid4().hex[:6]}"
                 whole = ["--records", str(n)]
-                runs["ceiling"].append(run_role(["ceiling", *common, "--group", group, *whole]))
+                runs["ceiling"].append(
+                    run_role(["ceiling", *common, "--group", group, *whole, *sized])
+                )
                 runs["worker"].append(
                     run_role(["worker", *common, "--group", group + "w", *whole,
-                              "--store", str(store)])
+                              "--store", str(store), *sized])
                 )  # fmt: skip
                 runs["baseline"].append(run_role(
                     ["worker", *common, "--group", group + "b", "--records",

@@ -70,11 +70,6 @@ class KafkaSource:
         self._held: set[TopicPartition] = set()  # as of the last handover
         self._committed: dict[TopicPartition, int] = {}  # this worker's last commit of each
         self._rebalanced = False
-        self._moved: Handover | None = None  # found by the poll that rebalanced
-        # the next offsets of the batch whose alerts are in flight (committed once they are
-        # acknowledged), and the partitions of it that changed hands meanwhile
-        self._in_flight: dict[TopicPartition, int] = {}
-        self._dropped: set[tuple[str, int]] = set()
         self._metadata_refused = False
         self.topic = settings.topics.input
         self._topic_known = False
@@ -84,11 +79,7 @@ class KafkaSource:
         """Up to `max_records` records, in offset order within each partition."""
         try:
             self._know_topic()
-            records = poll_records(self.consumer, timeout_ms, max_records)
-            if self._rebalanced:
-                self._moved = self._handover()
-                records = self._resumed(records)
-            return records
+            return poll_records(self.consumer, timeout_ms, max_records)
         except UnreadableBatchError as exc:
             raise InputUnreadableError(str(exc)) from exc
         except AuthorizationError as exc:
@@ -115,32 +106,14 @@ class KafkaSource:
         if not self._topic_known:
             self._topic_known = bool(self.consumer.partitions_for_topic(self.topic))
 
-    def in_flight(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """The next offsets of the batch whose alerts are now in flight: a rebalance before
-        they are committed leaves this worker's kept partitions where that batch ended."""
-        self._in_flight = {TopicPartition(t, p): o for (t, p), o in offsets.items()}
-
-    def _resumed(self, records: list[SourceRecord]) -> list[SourceRecord]:
-        """After a rebalance, the client reads each partition it kept from its last commit:
-        the batch in flight is already in this worker's state, so its records are skipped
-        and the partition read on from where that batch ended."""
-        if not self._in_flight:
-            return records
-        ends = {(tp.topic, tp.partition): o for tp, o in self._in_flight.items()}
-        for tp, end in self._in_flight.items():
-            if self.consumer.position(tp) < end:
-                self.consumer.seek(tp, end)
-        return [r for r in records if r.offset >= ends.get((r.topic, r.partition), -1)]
-
     def handover(self) -> Handover | None:
-        """The partitions lost and gained since the last call (None: nothing moved)."""
-        moved, self._moved = self._moved, None
-        return moved
+        """The partitions lost and gained since the last call (None: nothing moved).
 
-    def _handover(self) -> Handover | None:
-        """What the rebalance moved. A partition kept through it counts as gained (and lost)
-        when someone else committed it meanwhile: this worker's state of it is then out of
-        date. The batch in flight is not committed for the partitions lost."""
+        A partition kept through a rebalance counts as gained (and lost) when someone else
+        committed it meanwhile: this worker's state of it is then out of date.
+        """
+        if not self._rebalanced:
+            return None
         now = set(self.consumer.assignment())
         gained: dict[tuple[str, int], str | None] = {}
         for tp in sorted(now):
@@ -157,9 +130,6 @@ class KafkaSource:
         lost = (self._held - now) | {tp for tp in self._held if (tp.topic, tp.partition) in gained}
         self._held, self._rebalanced = now, False
         self._committed = {tp: o for tp, o in self._committed.items() if tp in now}
-        for tp in lost:
-            if self._in_flight.pop(tp, None) is not None:
-                self._dropped.add((tp.topic, tp.partition))
         if not lost and not gained:
             return None  # a rebalance that left this worker's partitions where they were
         return Handover(frozenset((tp.topic, tp.partition) for tp in lost), gained)
@@ -169,12 +139,6 @@ class KafkaSource:
     ) -> None:
         """Commit the next offset to read of each partition with its state; CommitError if
         it fails. A broker that refuses the state as too long gets the offsets without it."""
-        dropped, self._dropped = self._dropped & offsets.keys(), set()
-        if dropped:
-            log.warning("offsets not committed, the group rebalanced meanwhile: %s moved while "
-                        "the batch's alerts were in flight",
-                        ", ".join(f"{t}/{p}" for t, p in sorted(dropped)))  # fmt: skip
-            offsets = {tp: o for tp, o in offsets.items() if tp not in dropped}
         if not offsets:
             return
         commit = {

@@ -14,7 +14,6 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from types import FrameType
 from typing import Protocol
 
@@ -47,7 +46,6 @@ class Source(Protocol):
 
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[SourceRecord]: ...
     def handover(self) -> Handover | None: ...
-    def in_flight(self, offsets: Mapping[tuple[str, int], int]) -> None: ...
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None: ...
@@ -59,34 +57,14 @@ class Source(Protocol):
     def close(self) -> None: ...
 
 
-class Delivery(Protocol):
-    """Messages handed to the producer: `wait` returns once all are acknowledged, or raises
-    PublishError holding those that are not."""
-
-    def wait(self) -> None: ...
-
-
 class Sink(Protocol):
-    """Where alert events and dead letters go; `send` hands them over without waiting for the
-    acks; `partitions` is a topic's partition count (None: the topic is missing after
-    `timeout_s`; a broker that creates topics on first use creates it)."""
+    """Where alert events and dead letters go; `publish` returns once all are acknowledged;
+    `partitions` is a topic's partition count (None: the topic is missing after `timeout_s`;
+    a broker that creates topics on first use creates it)."""
 
-    def send(self, messages: Sequence[Outbound]) -> Delivery: ...
+    def publish(self, messages: Sequence[Outbound]) -> None: ...
     def partitions(self, topic: str, timeout_s: float) -> int | None: ...
     def close(self) -> None: ...
-
-
-@dataclass
-class _InFlight:
-    """A batch whose messages are out: its offsets are committed, with the state of each
-    partition's assets as of that batch, once every message is acknowledged."""
-
-    delivery: Delivery
-    messages: Sequence[Outbound]
-    offsets: dict[tuple[str, int], int]
-    states: dict[tuple[str, int], str]
-    budget: int  # the bytes of state each partition could save (0: none)
-    unsaved: int  # assets whose state did not fit
 
 
 def _kafka_source(settings: WorkerSettings) -> Source:
@@ -138,7 +116,6 @@ class Worker:
         self._told_no_state = False
         self._partitions: dict[str, int] = {}  # of each topic found at start
         self._told_missing = False
-        self._flight: _InFlight | None = None  # the batch whose messages are out
         self._source: Source | None = None
         self._sink: Sink | None = None
         self._topics_due = 0.0  # when the topics must exist (set once the producer is made)
@@ -173,8 +150,6 @@ class Worker:
                     idle_timeout_s
                 ):
                     break
-            if self._source is not None and self._sink is not None:
-                self._settle(self._sink, self._source)
             log.info("stopping after %d batches: offsets committed, leaving the group", batches)
             return ExitCode.OK
         except FatalError as exc:
@@ -227,40 +202,33 @@ class Worker:
         return self._source, self._sink
 
     def _batch(self, source: Source, sink: Sink) -> bool:
-        """Poll one batch, process it, see the batch before it through to its commit, and
-        send this one's messages; False when nothing came."""
+        """Poll one batch and see it through to the commit; False when nothing came."""
         settings = self.settings
         started = time.perf_counter()
-        try:
-            records = source.poll(settings.batch.max_wait_ms, settings.batch.size)
-        except InputUnreadableError:
-            self._settle(sink, source)  # the batch before it is good: committed first
-            raise
+        records = source.poll(settings.batch.max_wait_ms, settings.batch.size)
         handover = source.handover()
         poll_s = time.perf_counter() - started
         self.health.partitions_assigned = source.assigned()
         if not records and handover is None:
-            self._settle(sink, source)  # nothing more came: the batch in flight is done
             return False
         result = self.processor.process(records, handover)
         if handover is not None:
             self._handed_over(handover, result.stats)
-        # the state saved with the offsets is this batch's, whenever they are committed
-        budget = settings.kafka.commit_metadata_max_bytes if source.keeps_state() else 0
-        states, unsaved = self.processor.checkpoints(result.offsets, budget)
-        publish_s, commit_s = self._settle(sink, source)
-        if records and log.isEnabledFor(logging.DEBUG):  # what the crash tests account with:
-            # logged once the batch before it is committed, so that a worker killed has at
-            # most its last batch logged and not committed
+        if records and log.isEnabledFor(logging.DEBUG):  # what the crash tests account with
             spans: dict[str, list[int]] = {}  # partition -> [first offset, next offset]
             for record in records:
                 span = spans.setdefault(f"{record.topic}/{record.partition}", [record.offset, 0])
                 span[1] = record.offset + 1
             log.debug("batch processed", extra={"offsets": spans})
-        self._flight = _InFlight(
-            sink.send(result.messages), result.messages, result.offsets, states, budget, unsaved
-        )
-        source.in_flight(result.offsets)
+        publish_s = self._publish(result.messages, sink, source)
+        started = time.perf_counter()
+        budget = settings.kafka.commit_metadata_max_bytes if source.keeps_state() else 0
+        states, unsaved = self.processor.checkpoints(result.offsets, budget)
+        self._deliver("committing the batch", lambda: source.commit(result.offsets, states), source)
+        if budget and not source.keeps_state():  # refused with this very commit: none saved
+            unsaved = self.processor.checkpoints(result.offsets, 0)[1]
+        commit_s = time.perf_counter() - started
+        self.metrics.checkpoint_assets.labels("unsaved").inc(unsaved)
         if not records:
             return False
         stages = {"poll": poll_s, "decode": result.stats.decode_s, "score": result.stats.score_s,
@@ -269,33 +237,21 @@ class Worker:
                       len(self.processor.assets))  # fmt: skip
         return True
 
-    def _settle(self, sink: Sink, source: Source) -> tuple[float, float]:
-        """The batch in flight: wait for its messages' acks (sending again those not
-        acknowledged), then commit its offsets; the seconds each took."""
-        flight, self._flight = self._flight, None
-        if flight is None:
-            return 0.0, 0.0
+    def _publish(self, messages: Sequence[Outbound], sink: Sink, source: Source) -> float:
+        """Publish a batch's messages, sending again those not acknowledged; the seconds."""
         started = time.perf_counter()
-        delivery = flight.delivery
+        pending = messages
 
         def publish() -> None:
-            nonlocal delivery
+            nonlocal pending
             try:
-                delivery.wait()
+                sink.publish(pending)
             except PublishError as exc:  # next time, only those not acknowledged
-                delivery = sink.send(exc.pending or flight.messages)
+                pending = exc.pending or pending
                 raise
 
         self._deliver("publishing the batch's alerts and dead letters", publish, source)
-        publish_s = time.perf_counter() - started
-        started = time.perf_counter()
-        offsets, states = flight.offsets, flight.states
-        self._deliver("committing the batch", lambda: source.commit(offsets, states), source)
-        unsaved = flight.unsaved
-        if flight.budget and not source.keeps_state():  # refused with this very commit
-            unsaved = self.processor.checkpoints(offsets, 0)[1]
-        self.metrics.checkpoint_assets.labels("unsaved").inc(unsaved)
-        return publish_s, time.perf_counter() - started
+        return time.perf_counter() - started
 
     def _deliver(self, what: str, attempt: Callable[[], None], source: Source) -> None:
         """Publish or commit. When the brokers do not answer, try again (not ready meanwhile,

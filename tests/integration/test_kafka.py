@@ -53,7 +53,7 @@ from training.job import train
 from training.settings import TrainingSettings
 from worker.errors import ExitCode
 from worker.kafka_io import KafkaSource
-from worker.kafka_sink import Delivery, KafkaSink
+from worker.kafka_sink import KafkaSink
 from worker.metrics import Metrics
 from worker.outbound import Outbound
 from worker.runner import Worker
@@ -306,9 +306,9 @@ def test_a_failed_publish_exits_with_its_code_commits_nothing_and_is_redone_afte
         def partitions(self, topic: str, timeout_s: float) -> int | None:
             return 1  # the topic check passes; the broker goes at the first publish
 
-        def send(self, messages: Sequence[Outbound]) -> Delivery:
+        def publish(self, messages: Sequence[Outbound]) -> None:
             doomed.stop()
-            return super().send(messages)
+            super().publish(messages)
 
     def sink(_: WorkerSettings) -> KafkaSink:
         return Doomed(settings.model_copy(update={"kafka": elsewhere}))

@@ -43,8 +43,9 @@ from tests.support.models import REPO
 from tests.support.records import good, outlier
 from tests.support.waiting import wait_until
 from training.kafka_range import plan_range
-from worker.checkpoint import decode
+from worker.checkpoint import Handover, decode
 from worker.errors import ExitCode
+from worker.kafka_io import KafkaSource, _Rebalanced
 from worker.metrics import EVENT_TYPES, Metrics
 from worker.settings import AlertSettings, WorkerSettings
 
@@ -323,3 +324,48 @@ def test_the_lag_comes_from_the_fetch_and_is_true_on_tansu_too(
     assert lags == [0.0, 0.0, 0.0]
     if which == "broker":  # what an end-offset query would have made of it
         assert sum(end_offsets(settings.kafka, topic).values()) < n
+
+
+def test_a_partition_kept_through_a_rebalance_is_read_on_where_the_worker_was(
+    kafka4: LocalBroker, tmp_path: Path
+) -> None:
+    """A rebalance that leaves a partition with this worker keeps its position: what the
+    worker read and has not committed (a batch whose commit the rebalance refused) is in
+    its state and is not read again; the handover says nothing of the kept partitions, whose
+    state stays current. Every record once, in order."""
+    settings = settings_on(kafka4, tmp_path)
+    settings = settings.model_copy(update={"batch": settings.batch.model_copy(update={"size": 10})})
+    more = settings.topics.input + "-more"
+    create_topics(settings.kafka, {more: 1})
+    produce(settings, [(b"pump-1", good("pump-1", i)) for i in range(60)])  # one partition
+    source = KafkaSource(settings)
+    seen: list[int] = []
+    moves: list[Handover] = []
+
+    def read_some(n: int) -> None:
+        target = len(seen) + n
+
+        def more_read() -> bool:
+            seen.extend(r.offset for r in source.poll(100, 10))
+            moved = source.handover()
+            if moved is not None:
+                moves.append(moved)
+            return len(seen) >= target
+
+        wait_until(more_read, 60, f"{target} records read")
+
+    try:
+        read_some(10)
+        partition = next(tp for tp in source.consumer.assignment()
+                         if source.consumer.position(tp) == 10)  # fmt: skip
+        source.commit({(partition.topic, partition.partition): 10}, {})
+        read_some(10)  # read, not committed
+        # the group rebalances (this member subscribes to one more topic), the input's
+        # partitions stay with it
+        source.consumer.subscribe([settings.topics.input, more], listener=_Rebalanced(source))
+        read_some(40)
+    finally:
+        source.close()
+    assert seen == list(range(60))  # each record once, in order
+    assert moves[-1].gained.keys() == {(more, 0)}
+    assert not moves[-1].lost  # the input's partitions were kept: their state is current

@@ -187,12 +187,12 @@ class Feed:
 class Process:
     """One worker process (`python -m worker`), its log in a file that survives SIGKILL."""
 
-    def __init__(self, scenario: Scenario, name: str, module: str = "worker") -> None:
+    def __init__(self, scenario: Scenario, name: str) -> None:
         self.port = free_port()
         self.log = scenario.logs / f"{name}.log"
         with self.log.open("wb") as out:
             self.popen = subprocess.Popen(
-                [sys.executable, "-m", module], cwd=REPO, env=scenario.env(self.port),
+                [sys.executable, "-m", "worker"], cwd=REPO, env=scenario.env(self.port),
                 stdout=out, stderr=out,
             )  # fmt: skip
         self._reader = self.log.open("r", errors="replace")
@@ -547,43 +547,6 @@ def sigkill_at_random_moments(scenario: Scenario, model: Models, faults: list[Fa
           f"messages for {len(expected)} events, {spanned} kills in an open episode, "
           f"{cut_short} between scoring and commit, {refused} commits refused in a "
           "rebalance")  # fmt: skip
-
-
-def test_a_worker_killed_while_alerts_are_in_flight_commits_nothing_past_the_acknowledged(
-    scenario: Scenario, model: Models
-) -> None:
-    """The worker polls and scores the next batch while a batch's alerts await their acks.
-    Killed with alerts in flight (tests/support/in_flight.py), it has committed exactly the
-    batches before them; a worker started after it delivers every alert."""
-    faults = staggered_faults()
-    feed = Feed(scenario, faults)
-    killed = Process(scenario, "killed-in-flight", module="tests.support.in_flight")
-    processes = [killed]
-    try:
-        assert killed.popen.wait(120) == -signal.SIGKILL, killed.state()
-        killed.killed = True
-        killed.read_log()
-        *acknowledged, in_flight = killed.batches  # logged once the batch before is committed
-        assert acknowledged, "killed before any batch was committed"
-        ends: dict[int, int] = {}
-        for batch in acknowledged:
-            for tp, (_, end) in batch.items():
-                partition = int(tp.rsplit("/", 1)[1])
-                ends[partition] = max(end, ends.get(partition, 0))
-        now = committed(scenario)
-        assert {p: o for p, o in now.items() if o} == ends
-        for tp, (first, _) in in_flight.items():  # none of the batch in flight
-            assert now.get(int(tp.rsplit("/", 1)[1]), 0) <= first
-        n = stored(scenario, feed.finish())
-        after = Process(scenario, "after")
-        processes.append(after)
-        wait_until(lambda: sum(committed(scenario).values()) == n, 120, "every record committed")
-        assert after.drain() == 0
-    finally:
-        for process in processes:
-            if process.popen.poll() is None:
-                process.kill()
-    account(scenario, model, processes, faults, n)
 
 
 def readyz(port: int) -> int:

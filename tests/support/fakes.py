@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from worker.checkpoint import Handover
@@ -52,9 +52,6 @@ class FakeSource:
         self._position += len(batch)
         return batch
 
-    def in_flight(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        pass  # a fake never rebalances: nothing is read again
-
     def handover(self) -> Handover | None:
         return self.handovers.pop(0) if self.handovers else None
 
@@ -86,14 +83,6 @@ class FakeSource:
 
 
 @dataclass
-@dataclass(frozen=True)
-class Sent:
-    """Messages handed to a FakeSink: `wait` publishes them."""
-
-    wait: Callable[[], None]
-
-
-@dataclass
 class FakeSink:
     """Collects published messages; can be told to fail (always, or the next `failures`
     times, acknowledging the first half of the messages each time)."""
@@ -106,10 +95,6 @@ class FakeSink:
 
     def partitions(self, topic: str, timeout_s: float) -> int | None:
         return None if topic in self.missing else 3
-
-    def send(self, messages: Sequence[Outbound]) -> Sent:
-        """Handed over: acknowledged (or not) when the worker waits (`publish`)."""
-        return Sent(lambda: self.publish(list(messages)))
 
     def publish(self, messages: Sequence[Outbound]) -> None:
         if self.fail:
