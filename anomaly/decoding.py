@@ -12,7 +12,7 @@ once known, the model it was routed to.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any, NamedTuple
+from typing import Any
 
 from anomaly.records import (
     Reading,
@@ -26,12 +26,9 @@ from anomaly.records import (
 from anomaly.routing import no_model_reason, route
 from anomaly.settings import InputSettings, RouteSettings
 
-
-class Decoded(NamedTuple):
-    """A message read: the model it goes to and its record, or its one sensor's reading."""
-
-    model: str
-    item: Record | Reading
+# A message read: the model it goes to, and its record or its one sensor's reading (a plain
+# pair: one is made per message, on the worker's hottest path).
+Decoded = tuple[str, Record | Reading]
 
 
 class Decoder:
@@ -73,7 +70,7 @@ class Decoder:
         layout = self.layout
         if layout.shape == "value":
             reading = reading_from(obj, layout)
-            name = self._model(obj, reading.asset_id)
+            name = self._only or self._model(obj, reading.asset_id)
             features = self.features[name]
             if features is not None and reading.sensor not in features:
                 error = RecordError(
@@ -83,18 +80,18 @@ class Decoder:
                 )
                 error.model = name
                 raise error
-            return Decoded(name, reading)
+            return name, reading
         field = self._asset_field
-        name = self._model(obj, None if field is None else field_at(obj, field))
+        name = self._only or self._model(obj, None if field is None else field_at(obj, field))
         try:
             features = self.features[name] or self._learn(name, obj)
-            return Decoded(name, from_object(obj, features, self.partial, layout))
+            return name, from_object(obj, features, self.partial, layout)
         except RecordError as exc:
             exc.model = name
             raise
 
     def _model(self, obj: Any, asset_id: str | None) -> str:
-        name = self._only or route(obj, self.routes, self.features, asset_id)
+        name = route(obj, self.routes, self.features, asset_id)
         if name is None:
             raise RecordError("no_model", no_model_reason(obj, self.routes, self.features))
         return name

@@ -25,11 +25,11 @@ def training_rows(
 ) -> tuple[tuple[str, ...] | None, list[Row]]:
     """The features (for one-value messages, when not given: every sensor met but `exclude`,
     sorted) and the rows of the messages (offset, decoded), each asset's in their order."""
-    readings = [(offset, d.item) for offset, d in decoded if isinstance(d.item, Reading)]
+    readings = [(offset, item) for offset, (_, item) in decoded if isinstance(item, Reading)]
     rows: list[Row] = [
-        (offset, d.item.asset_id, d.item.ts.timestamp(), list(d.item.values))
-        for offset, d in decoded
-        if not isinstance(d.item, Reading)
+        (offset, item.asset_id, item.ts.timestamp(), list(item.values))
+        for offset, (_, item) in decoded
+        if not isinstance(item, Reading)
     ]
     if not readings:
         return features, rows

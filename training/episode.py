@@ -165,7 +165,7 @@ def _asset_rows(
             message = decoder.decode(record.value or b"")
         except RecordError:
             continue  # a dead letter, or a record with a sensor out: not scored by the worker
-        if message.item.asset_id == asset_id:
+        if message[1].asset_id == asset_id:
             decoded.append((record.offset, message))
     _, assembled = training_rows(
         decoded, features, (), settings.input.cadence_s, settings.input.stale_after_s

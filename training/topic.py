@@ -105,7 +105,7 @@ def read_topic(
                 else:
                     summary.invalid[exc.reason] += 1
                 continue
-            ts = decoded.item.ts.timestamp()
+            ts = decoded[1].ts.timestamp()
             if not planned.by_broker_time and not lo <= ts < hi:
                 summary.out_of_range += 1
                 continue
