@@ -111,3 +111,57 @@ def test_one_value_per_message_is_a_reading_of_a_known_sensor() -> None:
     assert refusal(decoder, unknown) == ("unknown_sensor", "pumps")
     anything = Decoder(layout, RouteSettings(), {"pumps": None})  # features not known yet
     assert isinstance(anything.decode(unknown)[1], Reading)
+
+
+def test_each_refusal_says_why() -> None:
+    decoder = Decoder(InputSettings(), RouteSettings(), {"pumps": PUMP}, max_bytes=64)
+    reasons = {}
+    for value in (None, whole(flow=1.0, pressure=2.0, pad="x" * 64),
+                  message(asset_id="a", ts=1, values=[1, 2])):  # fmt: skip
+        with pytest.raises(RecordError) as caught:
+            decoder.decode(value)
+        reasons[caught.value.reason] = str(caught.value)
+    assert "tombstone" in reasons["empty"]
+    assert reasons["too_large"].endswith("bytes, over the limit of 64")
+    learning = Decoder(InputSettings(), RouteSettings(), {"pumps": None})
+    with pytest.raises(RecordError, match="record has no values object") as caught:
+        learning.decode(message(asset_id="a", ts=1, values=["flow", "pressure"]))
+    assert caught.value.reason == "bad_values"
+
+
+def test_a_message_of_exactly_the_limit_is_read() -> None:
+    body = whole(flow=1.0, pressure=2.0)
+    decoder = Decoder(InputSettings(), RouteSettings(), {"pumps": PUMP}, max_bytes=len(body))
+    assert values(decoder, body) == ("pumps", (1.0, 2.0))
+
+
+def test_without_a_route_no_model_of_several_takes_a_message() -> None:
+    decoder = Decoder(InputSettings(), RouteSettings(), {"pumps": PUMP, "compressors": COMPRESSOR})
+    with pytest.raises(RecordError, match="several models are served") as caught:
+        decoder.decode(whole())
+    assert (caught.value.reason, caught.value.model) == ("no_model", None)
+
+
+def test_with_routes_set_one_model_takes_only_what_they_send_it() -> None:
+    routes = RouteSettings(routes={"pump-*": "pumps"})
+    decoder = Decoder(InputSettings(), routes, {"pumps": PUMP})
+    assert values(decoder, whole("pump-3")) == ("pumps", (1.0, 2.0))
+    with pytest.raises(RecordError, match="no route matches this record"):
+        decoder.decode(whole("fan-1"))
+    named = Decoder(InputSettings(), RouteSettings(route_field="asset_type"), {"pumps": PUMP})
+    with pytest.raises(RecordError, match="asset_type 'fans' names no model served here"):
+        named.decode(whole("fan-1", "fans"))
+
+
+def test_one_value_per_message_is_routed_by_its_own_asset_field() -> None:
+    layout = InputSettings(shape="value", asset_field="node", time_field="time",
+                           sensor_field="tag")  # fmt: skip
+    routes = RouteSettings(routes={"cmp-*": "compressors", "*": "pumps"})
+    decoder = Decoder(layout, routes, {"pumps": PUMP, "compressors": COMPRESSOR})
+    compressor = message(node="cmp-1", time=1_700_000_000_000, tag="speed", value=3)
+    assert decoder.decode(compressor)[0] == "compressors"
+    pump = message(node="p-1", time=1_700_000_000_000, tag="flow", value=3)
+    assert decoder.decode(pump)[0] == "pumps"
+    with pytest.raises(RecordError, match=r"sensor 'speed' is not a feature of model pumps "
+                       r"\(flow, pressure\)"):  # fmt: skip
+        decoder.decode(message(node="p-1", time=1_700_000_000_000, tag="speed", value=3))
