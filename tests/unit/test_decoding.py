@@ -121,12 +121,13 @@ def test_each_refusal_says_why() -> None:
         with pytest.raises(RecordError) as caught:
             decoder.decode(value)
         reasons[caught.value.reason] = str(caught.value)
-    assert "tombstone" in reasons["empty"]
+    assert reasons["empty"] == "record has no value (a tombstone)"
     assert reasons["too_large"].endswith("bytes, over the limit of 64")
     learning = Decoder(InputSettings(), RouteSettings(), {"pumps": None})
     with pytest.raises(RecordError, match="record has no values object") as caught:
         learning.decode(message(asset_id="a", ts=1, values=["flow", "pressure"]))
     assert caught.value.reason == "bad_values"
+    assert learning.features["pumps"] is None  # nothing learned from a list
 
 
 def test_a_message_of_exactly_the_limit_is_read() -> None:
