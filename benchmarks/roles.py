@@ -116,12 +116,11 @@ def member(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _Timed:
-    """The worker's Kafka source, noting when each record's offset was committed."""
+    """The worker's Kafka source, noting when each record's batch was committed."""
 
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
-        # per partition, the records read and not yet committed: (offset, phase, produced)
-        self.pending: dict[tuple[str, int], list[tuple[int, str, float]]] = {}
+        self.pending: list[tuple[str, float]] = []
         self.latencies: dict[str, list[float]] = {"steady": [], "burst": []}
 
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[SourceRecord]:
@@ -132,9 +131,7 @@ class _Timed:
             stamp = getattr(r, "timestamp", -1)
             if stamp is None or stamp <= 0:  # a broker without timestamps (Kafka 0.9): the
                 stamp = int(key.split(b"-", 2)[1]) / 1000  # producer put its clock (µs) in the key
-            self.pending.setdefault((r.topic, r.partition), []).append(
-                (r.offset, phase, stamp / 1000)
-            )
+            self.pending.append((phase, stamp / 1000))
         return records
 
     def handover(self) -> Handover | None:
@@ -145,12 +142,9 @@ class _Timed:
     ) -> None:
         self.source.commit(offsets, states)
         now = time.time()
-        for tp, end in offsets.items():
-            read = self.pending.get(tp, [])
-            done = [r for r in read if r[0] < end]
-            for _, phase, produced in done:
-                self.latencies[phase].append(now - produced)
-            self.pending[tp] = read[len(done) :]
+        for phase, produced in self.pending:
+            self.latencies[phase].append(now - produced)
+        self.pending.clear()
 
     def assigned(self) -> bool:
         return self.source.assigned()
