@@ -140,11 +140,14 @@ class _Timed:
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None:
-        self.source.commit(offsets, states)
+        self.source.commit(offsets, states)  # sent once the batch's alerts are acknowledged
         now = time.time()
         for phase, produced in self.pending:
             self.latencies[phase].append(now - produced)
         self.pending.clear()
+
+    def settle(self) -> None:
+        self.source.settle()
 
     def assigned(self) -> bool:
         return self.source.assigned()

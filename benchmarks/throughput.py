@@ -50,6 +50,15 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     add_broker_option(parser)
     args = parser.parse_args()
+    windows = [int(w) for w in args.windows.split(",")]
+    per_asset = args.records // args.assets
+    for window in windows:
+        if per_asset < 2 * window:  # the records before a full window are not scored
+            parser.error(
+                f"window {window}: {per_asset} records per asset ({args.records} over "
+                f"{args.assets} assets) would leave most unscored; give at least "
+                f"{2 * window * args.assets} records or fewer assets"
+            )
     work = workdir("throughput")
     settings = vars(args) | {"out": str(args.out)}
     results: dict[str, Any] = {"machine": machine(), "settings": settings, "windows": {}}
@@ -59,7 +68,7 @@ def main() -> None:
         kafka = prepare_topics(broker, topic)
         n = produce(kafka, topic, fleet_records(args.records, args.assets))
         print(f"produced {n} records of {args.assets} assets to {topic} (4 partitions)")
-        for window in (int(w) for w in args.windows.split(",")):
+        for window in windows:
             store = work / f"store-w{window}"
             train_model(store, window)
             runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "worker": [], "baseline": []}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from collections.abc import Mapping
 from typing import Any
 
@@ -69,6 +70,8 @@ class KafkaSource:
         self._heartbeat: Any = None  # kafka-python's metric of the last heartbeat sent
         self._held: set[TopicPartition] = set()  # as of the last handover
         self._committed: dict[TopicPartition, int] = {}  # this worker's last commit of each
+        self._pending: dict[TopicPartition, OffsetAndMetadata] | None = None  # sent, unsettled
+        self._sent: Any = None  # kafka-python's future of the pending commit (None: not sent)
         self._rebalanced = False
         self._metadata_refused = False
         self.topic = settings.topics.input
@@ -137,8 +140,10 @@ class KafkaSource:
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None:
-        """Commit the next offset to read of each partition with its state; CommitError if
-        it fails. A broker that refuses the state as too long gets the offsets without it."""
+        """Send the next offset to read of each partition with its state, without waiting for
+        the coordinator's answer: `settle` waits for it (the loop polls the next batch
+        meanwhile). The commit before it must be settled."""
+        assert self._pending is None, "the previous commit was not settled"
         if not offsets:
             return
         commit = {
@@ -147,6 +152,38 @@ class KafkaSource:
             )
             for (topic, partition), offset in offsets.items()
         }
+        self._pending = commit
+        # Sent at once only to a coordinator the client knows: otherwise kafka-python's future
+        # is its coordinator lookup's, not the commit's, and `settle` commits synchronously.
+        if not self.consumer._coordinator.coordinator_unknown():
+            self._sent = self.consumer.commit_async(commit)
+
+    def settle(self) -> None:
+        """Wait for the answer to the commit sent last: done when it was committed, or when the
+        group refused it (it rebalanced meanwhile: whoever holds each partition now reads on
+        from its last commit). Otherwise (no answer in time, a coordinator away, the state
+        refused as too long) it is committed again synchronously; CommitError if that fails,
+        and the next call tries again."""
+        commit, sent = self._pending, self._sent
+        if commit is None:
+            return
+        self._sent = None
+        if sent is not None:
+            done = threading.Event()
+            sent.add_both(lambda _: done.set())
+            done.wait(self.commit_timeout_ms / 1000)
+            if sent.succeeded():
+                self._settled(commit)
+                return
+            if isinstance(sent.exception, CommitFailedError | RebalanceInProgressError):
+                self._refused_by_group(sent.exception)
+                return
+        held = self.consumer.assignment()  # a partition lost meanwhile is its new holder's
+        self._commit_now({tp: o for tp, o in commit.items() if tp in held})
+
+    def _commit_now(self, commit: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        """The synchronous commit; a broker that refuses the state as too long gets the
+        offsets without it."""
         try:
             try:
                 self.consumer.commit(commit, timeout_ms=self.commit_timeout_ms)
@@ -157,20 +194,27 @@ class KafkaSource:
                     "lower WORKER_KAFKA__COMMIT_METADATA_MAX_BYTES to the broker's "
                     "offset.metadata.max.bytes; committing offsets without it from now on"
                 )
-                self.consumer.commit({tp: OffsetAndMetadata(o.offset, "", -1)
-                                      for tp, o in commit.items()},
-                                     timeout_ms=self.commit_timeout_ms)  # fmt: skip
+                commit = {tp: OffsetAndMetadata(o.offset, "", -1) for tp, o in commit.items()}
+                self.consumer.commit(commit, timeout_ms=self.commit_timeout_ms)
         except AuthorizationError as exc:
             raise refused("committing offsets for its group", exc) from exc
         except (CommitFailedError, RebalanceInProgressError) as exc:
-            # Not a failure of this worker: the group moved on without it (a session that
-            # expired, a rebalance). The batch's alerts are out; whoever holds each partition
-            # now reads on from its last commit, with the state committed there.
-            log.warning("offsets not committed, the group rebalanced meanwhile: %s", exc)
+            self._refused_by_group(exc)
             return
         except KafkaError as exc:
             raise CommitError(f"offset commit failed: {exc!r}") from exc
+        self._settled(commit)
+
+    def _settled(self, commit: Mapping[TopicPartition, OffsetAndMetadata]) -> None:
         self._committed.update((tp, o.offset) for tp, o in commit.items())
+        self._pending = None
+
+    def _refused_by_group(self, exc: BaseException) -> None:
+        """Not a failure of this worker: the group moved on without it (a session that
+        expired, a rebalance). The batch's alerts are out; whoever holds each partition now
+        reads on from its last commit, with the state committed there."""
+        log.warning("offsets not committed, the group rebalanced meanwhile: %s", exc)
+        self._pending = None
 
     def assigned(self) -> bool:
         return bool(self.consumer.assignment())

@@ -1,7 +1,10 @@
-"""The worker's loop: poll -> process -> publish -> flush -> commit, until told to stop.
+"""The worker's loop: poll -> settle the previous commit -> process -> publish -> flush ->
+send the commit, until told to stop. The commit's round trip to the group coordinator runs
+while the next batch is polled, not in the loop's time.
 
 Signal handlers only set a flag, checked between batches, so the batch in hand is always
-finished (published, flushed, committed) before the worker leaves the group and exits 0.
+finished (published, flushed, committed and its commit answered) before the worker leaves
+the group and exits 0.
 A second SIGINT exits at once. `run()` also stops by itself after `max_batches` batches or
 `idle_timeout_s` without records, which is how tests drive the real loop.
 """
@@ -42,13 +45,15 @@ log = logging.getLogger(__name__)
 
 class Source(Protocol):
     """Where batches come from, which partitions changed hands, and where offsets are committed
-    with the state of each partition's assets (see kafka_io)."""
+    with the state of each partition's assets (see kafka_io): `commit` sends them, `settle`
+    waits for the answer (CommitError: not committed, and the next call tries again)."""
 
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[SourceRecord]: ...
     def handover(self) -> Handover | None: ...
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None: ...
+    def settle(self) -> None: ...
     def assigned(self) -> bool: ...
     def keeps_state(self) -> bool: ...
     def connected(self) -> bool: ...
@@ -120,6 +125,7 @@ class Worker:
         self._sink: Sink | None = None
         self._topics_due = 0.0  # when the topics must exist (set once the producer is made)
         self._idle_since = 0.0
+        self._committing: tuple[Mapping[tuple[str, int], int], bool] | None = None  # sent last
 
     def stop(self) -> None:
         """Ask the loop to finish the batch in hand and return (safe from any thread)."""
@@ -150,6 +156,8 @@ class Worker:
                     idle_timeout_s
                 ):
                     break
+            if self._source is not None:
+                self._settle(self._source)
             log.info("stopping after %d batches: offsets committed, leaving the group", batches)
             return ExitCode.OK
         except FatalError as exc:
@@ -202,12 +210,18 @@ class Worker:
         return self._source, self._sink
 
     def _batch(self, source: Source, sink: Sink) -> bool:
-        """Poll one batch and see it through to the commit; False when nothing came."""
+        """Poll one batch and see it through to its commit, sent; False when nothing came.
+
+        The commit is answered while the next batch is polled: it is settled (confirmed, or
+        tried again synchronously) after that poll, before anything else, so a batch is logged
+        processed only once the batch before it is committed, and a rebalance sees this
+        worker's commits done."""
         settings = self.settings
         started = time.perf_counter()
         records = source.poll(settings.batch.max_wait_ms, settings.batch.size)
-        handover = source.handover()
         poll_s = time.perf_counter() - started
+        settle_s = self._settle(source)
+        handover = source.handover()
         self.health.partitions_assigned = source.assigned()
         if not records and handover is None:
             return False
@@ -224,10 +238,9 @@ class Worker:
         started = time.perf_counter()
         budget = settings.kafka.commit_metadata_max_bytes if source.keeps_state() else 0
         states, unsaved = self.processor.checkpoints(result.offsets, budget)
-        self._deliver("committing the batch", lambda: source.commit(result.offsets, states), source)
-        if budget and not source.keeps_state():  # refused with this very commit: none saved
-            unsaved = self.processor.checkpoints(result.offsets, 0)[1]
-        commit_s = time.perf_counter() - started
+        source.commit(result.offsets, states)
+        self._committing = (result.offsets, budget > 0)
+        commit_s = settle_s + time.perf_counter() - started
         self.metrics.checkpoint_assets.labels("unsaved").inc(unsaved)
         if not records:
             return False
@@ -236,6 +249,21 @@ class Worker:
         observe_batch(self.metrics, result.stats, len(records), stages, source.lag(),
                       len(self.processor.assets))  # fmt: skip
         return True
+
+    def _settle(self, source: Source) -> float:
+        """The last commit sent, answered (tried again while the brokers are away); the
+        seconds it waited. Assets whose state the broker refused with it count as unsaved."""
+        if self._committing is None:
+            return 0.0
+        started = time.perf_counter()
+        offsets, with_state = self._committing
+        self._deliver("committing the batch", source.settle, source)
+        self._committing = None
+        if with_state and not source.keeps_state():  # refused with this very commit: none saved
+            self.metrics.checkpoint_assets.labels("unsaved").inc(
+                self.processor.checkpoints(offsets, 0)[1]
+            )
+        return time.perf_counter() - started
 
     def _publish(self, messages: Sequence[Outbound], sink: Sink, source: Source) -> float:
         """Publish a batch's messages, sending again those not acknowledged; the seconds."""

@@ -39,6 +39,7 @@ class FakeSource:
 
     records: list[FakeRecord]
     fail_commit: bool = False
+    settle_failures: int = 0  # commits not answered, each tried again
     reachable: bool = True
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     states: dict[tuple[str, int], str] = field(default_factory=dict)
@@ -46,6 +47,7 @@ class FakeSource:
     closed: bool = False
     kept_alive: int = 0  # keep-alive polls while a publish or commit was tried again
     _position: int = 0
+    _sent: tuple[dict[tuple[str, int], int], dict[tuple[str, int], str]] | None = None
 
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[FakeRecord]:
         batch = self.records[self._position : self._position + max_records]
@@ -58,10 +60,19 @@ class FakeSource:
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None:
-        if self.fail_commit:
+        assert self._sent is None, "a commit sent before the previous one was settled"
+        self._sent = (dict(offsets), dict(states))
+
+    def settle(self) -> None:
+        if self._sent is None:
+            return
+        if self.fail_commit or self.settle_failures > 0:
+            self.settle_failures -= 1
             raise CommitError("the group coordinator is gone")
+        offsets, states = self._sent
         self.committed.update(offsets)
         self.states.update(states)
+        self._sent = None
 
     def assigned(self) -> bool:
         return True

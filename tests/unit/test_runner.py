@@ -6,7 +6,7 @@ import logging
 import os
 import shutil
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -120,6 +120,54 @@ def test_the_loop_scores_with_the_configured_number_of_torch_threads(store: Path
         thread.start()
         thread.join()
         assert seen[-1] == threads
+
+
+def test_each_commit_is_answered_during_the_next_poll_before_its_batch_is_processed(
+    store: Path,
+) -> None:
+    steps: list[str] = []
+
+    class Logged(FakeSource):
+        def poll(self, timeout_ms: int, max_records: int) -> Sequence[FakeRecord]:
+            steps.append("poll")
+            return super().poll(timeout_ms, max_records)
+
+        def commit(
+            self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
+        ) -> None:
+            steps.append("commit sent")
+            super().commit(offsets, states)
+
+        def settle(self) -> None:
+            if self._sent is not None:
+                steps.append("commit answered")
+            super().settle()
+
+    class Published(FakeSink):
+        def publish(self, messages: Sequence[Outbound]) -> None:
+            steps.append("published")
+            super().publish(messages)
+
+    source = Logged(stream().records)
+    worker, _ = worker_with(store, source, Published())
+    assert worker.run(max_batches=3) == ExitCode.OK
+    batch = ["published", "commit sent"]
+    answered_in_the_next = ["poll", "commit answered"]
+    # each batch processed once the commit before it is answered; the last one answered
+    # before the worker stops
+    assert steps == ["poll", *(batch + answered_in_the_next) * 2, *batch, "commit answered"]
+    assert sum(source.committed.values()) == 300
+
+
+def test_a_commit_not_answered_is_tried_again_in_the_group_and_goes_through(store: Path) -> None:
+    undisturbed = stream()
+    assert worker_with(store, undisturbed, FakeSink())[0].run(idle_timeout_s=1) == ExitCode.OK
+    source = stream()
+    source.settle_failures = 3
+    worker, _ = worker_with(store, source, FakeSink(), outage_timeout_s=30)
+    assert worker.run(idle_timeout_s=1) == ExitCode.OK
+    assert source.kept_alive == 3  # a keep-alive poll after each failure: still a member
+    assert source.committed == undisturbed.committed
 
 
 def test_a_failed_publish_exits_with_its_code_and_commits_nothing(store: Path) -> None:
