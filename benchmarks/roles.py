@@ -29,7 +29,7 @@ from anomaly.records import SourceRecord
 from benchmarks.common import peak_rss_mb, wait_until, worker_settings
 from worker.checkpoint import Handover
 from worker.kafka_io import KafkaSource
-from worker.metrics import OUTCOMES, Metrics
+from worker.metrics import OUTCOMES, STAGES, Metrics
 from worker.runner import Worker
 from worker.settings import BatchSettings, WorkerSettings
 
@@ -99,12 +99,25 @@ def worker(args: argparse.Namespace) -> dict[str, Any]:
     wait_until(lambda: processed(w) > 0, 120, "the first batch")
     started, cpu = time.perf_counter(), time.process_time()
     first = processed(w)  # the first batch is not timed: its poll started before `started`
+    stages = stage_seconds(w)
     wait_until(lambda: processed(w) >= args.records, 1800, "every record")
-    figures = _figures(int(processed(w) - first), time.perf_counter() - started,
-                       time.process_time() - cpu)  # fmt: skip
+    records = int(processed(w) - first)
+    figures = _figures(records, time.perf_counter() - started, time.process_time() - cpu)
+    # where the loop's time went (the worker's own metric), seconds per million records
+    figures["stage_s_per_million"] = {
+        stage: round((seconds - stages[stage]) / records * 1e6, 2)
+        for stage, seconds in stage_seconds(w).items()
+    }
     w.stop()
     thread.join()
     return figures
+
+
+def stage_seconds(worker: Worker) -> dict[str, float]:
+    """The seconds each stage of the loop took so far (anomaly_stage_seconds)."""
+    registry = worker.metrics.registry
+    return {stage: registry.get_sample_value("anomaly_stage_seconds_sum", {"stage": stage}) or 0.0
+            for stage in STAGES}  # fmt: skip
 
 
 def member(args: argparse.Namespace) -> dict[str, Any]:
@@ -116,15 +129,19 @@ def member(args: argparse.Namespace) -> dict[str, Any]:
 
 
 class _Timed:
-    """The worker's Kafka source, noting when each record's batch was committed."""
+    """The worker's Kafka source, noting when each record's batch was committed (its commit
+    sent, once its alerts were acknowledged), from the record's timestamp and, `in_worker`,
+    from the poll that returned it."""
 
     def __init__(self, source: KafkaSource) -> None:
         self.source = source
         self.pending: list[tuple[str, float]] = []
-        self.latencies: dict[str, list[float]] = {"steady": [], "burst": []}
+        self.latencies: dict[str, list[float]] = {"steady": [], "burst": [], "in_worker": []}
+        self.polled = 0.0
 
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[SourceRecord]:
         records = self.source.poll(timeout_ms, max_records)
+        self.polled = time.time()
         for r in records:
             key = r.key or b""
             phase = "burst" if key.startswith(b"burst") else "steady"
@@ -144,6 +161,8 @@ class _Timed:
         now = time.time()
         for phase, produced in self.pending:
             self.latencies[phase].append(now - produced)
+            if phase == "steady":
+                self.latencies["in_worker"].append(now - self.polled)
         self.pending.clear()
 
     def settle(self) -> None:
@@ -186,7 +205,9 @@ def latency(args: argparse.Namespace) -> dict[str, Any]:
     wait_until(lambda: bool(timed) and timed[0].assigned(), 120, "partitions assigned")
     args.ready.write_text("ready")
     wait_until(
-        lambda: sum(len(v) for v in timed[0].latencies.values()) >= args.records, 1800, "records"
+        lambda: sum(len(timed[0].latencies[p]) for p in ("steady", "burst")) >= args.records,
+        1800,
+        "records",
     )
     w.stop()
     thread.join()
@@ -222,7 +243,7 @@ def soak(args: argparse.Namespace) -> dict[str, Any]:
     while total < args.records and quiet < 4:
         time.sleep(args.interval)  # the sampling period, not synchronisation
         latencies = timed[0].latencies
-        values, latencies["steady"] = latencies["steady"], []
+        values, latencies["steady"], latencies["in_worker"] = latencies["steady"], [], []
         total += len(values)
         quiet = 0 if values else quiet + 1
         ms = np.array(values or [np.nan]) * 1000

@@ -90,7 +90,17 @@ def main() -> None:
                      "--batch-size", "1"]))  # fmt: skip
                 print(f"window {window} repeat {repeat + 1}: " + ", ".join(
                     f"{k} {v[-1]['records_per_s']:.0f}/s" for k, v in runs.items()))  # fmt: skip
-            med = {k: {f: median([r[f] for r in v]) for f in v[0]} for k, v in runs.items()}
+                print("  worker's loop, s per 1M records: " + ", ".join(
+                    f"{stage} {s:.2f}" for stage, s in
+                    runs["worker"][-1]["stage_s_per_million"].items()))  # fmt: skip
+            med: dict[str, dict[str, Any]] = {
+                k: {f: median([r[f] for r in v]) for f in v[0] if f != "stage_s_per_million"}
+                for k, v in runs.items()
+            }
+            med["worker"]["stage_s_per_million"] = {
+                stage: median([r["stage_s_per_million"][stage] for r in runs["worker"]])
+                for stage in runs["worker"][0]["stage_s_per_million"]
+            }
             med["ratios"] = {
                 "worker_over_ceiling": round(med["worker"]["records_per_s"]
                                              / med["ceiling"]["records_per_s"], 3),

@@ -155,6 +155,7 @@ class KafkaSource:
         self._pending = commit
         # Sent at once only to a coordinator the client knows: otherwise kafka-python's future
         # is its coordinator lookup's, not the commit's, and `settle` commits synchronously.
+        # (`_coordinator`: kafka-python 3.0's, pinned below 3.1 in pyproject.toml.)
         if not self.consumer._coordinator.coordinator_unknown():
             self._sent = self.consumer.commit_async(commit)
 
@@ -179,7 +180,11 @@ class KafkaSource:
                 self._refused_by_group(sent.exception)
                 return
         held = self.consumer.assignment()  # a partition lost meanwhile is its new holder's
-        self._commit_now({tp: o for tp, o in commit.items() if tp in held})
+        kept = {tp: o for tp, o in commit.items() if tp in held}
+        if kept:
+            self._commit_now(kept)
+        else:
+            self._pending = None
 
     def _commit_now(self, commit: dict[TopicPartition, OffsetAndMetadata]) -> None:
         """The synchronous commit; a broker that refuses the state as too long gets the

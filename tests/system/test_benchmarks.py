@@ -14,7 +14,7 @@ from tests.support.models import REPO
 
 # On the default broker (Apache Kafka 4) where it matters, on Tansu (faster to start) elsewhere.
 TINY = {
-    "throughput": ["--records", "3000", "--assets", "30", "--repeats", "1",
+    "throughput": ["--records", "3600", "--assets", "30", "--repeats", "1",
                    "--baseline-records", "200"],
     "latency": ["--rate", "500", "--seconds", "2", "--burst", "500", "--assets", "50",
                 "--broker", "tansu"],
