@@ -28,10 +28,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cached_property
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from anomaly.model.calibration import MethodChoice, Threshold, calibrate
 from anomaly.model.errors import CalibrationError
@@ -55,8 +56,6 @@ class Drift(BaseModel):
     center: tuple[float, ...] = Field(min_length=1, description="each residual's mean (fit)")
     spread: tuple[float, ...] = Field(min_length=1, description="each average's spread (fit)")
     threshold: Threshold  # of max_f |z_f| / spread_f, on the held-out part
-    _center: FloatArray = PrivateAttr()
-    _inverse: FloatArray = PrivateAttr()  # 1 / (spread * threshold)
 
     @model_validator(mode="after")
     def _consistent(self) -> Drift:
@@ -68,10 +67,12 @@ class Drift(BaseModel):
             raise ValueError("the drift threshold must be above 0")
         return self
 
-    def model_post_init(self, context: object) -> None:
-        self._center = np.array(self.center)
-        with np.errstate(divide="ignore"):  # before validation: a zero spread is refused then
-            self._inverse = 1.0 / (np.array(self.spread) * self.threshold.value)
+    @cached_property
+    def _arrays(self) -> tuple[FloatArray, FloatArray]:
+        """The centre and 1 / (spread * threshold), as arrays: `advance` runs for every
+        record an episode follows (a plain attribute: a pydantic private one costs more than
+        the arithmetic)."""
+        return np.array(self.center), 1.0 / (np.array(self.spread) * self.threshold.value)
 
     @property
     def n_features(self) -> int:
@@ -80,10 +81,11 @@ class Drift(BaseModel):
     def advance(self, z: FloatArray | None, residual: FloatArray) -> tuple[FloatArray, float]:
         """One record more of one asset: its average (`z` None: its first record; updated in
         place otherwise) and its drift in units of the threshold."""
-        if z is None or z.shape != self._center.shape:
-            z = np.zeros(self._center.shape)
-        z += self.rate * (residual - self._center - z)
-        return z, float(np.max(np.abs(z) * self._inverse))
+        center, inverse = self._arrays
+        if z is None or z.shape != center.shape:
+            z = np.zeros(center.shape)
+        z += self.rate * (residual - center - z)
+        return z, float((np.abs(z) * inverse).max())
 
     @classmethod
     def fit(
