@@ -218,7 +218,11 @@ class Worker:
         worker's commits done."""
         settings = self.settings
         started = time.perf_counter()
-        records = source.poll(settings.batch.max_wait_ms, settings.batch.size)
+        try:
+            records = source.poll(settings.batch.max_wait_ms, settings.batch.size)
+        except InputUnreadableError:
+            self._settle(source)  # the batch before it is good: its commit answered first
+            raise
         poll_s = time.perf_counter() - started
         settle_s = self._settle(source)
         handover = source.handover()

@@ -21,7 +21,7 @@ from devtools.simulator import Fleet
 from tests.support.fakes import FakeRecord, FakeSink, FakeSource, as_records
 from tests.support.models import edit_manifest, replace_weights
 from tests.support.waiting import wait_until
-from worker.errors import BrokerUnavailableError, ExitCode
+from worker.errors import BrokerUnavailableError, ExitCode, InputUnreadableError
 from worker.health import Health
 from worker.logs import Repeats
 from worker.metrics import Metrics
@@ -157,6 +157,21 @@ def test_each_commit_is_answered_during_the_next_poll_before_its_batch_is_proces
     # before the worker stops
     assert steps == ["poll", *(batch + answered_in_the_next) * 2, *batch, "commit answered"]
     assert sum(source.committed.values()) == 300
+
+
+def test_the_batch_before_an_unreadable_one_is_committed_before_the_worker_exits(
+    store: Path,
+) -> None:
+    class Cut(FakeSource):
+        def poll(self, timeout_ms: int, max_records: int) -> Sequence[FakeRecord]:
+            if self._position:
+                raise InputUnreadableError("cannot read the batch of in/0 at offset 100")
+            return super().poll(timeout_ms, max_records)
+
+    source = Cut(stream().records)
+    worker, _ = worker_with(store, source, FakeSink())
+    assert worker.run(idle_timeout_s=1) == ExitCode.UNREADABLE_BATCH
+    assert sum(source.committed.values()) == 100  # the first batch's commit was answered
 
 
 def test_a_commit_not_answered_is_tried_again_in_the_group_and_goes_through(store: Path) -> None:
