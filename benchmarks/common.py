@@ -26,8 +26,6 @@ from devtools import local_broker
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import create_topics
-from training.job import train
-from training.settings import TrainingSettings
 from worker.settings import WorkerSettings
 
 REPO = Path(__file__).resolve().parents[1]
@@ -45,14 +43,14 @@ def machine() -> dict[str, Any]:
     except OSError:
         mem_kb = 0
     import kafka
-    import torch
+    import onnxruntime
 
     return {
         "cpu": cpu,
         "cores": os.cpu_count(),
         "memory_gib": round(mem_kb / 2**20, 1),
         "python": platform.python_version(),
-        "torch": torch.__version__,
+        "onnxruntime": onnxruntime.__version__,  # the worker's (torch: the training job's)
         "kafka_python": kafka.__version__,
     }
 
@@ -103,7 +101,12 @@ def workdir(name: str) -> Path:
 
 
 def train_model(store: Path, window: int, epochs: int = 15) -> None:
-    """A model on clean simulator data (8 sensors, 10 pumps x 2,000 readings) in `store`."""
+    """A model on clean simulator data (8 sensors, 10 pumps x 2,000 readings) in `store`.
+    (The training job, torch with it, is imported here only: the worker processes the
+    benchmarks start import this module and must weigh what a worker weighs.)"""
+    from training.job import train
+    from training.settings import TrainingSettings
+
     data = store.parent / f"train-w{window}.jsonl"
     with data.open("wb") as f:
         for _, value in Fleet(n_assets=10, seed=100).records(2000):

@@ -100,7 +100,10 @@ def _mutmut(*args: str, show: bool = False) -> subprocess.CompletedProcess[str]:
     """mutmut's command line from this environment (the venv's script beside Python); its
     output captured, or (`show`) left on the terminal: its progress over a long run."""
     command = [str(Path(sys.executable).with_name("mutmut")), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}  # one core per mutant, torch included
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+    }  # one core per mutant, torch included
     return subprocess.run(command, env=env, capture_output=not show, text=True, check=False)
 
 

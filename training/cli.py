@@ -4,6 +4,8 @@
     anomaly-train versions                      list the store's versions
     anomaly-train rollback VERSION              point the store at an earlier version
     anomaly-train prune --keep N                delete old versions (never the current)
+    anomaly-train export-graph [VERSION]        publish a version trained before 0.5 again
+                                                with the graph the worker runs
     anomaly-train report EPISODE_ID [--out DIR] an episode's records against the model's
                                                 expectation: a PNG and a JSON
     anomaly-train verdict EPISODE_ID false_alarm|confirmed [--note TEXT]
@@ -136,6 +138,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             artifact = store.set_current(args.version)
             log.info("current model of %s is now %s", store.location, artifact.version)
             return ExitCode.OK
+        if command == "export-graph":
+            return _export_graph(store, args.version)
         deleted = store.prune(args.keep, settings.store.protect_s)
         log.info("pruned %d versions from %s: %s", len(deleted), store.location, deleted or "none")
         return ExitCode.OK
@@ -173,6 +177,15 @@ def _fit(settings: TrainingSettings) -> int:
         f"target FPR {threshold.target_fpr:g}); {verdict}; artifact and report in "
         f"{outcome.location}"
     )
+    return ExitCode.OK
+
+
+def _export_graph(store: ModelStore, version: str | None) -> int:
+    from training.graph import export_version
+
+    published = export_version(store, version)
+    made = "current" if store.current_version() == published else "not current"
+    print(f"version {published} published with its graph ({made}) in {store.location}")
     return ExitCode.OK
 
 
@@ -269,7 +282,12 @@ def _parser() -> argparse.ArgumentParser:
     verdict.add_argument("episode_id", help="the events' episode_id")
     verdict.add_argument("verdict", help="false_alarm (normal after all) or confirmed")
     verdict.add_argument("--note", help="why, for whoever reads the feedback topic")
-    for sub in (listing, rollback, prune, report):
+    export = commands.add_parser(
+        "export-graph",
+        help="publish a version trained before 0.5 (no model.onnx) again with its ONNX graph",
+    )
+    export.add_argument("version", nargs="?", help="the version (default: the current one)")
+    for sub in (listing, rollback, prune, report, export):
         for flag, path, text, _ in (_STORE_FLAG, _MODEL_FLAG):
             sub.add_argument(flag, dest=path, help=f"{text} [{env_name(tuple(path.split('.')))}]")
     return parser

@@ -14,8 +14,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from anomaly.model.autoencoder import ArchitectureConfig, Autoencoder, build_autoencoder
+from anomaly.model.architecture import ArchitectureConfig
 from anomaly.model.features import FloatArray, RobustScaler
+from training.autoencoder import Autoencoder, build_autoencoder
 from training.settings import ModelSettings
 
 # Windows per forward pass when computing the held-out loss.

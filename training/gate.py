@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anomaly.model import Detector, Threshold, sliding_windows
-from anomaly.model.autoencoder import ConvAutoencoder
+from anomaly.model.architecture import Kind
 from anomaly.model.calibration import exceed
 from anomaly.rules import Rules
 from anomaly.scoring import series_flags, series_scores
@@ -44,6 +44,7 @@ class Scored:
     rules: Rules
     version: str | None = None
     asset_thresholds: Mapping[str, Threshold] = field(default_factory=dict)
+    kind: Kind = "dense"  # the architecture's kind
 
     def threshold_for(self, asset_id: str) -> Threshold:
         """The asset's own threshold if it has one, else the model's."""
@@ -155,8 +156,7 @@ def f1(model: Scored, labelled: SensorHistory) -> float:
 
 def _architecture(model: Scored) -> str:
     """The model's kind and window: what its reconstruction error depends on besides data."""
-    kind = "conv" if isinstance(model.detector.network, ConvAutoencoder) else "dense"
-    return f"{kind} model of window {model.window}"
+    return f"{model.kind} model of window {model.window}"
 
 
 def _scores(model: Scored, slice_: SensorHistory) -> tuple[np.ndarray, np.ndarray]:

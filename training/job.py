@@ -49,6 +49,7 @@ from anomaly.scoring import series_errors
 from training.data import DataError, Masks, SensorHistory, read_history
 from training.fit import FitResult, WindowIndex, fit_autoencoder
 from training.gate import Decision, Scored, decide
+from training.graph import rebuild, saved_weights, to_graph
 from training.hygiene import count, flagged_by, inside_episodes, union
 from training.metrics import RunFigures, push
 from training.progress import EpochProgress
@@ -350,7 +351,10 @@ def _publish(
         "asset_thresholds": candidate.assets.model_dump(mode="json"),
     }  # fmt: skip
     with store.staging() as staging:
-        manifest = write_artifact(staging, manifest, candidate.result.network.state_dict())
+        manifest = write_artifact(
+            staging, manifest, saved_weights(candidate.result.network),
+            candidate.scored.detector.graph.data,
+        )  # fmt: skip
         (staging / DECISION).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         write_report(
             staging, manifest, candidate.result.history, candidate.scores,
@@ -375,7 +379,7 @@ def _service_model(store: ModelStore, version: str | None) -> Scored | None:
         log.info("no model in service: first run")
         return None
     try:
-        artifact = store.load(version)
+        artifact = store.load(version, rebuild=rebuild)  # a version without a graph: exported
     except StoreUnavailableError:
         raise  # not a refused model: a run that cannot reach the store publishes nothing
     except ArtifactError as exc:
@@ -384,7 +388,7 @@ def _service_model(store: ModelStore, version: str | None) -> Scored | None:
     m = artifact.manifest
     return Scored(
         artifact.detector, m.threshold, m.window, m.features, m.rules, m.model_version,
-        m.asset_thresholds,
+        m.asset_thresholds, m.architecture.kind,
     )  # fmt: skip
 
 
@@ -450,7 +454,8 @@ def _fit(
     finally:
         if progress is not None:
             progress.close()
-    detector = Detector(scaler, result.network)
+    graph = to_graph(result.network, architecture)  # scored from here on as the worker will
+    detector = Detector(scaler, graph)
     held = calibration_part.series
     held_errors = [series_errors(detector, s.values, window) for s in held]
     fit_errors = [series_errors(detector, s.values, window) for s in fit_part.series]
@@ -495,7 +500,7 @@ def _fit(
             [e.residual for e in fit_errors], [e.residual for e in held_errors],
             calibration.drift_rate, calibration.target_fpr, calibration.method,
         )  # fmt: skip
-        detector = Detector(scaler, result.network, drift)
+        detector = Detector(scaler, graph, drift)
         log.info(
             "residual drift at rate %g: threshold %.4g by %s", drift.rate,
             drift.threshold.value, drift.threshold.method,
@@ -503,7 +508,7 @@ def _fit(
     return _Candidate(
         Scored(
             detector, threshold, window, features, settings.rules.for_window(window),
-            asset_thresholds=own,
+            asset_thresholds=own, kind=architecture.kind,
         ),
         result, architecture, scores, fit_part, calibration_part, len(fit_windows),
         len(held_windows), spread, choice, limits,
@@ -548,7 +553,8 @@ def _manifest(
             epochs=len(candidate.result.history),
             best_epoch=candidate.result.best_epoch,
         ),
-        weights_sha256="0" * 64,  # write_artifact fills in the real checksum
+        weights_sha256="0" * 64,  # write_artifact fills in the real checksums
+        graph_sha256="0" * 64,
         rules=candidate.scored.rules,
         asset_thresholds=dict(candidate.scored.asset_thresholds),
         drift=candidate.scored.detector.drift,

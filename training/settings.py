@@ -11,15 +11,16 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
 
 from anomaly import settings
-from anomaly.model.autoencoder import DEFAULT_KERNEL, Kind
+from anomaly.model.architecture import DEFAULT_KERNEL, Kind
 from anomaly.model.calibration import MethodChoice
 from anomaly.model.drift import DRIFT_RATE
 from anomaly.rules import Rules
 from anomaly.settings import (
     DEFAULT_MODEL,
+    SECRETS_DIR,
     InputSettings,
     KafkaSettings,
     RouteSettings,
@@ -27,6 +28,7 @@ from anomaly.settings import (
     TopicName,
     TopicSettings,
     check_model_name,
+    with_secret_files,
 )
 
 
@@ -227,7 +229,16 @@ class TrainingSettings(BaseSettings):
         env_nested_delimiter=NESTED_DELIMITER,
         frozen=True,
         extra="forbid",
+        secrets_dir=SECRETS_DIR,
     )
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+        return with_secret_files(init_settings, env_settings, dotenv_settings, file_secret_settings)
 
     data: DataSettings = DataSettings()
     kafka: KafkaSettings = KafkaSettings(client_id=CLIENT_ID)

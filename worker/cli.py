@@ -62,7 +62,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("fatal: %s", exc)
         return ExitCode.CODEC_UNAVAILABLE
     worker = Worker(settings)
-    # Start-up objects (torch, the model) never die: keep the collector from rescanning them.
+    # Start-up objects (the models, the clients) never die: keep the collector from rescanning them.
     gc.freeze()
     return worker.run()
 

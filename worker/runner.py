@@ -20,8 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType
 from typing import Protocol
 
-import torch
-
+from anomaly.model.graph import set_threads
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
 from worker.errors import (
@@ -96,6 +95,9 @@ class Worker:
         serve_http: bool = True,
     ) -> None:
         self.settings = settings
+        # Before any model loads: one thread scores a batch of 500 in well under a ms; more
+        # spin between batches and take the CPU the Kafka client needs.
+        set_threads(settings.score_threads)
         self.metrics = metrics or Metrics()
         self.health = Health(settings.http.liveness_timeout_s)
         # readiness has one source, read at each scrape as at each probe
@@ -134,10 +136,6 @@ class Worker:
     def run(self, max_batches: int | None = None, idle_timeout_s: float | None = None) -> ExitCode:
         """Run until stopped, `max_batches` batches, or `idle_timeout_s` without records."""
         restore = self._install_signal_handlers()
-        # Set in the thread that scores (OpenMP's setting is per thread). One thread scores a
-        # batch of 500 in about 0.2 ms; more spin between batches and take the CPU the Kafka
-        # client needs (docs/benchmarks.md: twice the CPU per record on 2 cores).
-        torch.set_num_threads(self.settings.score_threads)
         if self._serve_http:
             self._serve()
         batches, self._idle_since = 0, time.monotonic()

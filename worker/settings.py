@@ -10,18 +10,20 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from anomaly import settings
 from anomaly.rules import Rules
 from anomaly.settings import (
     NESTED_DELIMITER,
+    SECRETS_DIR,
     InputSettings,
     KafkaSettings,
     RouteSettings,
     StoreLocation,
     TopicSettings,
     check_model_name,
+    with_secret_files,
 )
 
 ENV_PREFIX = "WORKER_"
@@ -140,8 +142,17 @@ class WorkerSettings(BaseSettings):
     """The worker's settings (one frozen object)."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, frozen=True, extra="forbid"
-    )
+        env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, frozen=True, extra="forbid",
+        secrets_dir=SECRETS_DIR,
+    )  # fmt: skip
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+        return with_secret_files(init_settings, env_settings, dotenv_settings, file_secret_settings)
 
     kafka: KafkaSettings = KafkaSettings()
     topics: WorkerTopics = WorkerTopics()
@@ -153,7 +164,7 @@ class WorkerSettings(BaseSettings):
     sensors: SensorSettings = SensorSettings()
     http: HttpSettings = HttpSettings()
     score_threads: int = Field(
-        default=1, ge=1, le=64, description="torch threads for scoring (the batch is small)"
+        default=1, ge=1, le=64, description="threads that score a batch (the batch is small)"
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["json", "text"] = "json"

@@ -1,12 +1,14 @@
 """The model shared by the worker and the training job.
 
-Imports torch, numpy, pydantic and the alert rules a manifest records (anomaly.rules). Data
-flows one way through it:
-features (scaler, windows) -> autoencoder -> detector (scores, shares, residuals) ->
-calibration (threshold, drift) -> artifact (manifest + weights) -> store (versions + current
-pointer).
+Imports numpy, onnxruntime, pydantic and the alert rules a manifest records (anomaly.rules);
+never torch (the training job's: training/autoencoder.py, training/graph.py). Data flows one
+way through it:
+features (scaler, windows) -> graph (the exported autoencoder) -> detector (scores, shares,
+residuals) -> calibration (threshold, drift) -> artifact (manifest + graph + weights) ->
+store (versions + current pointer).
 """
 
+from anomaly.model.architecture import ArchitectureConfig, default_latent
 from anomaly.model.artifact import (
     FORMAT_VERSION,
     Artifact,
@@ -18,12 +20,12 @@ from anomaly.model.artifact import (
     read_manifest,
     write_artifact,
 )
-from anomaly.model.autoencoder import ArchitectureConfig, build_autoencoder, default_latent
 from anomaly.model.calibration import Threshold, calibrate
 from anomaly.model.detector import Detector, Scores
 from anomaly.model.drift import Drift
 from anomaly.model.errors import ArtifactError, CalibrationError, ModelError
 from anomaly.model.features import RobustScaler, sliding_windows
+from anomaly.model.graph import Graph
 from anomaly.model.store import ModelStore, VersionInfo, model_names, model_store
 
 __all__ = [
@@ -34,6 +36,7 @@ __all__ = [
     "CalibrationError",
     "Detector",
     "Drift",
+    "Graph",
     "Manifest",
     "ModelError",
     "ModelStore",
@@ -44,7 +47,6 @@ __all__ = [
     "TrainingSummary",
     "ValidationFigures",
     "VersionInfo",
-    "build_autoencoder",
     "calibrate",
     "default_latent",
     "load_artifact",

@@ -1,12 +1,17 @@
-"""The artifact: one directory per model version, a validated manifest plus the weights.
+"""The artifact: one directory per model version, a validated manifest, the weights and the
+graph the worker runs.
 
     <version>/manifest.json   Manifest (JSON), validated on load
-    <version>/weights.pt      the autoencoder's state dict, loaded with weights_only=True
+    <version>/model.onnx      the fitted autoencoder as an ONNX graph (anomaly/model/graph.py)
+    <version>/weights.pt      its torch state dict (the training job's: what the graph was
+                              exported from; never read by the worker)
 
-`load_artifact` refuses, with an ArtifactError that says why, anything it cannot serve
-exactly as trained: missing files, corrupt or truncated weights, a format version it does not
-know, a manifest inconsistent with itself or with the weights, weights that are not a plain
-tensor dict (pickle payloads never execute) or that produce non-finite output.
+Both files are checksummed in the manifest. `load_artifact` refuses, with an ArtifactError
+that says why, anything it cannot serve exactly as trained: missing files, corrupt or
+truncated files, a format version it does not know, a manifest inconsistent with itself or
+with its graph, a graph that produces non-finite output. Versions written before the graph
+(formats 1 to 6) are refused with the command that exports one from their weights, unless the
+caller (the training job, which has torch) passes `rebuild` to export it in memory.
 """
 
 from __future__ import annotations
@@ -14,21 +19,22 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from anomaly.model.autoencoder import ArchitectureConfig, build_autoencoder
+from anomaly.model.architecture import ArchitectureConfig
 from anomaly.model.calibration import Threshold
 from anomaly.model.detector import Detector
 from anomaly.model.drift import Drift
 from anomaly.model.errors import ArtifactError
 from anomaly.model.features import RobustScaler
+from anomaly.model.graph import Graph
 from anomaly.rules import Rules
 
 # 2: the manifest records the alert rules. Version 1 manifests (0.1.x) still load, with the
@@ -43,10 +49,17 @@ from anomaly.rules import Rules
 # score), as they ran.
 # 6: the residual drift's calibration (`drift`, anomaly/model/drift.py; None: without it).
 # Versions 1 to 5 have none.
-FORMAT_VERSION = 6
-READABLE_FORMATS = (1, 2, 3, 4, 5, 6)
+# 7: the ONNX graph (`model.onnx`, `graph_sha256`), which the worker runs. Versions 1 to 6
+# have none: their manifests still read (listing, reports); serving them needs a graph
+# exported from their weights (`anomaly-train export-graph`).
+FORMAT_VERSION = 7
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6, 7)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
+GRAPH = "model.onnx"
+SHA256 = r"^[0-9a-f]{64}$"
+# A version's weights -> its graph's ONNX bytes (training/graph.py: needs torch).
+Rebuild = Callable[["Manifest", Path], bytes]
 
 FiniteFloat = Annotated[float, Field(allow_inf_nan=False)]
 Positive = Annotated[float, Field(gt=0.0, allow_inf_nan=False)]
@@ -132,10 +145,11 @@ class Manifest(_Frozen):
     threshold: Threshold
     training: TrainingSummary
     validation: ValidationFigures
-    weights_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    weights_sha256: str = Field(pattern=SHA256)
     rules: Rules = Rules()
     asset_thresholds: dict[Annotated[str, Field(min_length=1)], Threshold] = {}
     drift: Drift | None = None
+    graph_sha256: str | None = Field(default=None, pattern=SHA256)
 
     @property
     def window(self) -> int:
@@ -174,6 +188,10 @@ class Manifest(_Frozen):
             )
         if self.drift is not None and self.drift.n_features != n:
             raise ValueError(f"drift has {self.drift.n_features} values for {n} features")
+        if (self.graph_sha256 is None) != (self.format_version < 7):
+            raise ValueError(
+                "graph_sha256 is required from format version 7 on, and absent before it"
+            )
         return self
 
 
@@ -193,18 +211,22 @@ class Artifact:
         return self.manifest.threshold
 
 
-def write_artifact(
-    directory: Path, manifest: Manifest, state_dict: dict[str, torch.Tensor]
-) -> Manifest:
-    """Write weights then manifest into an existing, empty directory (a staging directory).
+def write_artifact(directory: Path, manifest: Manifest, weights: bytes, graph: bytes) -> Manifest:
+    """Write the weights (a saved torch state dict) and the graph, then the manifest, into an
+    existing, empty directory (a staging directory).
 
-    Returns the manifest as written, with the weights' checksum filled in. Files are
-    fsynced; making them visible atomically is the store's job.
+    Returns the manifest as written, with the files' checksums filled in. Files are fsynced;
+    making them visible atomically is the store's job.
     """
-    weights_path = directory / WEIGHTS
-    torch.save({k: v.detach().cpu().contiguous() for k, v in state_dict.items()}, weights_path)
-    _fsync(weights_path)
-    written = manifest.model_copy(update={"weights_sha256": _sha256(weights_path)})
+    digests = {}
+    for name, data in ((WEIGHTS, weights), (GRAPH, graph)):
+        path = directory / name
+        path.write_bytes(data)
+        _fsync(path)
+        digests[name] = hashlib.sha256(data).hexdigest()
+    written = manifest.model_copy(
+        update={"weights_sha256": digests[WEIGHTS], "graph_sha256": digests[GRAPH]}
+    )
     manifest_path = directory / MANIFEST
     manifest_path.write_text(written.model_dump_json(indent=2) + "\n", encoding="utf-8")
     _fsync(manifest_path)
@@ -259,6 +281,8 @@ def parse_manifest(data: bytes, path: str) -> Manifest:
         )
     if found in (1, 2, 3, 4, 5) and raw.get("drift") is not None:
         raise ArtifactError(f"{path} is invalid: format version {found} has no drift")
+    if found in (1, 2, 3, 4, 5, 6) and raw.get("graph_sha256") is not None:
+        raise ArtifactError(f"{path} is invalid: format version {found} has no graph")
     try:
         manifest = Manifest.model_validate(raw)
     except ValidationError as exc:
@@ -271,42 +295,47 @@ def parse_manifest(data: bytes, path: str) -> Manifest:
     return manifest
 
 
-def load_artifact(directory: Path) -> Artifact:
-    """Load and validate a version directory into a ready-to-score Artifact."""
+def load_artifact(directory: Path, rebuild: Rebuild | None = None) -> Artifact:
+    """Load and validate a version directory into a ready-to-score Artifact. A version
+    without a graph (formats 1 to 6) is refused, unless `rebuild` exports one from its
+    weights."""
     manifest = read_manifest(directory)
-    weights_path = directory / WEIGHTS
-    if not weights_path.is_file():
-        raise ArtifactError(f"artifact {directory} has no {WEIGHTS}")
-    digest = _sha256(weights_path)
-    if digest != manifest.weights_sha256:
+    weights_path = _checked(directory, WEIGHTS, manifest.weights_sha256)
+    if manifest.graph_sha256 is not None:
+        data = _checked(directory, GRAPH, manifest.graph_sha256).read_bytes()
+    elif rebuild is not None:
+        data = rebuild(manifest, weights_path)
+    else:
         raise ArtifactError(
-            f"{weights_path} is corrupt or truncated: its sha256 {digest[:12]}... does not "
-            f"match the manifest's {manifest.weights_sha256[:12]}..."
+            f"artifact {directory} (format version {manifest.format_version}) has no {GRAPH}, "
+            "the graph the worker runs: export it from the version's weights with "
+            f"`anomaly-train export-graph --version {manifest.model_version}` (the training "
+            "image), which publishes it as a new version"
         )
     try:
-        state_dict = torch.load(weights_path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises many types here; all mean "not loadable weights".
-        raise ArtifactError(
-            f"{weights_path} was refused: not a plain tensor state dict ({exc})"
-        ) from exc
-    if not isinstance(state_dict, dict) or not all(
-        isinstance(v, torch.Tensor) for v in state_dict.values()
-    ):
-        raise ArtifactError(f"{weights_path} was refused: not a dict of tensors")
-    network = build_autoencoder(manifest.architecture)
-    try:
-        network.load_state_dict(state_dict, strict=True)
-    except RuntimeError as exc:
-        raise ArtifactError(
-            f"{weights_path} does not match the manifest's architecture "
-            f"{manifest.architecture.model_dump()}: {exc}"
-        ) from exc
-    detector = Detector(manifest.scaler.to_scaler(), network, manifest.drift)
+        graph = Graph(data, manifest.window, len(manifest.features))
+    except ArtifactError as exc:
+        raise ArtifactError(f"{directory / GRAPH} was refused: {exc}") from exc
+    detector = Detector(manifest.scaler.to_scaler(), graph, manifest.drift)
     probe = np.zeros((1, manifest.window, len(manifest.features)))
     probe += np.array(manifest.scaler.center)
     if not np.all(np.isfinite(detector.score(probe).score)):
-        raise ArtifactError(f"{weights_path} produces non-finite scores; refusing it")
+        raise ArtifactError(f"{directory / GRAPH} produces non-finite scores; refusing it")
     return Artifact(manifest=manifest, detector=detector)
+
+
+def _checked(directory: Path, name: str, sha256: str) -> Path:
+    """The path of one of the version's files, once its checksum matches the manifest's."""
+    path = directory / name
+    if not path.is_file():
+        raise ArtifactError(f"artifact {directory} has no {name}")
+    digest = _sha256(path)
+    if digest != sha256:
+        raise ArtifactError(
+            f"{path} is corrupt or truncated: its sha256 {digest[:12]}... does not "
+            f"match the manifest's {sha256[:12]}..."
+        )
+    return path
 
 
 def _summarise(exc: ValidationError) -> str:

@@ -7,11 +7,10 @@ from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
-import torch
-from torch import nn
 
 from anomaly.model.drift import Drift
 from anomaly.model.features import FloatArray, RobustScaler
+from anomaly.model.graph import Graph
 
 # Windows scored per forward pass; bounds the memory of scoring a long history at once.
 SCORE_CHUNK = 8192
@@ -36,18 +35,16 @@ class Scores:
 
 
 class Detector:
-    """A fitted scaler and autoencoder that score windows of raw sensor values, and the
-    calibration of their residuals' drift (None: the model has none).
+    """A fitted scaler and autoencoder (its exported graph: anomaly/model/graph.py) that
+    score windows of raw sensor values, and the calibration of their residuals' drift (None:
+    the model has none).
 
-    Scoring is deterministic (no dropout, inference mode) and runs in one forward pass per
-    SCORE_CHUNK windows.
+    Scoring is deterministic and runs in one pass of the graph per SCORE_CHUNK windows.
     """
 
-    def __init__(
-        self, scaler: RobustScaler, network: nn.Module, drift: Drift | None = None
-    ) -> None:
+    def __init__(self, scaler: RobustScaler, graph: Graph, drift: Drift | None = None) -> None:
         self.scaler = scaler
-        self.network = network.eval()
+        self.graph = graph
         self.drift = drift
 
     def score(self, windows: FloatArray, reconstruct: bool = False) -> Scores:
@@ -63,14 +60,13 @@ class Detector:
         residual = np.empty((n, windows.shape[2]), dtype=np.float64)
         rebuilt: list[npt.NDArray[np.float32]] = []
         for start in range(0, n, SCORE_CHUNK):
-            chunk = torch.from_numpy(self.scaler.transform(windows[start : start + SCORE_CHUNK]))
-            with torch.inference_mode():
-                output = self.network(chunk)
-                squared, last = errors(output, chunk)
-            per_feature[start : start + SCORE_CHUNK] = squared.numpy()
-            residual[start : start + SCORE_CHUNK] = last.numpy()
+            chunk = self.scaler.transform(windows[start : start + SCORE_CHUNK])
+            output = self.graph(chunk)
+            per_feature[start : start + SCORE_CHUNK], residual[start : start + SCORE_CHUNK] = (
+                errors(output, chunk)
+            )
             if reconstruct:
-                rebuilt.append(output.numpy())
+                rebuilt.append(output)
         total = per_feature.sum(axis=1)
         score = total / (windows.shape[1] * windows.shape[2])
         safe_total = np.where(total > 0, total, 1.0)[:, None]
@@ -82,9 +78,8 @@ class Detector:
         """The network's reconstruction of raw windows, in raw units (same shape)."""
         out = np.empty(windows.shape, dtype=np.float64)
         for start in range(0, len(windows), SCORE_CHUNK):
-            chunk = torch.from_numpy(self.scaler.transform(windows[start : start + SCORE_CHUNK]))
-            with torch.inference_mode():
-                out[start : start + SCORE_CHUNK] = self.expected(self.network(chunk).numpy())
+            chunk = self.scaler.transform(windows[start : start + SCORE_CHUNK])
+            out[start : start + SCORE_CHUNK] = self.expected(self.graph(chunk))
         return out
 
     def expected(self, rebuilt: npt.NDArray[np.float32]) -> FloatArray:
@@ -93,8 +88,10 @@ class Detector:
         return raw
 
 
-def errors(rebuilt: torch.Tensor, scaled: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def errors(
+    rebuilt: npt.NDArray[np.float32], scaled: npt.NDArray[np.float32]
+) -> tuple[FloatArray, FloatArray]:
     """The squared reconstruction error summed over each window's rows, and the residual of
-    its last row: (B, W, F) -> (B, F), (B, F)."""
+    its last row: (B, W, F) -> (B, F), (B, F), computed in float32 like the network."""
     residual = rebuilt - scaled
-    return (residual**2).sum(dim=1).double(), residual[:, -1].double()
+    return np.square(residual).sum(axis=1).astype(np.float64), residual[:, -1].astype(np.float64)

@@ -28,7 +28,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from anomaly.model.artifact import MANIFEST, Artifact, Manifest, load_artifact, parse_manifest
+from anomaly.model.artifact import (
+    MANIFEST,
+    Artifact,
+    Manifest,
+    Rebuild,
+    load_artifact,
+    parse_manifest,
+)
 from anomaly.model.errors import ArtifactError
 from anomaly.model.storage import Storage, StoreConflictError, open_storage
 from anomaly.settings import DEFAULT_MODEL, MODEL_NAME, check_model_name
@@ -87,8 +94,9 @@ class ModelStore:
         """The version the pointer names, or None when nothing was published yet."""
         return self._pointer()[0]
 
-    def load(self, version: str) -> Artifact:
-        """Load one version; ArtifactError when it is missing or refused."""
+    def load(self, version: str, rebuild: Rebuild | None = None) -> Artifact:
+        """Load one version; ArtifactError when it is missing or refused (`rebuild`: a
+        version without a graph gets one: `load_artifact`)."""
         key = self._version_key(version)
         with self.storage.fetch_tree(key) as directory:
             if not directory.is_dir() or not any(directory.iterdir()):
@@ -96,7 +104,7 @@ class ModelStore:
                 raise ArtifactError(
                     f"version {version!r} does not exist in {self.location} (versions: {known})"
                 )
-            return load_artifact(directory)
+            return load_artifact(directory, rebuild)
 
     def load_current(self) -> Artifact:
         """Load the current version; ArtifactError when there is none or it is refused."""

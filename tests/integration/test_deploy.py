@@ -19,6 +19,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
+from anomaly.settings import SECRETS_DIR
 from tests.support.models import REPO
 from tests.support.observability import dashboard, dashboard_exprs, rule_exprs
 from training import metrics as training_metrics
@@ -55,10 +56,17 @@ def find(overlay: str, kind: str, name_part: str = "") -> dict[str, Any]:
     return matches[0]
 
 
+def pod_of(overlay: str, which: str) -> dict[str, Any]:
+    """The pod spec of the worker's Deployment or the training job's CronJob."""
+    if which == "worker":
+        spec: dict[str, Any] = find(overlay, "Deployment")["spec"]["template"]["spec"]
+    else:
+        spec = find(overlay, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    return spec
+
+
 def containers(overlay: str) -> dict[str, dict[str, Any]]:
-    deployment = find(overlay, "Deployment")["spec"]["template"]["spec"]
-    job = find(overlay, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
-    return {"worker": deployment["containers"][0], "training": job["containers"][0]}
+    return {which: pod_of(overlay, which)["containers"][0] for which in ("worker", "training")}
 
 
 def test_overlays_exist() -> None:
@@ -122,7 +130,12 @@ def has_field(model: type[BaseModel], path: list[str]) -> bool:
 
 
 # The AWS variables an S3 model store reads (botocore's), besides the products' own settings.
-AWS_VARIABLES = {"AWS_REGION", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL"}
+AWS_VARIABLES = {
+    "AWS_REGION",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL",
+    "AWS_SHARED_CREDENTIALS_FILE",
+}
 
 
 def setting_exists(name: str) -> bool:
@@ -151,9 +164,13 @@ def test_every_environment_variable_is_a_setting_with_a_valid_value(
         prefix = "WORKER_" if which == "worker" else "TRAINING_"
         for env in container.get("env", []):
             assert env["name"] == "OMP_NUM_THREADS" or setting_exists(env["name"]), env
-        [secret] = [e for e in container["envFrom"] if e.get("prefix")]  # Kafka's
-        assert secret["prefix"] == prefix
-        assert secret["secretRef"]["name"] == "sensor-anomaly-kafka"
+        # Kafka's credentials: the Secret's keys as files where the settings read them, no
+        # Secret as environment variables
+        assert not [e for e in container["envFrom"] if "secretRef" in e]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "kafka-credentials"]
+        assert (mount["mountPath"], mount.get("readOnly")) == (SECRETS_DIR, True)
+        [volume] = [v for v in pod_of(overlay, which)["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"] == {"secretName": "sensor-anomaly-kafka", "optional": True}
         assert all(setting_exists(prefix + key) for key in SECRET_KEYS)
 
 
@@ -181,6 +198,7 @@ def test_probes_and_ports_match_the_worker(overlay: str) -> None:
 def test_pods_are_locked_down_and_torch_threads_are_bounded(overlay: str) -> None:
     for which, container in containers(overlay).items():
         assert container["image"].startswith("ghcr.io/"), which
+        assert container["imagePullPolicy"] == "Always"  # a tag moved is a new image
         context = container["securityContext"]
         assert context["readOnlyRootFilesystem"] is True
         assert context["allowPrivilegeEscalation"] is False
@@ -238,21 +256,28 @@ def test_the_model_store_is_the_shared_volume_or_one_bucket_for_both_roles(overl
         assert pod["serviceAccountName"] == account["metadata"]["name"]
         assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
         [container] = pod["containers"]
-        assert {"secretRef": {"name": "sensor-anomaly-s3", "optional": True}} in container[
-            "envFrom"
-        ]
+        [mount] = [m for m in container["volumeMounts"] if m["name"] == "s3-credentials"]
+        [volume] = [v for v in pod["volumes"] if v["name"] == "s3-credentials"]
+        assert volume["secret"] == {"secretName": "sensor-anomaly-s3", "optional": True}
+        data = worker if which == "worker" else training
+        assert data["AWS_SHARED_CREDENTIALS_FILE"] == mount["mountPath"] + "/credentials"
         assert "/models" not in {m["mountPath"] for m in container["volumeMounts"]}
     for policy in (o for o in render(overlay) if o["kind"] == "NetworkPolicy"):
         ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
         assert 443 in ports, policy["metadata"]["name"]  # HTTPS to the object store
 
 
-def test_the_image_and_the_manifests_run_the_real_commands() -> None:
+def test_the_images_and_the_manifests_run_the_real_commands() -> None:
+    """Each role runs the image of its own Dockerfile target, whose command is its own."""
     dockerfile = (REPO / "Dockerfile").read_text()
-    [cmd] = re.findall(r"^CMD (\[.*\])$", dockerfile, flags=re.M)
-    assert json.loads(cmd) == ["anomaly-worker", "run"]
-    assert "USER 10001" in dockerfile
-    assert 'pip install "${TORCH}" --index-url https://download.pytorch.org/whl/cpu' in dockerfile
+    targets = dict(re.findall(r"^FROM runtime AS (\w+)\n(?:.*\n)*?CMD (\[.*\])$", dockerfile,
+                              flags=re.M))  # fmt: skip
+    assert {t: json.loads(c) for t, c in targets.items()} == {
+        "worker": ["anomaly-worker", "run"], "training": ["anomaly-train", "fit"]}  # fmt: skip
+    assert "USER 10001:10001" in dockerfile
+    for overlay in OVERLAYS:
+        for which, container in containers(overlay).items():
+            assert container["image"].split(":")[0].endswith(f"/sensor-anomaly-{which}")
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     for overlay in OVERLAYS:
         for container in containers(overlay).values():
@@ -333,3 +358,41 @@ def test_the_board_has_the_panels_and_variables_operators_need() -> None:
         cm = find(overlay, "ConfigMap", "dashboard")
         assert cm["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert json.loads(cm["data"]["sensor-anomaly.json"]) == board
+
+
+CHECKOV = REPO / ".tools" / "checkov" / "bin" / "checkov"  # `make checkov`, pinned
+
+
+def checkov(framework: str, *target: str) -> dict[str, Any]:
+    """checkov's summary and failed checks for `target`, with the project's config (the
+    checks skipped there are justified in docs/operations.md)."""
+    done = subprocess.run(
+        [str(CHECKOV), *target, "--framework", framework, "--config-file",
+         str(REPO / ".checkov.yaml"), "--output", "json", "--quiet"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    found = json.loads(done.stdout)
+    reports = found if isinstance(found, list) else [found]
+    return {
+        "passed": sum(r["summary"]["passed"] for r in reports),
+        "failed": [
+            (c["check_id"], c["resource"]) for r in reports for c in r["results"]["failed_checks"]
+        ],
+    }
+
+
+@pytest.mark.skipif(not CHECKOV.is_file(), reason="checkov is not installed: make checkov")
+def test_a_security_scanner_finds_nothing_unjustified(tmp_path: Path) -> None:
+    """checkov over every rendered overlay and over the Dockerfile: nothing fails but what
+    .checkov.yaml skips, each justified in docs/operations.md."""
+    for overlay in OVERLAYS:
+        (tmp_path / f"{overlay}.yaml").write_text(yaml.safe_dump_all(render(overlay)))
+    kubernetes = checkov("kubernetes", "--directory", str(tmp_path))
+    assert kubernetes["failed"] == []
+    assert kubernetes["passed"] > 100 * len(OVERLAYS)
+    dockerfile = checkov("dockerfile", "--file", str(REPO / "Dockerfile"))
+    assert dockerfile["failed"] == []
+    assert dockerfile["passed"] > 100
+    skipped = yaml.safe_load((REPO / ".checkov.yaml").read_text())["skip-check"]
+    operations = (REPO / "docs" / "operations.md").read_text()
+    assert all(check in operations for check in skipped)

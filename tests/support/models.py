@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -23,12 +24,13 @@ from anomaly.model import (
     Threshold,
     TrainingSummary,
     ValidationFigures,
-    build_autoencoder,
     write_artifact,
 )
-from anomaly.model.artifact import MANIFEST, WEIGHTS, _sha256
+from anomaly.model.artifact import GRAPH, MANIFEST, WEIGHTS, _sha256
 from anomaly.model.features import FloatArray
 from devtools import simulator
+from training.autoencoder import build_autoencoder
+from training.graph import export_graph, saved_weights
 from training.job import TrainingOutcome, train
 from training.settings import TrainingSettings
 
@@ -104,13 +106,18 @@ def replace_weights(directory: Path, payload: object) -> None:
     edit_manifest(directory, lambda m: m.update(weights_sha256=digest))
 
 
+def replace_graph(directory: Path, data: bytes) -> None:
+    """Write another graph and make the manifest's checksum agree (a consistent forgery)."""
+    (directory / GRAPH).write_bytes(data)
+    digest = _sha256(directory / GRAPH)
+    edit_manifest(directory, lambda m: m.update(graph_sha256=digest))
+
+
 def write_random(directory: Path, version: str) -> None:
     """An untrained (randomly initialised, seeded by the name) model's artifact, named
     `version`, written into `directory` (a store's staging directory)."""
     n = len(simulator.FEATURES)
     architecture = ArchitectureConfig(n_features=n, window=2, hidden=(8,), latent=3)
-    torch.manual_seed(len(version))
-    network = build_autoencoder(architecture)
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         model_version=version,
@@ -126,8 +133,18 @@ def write_random(directory: Path, version: str) -> None:
             dict.fromkeys(ValidationFigures.model_fields, 1)
         ),
         weights_sha256="0" * 64,
+        graph_sha256="0" * 64,
     )
-    write_artifact(directory, manifest, network.state_dict())
+    write_artifact(directory, manifest, *_random_network(architecture, len(version)))
+
+
+@functools.cache
+def _random_network(architecture: ArchitectureConfig, seed: int) -> tuple[bytes, bytes]:
+    """The weights and the graph of a network initialised from `seed` (an export takes a
+    second: made once per seed)."""
+    torch.manual_seed(seed)
+    network = build_autoencoder(architecture)
+    return saved_weights(network), export_graph(network, architecture)
 
 
 def race_publishers(

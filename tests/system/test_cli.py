@@ -3,13 +3,18 @@
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 
 from anomaly.model import ModelStore
+from anomaly.model.artifact import GRAPH, WEIGHTS
 from devtools import simulator
-from tests.support.models import REPO, SKAB, write_csv
+from tests.support.models import REPO, SKAB, edit_manifest, write_csv
+from training.graph import load_network
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -44,7 +49,7 @@ def test_fit_on_skab_publishes_artifact_and_report(skab_free: Path, tmp_path: Pa
     assert "epoch 3/3" in fit.stderr  # progress, one line per epoch off a terminal
     directory = store / "versions" / version
     assert {p.name for p in directory.iterdir()} == {
-        "manifest.json", "weights.pt", "report.json", "report.png", "decision.json",
+        "manifest.json", "model.onnx", "weights.pt", "report.json", "report.png", "decision.json",
     }  # fmt: skip
     assert (directory / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     check = run("worker", "check-model", env={"WORKER_STORE__PATH": str(store)})
@@ -84,6 +89,41 @@ def test_versions_rollback_and_prune_commands(tmp_path: Path) -> None:
     prune = run("training", "prune", "--keep", "1", env=env)
     assert prune.returncode == 0, prune.stderr
     assert [v.name for v in store.list_versions()] == [first, third]
+
+
+def test_a_version_trained_before_graphs_is_refused_until_export_graph_publishes_it_again(
+    tmp_path: Path, publish_random: Callable[[ModelStore, str], str]
+) -> None:
+    """A 0.4 store: its current version has weights and no graph. The worker refuses it and
+    names the command; `export-graph` publishes it again with the graph, as the current
+    version, which the worker then serves with the scores the weights give."""
+    store = ModelStore(tmp_path / "store")
+    publish_random(store, "v1-old")
+    directory = tmp_path / "store" / "versions" / "v1-old"
+    (directory / GRAPH).unlink()
+    edit_manifest(directory, lambda m: m.update(format_version=6, graph_sha256=None))
+    env = {"WORKER_STORE__PATH": str(store.location), "TRAINING_STORE__PATH": str(store.location)}
+
+    refused = run("worker", "check-model", env=env)
+    assert refused.returncode != 0
+    assert "has no model.onnx" in refused.stderr
+    assert "`anomaly-train export-graph --version v1-old`" in refused.stderr
+    exported = run("training", "export-graph", env=env)
+    assert exported.returncode == 0, exported.stderr
+    assert "version v1-old-graph published with its graph (current)" in exported.stdout
+    assert store.current_version() == "v1-old-graph"
+    served = run("worker", "check-model", env=env)
+    assert served.returncode == 0, served.stderr
+    assert "model default v1-old-graph" in served.stdout
+    windows = np.random.default_rng(1).normal(size=(50, 2, simulator.N_FEATURES))
+    network = load_network(store.load("v1-old-graph").manifest, directory / WEIGHTS)
+    with torch.inference_mode():
+        expected = network(torch.from_numpy(windows.astype(np.float32))).numpy()
+    graph = store.load("v1-old-graph").detector.graph
+    np.testing.assert_allclose(graph(windows.astype(np.float32)), expected, rtol=1e-5, atol=1e-6)
+    again = run("training", "export-graph", "v1-old-graph", env=env)
+    assert again.returncode == 4
+    assert "has its graph already" in again.stderr
 
 
 def test_a_bad_setting_stops_with_the_variable_named(tmp_path: Path) -> None:

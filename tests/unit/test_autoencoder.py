@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import torch
 
-from anomaly.model import ArchitectureConfig, ModelStore, build_autoencoder, sliding_windows
+from anomaly.model import ArchitectureConfig, ModelStore, default_latent, sliding_windows
 from anomaly.model.artifact import MANIFEST
-from anomaly.model.autoencoder import ConvAutoencoder, DenseAutoencoder, default_latent
 from devtools import simulator
 from tests.support.models import settings_for, write_csv
+from training.autoencoder import ConvAutoencoder, DenseAutoencoder, build_autoencoder
 from training.job import train
 
 

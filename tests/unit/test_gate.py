@@ -14,11 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from anomaly.model import Detector, RobustScaler, Threshold
 from anomaly.rules import Rules
+from tests.support.graphs import scaled
 from training.data import DataError, SensorHistory, group_rows
 from training.gate import Decision, Scored, decide
 from training.settings import DataSettings, GateSettings
@@ -27,17 +26,6 @@ from training.verdicts import Verdict, VerdictKind, judge
 EACH_RECORD = Rules(
     open_after=1, resolve_after=1, resolve_after_s=0, end_drop=0, onset_step=0, score_rate=1
 )
-
-
-class Scaled(nn.Module):
-    """Reconstructs each scaled window as `factor` times itself."""
-
-    def __init__(self, factor: float) -> None:
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.factor
 
 
 def model(
@@ -57,7 +45,7 @@ def model(
     scaler = RobustScaler(center=np.zeros(n), scale=np.full(n, scale))
     calibrated = Threshold(value=threshold, method="quantile", target_fpr=target, n_samples=100)
     return Scored(
-        Detector(scaler, Scaled(reconstructs)), calibrated.widened(margin), window, features,
+        Detector(scaler, scaled(reconstructs, n)), calibrated.widened(margin), window, features,
         EACH_RECORD, version,
     )  # fmt: skip
 

@@ -4,6 +4,7 @@ gate and the benchmarks use, on recorded series, with the drop rule on and off."
 
 from __future__ import annotations
 
+import functools
 import json
 from datetime import UTC, datetime
 
@@ -17,13 +18,13 @@ from anomaly.model import (
     Artifact,
     Detector,
     Drift,
+    Graph,
     Manifest,
     RobustScaler,
     ScalerParams,
     Threshold,
     TrainingSummary,
     ValidationFigures,
-    build_autoencoder,
     sliding_windows,
 )
 from anomaly.replay import changes
@@ -32,6 +33,8 @@ from anomaly.scoring import score_series, series_flags
 from anomaly.settings import TopicSettings
 from devtools import simulator
 from tests.support.fakes import as_records
+from tests.support.graphs import of_network, zeros
+from training.autoencoder import build_autoencoder
 from training.data import AssetSeries, SensorHistory
 from training.gate import Scored, f1
 from worker.pipeline import BatchProcessor
@@ -52,6 +55,13 @@ def recorded(seed: int) -> np.ndarray:
     return rows
 
 
+@functools.cache
+def random_graph(architecture: ArchitectureConfig) -> Graph:
+    """The graph of a network with random weights, seeded (exported once)."""
+    torch.manual_seed(0)
+    return of_network(build_autoencoder(architecture))
+
+
 def artifact(
     rows: np.ndarray, rules: Rules, quantile: float, of: slice, drift: bool = False
 ) -> Artifact:
@@ -60,14 +70,13 @@ def artifact(
     calibrated on the normal part (fit on its first 200 records, threshold on the next 100)."""
     n = rows.shape[1]
     architecture = ArchitectureConfig(n_features=n, window=WINDOW, hidden=(16,), latent=3)
-    torch.manual_seed(0)
-    network = build_autoencoder(architecture).eval()
+    graph = random_graph(architecture)
     scaler = RobustScaler.fit(rows[:300])
-    detector = Detector(scaler, network)
+    detector = Detector(scaler, graph)
     if drift:
         residual = detector.score(sliding_windows(rows[:300], WINDOW)).residual
         calibrated = Drift.fit([residual[:200]], [residual[200:]], 0.05, 0.05)
-        detector = Detector(scaler, network, calibrated)
+        detector = Detector(scaler, graph, calibrated)
     probe = Threshold(value=0.0, method="quantile", target_fpr=0.2, n_samples=100)
     scores = score_series(detector, probe, rows[of], WINDOW, rules).score
     threshold = probe.model_copy(update={"value": float(np.quantile(scores, quantile))})
@@ -85,6 +94,7 @@ def artifact(
             dict.fromkeys(ValidationFigures.model_fields, 1)
         ),
         weights_sha256="0" * 64,
+        graph_sha256="0" * 64,
         rules=rules,
         drift=detector.drift,
     )
@@ -208,14 +218,6 @@ def test_the_worker_serves_the_models_rules_unless_overridden(
     assert "overridden by WORKER_ALERTS__*: {'end_drop': 0.0}" in caplog.text
 
 
-class Zeros(torch.nn.Module):
-    """Reconstructs every window as zeros: with an identity scaler a window-1 record's score
-    is the mean of its squared values."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(x)
-
-
 @pytest.mark.parametrize(("end_drop", "expected_f1"), [(0.0, 2 / 3), (2.0, 1.0)])
 def test_the_gate_judges_a_labelled_file_by_the_models_rules_drop_rule_included(
     end_drop: float, expected_f1: float
@@ -233,5 +235,5 @@ def test_the_gate_judges_a_labelled_file_by_the_models_rules_drop_rule_included(
     scaler = RobustScaler(center=np.zeros(1), scale=np.ones(1))
     threshold = Threshold(value=1.0, method="quantile", target_fpr=0.1, n_samples=10)
     rules = Rules(open_after=2, resolve_after=3, end_drop=end_drop, onset_step=0.0, score_rate=1)
-    model = Scored(Detector(scaler, Zeros()), threshold, 1, ("x",), rules)
+    model = Scored(Detector(scaler, zeros()), threshold, 1, ("x",), rules)
     assert f1(model, history) == pytest.approx(expected_f1)

@@ -5,24 +5,18 @@ reconstructs every window as zeros, so a window's score is the mean of its squar
 from __future__ import annotations
 
 import numpy as np
-import torch
-from torch import nn
 
 from anomaly.model import Detector, Drift, RobustScaler, Threshold
 from anomaly.rules import Rules
 from anomaly.scoring import SeriesScores, score_series, series_errors, series_flags, series_scores
-
-
-class Zeros(nn.Module):
-    """Reconstructs every window as zeros: the error is the scaled values themselves."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros_like(x)
+from tests.support.graphs import zeros
 
 
 def detector(n_features: int = 1) -> Detector:
     ones = np.ones(n_features)
-    return Detector(RobustScaler(center=np.zeros(n_features), scale=ones, noise=ones), Zeros())
+    return Detector(
+        RobustScaler(center=np.zeros(n_features), scale=ones, noise=ones), zeros(n_features)
+    )
 
 
 def threshold(value: float) -> Threshold:
@@ -117,7 +111,7 @@ def test_the_drift_of_a_series_holds_its_active_episode_while_a_sensor_stays_dis
         "-" * 20 + "+" * 5 + "-" * 20
     )
     drift = Drift(rate=0.5, center=(0.0,), spread=(1.0,), threshold=threshold(0.5))
-    drifting = Detector(detector().scaler, Zeros(), drift)
+    drifting = Detector(detector().scaler, zeros(), drift)
     scored = score_series(drifting, threshold(4.0), values, 1, rules)
     assert scored.residual.tolist() == (-values).tolist()  # zeros minus the reading
     assert scored.drift is drift
@@ -129,7 +123,7 @@ def test_the_drift_of_a_series_holds_its_active_episode_while_a_sensor_stays_dis
 def test_a_series_shorter_than_the_window_has_no_score_and_keeps_its_shapes() -> None:
     drift = Drift(rate=0.5, center=(0.0, 0.0), spread=(1.0, 1.0), threshold=threshold(0.5))
     short = np.ones((2, 2))
-    with_drift = Detector(detector(2).scaler, Zeros(), drift)
+    with_drift = Detector(detector(2).scaler, zeros(2), drift)
     errors = series_errors(with_drift, short, 3)
     assert (errors.score.shape, errors.shares.shape, errors.residual.shape) == (
         (0,),

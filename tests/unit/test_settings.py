@@ -4,6 +4,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from pydantic import BaseModel, ValidationError
@@ -33,6 +34,27 @@ def test_secrets_are_masked_in_the_logged_settings_but_reach_the_client() -> Non
 def test_sasl_without_credentials_is_refused() -> None:
     with pytest.raises(ValidationError, match="needs sasl_mechanism, sasl_username"):
         WorkerSettings(kafka={"security_protocol": "SASL_PLAINTEXT"})
+
+
+@pytest.mark.parametrize("app", [WorkerSettings, TrainingSettings])
+def test_kafka_credentials_are_read_from_the_mounted_secrets_files_the_environment_winning(
+    app: type[WorkerSettings] | type[TrainingSettings], tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    """The pods mount the Secret `sensor-anomaly-kafka` as files named by its keys (the
+    setting without the app's prefix), for both apps alike; a variable set wins."""
+    for key, value in {"KAFKA__SECURITY_PROTOCOL": "SASL_SSL", "KAFKA__SASL_MECHANISM":
+                       "SCRAM-SHA-512", "KAFKA__SASL_USERNAME": "trainer",
+                       "KAFKA__SASL_PASSWORD": "hunter2"}.items():  # fmt: skip
+        (tmp_path / key).write_text(value)
+    kafka = app(_secrets_dir=tmp_path).kafka
+    assert kafka.sasl_username == "trainer"
+    assert kafka.sasl_password is not None
+    assert kafka.sasl_password.get_secret_value() == "hunter2"
+    prefix = "WORKER_" if app is WorkerSettings else "TRAINING_"
+    monkeypatch.setenv(prefix + "KAFKA__SASL_USERNAME", "from-env")
+    assert app(_secrets_dir=tmp_path).kafka.sasl_username == "from-env"
+    assert app(_secrets_dir=tmp_path / "absent").kafka.sasl_username == "from-env"
 
 
 def test_nested_environment_variables_are_read(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,0 +1,43 @@
+"""Graphs for the tests of the core: small ONNX graphs written by hand (no torch, no export),
+and the real export of a network."""
+
+from __future__ import annotations
+
+import onnx
+from onnx import TensorProto, helper
+
+from anomaly.model import ArchitectureConfig, Graph
+from anomaly.model.graph import INPUT, OUTPUT
+from training.autoencoder import Autoencoder
+from training.graph import to_graph
+
+
+def scaled(factor: float, n_features: int = 1, window: int | None = None) -> Graph:
+    """Reconstructs each scaled window as `factor` times itself (0: as zeros, so that with an
+    identity scaler a window-1 record's score is the mean of its squared values); windows of
+    any length unless `window` is given."""
+    shape: list[str | int] = ["batch", "window" if window is None else window, n_features]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["factor"], value=helper.make_tensor(
+                "factor", TensorProto.FLOAT, [], [factor])),
+            helper.make_node("Mul", [INPUT, "factor"], [OUTPUT]),
+        ],
+        "scaled",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, shape)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return Graph(model.SerializeToString(), window or 1, n_features)
+
+
+def zeros(n_features: int = 1) -> Graph:
+    """Reconstructs every window (of any length) as zeros."""
+    return scaled(0.0, n_features)
+
+
+def of_network(network: Autoencoder) -> Graph:
+    """A network exported as the training job exports it."""
+    config: ArchitectureConfig = network.config
+    return to_graph(network, config)

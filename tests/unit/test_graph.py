@@ -1,0 +1,88 @@
+"""The graph the worker runs is the network the training job fitted: parity on random and
+real windows, both kinds; and the worker's code runs without torch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from anomaly.model import ArchitectureConfig, RobustScaler, load_artifact, sliding_windows
+from anomaly.model.artifact import WEIGHTS
+from devtools import simulator
+from tests.support.graphs import of_network
+from tests.support.models import REPO, SKAB, Trained
+from training.autoencoder import build_autoencoder
+from training.graph import load_network
+
+KINDS = [("dense", 1), ("dense", 16), ("conv", 16), ("conv", 61)]
+
+
+def skab_rows() -> np.ndarray:
+    """A real recording: SKAB's anomaly-free run of the water-circulation rig (8 sensors)."""
+    path = SKAB / "anomaly-free" / "anomaly-free.csv"
+    if not path.is_file():
+        pytest.skip(f"SKAB is not at {SKAB} (README: the data beside the repository)")
+    return np.loadtxt(path, delimiter=";", skiprows=1, usecols=range(1, 9))[:3000]
+
+
+def rebuilt_by_both(architecture: ArchitectureConfig, scaled: np.ndarray) -> tuple[np.ndarray, ...]:
+    torch.manual_seed(architecture.window)
+    network = build_autoencoder(architecture).eval()
+    with torch.inference_mode():
+        expected = network(torch.from_numpy(scaled)).numpy()
+    return of_network(network)(scaled), expected
+
+
+@pytest.mark.parametrize(("kind", "window"), KINDS)
+def test_the_graph_reconstructs_random_windows_as_the_network_does(kind: str, window: int) -> None:
+    architecture = ArchitectureConfig(kind=kind, n_features=8, window=window, hidden=(16, 8),
+                                      latent=4)  # fmt: skip
+    scaled = np.random.default_rng(window).normal(size=(700, window, 8)).astype(np.float32)
+    graph, network = rebuilt_by_both(architecture, scaled)
+    assert graph.shape == network.shape
+    np.testing.assert_allclose(graph, network, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("kind", "window"), KINDS)
+def test_the_graph_reconstructs_real_windows_as_the_network_does(kind: str, window: int) -> None:
+    rows = skab_rows()
+    scaled = RobustScaler.fit(rows).transform(sliding_windows(rows, window))
+    architecture = ArchitectureConfig(kind=kind, n_features=8, window=window, hidden=(16, 8),
+                                      latent=4)  # fmt: skip
+    graph, network = rebuilt_by_both(architecture, scaled)
+    np.testing.assert_allclose(graph, network, rtol=1e-5, atol=1e-6)
+
+
+def test_a_trained_versions_graph_is_its_weights_network(trained: Trained) -> None:
+    """The artifact's two files agree: the graph written beside the weights reconstructs what
+    the network those weights rebuild does."""
+    directory = Path(trained.outcome.location)
+    artifact = load_artifact(directory)
+    network = load_network(artifact.manifest, directory / WEIGHTS)
+    windows = sliding_windows(simulator.clean_rows(500, seed=5), artifact.manifest.window)
+    scaled = artifact.detector.scaler.transform(windows)
+    with torch.inference_mode():
+        expected = network(torch.from_numpy(scaled)).numpy()
+    np.testing.assert_allclose(artifact.detector.graph(scaled), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_the_worker_and_the_core_load_no_torch(trained: Trained) -> None:
+    """What the worker imports, end to end (the CLI, the loop, Kafka, the model store), and a
+    version it loads and scores with, bring in neither torch nor the training job: its
+    install need not carry them (the import contracts say the same of the source)."""
+    probe = (
+        "import sys, pathlib, numpy, worker.cli, worker.runner, worker.kafka_io, "
+        "worker.kafka_sink, anomaly.model; "
+        "a = anomaly.model.load_artifact(pathlib.Path(sys.argv[1])); "
+        "a.detector.score(numpy.zeros((3, a.manifest.window, len(a.manifest.features)))); "
+        "print(sorted({m.split('.')[0] for m in sys.modules} & "
+        "{'torch', 'training', 'matplotlib', 'onnx', 'onnxscript'}))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe, trained.outcome.location], cwd=REPO,
+                          capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+    assert done.stdout.strip() == "[]"
