@@ -183,6 +183,13 @@ def median(values: Sequence[float]) -> float:
 
 
 def peak_rss_mb() -> float:
+    """This process's peak RSS since it started (Linux's VmHWM). Not getrusage's ru_maxrss:
+    on Linux that keeps the high-water mark of the process image exec replaced, so a role
+    started from a benchmark that had trained a model with torch reported the benchmark's
+    peak (800 MB and more) instead of its own."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 

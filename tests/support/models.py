@@ -113,11 +113,15 @@ def replace_graph(directory: Path, data: bytes) -> None:
     edit_manifest(directory, lambda m: m.update(graph_sha256=digest))
 
 
+# The architecture of the random models (`write_random`).
+RANDOM = ArchitectureConfig(n_features=len(simulator.FEATURES), window=2, hidden=(8,), latent=3)
+
+
 def write_random(directory: Path, version: str) -> None:
     """An untrained (randomly initialised, seeded by the name) model's artifact, named
     `version`, written into `directory` (a store's staging directory)."""
     n = len(simulator.FEATURES)
-    architecture = ArchitectureConfig(n_features=n, window=2, hidden=(8,), latent=3)
+    architecture = RANDOM
     manifest = Manifest(
         format_version=FORMAT_VERSION,
         model_version=version,
@@ -152,6 +156,8 @@ def race_publishers(
 ) -> dict[str, object]:
     """Each name published at once by a store of its own (as separate training runs are),
     all claiming to replace `replaces`: name -> the version published, or the exception."""
+    for name in names:  # exported here, one at a time: torch's exporter is not for threads
+        _random_network(RANDOM, len(name))
     barrier = threading.Barrier(len(names))
     outcomes: dict[str, object] = {}
 

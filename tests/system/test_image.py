@@ -44,8 +44,10 @@ def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]
 
 
 @pytest.fixture(scope="module")
-def image() -> str:
-    """The worker image, built from this checkout (podman's cache keeps unchanged layers)."""
+def image() -> Iterator[str]:
+    """The worker image, built from this checkout; afterwards the images no tag names any
+    more (an earlier build's, the build stages) are removed, so that runs do not fill the
+    disk."""
     base = subprocess.run([str(REPO / "devtools" / "images" / "base.sh"), BASE],
                           capture_output=True, text=True, timeout=900)  # fmt: skip
     assert base.returncode == 0, base.stdout + base.stderr
@@ -53,7 +55,8 @@ def image() -> str:
     build = podman("build", "--target", "worker", *secret, "--build-arg", f"BASE={BASE}",
                    "-t", IMAGE, str(REPO), timeout=1200)  # fmt: skip
     assert build.returncode == 0, (build.stdout + build.stderr)[-4000:]
-    return IMAGE
+    yield IMAGE
+    podman("image", "prune", "--force", timeout=300)
 
 
 def test_the_image_holds_the_worker_and_no_torch(image: str) -> None:

@@ -10,8 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from onnx import TensorProto, helper
 
-from anomaly.model import ArchitectureConfig, RobustScaler, load_artifact, sliding_windows
+from anomaly.model import (
+    ArchitectureConfig,
+    ArtifactError,
+    Graph,
+    RobustScaler,
+    load_artifact,
+    sliding_windows,
+)
 from anomaly.model.artifact import WEIGHTS
 from devtools import simulator
 from tests.support.graphs import of_network
@@ -86,3 +94,29 @@ def test_the_worker_and_the_core_load_no_torch(trained: Trained) -> None:
     done = subprocess.run([sys.executable, "-c", probe, trained.outcome.location], cwd=REPO,
                           capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
     assert done.stdout.strip() == "[]"
+
+
+def test_a_graph_of_other_names_or_shapes_is_refused() -> None:
+    """The graph must read `windows` and write `rebuilt`, windows of the manifest's shape
+    (a dimension left free takes any size)."""
+
+    def graph(inputs: str, outputs: str, shape: list[str | int]) -> bytes:
+        node = helper.make_node("Identity", [inputs], [outputs])
+        made = helper.make_graph(
+            [node], "g", [helper.make_tensor_value_info(inputs, TensorProto.FLOAT, shape)],
+            [helper.make_tensor_value_info(outputs, TensorProto.FLOAT, shape)],
+        )  # fmt: skip
+        return helper.make_model(
+            made, opset_imports=[helper.make_opsetid("", 17)]
+        ).SerializeToString()
+
+    assert Graph(graph("windows", "rebuilt", ["b", 3, 2]), 3, 2).threads >= 1
+    assert Graph(graph("windows", "rebuilt", ["b", "w", 2]), 7, 2)  # any window
+    with pytest.raises(ArtifactError, match=r"reads \['x'\] and writes \['rebuilt'\]"):
+        Graph(graph("x", "rebuilt", ["b", 3, 2]), 3, 2)
+    with pytest.raises(ArtifactError, match=r"reads \['windows'\] and writes \['y'\]"):
+        Graph(graph("windows", "y", ["b", 3, 2]), 3, 2)
+    with pytest.raises(ArtifactError, match=r"windows of shape \['b', 3, 2\], not \(batch, 3, 5\)"):
+        Graph(graph("windows", "rebuilt", ["b", 3, 2]), 3, 5)
+    with pytest.raises(ArtifactError, match=r"windows of shape \['b', 6\]"):
+        Graph(graph("windows", "rebuilt", ["b", 6]), 3, 2)
