@@ -106,9 +106,10 @@ def test_a_graph_of_other_names_or_shapes_is_refused() -> None:
             [node], "g", [helper.make_tensor_value_info(inputs, TensorProto.FLOAT, shape)],
             [helper.make_tensor_value_info(outputs, TensorProto.FLOAT, shape)],
         )  # fmt: skip
-        return helper.make_model(
+        data: bytes = helper.make_model(
             made, opset_imports=[helper.make_opsetid("", 17)]
         ).SerializeToString()
+        return data
 
     assert Graph(graph("windows", "rebuilt", ["b", 3, 2]), 3, 2).threads >= 1
     assert Graph(graph("windows", "rebuilt", ["b", "w", 2]), 7, 2)  # any window
