@@ -21,6 +21,7 @@ from anomaly.model import (
     sliding_windows,
 )
 from anomaly.model.artifact import WEIGHTS
+from anomaly.model.graph import set_threads
 from devtools import simulator
 from tests.support.graphs import of_network
 from tests.support.models import REPO, SKAB, Trained
@@ -111,7 +112,10 @@ def test_a_graph_of_other_names_or_shapes_is_refused() -> None:
         ).SerializeToString()
         return data
 
-    assert Graph(graph("windows", "rebuilt", ["b", 3, 2]), 3, 2).threads >= 1
+    data = graph("windows", "rebuilt", ["b", 3, 2])
+    assert Graph(data, 3, 2).data == data  # what write_artifact writes
+    with pytest.raises(ArtifactError, match="not a loadable ONNX graph"):
+        Graph(data[: len(data) // 2], 3, 2)
     assert Graph(graph("windows", "rebuilt", ["b", "w", 2]), 7, 2)  # any window
     with pytest.raises(ArtifactError, match=r"reads \['x'\] and writes \['rebuilt'\]"):
         Graph(graph("x", "rebuilt", ["b", 3, 2]), 3, 2)
@@ -121,3 +125,16 @@ def test_a_graph_of_other_names_or_shapes_is_refused() -> None:
         Graph(graph("windows", "rebuilt", ["b", 3, 2]), 3, 5)
     with pytest.raises(ArtifactError, match=r"windows of shape \['b', 6\]"):
         Graph(graph("windows", "rebuilt", ["b", 6]), 3, 2)
+
+
+def test_graphs_compute_on_the_threads_set_one_operator_at_a_time() -> None:
+    scaled_graph = of_network(build_autoencoder(ArchitectureConfig(n_features=2, window=1,
+                                                                   latent=2)))  # fmt: skip
+    try:
+        set_threads(3)
+        graph = Graph(scaled_graph.data, 1, 2)
+        assert graph.threads == 3
+        assert graph._session.get_session_options().inter_op_num_threads == 1
+    finally:
+        set_threads(1)
+    assert Graph(scaled_graph.data, 1, 2).threads == 1
