@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
-from pydantic_settings import PydanticBaseSettingsSource
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 from pydantic_settings.sources import NestedSecretsSettingsSource
 
 NESTED_DELIMITER = "__"
@@ -19,20 +19,28 @@ NESTED_DELIMITER = "__"
 SECRETS_DIR = "/var/run/secrets/sensor-anomaly/kafka"
 
 
-def with_secret_files(
-    init: PydanticBaseSettingsSource,
-    env: PydanticBaseSettingsSource,
-    dotenv: PydanticBaseSettingsSource,
-    file_secret: PydanticBaseSettingsSource,
-) -> tuple[PydanticBaseSettingsSource, ...]:
-    """An app's settings sources (`settings_customise_sources`): arguments, the environment,
-    then the files in its secrets directory (`SECRETS_DIR`, absent: none), nested settings
-    by their double-underscore names."""
-    files = NestedSecretsSettingsSource(
-        file_secret, secrets_prefix="", secrets_nested_delimiter=NESTED_DELIMITER,
-        secrets_dir_missing="ok",
+class AppSettings(BaseSettings):
+    """The base of each app's settings (WorkerSettings, TrainingSettings, which name their
+    `env_prefix`): frozen, unknown variables refused, nested parts by `NESTED_DELIMITER`; read
+    from arguments, then the environment, then the files in `SECRETS_DIR` (absent: none),
+    nested settings by their double-underscore names."""
+
+    model_config = SettingsConfigDict(
+        env_nested_delimiter=NESTED_DELIMITER, frozen=True, extra="forbid",
+        secrets_dir=SECRETS_DIR,
     )  # fmt: skip
-    return init, env, dotenv, files
+
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
+        files = NestedSecretsSettingsSource(
+            file_secret_settings, secrets_prefix="", secrets_nested_delimiter=NESTED_DELIMITER,
+            secrets_dir_missing="ok",
+        )  # fmt: skip
+        return init_settings, env_settings, dotenv_settings, files
 
 
 class _Part(BaseModel):

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
 from anomaly import settings
 from anomaly.model.architecture import DEFAULT_KERNEL, Kind
@@ -20,7 +20,7 @@ from anomaly.model.drift import DRIFT_RATE
 from anomaly.rules import Rules
 from anomaly.settings import (
     DEFAULT_MODEL,
-    SECRETS_DIR,
+    AppSettings,
     InputSettings,
     KafkaSettings,
     RouteSettings,
@@ -28,7 +28,6 @@ from anomaly.settings import (
     TopicName,
     TopicSettings,
     check_model_name,
-    with_secret_files,
 )
 
 
@@ -42,7 +41,6 @@ class TrainingTopics(TopicSettings):
 # The client id the brokers see (their logs, quotas, ACL audit); the workers' is their own.
 CLIENT_ID = "anomaly-training"
 ENV_PREFIX = "TRAINING_"
-NESTED_DELIMITER = "__"
 
 Names = Annotated[tuple[str, ...], NoDecode]
 
@@ -221,24 +219,10 @@ class PushgatewaySettings(BaseModel):
     job: str = "anomaly-training"
 
 
-class TrainingSettings(BaseSettings):
+class TrainingSettings(AppSettings):
     """The training job's settings (one frozen object, validated at start)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX,
-        env_nested_delimiter=NESTED_DELIMITER,
-        frozen=True,
-        extra="forbid",
-        secrets_dir=SECRETS_DIR,
-    )
-
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
-        return with_secret_files(init_settings, env_settings, dotenv_settings, file_secret_settings)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
     data: DataSettings = DataSettings()
     kafka: KafkaSettings = KafkaSettings(client_id=CLIENT_ID)

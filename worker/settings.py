@@ -10,20 +10,18 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from anomaly import settings
 from anomaly.rules import Rules
 from anomaly.settings import (
-    NESTED_DELIMITER,
-    SECRETS_DIR,
+    AppSettings,
     InputSettings,
     KafkaSettings,
     RouteSettings,
     StoreLocation,
     TopicSettings,
     check_model_name,
-    with_secret_files,
 )
 
 ENV_PREFIX = "WORKER_"
@@ -138,21 +136,10 @@ class HttpSettings(_Part):
     liveness_timeout_s: float = Field(default=60.0, gt=0)
 
 
-class WorkerSettings(BaseSettings):
+class WorkerSettings(AppSettings):
     """The worker's settings (one frozen object)."""
 
-    model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, env_nested_delimiter=NESTED_DELIMITER, frozen=True, extra="forbid",
-        secrets_dir=SECRETS_DIR,
-    )  # fmt: skip
-
-    @classmethod
-    def settings_customise_sources(
-        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:  # fmt: skip
-        return with_secret_files(init_settings, env_settings, dotenv_settings, file_secret_settings)
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX)
 
     kafka: KafkaSettings = KafkaSettings()
     topics: WorkerTopics = WorkerTopics()
