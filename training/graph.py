@@ -24,7 +24,6 @@ from anomaly.model import (
     ModelStore,
     write_artifact,
 )
-from anomaly.model.architecture import ArchitectureConfig
 from anomaly.model.artifact import WEIGHTS
 from anomaly.model.graph import INPUT, OUTPUT
 from training.autoencoder import Autoencoder, build_autoencoder
@@ -34,9 +33,9 @@ from training.autoencoder import Autoencoder, build_autoencoder
 _EXPORTER_LOGGERS = ("torch.onnx", "torch.export", "torch._export", "onnxscript")
 
 
-def export_graph(network: Autoencoder, architecture: ArchitectureConfig) -> bytes:
+def export_graph(network: Autoencoder) -> bytes:
     """The network's ONNX graph: scaled windows (batch, window, features) -> reconstruction."""
-    example = torch.zeros((2, architecture.window, architecture.n_features))
+    example = torch.zeros((2, network.config.window, network.config.n_features))
     levels = {name: logging.getLogger(name).level for name in _EXPORTER_LOGGERS}
     try:
         for name in _EXPORTER_LOGGERS:
@@ -55,9 +54,9 @@ def export_graph(network: Autoencoder, architecture: ArchitectureConfig) -> byte
     return data
 
 
-def to_graph(network: Autoencoder, architecture: ArchitectureConfig) -> Graph:
+def to_graph(network: Autoencoder) -> Graph:
     """The network exported and loaded, as the worker will run it."""
-    return Graph(export_graph(network, architecture), architecture.window, architecture.n_features)
+    return Graph(export_graph(network), network.config.window, network.config.n_features)
 
 
 def saved_weights(network: Autoencoder) -> bytes:
@@ -94,7 +93,7 @@ def load_network(manifest: Manifest, weights: Path) -> Autoencoder:
 def rebuild(manifest: Manifest, weights: Path) -> bytes:
     """The graph of a version written without one, exported from its weights
     (`load_artifact(..., rebuild=rebuild)`)."""
-    return export_graph(load_network(manifest, weights), manifest.architecture)
+    return export_graph(load_network(manifest, weights))
 
 
 def export_version(store: ModelStore, version: str | None = None) -> str:

@@ -454,7 +454,7 @@ def _fit(
     finally:
         if progress is not None:
             progress.close()
-    graph = to_graph(result.network, architecture)  # scored from here on as the worker will
+    graph = to_graph(result.network)  # scored from here on as the worker will
     detector = Detector(scaler, graph)
     held = calibration_part.series
     held_errors = [series_errors(detector, s.values, window) for s in held]

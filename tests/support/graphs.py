@@ -1,15 +1,13 @@
-"""Graphs for the tests of the core: small ONNX graphs written by hand (no torch, no export),
-and the real export of a network."""
+"""Graphs for the tests of the core: small ONNX graphs written by hand (no torch, no export;
+a network's real export is training.graph.to_graph)."""
 
 from __future__ import annotations
 
 import onnx
 from onnx import TensorProto, helper
 
-from anomaly.model import ArchitectureConfig, Graph
+from anomaly.model import Graph
 from anomaly.model.graph import INPUT, OUTPUT
-from training.autoencoder import Autoencoder
-from training.graph import to_graph
 
 
 def scaled(factor: float, n_features: int = 1, window: int | None = None) -> Graph:
@@ -35,9 +33,3 @@ def scaled(factor: float, n_features: int = 1, window: int | None = None) -> Gra
 def zeros(n_features: int = 1) -> Graph:
     """Reconstructs every window (of any length) as zeros."""
     return scaled(0.0, n_features)
-
-
-def of_network(network: Autoencoder) -> Graph:
-    """A network exported as the training job exports it."""
-    config: ArchitectureConfig = network.config
-    return to_graph(network, config)

@@ -148,7 +148,7 @@ def _random_network(architecture: ArchitectureConfig, seed: int) -> tuple[bytes,
     second: made once per seed)."""
     torch.manual_seed(seed)
     network = build_autoencoder(architecture)
-    return saved_weights(network), export_graph(network, architecture)
+    return saved_weights(network), export_graph(network)
 
 
 def race_publishers(

@@ -23,10 +23,9 @@ from anomaly.model import (
 from anomaly.model.artifact import WEIGHTS
 from anomaly.model.graph import set_threads
 from devtools import simulator
-from tests.support.graphs import of_network
 from tests.support.models import REPO, SKAB, Trained
 from training.autoencoder import build_autoencoder
-from training.graph import load_network
+from training.graph import load_network, to_graph
 
 KINDS = [("dense", 1), ("dense", 16), ("conv", 16), ("conv", 61)]
 
@@ -44,7 +43,7 @@ def rebuilt_by_both(architecture: ArchitectureConfig, scaled: np.ndarray) -> tup
     network = build_autoencoder(architecture).eval()
     with torch.inference_mode():
         expected = network(torch.from_numpy(scaled)).numpy()
-    return of_network(network)(scaled), expected
+    return to_graph(network)(scaled), expected
 
 
 @pytest.mark.parametrize(("kind", "window"), KINDS)
@@ -128,7 +127,7 @@ def test_a_graph_of_other_names_or_shapes_is_refused() -> None:
 
 
 def test_graphs_compute_on_the_threads_set_one_operator_at_a_time() -> None:
-    scaled_graph = of_network(build_autoencoder(ArchitectureConfig(n_features=2, window=1,
+    scaled_graph = to_graph(build_autoencoder(ArchitectureConfig(n_features=2, window=1,
                                                                    latent=2)))  # fmt: skip
     try:
         set_threads(3)

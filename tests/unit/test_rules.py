@@ -33,10 +33,11 @@ from anomaly.scoring import score_series, series_flags
 from anomaly.settings import TopicSettings
 from devtools import simulator
 from tests.support.fakes import as_records
-from tests.support.graphs import of_network, zeros
+from tests.support.graphs import zeros
 from training.autoencoder import build_autoencoder
 from training.data import AssetSeries, SensorHistory
 from training.gate import Scored, f1
+from training.graph import to_graph
 from worker.pipeline import BatchProcessor
 from worker.settings import AlertSettings, BatchSettings
 
@@ -59,7 +60,7 @@ def recorded(seed: int) -> np.ndarray:
 def random_graph(architecture: ArchitectureConfig) -> Graph:
     """The graph of a network with random weights, seeded (exported once)."""
     torch.manual_seed(0)
-    return of_network(build_autoencoder(architecture))
+    return to_graph(build_autoencoder(architecture))
 
 
 def artifact(
