@@ -3,7 +3,9 @@ reads back of them (`episode_id`, `asset_id`, `type`, `started_at`, `ended_at`).
 
 Two families share the topic, told apart by `type`: an asset's anomaly episodes (`open`, then
 any number of `quiet` and `resume`, then `resolve`: anomaly/rules.py; their top features
-carry the deciding window's actual and expected values), and
+carry the deciding window's actual and expected values; `suppress` and `unsuppress` when a
+maintenance window or a shelf starts or stops holding its page back: anomaly/calendar.py,
+every event's `suppressed` says why it is held, null while it pages), and
 its sensors that fall silent (`sensor_silent`, `sensor_resolve`: one feature of one asset,
 worker/sensors.py). Only the first carry an `episode_id`.
 """
@@ -22,6 +24,8 @@ from anomaly.rules import Episode, EventType, SourceRef
 from anomaly.settings import DEFAULT_MODEL
 
 SensorEventType = Literal["sensor_silent", "sensor_resolve"]
+# An episode's events: the rules' own, and its page held back or released (worker/decide.py).
+AlertType = EventType | Literal["suppress", "unsuppress"]
 
 
 @dataclass(frozen=True)
@@ -43,9 +47,10 @@ class AlertEvent:
     evicted asset's resolve); `filled`: the features whose values in the deciding window were
     filled (a sensor that dropped out); `threshold`: the asset's (None: the model's);
     `evidence`: the deciding window and the model's reconstruction of it, shown for the top
-    features; `reason`: why it happened other than by the rules (`evicted`)."""
+    features; `reason`: why it happened other than by the rules (`evicted`); `released`: what
+    held the page back until an `unsuppress`."""
 
-    kind: EventType
+    kind: AlertType
     episode: Episode
     asset_id: str
     ts: datetime
@@ -56,6 +61,7 @@ class AlertEvent:
     threshold: float | None = None
     evidence: Evidence | None = None
     reason: str | None = None
+    released: str | None = None
 
     def json(self, context: EventContext) -> bytes:
         """The event's JSON as published, with what the batch's events share."""
@@ -76,6 +82,7 @@ class AlertEvent:
             "detected_at": _iso(context.detected_at),
             "started_at": _iso(episode.started_at),
             "filled": list(self.filled),
+            "suppressed": episode.held,
         }
         if kind == "resume" and episode.resumed is not None:  # its active stretch starts here
             event["resumed_at"] = _iso(episode.resumed[0])
@@ -85,6 +92,8 @@ class AlertEvent:
                 records=episode.records,
                 peak_score=episode.peak_score,
             )
+        if self.released is not None:
+            event["released"] = self.released
         if self.reason is not None:
             event["reason"] = self.reason
         return json.dumps(event).encode()

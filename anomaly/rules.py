@@ -194,6 +194,9 @@ class Episode:
     # the first record of the run that last resumed it (None: never resumed); its records
     # from there to `records` are the active stretch, the quiet gap before it is not flagged
     resumed: tuple[datetime, SourceRef] | None = None
+    # why its page is held back (anomaly/calendar.py: a maintenance window or a shelf), as of
+    # its asset's latest record; None: it pages. The rules never set it: the worker does.
+    held: str | None = None
 
 
 @dataclass

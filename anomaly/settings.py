@@ -126,6 +126,8 @@ class TopicSettings(_Part):
     input: TopicName = "sensor-readings"
     alerts: TopicName = "sensor-alerts"
     dead_letters: TopicName = "sensor-readings.dlq"
+    # maintenance windows and shelved alarms (compacted; anomaly/calendar.py)
+    calendar: TopicName = "sensor-calendar"
     group: str = Field(default="anomaly-worker", min_length=1)
 
 

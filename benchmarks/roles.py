@@ -154,6 +154,9 @@ class _Timed:
     def handover(self) -> Handover | None:
         return self.source.handover()
 
+    def calendar(self) -> list[tuple[bytes | None, bytes | None]]:
+        return self.source.calendar()
+
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None:

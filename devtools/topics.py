@@ -4,7 +4,7 @@ topics and reads them through the worker and the training job)."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -16,13 +16,18 @@ from anomaly.records import SourceRecord
 from anomaly.settings import KafkaSettings
 
 
-def create_topics(kafka: KafkaSettings, partitions: Mapping[str, int]) -> None:
-    """Create topics that do not exist yet (for the demo and tests; production uses its own)."""
+def create_topics(
+    kafka: KafkaSettings, partitions: Mapping[str, int], compacted: Iterable[str] = ()
+) -> None:
+    """Create topics that do not exist yet (for the demo and tests; production uses its own);
+    those named in `compacted` keep the last message per key (the calendar)."""
+    compact = set(compacted)
     admin = KafkaAdminClient(**client_config(kafka))
     try:
         for name, count in partitions.items():
+            configs = {"cleanup.policy": "compact"} if name in compact else None
             with contextlib.suppress(TopicAlreadyExistsError):
-                admin.create_topics([NewTopic(name, count, 1)])
+                admin.create_topics([NewTopic(name, count, 1, topic_configs=configs)])
     finally:
         admin.close()
 

@@ -10,6 +10,12 @@
                                                 expectation: a PNG and a JSON
     anomaly-train verdict EPISODE_ID false_alarm|confirmed [--note TEXT]
                                                 an engineer's verdict, for the next training
+    anomaly-train window set ID --assets PATTERN --start T --end T [--every daily|weekly]
+                                                a maintenance window: alerts held back,
+                                                records kept out of training
+    anomaly-train window list | window remove ID
+    anomaly-train shelve ASSET --for 8h --by NAME --reason TEXT | unshelve ASSET
+                                                hold one asset's alarm back for a while
 
 Every flag has an environment variable (shown in --help); a flag wins over its variable.
 """
@@ -20,12 +26,22 @@ import argparse
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
 from enum import IntEnum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
 
+from anomaly.calendar import (
+    MaintenanceWindow,
+    Shelf,
+    describe,
+    parse_duration,
+    shelf_message,
+    tombstone,
+    window_message,
+)
 from anomaly.model import ArtifactError, CalibrationError, ModelStore, model_store
 from anomaly.settings import shown_input
 from training.settings import TrainingSettings, env_name
@@ -131,6 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(settings, args.episode_id, args.out, args.margin_s)
         if command == "verdict":
             return _verdict(settings, args.episode_id, args.verdict, args.note)
+        if command in ("window", "shelve", "unshelve"):
+            done = _episode_command(
+                "the calendar was not changed", lambda: _calendar(settings, args)
+            )
+            return done if isinstance(done, ExitCode) else ExitCode.OK
         store = model_store(settings.store.path, settings.store.model)
         if command == "versions":
             return _versions(store)
@@ -213,6 +234,56 @@ def _verdict(settings: TrainingSettings, episode_id: str, verdict: str, note: st
     return ExitCode.OK
 
 
+def _calendar(settings: TrainingSettings, args: argparse.Namespace) -> None:
+    """`window set|list|remove`, `shelve`, `unshelve` (anomaly/calendar.py); DataError for an
+    entry that makes no sense, KafkaUnavailableError when the topic cannot be written or read."""
+    from training.calendar import read_calendar, write_entry
+    from training.data import DataError
+
+    topic = settings.topics.calendar
+    action = "shelve" if args.command == "shelve" else getattr(args, "action", "remove")
+    if args.command == "window" and action == "list":
+        calendar = read_calendar(settings, missing_ok=False)
+        entries: list[MaintenanceWindow | Shelf] = [*calendar.windows.values()]
+        entries += calendar.shelves.values()
+        for entry in entries:
+            print(describe(entry))
+        print(f"{len(calendar.windows)} windows, {len(calendar.shelves)} shelves on {topic}")
+        return
+    try:
+        if args.command == "window" and action == "set":
+            window = MaintenanceWindow(
+                id=args.id, assets=args.assets, start=args.start, end=args.end,
+                timezone=args.timezone, every=args.every, until=args.until,
+                suppress_alerts=args.alerts == "suppress",
+                exclude_training=args.training == "exclude", note=args.note, created_by=args.by,
+            )  # fmt: skip
+            write_entry(settings, *window_message(window))
+            print(f"set on {topic}: {describe(window)}")
+        elif args.command == "shelve":
+            since = datetime.now(UTC).replace(microsecond=0)
+            shelf = Shelf(asset_id=args.asset, since=since,
+                          until=since + timedelta(seconds=parse_duration(args.duration)),
+                          by=args.by, reason=args.reason)  # fmt: skip
+            write_entry(settings, *shelf_message(shelf))
+            print(f"set on {topic}: {describe(shelf)}")
+        else:
+            kind: Literal["window", "shelf"] = "window" if args.command == "window" else "shelf"
+            entry = args.id if kind == "window" else args.asset
+            write_entry(settings, tombstone(kind, entry), None)
+            print(f"removed from {topic}: {kind} {entry}")
+    except ValidationError as exc:
+        raise DataError(f"{args.command}: {'; '.join(_describe_entry(exc))}") from None
+    except ValueError as exc:  # a duration that is not one
+        raise DataError(f"{args.command}: {exc}") from None
+
+
+def _describe_entry(exc: ValidationError) -> list[str]:
+    return [
+        f"{'.'.join(str(p) for p in err['loc']) or 'entry'}: {err['msg']}" for err in exc.errors()
+    ]
+
+
 def _episode_command(failed: str, run: Callable[[], T]) -> T | ExitCode:
     """`run()`, or the exit code of what stopped it (an episode or data it cannot use, Kafka
     it cannot reach), logged after `failed`."""
@@ -282,6 +353,7 @@ def _parser() -> argparse.ArgumentParser:
     verdict.add_argument("episode_id", help="the events' episode_id")
     verdict.add_argument("verdict", help="false_alarm (normal after all) or confirmed")
     verdict.add_argument("--note", help="why, for whoever reads the feedback topic")
+    _calendar_commands(commands)
     export = commands.add_parser(
         "export-graph",
         help="publish a version trained before 0.5 (no model.onnx) again with its ONNX graph",
@@ -291,6 +363,56 @@ def _parser() -> argparse.ArgumentParser:
         for flag, path, text, _ in (_STORE_FLAG, _MODEL_FLAG):
             sub.add_argument(flag, dest=path, help=f"{text} [{env_name(tuple(path.split('.')))}]")
     return parser
+
+
+def _calendar_commands(commands: Any) -> None:
+    window = commands.add_parser(
+        "window", help="maintenance windows: alerts held back, records kept out of training"
+    )
+    actions = window.add_subparsers(dest="action", required=True)
+    setting = actions.add_parser("set", help="set (or replace) a window")
+    setting.add_argument("id", help="the window's name: letters, digits, . _ : -")
+    setting.add_argument(
+        "--assets", required=True, help="the asset ids it covers: a name or a pattern (pump-*, *)"
+    )
+    setting.add_argument(
+        "--start", required=True, help="wall-clock start in --timezone, e.g. 2026-12-07T06:00"
+    )
+    setting.add_argument("--end", required=True, help="wall-clock end, e.g. 2026-12-07T14:00")
+    setting.add_argument("--timezone", default="UTC", help="e.g. Europe/Paris (default UTC)")
+    setting.add_argument(
+        "--every",
+        choices=["once", "daily", "weekly"],
+        default="once",
+        help="repeat the span (default once)",
+    )
+    setting.add_argument("--until", help="the last occurrence starts no later (wall clock)")
+    setting.add_argument(
+        "--alerts",
+        choices=["suppress", "page"],
+        default="suppress",
+        help="hold the assets' alerts back (default) or page as usual",
+    )
+    setting.add_argument(
+        "--training",
+        choices=["exclude", "keep"],
+        default="exclude",
+        help="keep the records out of training (default) or learn them",
+    )
+    setting.add_argument("--note", help="why, for whoever lists the windows")
+    setting.add_argument("--by", help="who set it")
+    actions.add_parser("list", help="the windows and shelves on the calendar topic")
+    removing = actions.add_parser("remove", help="remove a window")
+    removing.add_argument("id")
+    shelve = commands.add_parser("shelve", help="hold one asset's alarm back for a while")
+    shelve.add_argument("asset", help="the asset id")
+    shelve.add_argument(
+        "--for", dest="duration", required=True, help="how long, e.g. 90m, 8h (at most 7 days)"
+    )
+    shelve.add_argument("--by", required=True, help="who shelves it")
+    shelve.add_argument("--reason", required=True, help="why")
+    unshelve = commands.add_parser("unshelve", help="page on the asset again now")
+    unshelve.add_argument("asset")
 
 
 def _at_least_one(text: str) -> int:

@@ -46,6 +46,7 @@ from anomaly.model.calibration import (
 from anomaly.model.storage import StoreUnavailableError
 from anomaly.model.store import DECISION
 from anomaly.scoring import series_errors
+from training.calendar import excluded_rows, read_calendar
 from training.data import DataError, Masks, SensorHistory, read_history
 from training.fit import FitResult, WindowIndex, fit_autoencoder
 from training.gate import Decision, Scored, decide
@@ -90,6 +91,7 @@ class _Read:
     episodes: Episodes = field(default_factory=dict)
     other_models: int = 0
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # engineers', spans bounded
+    maintenance: int = 0  # records left out: maintenance windows that exclude them
 
 
 @dataclass(frozen=True)
@@ -143,7 +145,7 @@ def _train(
     candidate = _fit(settings, read.history.features, *split.parts(cleaning.drop), progress)
     if settings.clean.enabled and service is None:
         candidate, cleaning = _first_run_refit(settings, split, candidate, cleaning, progress)
-    figures.rows_removed = cleaning.removed()
+    figures.rows_removed = cleaning.removed() | {"maintenance": read.maintenance}
     figures.rows_used = candidate.fit.rows
     decision, flagged = _gate(settings, split, cleaning, candidate, service, read.verdicts)
     verdicts = described(read.verdicts, read.history, flagged, settings.clean.enabled)
@@ -343,7 +345,8 @@ def _publish(
                  "assets": history.assets},
         "removed": {"by_rule": removed, "total": cleaning.total,
                     "kept_by_verdicts": cleaning.kept_marked,
-                    "hygiene": "on" if settings.clean.enabled else "off"},
+                    "hygiene": "on" if settings.clean.enabled else "off",
+                    "maintenance": read.maintenance},
         "verdicts": verdicts,
         "decision": record,
         "calibration_check": {**candidate.spread.model_dump(mode="json"),
@@ -398,6 +401,10 @@ def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> 
         return _Read(history, history.rows)
     features = settings.data.features or (service.features if service else None)
     history, summary = read_topic(settings, features or None, now)
+    excluded = excluded_rows(history, read_calendar(settings))
+    if excluded:  # never learnt, whether hygiene is on or not; the series split around them
+        history = history.between(-math.inf, math.inf, excluded)
+        log.info("maintenance windows leave out %d records", count(excluded))
     recorded = read_episodes(settings, now)
     episodes = by_asset(recorded)
     assets, model = {s.asset_id for s in history.series}, settings.store.model
@@ -415,7 +422,7 @@ def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> 
                  v.asset_id, v.ended_by.replace("_", " "))  # fmt: skip
     return _Read(
         history, summary.read, summary.invalid, summary.out_of_range, episodes,
-        summary.other_models, verdicts,
+        summary.other_models, verdicts, count(excluded),
     )  # fmt: skip
 
 

@@ -113,7 +113,12 @@ def reached(make: Callable[..., _Client], kafka: KafkaSettings, *args: Any, **kw
 
 
 def write_one(
-    kafka: KafkaSettings, topic: str, key: bytes, value: bytes, missing: str, wait_s: float = 10
+    kafka: KafkaSettings,
+    topic: str,
+    key: bytes,
+    value: bytes | None,
+    missing: str,
+    wait_s: float = 10,
 ) -> None:
     """Publish one message and wait for its ack; KafkaUnavailableError saying `missing` when
     the topic has no partitions after `wait_s` (asked by name: a cluster that creates topics

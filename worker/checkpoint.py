@@ -122,8 +122,11 @@ def _row(asset_id: str, rules: RuleState) -> list[Any]:
             episode.episode_id, _ref(episode.start), _us(episode.started_at),
             _us(episode.ended_at), episode.records, episode.peak_score, episode.span,
         ]  # fmt: skip
-        if episode.resumed is not None:
-            saved.append([_us(episode.resumed[0]), *_ref(episode.resumed[1])])
+        resumed = episode.resumed
+        if resumed is not None or episode.held is not None:
+            saved.append(None if resumed is None else [_us(resumed[0]), *_ref(resumed[1])])
+        if episode.held is not None:
+            saved.append(episode.held)
     drift = None if rules.drift is None else rules.drift.tolist()
     return [asset_id, rules.above_run, rules.below_run, run, rules.run_peak, saved, rules.level,
             rules.drop_run, rules.floor, int(rules.quiet), rules.judged, drift]  # fmt: skip
@@ -145,7 +148,8 @@ def _rules(row: list[Any]) -> RuleState:
     if isinstance(run, list):
         rules.run_start = (_ts(run[0]), SourceRef(run[1], int(run[2]), int(run[3])))
     if isinstance(saved, list):
-        episode_id, start, started, ended, records, peak, span, *resumed = saved
+        episode_id, start, started, ended, records, peak, span, *later = saved
+        resumed, held = [*later, None, None][:2]
         rules.episode = Episode(
             episode_id=str(episode_id),
             start=SourceRef(start[0], int(start[1]), int(start[2])),
@@ -154,9 +158,10 @@ def _rules(row: list[Any]) -> RuleState:
             records=int(records),
             peak_score=float(peak),
             span=int(span),
+            held=None if held is None else str(held),
         )
-        if resumed:  # [[time, topic, partition, offset]] (absent: never resumed)
-            at, topic, partition, offset = resumed[0]
+        if resumed is not None:  # [time, topic, partition, offset] (absent, null: never resumed)
+            at, topic, partition, offset = resumed
             rules.episode.resumed = (_ts(at), SourceRef(topic, int(partition), int(offset)))
     return rules
 

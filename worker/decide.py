@@ -4,13 +4,21 @@ in order, with its onset evidence and residual (the drift's); what changed is re
 An asset at rest (below its threshold with nothing open) is skipped: its rules would not
 change, which is the common case. The assets whose rules moved are noted with their
 partition (worker/partitions.py: what is saved with its offsets).
+
+An open episode's page is held back while the calendar holds its asset at the record's time
+(anomaly/calendar.py: a maintenance window that suppresses alerts, a shelf): it opens
+`suppressed`, or is `suppress`ed when a hold starts; once no hold covers a record of its
+asset while it is active, it is `unsuppress`ed: it pages then. A quiet episode waits: it
+pages only if it resumes, and resolves unpaged otherwise.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from anomaly.rules import Episode, EventType, Mark, SourceRef
+from anomaly.calendar import Calendar
+from anomaly.events import AlertType
+from anomaly.rules import Episode, Mark, SourceRef
 from worker.partitions import PartitionStates
 from worker.score import Scored
 
@@ -21,10 +29,11 @@ class Change:
     resolved its asset's episode, with the judged `score`."""
 
     row: int
-    kind: EventType
+    kind: AlertType
     episode: Episode
     ref: SourceRef
     score: float
+    released: str | None = None  # what held its page back (an unsuppress)
 
 
 @dataclass
@@ -36,8 +45,9 @@ class Decided:
     followed: list[tuple[int, bool]] = field(default_factory=list)
 
 
-def decide(scored: Scored, partitions: PartitionStates) -> Decided:
-    """Advance each asset's rules by its records of the batch, in order."""
+def decide(scored: Scored, partitions: PartitionStates, calendar: Calendar) -> Decided:
+    """Advance each asset's rules by its records of the batch, in order; hold pages back as
+    the calendar says."""
     decided = Decided()
     rules = scored.windows.served.rules
     drift = scored.windows.served.artifact.detector.drift
@@ -54,6 +64,27 @@ def decide(scored: Scored, partitions: PartitionStates) -> Decided:
         change = state.rules.step(mark, rules, residual[i], drift)
         partitions.observed(asset_id, state)
         if change is not None:  # the episode as of this record (later ones move it on)
+            if change[0] == "open":
+                change[1].held = calendar.hold(asset_id, ts.timestamp())
             decided.changes.append(Change(i, change[0], replace(change[1]), ref, score))
+        episode = state.rules.episode
+        if episode is not None and (change is None or change[0] != "open"):
+            moved = _held(episode, calendar.hold(asset_id, ts.timestamp()), state.rules.quiet)
+            if moved is not None:
+                kind, released = moved
+                decided.changes.append(Change(i, kind, replace(episode), ref, score, released))
         decided.followed.append((i, state.rules.episode is not None))
     return decided
+
+
+def _held(episode: Episode, hold: str | None, quiet: bool) -> tuple[AlertType, str | None] | None:
+    """An episode's page held back from this record on (`suppress`), or released
+    (`unsuppress`, with what held it); None when neither: a change of hold while held (from a
+    window to a shelf) is noted in the episode only."""
+    before = episode.held
+    if hold == before or (hold is None and quiet):
+        return None
+    episode.held = hold
+    if hold is None:
+        return "unsuppress", before
+    return ("suppress", None) if before is None else None

@@ -18,22 +18,28 @@ from worker.decide import Decided
 from worker.outbound import Outbound
 from worker.score import Scored
 
+# (event type, asset id, top feature, model, its version, what holds its page back)
+EpisodeSeen = tuple[str, str, str | None, str, str, str | None]
+
 
 @dataclass
 class Emitted:
     """A batch's messages, in order, and what the metrics count of them: events by type,
-    and each alert event's (type, asset id, top feature, model, its version)."""
+    and each alert event's (type, asset id, top feature, model, its version, what holds its
+    page back)."""
 
     messages: list[Outbound] = field(default_factory=list)
     events: Counter[str] = field(default_factory=Counter)
-    episodes: list[tuple[str, str, str | None, str, str]] = field(default_factory=list)
+    episodes: list[EpisodeSeen] = field(default_factory=list)
 
     def alert(self, topic: str, event: AlertEvent, context: EventContext) -> None:
         self.messages.append(Outbound(topic, event.asset_id.encode(), event.json(context)))
         self.events[event.kind] += 1
         top = None if event.shares is None else context.features[int(np.argmax(event.shares))]
         version = context.model_version if event.reason is None else ""
-        self.episodes.append((event.kind, event.asset_id, top, context.model, version))
+        self.episodes.append(
+            (event.kind, event.asset_id, top, context.model, version, event.episode.held)
+        )
 
     def sensor(
         self, topics: TopicSettings, event: SensorEvent, context: EventContext, stale_s: float
@@ -55,7 +61,7 @@ def alert_events(scored: Scored, decided: Decided) -> list[AlertEvent]:
         out.append(AlertEvent(
             change.kind, change.episode, pending.asset_id, pending.ts, change.ref, change.score,
             scored.scores.shares[i], pending.filled, float(scored.limits[i]),
-            Evidence(windows[i], detector.expected(rebuilt[i])),
+            Evidence(windows[i], detector.expected(rebuilt[i])), released=change.released,
         ))  # fmt: skip
     return out
 

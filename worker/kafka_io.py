@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -77,6 +78,11 @@ class KafkaSource:
         self.topic = settings.topics.input
         self._topic_known = False
         self.consumer.subscribe([self.topic], listener=_Rebalanced(self))
+        self._calendar = CalendarFeed(settings)
+
+    def calendar(self) -> list[tuple[bytes | None, bytes | None]]:
+        """The calendar topic's messages since the last call (the whole topic at the first)."""
+        return self._calendar.read()
 
     def poll(self, timeout_ms: int, max_records: int) -> list[SourceRecord]:
         """Up to `max_records` records, in offset order within each partition."""
@@ -271,7 +277,74 @@ class KafkaSource:
 
     def close(self) -> None:
         """Leave the group (offsets were committed per batch; nothing is auto-committed)."""
+        self._calendar.close()
         self.consumer.close(autocommit=False)
+
+
+class CalendarFeed:
+    """The calendar topic (compacted: maintenance windows and shelves, anomaly/calendar.py),
+    outside any group: read whole from its start at the first call, waiting until it is read
+    to its end (so the first batch is judged with every entry), then followed without
+    waiting. A topic that does not exist yet is looked for again every `RECHECK_S`; meanwhile,
+    and while the brokers fail to answer it, the calendar stays as it was."""
+
+    RECHECK_S = 30.0
+
+    def __init__(self, settings: WorkerSettings) -> None:
+        self.kafka, self.topic = settings.kafka, settings.topics.calendar
+        self.wait_s = settings.kafka.request_timeout_ms / 1000
+        self.consumer: Any = None
+        self._looked = -math.inf
+        self._told = False
+
+    def read(self) -> list[tuple[bytes | None, bytes | None]]:
+        try:
+            if self.consumer is not None:
+                return self._poll(0)
+            if time.monotonic() - self._looked < self.RECHECK_S:
+                return []
+            self._looked = time.monotonic()
+            return self._start()
+        except KafkaError as exc:
+            log.warning("the calendar topic %s could not be read (%r): windows and shelves as "
+                        "they were", self.topic, exc)  # fmt: skip
+            return []
+
+    def _start(self) -> list[tuple[bytes | None, bytes | None]]:
+        consumer = make_consumer(self.kafka, None)
+        partitions = consumer.partitions_for_topic(self.topic)
+        if not partitions:
+            consumer.close(autocommit=False)
+            if not self._told:
+                log.warning(
+                    "the calendar topic %s does not exist: no maintenance window or shelf "
+                    "holds an alarm back (create it compacted: docs/operations.md)", self.topic,
+                )  # fmt: skip
+                self._told = True
+            return []
+        parts = [TopicPartition(self.topic, p) for p in sorted(partitions)]
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        self.consumer = consumer
+        read: list[tuple[bytes | None, bytes | None]] = []
+        deadline = time.monotonic() + self.wait_s
+        while time.monotonic() < deadline:
+            read += self._poll(200)
+            if all(_read_to_end(consumer, tp) for tp in parts):
+                break
+        else:
+            log.warning("the calendar topic %s was not read to its end in %.0f s: the rest "
+                        "follows", self.topic, self.wait_s)  # fmt: skip
+        log.info("calendar: %d messages read from %s", len(read), self.topic)
+        return read
+
+    def _poll(self, timeout_ms: int) -> list[tuple[bytes | None, bytes | None]]:
+        batches = self.consumer.poll(timeout_ms=timeout_ms)
+        return [(r.key, r.value) for tp in sorted(batches) for r in batches[tp]]
+
+    def close(self) -> None:
+        if self.consumer is not None:
+            self.consumer.close(autocommit=False)
 
 
 class _Rebalanced:
@@ -293,6 +366,12 @@ class _Rebalanced:
 
 
 ConsumerRebalanceListener.register(_Rebalanced)
+
+
+def _read_to_end(consumer: Any, tp: TopicPartition) -> bool:
+    """Whether the consumer has read `tp` up to the high-water mark its last fetch saw."""
+    mark = consumer.highwater(tp)
+    return mark is not None and consumer.position(tp) >= mark
 
 
 def refused(what: str, exc: Exception) -> NotAuthorizedError:

@@ -21,7 +21,10 @@ from prometheus_client.utils import floatToGoString
 from anomaly.records import REASONS
 
 OUTCOMES = ("scored", "dead_lettered", "warming_up", "incomplete")
-EVENT_TYPES = ("open", "quiet", "resume", "resolve", "sensor_silent", "sensor_resolve")
+EVENT_TYPES = (
+    "open", "quiet", "resume", "resolve", "suppress", "unsuppress", "sensor_silent",
+    "sensor_resolve",
+)  # fmt: skip
 STAGES = ("poll", "decode", "score", "publish", "commit")
 CHECKPOINT_EVENTS = ("restored", "released", "unsaved")
 
@@ -187,6 +190,28 @@ class Metrics:
             ["asset_id", "top_feature", "model", "model_version"], registry=r,
         )  # fmt: skip
         self._episode_labels: dict[str, tuple[str, str, str]] = {}
+        self.episode_suppressed = Gauge(
+            "anomaly_episode_suppressed",
+            "1 for each open episode whose page a maintenance window or a shelf holds back, by "
+            f"asset and what holds it (at most {MAX_EPISODE_SERIES} series).",
+            ["asset_id", "held_by", "model"], registry=r,
+        )  # fmt: skip
+        self._held_labels: dict[str, tuple[str, str]] = {}
+        self.shelved = Gauge(
+            "anomaly_asset_shelved_until_seconds",
+            "For each shelved asset, when its shelf expires (who shelved it and why).",
+            ["asset_id", "shelved_by", "reason"], registry=r,
+        )  # fmt: skip
+        self._shelves: set[tuple[str, str, str]] = set()
+        self.calendar_entries = Gauge(
+            "anomaly_calendar_entries", "Maintenance windows and shelves read, by kind.",
+            ["kind"], registry=r,
+        )  # fmt: skip
+        self.calendar_errors = Counter(
+            "anomaly_calendar_errors",
+            "Calendar topic messages this worker could not read (the worker log says why).",
+            registry=r,
+        )  # fmt: skip
         self.values_filled = Counter(
             "anomaly_values_filled",
             "Missing values filled from the asset's last value of the feature, by feature.",
@@ -281,24 +306,53 @@ class Metrics:
             self.alert_events.labels(kind)
         for stage in STAGES:
             self.stage_seconds.labels(stage)
+        for kind in ("window", "shelf"):
+            self.calendar_entries.labels(kind)
         for event in CHECKPOINT_EVENTS:
             self.checkpoint_assets.labels(event)
         self._model_versions: dict[str, str] = {}
 
     def episode(
-        self, kind: str, asset_id: str, top_feature: str | None, model: str, version: str
+        self,
+        kind: str,
+        asset_id: str,
+        top_feature: str | None,
+        model: str,
+        version: str,
+        held: str | None = None,
     ) -> None:
         """Show an episode while it is open (one series per asset, bounded in number): what
-        the board's episode table and the AnomalyAssetInAlarm alert read. A quiet or resumed
-        episode is still open: its series (its page) stays as it is."""
+        the board's episode table and the AnomalyAssetInAlarm alert read, or, while its page
+        is held back, `anomaly_episode_suppressed` instead. A quiet or resumed episode is
+        still open: its series (its page) stays as it is."""
         if kind in ("quiet", "resume"):
             return
         previous = self._episode_labels.pop(asset_id, None)
         if previous is not None:
             self.episode_open.remove(asset_id, *previous)
-        if kind == "open" and top_feature and len(self._episode_labels) < MAX_EPISODE_SERIES:
+        was_held = self._held_labels.pop(asset_id, None)
+        if was_held is not None:
+            self.episode_suppressed.remove(asset_id, *was_held)
+        if kind == "resolve" or len(self._episode_labels) >= MAX_EPISODE_SERIES:
+            return
+        if held is not None:
+            self.episode_suppressed.labels(asset_id, held, model).set(1)
+            self._held_labels[asset_id] = (held, model)
+        elif top_feature:
             self.episode_open.labels(asset_id, top_feature, model, version).set(1)
             self._episode_labels[asset_id] = (top_feature, model, version)
+
+    def show_calendar(self, windows: int, shelves: Sequence[tuple[str, str, str, float]]) -> None:
+        """The calendar's entries, and each shelf in force: (asset, by, why, expiry)."""
+        self.calendar_entries.labels("window").set(windows)
+        self.calendar_entries.labels("shelf").set(len(shelves))
+        now = set()
+        for asset_id, by, reason, until in shelves:
+            self.shelved.labels(asset_id, by, reason).set(until)
+            now.add((asset_id, by, reason))
+        for gone in self._shelves - now:
+            self.shelved.remove(*gone)
+        self._shelves = now
 
     def watch_model(self, model: str) -> None:
         """The series of a model this worker looks for exist from then on (0 until it loads)."""

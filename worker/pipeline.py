@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from anomaly.calendar import Calendar
 from anomaly.decoding import Decoded, Decoder
 from anomaly.events import AlertEvent, EventContext, SensorEvent
 from anomaly.model import Artifact
@@ -37,7 +38,7 @@ from worker.alarms import AlarmSlots, AlarmView
 from worker.assets import AssetState, AssetTable
 from worker.checkpoint import CheckpointError, Handover, decode
 from worker.decide import decide
-from worker.emit import Emitted, alert_events, dead_letter
+from worker.emit import Emitted, EpisodeSeen, alert_events, dead_letter
 from worker.intake import Intake, Taken
 from worker.outbound import Outbound
 from worker.partitions import PartitionStates
@@ -64,9 +65,8 @@ class BatchStats:
     filled: Counter[str] = field(default_factory=Counter)  # values filled, by feature
     dead_letters: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
-    # (event type, asset id, top feature, model, its version) of each event, in order, for the
-    # episode metric
-    episodes: list[tuple[str, str, str | None, str, str]] = field(default_factory=list)
+    # each alert event, in order, for the episode metric
+    episodes: list[EpisodeSeen] = field(default_factory=list)
     evicted: int = 0
     # handover: assets whose state came with a gained partition, assets of lost partitions
     # forgotten, and the gained partitions whose saved state could not be read (with why)
@@ -120,6 +120,7 @@ class BatchProcessor:
         self.routes = routes if routes is not None else RouteSettings()
         self.clock = clock
         self.silent = 0  # (asset, feature) pairs with an open sensor_silent event
+        self.calendar = Calendar()  # maintenance windows and shelves (the runner keeps it)
         self.served: dict[str, Served] = {}
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
         self.partitions = PartitionStates(clock)
@@ -269,7 +270,7 @@ class BatchProcessor:
         stats.scored_by_model[name] += n
         stats.outliers_by_model[name] += int(scored.above.sum())
         stats.above_median_by_model[name] += int((scored.scores.score > median).sum())
-        decided = decide(scored, self.partitions)
+        decided = decide(scored, self.partitions, self.calendar)
         for event in alert_events(scored, decided):
             emitted.alert(self.topics.alerts, event, context)
         stats.alarms.extend(self.alarms.show(scored, decided))

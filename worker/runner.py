@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType
 from typing import Protocol
 
+from anomaly.calendar import CalendarError
 from anomaly.model.graph import set_threads
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
@@ -49,6 +50,7 @@ class Source(Protocol):
 
     def poll(self, timeout_ms: int, max_records: int) -> Sequence[SourceRecord]: ...
     def handover(self) -> Handover | None: ...
+    def calendar(self) -> Sequence[tuple[bytes | None, bytes | None]]: ...
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]
     ) -> None: ...
@@ -223,6 +225,7 @@ class Worker:
             raise
         poll_s = time.perf_counter() - started
         settle_s = self._settle(source)
+        self._read_calendar(source)
         handover = source.handover()
         self.health.partitions_assigned = source.assigned()
         if not records and handover is None:
@@ -251,6 +254,20 @@ class Worker:
         observe_batch(self.metrics, result.stats, len(records), stages, source.lag(),
                       len(self.processor.assets))  # fmt: skip
         return True
+
+    def _read_calendar(self, source: Source) -> None:
+        """The calendar's new messages into the processor's calendar (anomaly/calendar.py); an
+        entry it cannot read is logged and counted, and the calendar goes on without it."""
+        calendar = self.processor.calendar
+        for key, value in source.calendar():
+            try:
+                calendar.apply(key, value)
+            except CalendarError as exc:
+                log.warning("calendar entry refused: %s", exc)
+                self.metrics.calendar_errors.inc()
+        shelves = [(s.asset_id, s.by, s.reason, s.until.timestamp())
+                   for s in calendar.shelved(time.time())]  # fmt: skip
+        self.metrics.show_calendar(len(calendar.windows), shelves)
 
     def _settle(self, source: Source) -> float:
         """The last commit sent, answered (tried again while the brokers are away); the

@@ -44,6 +44,8 @@ class FakeSource:
     committed: dict[tuple[str, int], int] = field(default_factory=dict)
     states: dict[tuple[str, int], str] = field(default_factory=dict)
     handovers: list[Handover] = field(default_factory=list)  # one given out per poll
+    # the calendar topic's messages, each given out once (anomaly/calendar.py)
+    calendar_messages: list[tuple[bytes | None, bytes | None]] = field(default_factory=list)
     closed: bool = False
     kept_alive: int = 0  # keep-alive polls while a publish or commit was tried again
     _position: int = 0
@@ -56,6 +58,10 @@ class FakeSource:
 
     def handover(self) -> Handover | None:
         return self.handovers.pop(0) if self.handovers else None
+
+    def calendar(self) -> list[tuple[bytes | None, bytes | None]]:
+        given, self.calendar_messages = self.calendar_messages, []
+        return given
 
     def commit(
         self, offsets: Mapping[tuple[str, int], int], states: Mapping[tuple[str, int], str]

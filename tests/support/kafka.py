@@ -102,7 +102,7 @@ def fresh(broker: LocalBroker) -> tuple[dict[str, object], dict[str, str]]:
     kafka = {"bootstrap_servers": broker.bootstrap, "session_timeout_ms": 6000,
              "api_version": broker.api_version}  # fmt: skip
     topics = {"input": f"in-{run}", "alerts": f"alerts-{run}", "dead_letters": f"dlq-{run}",
-              "group": f"group-{run}"}  # fmt: skip
+              "calendar": f"calendar-{run}", "group": f"group-{run}"}  # fmt: skip
     return kafka, topics
 
 

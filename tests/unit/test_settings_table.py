@@ -146,6 +146,7 @@ TOPICS: dict[str, Case] = {
     "INPUT": Case("plant.readings", "plant.readings"),
     "ALERTS": Case("plant.alerts", "plant.alerts"),
     "DEAD_LETTERS": Case("plant.readings.dlq", "plant.readings.dlq"),
+    "CALENDAR": Case("plant.calendar", "plant.calendar"),
     "GROUP": Case("plant-workers", "plant-workers"),
 }
 ROUTES: dict[str, Case] = {
