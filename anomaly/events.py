@@ -1,13 +1,14 @@
 """The alert events the worker publishes (JSON on the alerts topic), and what the training job
 reads back of them (`episode_id`, `asset_id`, `type`, `started_at`, `ended_at`).
 
-Two families share the topic, told apart by `type`: an asset's anomaly episodes (`open`, then
+Several families share the topic, told apart by `type`: an asset's anomaly episodes (`open`, then
 any number of `quiet` and `resume`, then `resolve`: anomaly/rules.py; their top features
 carry the deciding window's actual and expected values; `suppress` and `unsuppress` when a
 maintenance window or a shelf starts or stops holding its page back: anomaly/calendar.py,
 every event's `suppressed` says why it is held, null while it pages), and
 its sensors that fall silent (`sensor_silent`, `sensor_resolve`: one feature of one asset,
-worker/sensors.py). Only the first carry an `episode_id`.
+worker/sensors.py), and its operating state (`stopped`, `started`: anomaly/states.py). Only
+the first carry an `episode_id`.
 """
 
 from __future__ import annotations
@@ -133,6 +134,36 @@ class SensorEvent:
         }
         if self.reason is not None:
             event["reason"] = self.reason
+        return json.dumps(event).encode()
+
+
+@dataclass(frozen=True)
+class StateEvent:
+    """An asset stopped (`stopped`: its record at `source` meets its model's operating-state
+    rule) or runs again (`started`: its first running record; the next `grace_s` seconds of
+    its records are its start-up, not scored)."""
+
+    kind: Literal["stopped", "started"]
+    asset_id: str
+    model: str
+    ts: datetime
+    source: SourceRef
+    rule: str
+    grace_s: float
+
+    def json(self, context: EventContext) -> bytes:
+        event: dict[str, object] = {
+            "type": self.kind,
+            "asset_id": self.asset_id,
+            "ts": _iso(self.ts),
+            "source": _source(self.source),
+            "stopped_when": self.rule,
+            "model": context.model,
+            "model_version": context.model_version,
+            "detected_at": _iso(context.detected_at),
+        }
+        if self.kind == "started":
+            event["grace_s"] = self.grace_s
         return json.dumps(event).encode()
 
 

@@ -5,6 +5,10 @@ the duty cycle and a stationary AR(1) load), plus independent noise, each in its
 `pressure` and `flow` follow the same factor closely, so breaking their correlation is a fault
 that no single sensor's range reveals. Used by the demo, the tests and the benchmarks.
 
+Pumps stop and start (`Fleet.stops`): while stopped, every sensor sits at its stopped value
+(speed 0 rpm: the operating-state rule `speed < 100` says so, anomaly/states.py), and after a
+restart each sensor comes back to its running value along an exponential start-up transient.
+
 A second asset type, compressors (`COMPRESSOR`: five sensors of their own, mixed otherwise),
 makes a mixed fleet: each record says its type in `asset_type` (named models route by it).
 """
@@ -29,7 +33,7 @@ _MIX = np.array(
     [[1.0, 0.2], [0.95, 0.25], [0.3, 1.0], [-0.6, 0.5], [0.1, -0.9], [0.7, 0.7], [0.5, 0.8],
      [0.2, -0.6]]
 )  # fmt: skip
-_OFFSET = np.array([5.0, 20.0, -3.0, 100.0, 0.0, 50.0, 15.0, 60.0])
+_OFFSET = np.array([5.0, 20.0, -3.0, 100.0, 0.0, 1480.0, 15.0, 60.0])  # speed in rpm
 _UNIT = np.array([1.0, 4.0, 0.5, 10.0, 2.0, 30.0, 3.0, 5.0])
 NOISE = 0.1
 START = datetime(2026, 1, 1, tzinfo=UTC)
@@ -49,6 +53,38 @@ class AssetType:
     offset: FloatArray
     unit: FloatArray
     fault_sensors: dict[str, str]
+
+    @property
+    def stopped(self) -> FloatArray:
+        """Each sensor's value while the asset is stopped: 4 units under its running level,
+        a speed of 0."""
+        values = self.offset - 4.0 * self.unit
+        if "speed" in self.features:
+            values[self.features.index("speed")] = 0.0
+        return np.asarray(values, dtype=np.float64)
+
+
+STARTUP_TAU = 4.0  # records: the start-up transient's time constant after a stop
+
+
+@dataclass(frozen=True)
+class Stop:
+    """One asset stopped for its readings [start, end) (indices into its stream)."""
+
+    asset_id: str
+    start: int
+    end: int
+
+
+def stop(rows: FloatArray, start: int, end: int, kind: AssetType) -> FloatArray:
+    """`rows` with the asset stopped over [start, end), then starting up: each sensor moves
+    from its stopped value back to its running one with time constant STARTUP_TAU."""
+    out = rows.copy()
+    out[start:end] = kind.stopped
+    after = np.arange(1, len(rows) - end + 1)  # its first record at `end` runs again
+    decay = np.exp(-after / STARTUP_TAU)[:, None]
+    out[end:] = rows[end:] + (kind.stopped - rows[end:]) * decay
+    return out
 
 
 PUMP = AssetType(
@@ -174,6 +210,7 @@ class Fleet:
     start: datetime = START
     noisy: tuple[int, ...] = ()
     kind: AssetType = PUMP
+    stops: tuple[Stop, ...] = ()
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -211,6 +248,9 @@ class Fleet:
             fault = by_asset.get(self.name(i))
             if fault is not None:
                 rows = inject(rows, fault, seed=self.seed + i, features=self.features)
+            for pause in self.stops:
+                if pause.asset_id == self.name(i):
+                    rows = stop(rows, pause.start, pause.end, self.kind)
             series.append(rows)
         names = [self.name(i) for i in range(self.n_assets)]
         for t in range(n):

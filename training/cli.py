@@ -102,6 +102,11 @@ _FIELD_FLAGS: list[tuple[str, str, str, dict[str, Any]]] = [
     ("--clean", "clean.enabled",
      "drop records the service model flags and recorded episodes (default true)",
      {"choices": ["true", "false"]}),
+    ("--stopped-when", "states.stopped_when",
+     "when an asset is not running, e.g. 'speed < 100' (its records are neither scored nor "
+     "learnt; default: always running)", {}),
+    ("--grace-s", "states.grace_s",
+     "seconds after a restart not scored (default: measured from the data's restarts)", {}),
     ("--validation", "gate.validation_path",
      "labelled CSV for the gate's F1 check (label column: TRAINING_GATE__VALIDATION_LABEL)", {}),
     ("--keep", "store.keep", "versions kept in the store after publishing (default 10)", {}),

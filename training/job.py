@@ -13,7 +13,7 @@ import math
 import secrets
 import time
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 import numpy as np
@@ -43,9 +43,20 @@ from anomaly.model.calibration import (
     exceed,
     spread_check,
 )
+from anomaly.model.features import FloatArray
 from anomaly.model.storage import StoreUnavailableError
 from anomaly.model.store import DECISION
-from anomaly.scoring import series_errors
+from anomaly.scoring import series_errors, series_scores
+from anomaly.states import (
+    OperatingStates,
+    StateRuleError,
+    longest_start_up,
+    measure_grace,
+    not_running,
+    parse_rule,
+    restarts,
+    settling,
+)
 from training.calendar import excluded_rows, read_calendar
 from training.data import DataError, Masks, SensorHistory, read_history
 from training.fit import FitResult, WindowIndex, fit_autoencoder
@@ -92,6 +103,11 @@ class _Read:
     other_models: int = 0
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # engineers', spans bounded
     maintenance: int = 0  # records left out: maintenance windows that exclude them
+    states: OperatingStates | None = None  # the model's operating-state rule, its grace
+    not_running: int = 0  # records left out: stopped, or starting up after a stop
+    # each restart in the data (asset, times, rows from the restart to the next stop): the
+    # fitted model measures the grace on them (`_graced`)
+    restarts: list[tuple[str, FloatArray, FloatArray]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -137,7 +153,7 @@ def _train(
     store = model_store(settings.store.path, settings.store.model)
     seen = store.current_version()  # publishing replaces only this (another run may race)
     service = _service_model(store, seen)
-    read = _read(settings, service, now)
+    read = _states(settings, _read(settings, service, now))
     figures.rows_read = read.read
     figures.verdicts = dict(Counter(v.verdict for v in read.verdicts.values()))
     cleaning = _clean(settings, service, read)
@@ -145,7 +161,11 @@ def _train(
     candidate = _fit(settings, read.history.features, *split.parts(cleaning.drop), progress)
     if settings.clean.enabled and service is None:
         candidate, cleaning = _first_run_refit(settings, split, candidate, cleaning, progress)
-    figures.rows_removed = cleaning.removed() | {"maintenance": read.maintenance}
+    read = _graced(settings, read, candidate.scored)
+    figures.rows_removed = cleaning.removed() | {
+        "maintenance": read.maintenance,
+        "not_running": read.not_running,
+    }
     figures.rows_used = candidate.fit.rows
     decision, flagged = _gate(settings, split, cleaning, candidate, service, read.verdicts)
     verdicts = described(read.verdicts, read.history, flagged, settings.clean.enabled)
@@ -327,7 +347,7 @@ def _publish(
     """Write the artifact, its report (with the verdicts the run read) and the decision;
     publish (current only if promoted); prune."""
     history = read.history
-    manifest = _manifest(candidate, history, settings, cleaning.total)
+    manifest = _manifest(candidate, history, settings, cleaning.total, read.states)
     figures.holdout_loss = manifest.validation.holdout_loss
     figures.threshold = manifest.threshold.value
     figures.promoted = decision.promoted
@@ -346,7 +366,8 @@ def _publish(
         "removed": {"by_rule": removed, "total": cleaning.total,
                     "kept_by_verdicts": cleaning.kept_marked,
                     "hygiene": "on" if settings.clean.enabled else "off",
-                    "maintenance": read.maintenance},
+                    "maintenance": read.maintenance, "not_running": read.not_running},
+        "states": None if read.states is None else read.states.model_dump(),
         "verdicts": verdicts,
         "decision": record,
         "calibration_check": {**candidate.spread.model_dump(mode="json"),
@@ -424,6 +445,57 @@ def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> 
         history, summary.read, summary.invalid, summary.out_of_range, episodes,
         summary.other_models, verdicts, count(excluded),
     )  # fmt: skip
+
+
+def _states(settings: TrainingSettings, read: _Read) -> _Read:
+    """With an operating-state rule: the records stopped, and those of each start-up within
+    the grace (set, or measured from the data's restarts), left out; the rule and the grace
+    for the manifest."""
+    when, history = settings.states.stopped_when, read.history
+    if when is None:
+        return read
+    try:
+        rule = parse_rule(when, history.features)
+    except StateRuleError as exc:
+        raise DataError(f"TRAINING_STATES__STOPPED_WHEN: {exc}") from None
+    grace, grace_from = settings.states.grace_s, "set"
+    if grace is None:  # the start-ups the values show, left out of the fit
+        grace = measure_grace(rule, [(s.ts, s.values) for s in history.series]) or 0.0
+        grace_from = "measured"
+    drop: Masks = {}
+    for i, series in enumerate(history.series):
+        stop, starting = not_running(rule, series.ts, series.values, grace)
+        if (stop | starting).any():
+            drop[i] = stop | starting
+    n = count(drop)
+    log.info("operating states (%s): %d records stopped or starting up (%g s) left out", when,
+             n, grace)  # fmt: skip
+    states = OperatingStates(stopped_when=when, grace_s=grace, grace_from=grace_from)
+    kept = history.between(-math.inf, math.inf, drop) if drop else history
+    found = [(s.asset_id, *restart) for s in history.series
+             for restart in restarts(rule, s.ts, s.values)]  # fmt: skip
+    return replace(read, history=kept, states=states, not_running=n, restarts=found)
+
+
+def _graced(settings: TrainingSettings, read: _Read, model: Scored) -> _Read:
+    """The grace the workers apply after a stop, unless set: how long the fitted model takes
+    to see each restart in the data as normal (its scores at or under the asset's threshold
+    for SETTLED records in a row), the longest, rounded up (anomaly/states.py)."""
+    states = read.states
+    if states is None or settings.states.grace_s is not None:
+        return read
+    window, found = model.window, []
+    for asset_id, ts, rows in read.restarts:
+        scores = series_scores(model.detector, rows, window)
+        if len(scores):
+            calm = scores <= model.threshold_for(asset_id).value
+            settled = settling(ts[window - 1 :], calm)
+            found.append(None if settled is None else settled + float(ts[window - 1] - ts[0]))
+    grace = longest_start_up(found) or 0.0
+    log.info("start-up grace: %s", f"{grace:g} s, the longest the model takes to see a "
+             f"restart in the data as normal ({len(found)} restarts)" if found
+             else "0 s (the data holds no restart)")  # fmt: skip
+    return replace(read, states=states.model_copy(update={"grace_s": grace}))
 
 
 def _fit(
@@ -523,7 +595,11 @@ def _fit(
 
 
 def _manifest(
-    candidate: _Candidate, history: SensorHistory, settings: TrainingSettings, removed: int
+    candidate: _Candidate,
+    history: SensorHistory,
+    settings: TrainingSettings,
+    removed: int,
+    states: OperatingStates | None,
 ) -> Manifest:
     created_at = datetime.now(UTC)
     first_ts, last_ts = history.time_range()
@@ -565,6 +641,7 @@ def _manifest(
         rules=candidate.scored.rules,
         asset_thresholds=dict(candidate.scored.asset_thresholds),
         drift=candidate.scored.detector.drift,
+        states=states,
     )
 
 

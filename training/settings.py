@@ -153,6 +153,22 @@ class CleanSettings(BaseModel):
     enabled: bool = True
 
 
+class StateSettings(BaseModel):
+    """When an asset is not running (anomaly/states.py): its records are neither scored nor
+    learnt, nor the start-up after a stop; recorded in the manifest for the workers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stopped_when: str | None = Field(
+        default=None, min_length=1,
+        description="e.g. 'speed < 100': comparisons of features with numbers, and / or",
+    )  # fmt: skip
+    grace_s: float | None = Field(
+        default=None, ge=0.0,
+        description="seconds after a restart not scored (None: measured from the data's restarts)",
+    )  # fmt: skip
+
+
 class GateSettings(BaseModel):
     """When a candidate may replace the model in service."""
 
@@ -232,6 +248,7 @@ class TrainingSettings(AppSettings):
     model: ModelSettings = ModelSettings()
     calibration: CalibrationSettings = CalibrationSettings()
     clean: CleanSettings = CleanSettings()
+    states: StateSettings = StateSettings()
     rules: Rules = Rules()  # recorded in the manifest: what the workers will apply
     gate: GateSettings = GateSettings()
     store: StoreSettings = StoreSettings()

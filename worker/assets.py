@@ -90,6 +90,9 @@ class AssetState:
     threshold: float = math.inf
     model: str = ""  # the named model its records go to ("": none yet)
     assembly: Assembly | None = None  # one value per message: its sensors' last values
+    # its operating state (anomaly/states.py): stopped, or starting up until this record time
+    stopped: bool = False
+    starting_until: float = -math.inf
 
 
 class AssetTable:

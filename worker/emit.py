@@ -11,7 +11,7 @@ from datetime import datetime
 
 import numpy as np
 
-from anomaly.events import AlertEvent, EventContext, Evidence, SensorEvent
+from anomaly.events import AlertEvent, EventContext, Evidence, SensorEvent, StateEvent
 from anomaly.records import RecordError, SourceRecord
 from anomaly.settings import TopicSettings
 from worker.decide import Decided
@@ -40,6 +40,10 @@ class Emitted:
         self.episodes.append(
             (event.kind, event.asset_id, top, context.model, version, event.episode.held)
         )
+
+    def state(self, topic: str, event: StateEvent, context: EventContext) -> None:
+        self.messages.append(Outbound(topic, event.asset_id.encode(), event.json(context)))
+        self.events[event.kind] += 1
 
     def sensor(
         self, topics: TopicSettings, event: SensorEvent, context: EventContext, stale_s: float

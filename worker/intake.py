@@ -17,9 +17,10 @@ from datetime import UTC, datetime
 
 from anomaly.assembly import Assembly, assemble
 from anomaly.decoding import Decoded
-from anomaly.events import SensorEvent, SensorEventType
+from anomaly.events import SensorEvent, SensorEventType, StateEvent
 from anomaly.records import Reading, Record, SourceRecord
 from anomaly.rules import SourceRef
+from anomaly.states import stopped
 from worker.assets import AssetState, AssetTable
 from worker.sensors import Before, FloatArray, Sensors, fill, reported_all
 from worker.settings import SensorSettings
@@ -35,7 +36,10 @@ class Taken:
     windows: dict[str, ModelWindows] = field(default_factory=dict)
     sensor_events: list[SensorEvent] = field(default_factory=list)
     evicted: list[tuple[str, AssetState]] = field(default_factory=list)
+    state_events: list[StateEvent] = field(default_factory=list)  # stopped, started
     warming_up: int = 0
+    stopped: int = 0  # records of stopped assets (anomaly/states.py)
+    starting: int = 0  # records within an asset's start-up grace after a stop
     incomplete: int = 0  # records lacking a feature with no fresh value to fill it
     filled: Counter[str] = field(default_factory=Counter)  # values filled, by feature
     record_times: list[float] = field(default_factory=list)
@@ -91,6 +95,8 @@ class Intake:
         asset_id, ts, values, missing = record
         t = ts.timestamp()
         taken.record_times.append(t)
+        if served.stopped is not None and not self._running(taken, message, served, state, record):
+            return
         if missing:
             row = self._fill(taken, message, served, state, record)
             sensors = state.sensors
@@ -127,6 +133,39 @@ class Intake:
             within = state.sensors.filled_within(state.buffer.count, manifest.window)
             filled = tuple(manifest.features[f] for f in within)
         windows.add(state, Pending(message, state, asset_id, ts, filled))
+
+    def _running(
+        self, taken: Taken, message: SourceRecord, served: Served, state: AssetState,
+        record: Record,
+    ) -> bool:  # fmt: skip
+        """Whether the record is scored as far as its asset's operating state goes: not when
+        it shows the asset stopped, nor within the start-up grace after a stop; the asset's
+        window restarts after either (no window spans a stop)."""
+        assert served.stopped is not None
+        asset_id, ts, values, _ = record
+        t = ts.timestamp()
+        states = served.artifact.manifest.states
+        assert states is not None
+        if stopped(served.stopped, values):
+            if not state.stopped:
+                state.stopped = True
+                taken.state_events.append(StateEvent(
+                    "stopped", asset_id, served.name, ts, _ref(message), states.stopped_when, 0.0
+                ))  # fmt: skip
+            state.buffer.clear()
+            taken.stopped += 1
+            return False
+        if state.stopped:
+            state.stopped, state.starting_until = False, t + served.grace_s
+            taken.state_events.append(StateEvent(
+                "started", asset_id, served.name, ts, _ref(message), states.stopped_when,
+                served.grace_s,
+            ))  # fmt: skip
+        if t < state.starting_until:
+            state.buffer.clear()
+            taken.starting += 1
+            return False
+        return True
 
     def _fill(
         self, taken: Taken, message: SourceRecord, served: Served, state: AssetState,

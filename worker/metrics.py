@@ -20,10 +20,10 @@ from prometheus_client.utils import floatToGoString
 
 from anomaly.records import REASONS
 
-OUTCOMES = ("scored", "dead_lettered", "warming_up", "incomplete")
+OUTCOMES = ("scored", "dead_lettered", "warming_up", "incomplete", "stopped", "starting")
 EVENT_TYPES = (
     "open", "quiet", "resume", "resolve", "suppress", "unsuppress", "sensor_silent",
-    "sensor_resolve",
+    "sensor_resolve", "stopped", "started",
 )  # fmt: skip
 STAGES = ("poll", "decode", "score", "publish", "commit")
 CHECKPOINT_EVENTS = ("restored", "released", "unsaved")
@@ -216,6 +216,11 @@ class Metrics:
             "anomaly_values_filled",
             "Missing values filled from the asset's last value of the feature, by feature.",
             ["feature"], registry=r,
+        )  # fmt: skip
+        self.assets_stopped = Gauge(
+            "anomaly_assets_stopped",
+            "Assets whose latest record shows them stopped (their model's operating-state rule).",
+            registry=r,
         )  # fmt: skip
         self.sensors_silent = Gauge(
             "anomaly_sensors_silent",

@@ -24,6 +24,8 @@ def observe_batch(
     m.records.labels("scored").inc(stats.scored)
     m.records.labels("warming_up").inc(stats.warming_up)
     m.records.labels("incomplete").inc(stats.incomplete)
+    m.records.labels("stopped").inc(stats.stopped)
+    m.records.labels("starting").inc(stats.starting)
     for feature, count in stats.filled.items():
         m.values_filled.labels(feature).inc(count)
     m.records.labels("dead_lettered").inc(sum(stats.dead_letters.values()))

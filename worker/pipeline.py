@@ -62,6 +62,8 @@ class BatchStats:
     above_median_by_model: Counter[str] = field(default_factory=Counter)
     warming_up: int = 0
     incomplete: int = 0  # records lacking a feature with no fresh value to fill it
+    stopped: int = 0  # records of stopped assets, and of assets starting up after a stop
+    starting: int = 0
     filled: Counter[str] = field(default_factory=Counter)  # values filled, by feature
     dead_letters: Counter[str] = field(default_factory=Counter)
     events: Counter[str] = field(default_factory=Counter)
@@ -164,7 +166,11 @@ class BatchProcessor:
         shape = (manifest.window, len(manifest.features), rules.history)
         if name not in self.served or shape != self.assets.shapes.get(name):
             self.assets.reshape(*shape, model=name)
-        self.served[name] = Served(name, artifact, rules)
+        states = manifest.states
+        stopped = states.rule(manifest.features) if states is not None else None
+        self.served[name] = Served(
+            name, artifact, rules, stopped, states.grace_s if states else 0.0
+        )
         self.assets.set_thresholds(lambda asset_id: manifest.threshold_for(asset_id).value, name)
         self.decoder = self._decoder()
         if overrides:
@@ -172,6 +178,11 @@ class BatchProcessor:
                 "alert rules of model %s (%s) overridden by WORKER_ALERTS__*: %s (the model's: "
                 "%s)", name, artifact.version, overrides, manifest.rules.model_dump(),
             )  # fmt: skip
+
+    @property
+    def stopped_assets(self) -> int:
+        """Assets whose latest record showed them stopped (anomaly/states.py)."""
+        return sum(1 for _, state in self.assets if state.stopped)
 
     @property
     def open_episodes(self) -> int:
@@ -254,10 +265,13 @@ class BatchProcessor:
         for event in taken.sensor_events:
             self.silent += 1 if event.kind == "sensor_silent" else -1
             emitted.sensor(self.topics, event, contexts[event.model], stale_s)
+        for state_event in taken.state_events:
+            emitted.state(self.topics.alerts, state_event, contexts[state_event.model])
         for asset_id, state in taken.evicted:
             self._close_evicted(asset_id, state, contexts, emitted, result.offsets)
         stats.evicted += len(taken.evicted)
         stats.warming_up, stats.incomplete = taken.warming_up, taken.incomplete
+        stats.stopped, stats.starting = taken.stopped, taken.starting
         stats.filled, stats.record_times = taken.filled, taken.record_times
 
     def _decide(

@@ -117,6 +117,7 @@ class Worker:
         self.metrics.alarms.limit = settings.alerts.explain_assets
         self.metrics.alarms.linger_s = settings.alerts.explain_linger_s
         self.metrics.sensors_silent.set_function(lambda: self.processor.silent)
+        self.metrics.assets_stopped.set_function(lambda: self.processor.stopped_assets)
         self._make_source, self._make_sink = source, sink
         self._serve_http = serve_http
         self.http: HealthServer | None = None

@@ -18,17 +18,21 @@ import numpy.typing as npt
 from anomaly.model import Artifact
 from anomaly.records import SourceRecord
 from anomaly.rules import Rules
+from anomaly.states import Rule
 from worker.assets import AssetState
 
 
 @dataclass(frozen=True)
 class Served:
     """A model in service: its name, its artifact, and the rules the worker applies with it
-    (the model's, with the operator's overrides)."""
+    (the model's, with the operator's overrides); its operating-state rule, read once, and
+    the start-up grace (anomaly/states.py; None: the model knows no stop)."""
 
     name: str
     artifact: Artifact
     rules: Rules
+    stopped: Rule | None = None
+    grace_s: float = 0.0
 
 
 class Pending(NamedTuple):

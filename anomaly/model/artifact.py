@@ -36,6 +36,7 @@ from anomaly.model.errors import ArtifactError
 from anomaly.model.features import RobustScaler
 from anomaly.model.graph import Graph
 from anomaly.rules import Rules
+from anomaly.states import OperatingStates, StateRuleError
 
 # 2: the manifest records the alert rules. Version 1 manifests (0.1.x) still load, with the
 # rules 0.1.x workers applied by default.
@@ -52,8 +53,10 @@ from anomaly.rules import Rules
 # 7: the ONNX graph (`model.onnx`, `graph_sha256`), which the worker runs. Versions 1 to 6
 # have none: their manifests still read (listing, reports); serving them needs a graph
 # exported from their weights (`anomaly-train export-graph`).
-FORMAT_VERSION = 7
-READABLE_FORMATS = (1, 2, 3, 4, 5, 6, 7)
+# 8: the operating-state rule and the start-up grace (`states`, anomaly/states.py; None: the
+# model knows no stop). Versions 1 to 7 have none.
+FORMAT_VERSION = 8
+READABLE_FORMATS = (1, 2, 3, 4, 5, 6, 7, 8)
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.pt"
 GRAPH = "model.onnx"
@@ -150,6 +153,7 @@ class Manifest(_Frozen):
     asset_thresholds: dict[Annotated[str, Field(min_length=1)], Threshold] = {}
     drift: Drift | None = None
     graph_sha256: str | None = Field(default=None, pattern=SHA256)
+    states: OperatingStates | None = None
 
     @property
     def window(self) -> int:
@@ -188,6 +192,11 @@ class Manifest(_Frozen):
             )
         if self.drift is not None and self.drift.n_features != n:
             raise ValueError(f"drift has {self.drift.n_features} values for {n} features")
+        if self.states is not None:
+            try:
+                self.states.rule(self.features)
+            except StateRuleError as exc:
+                raise ValueError(f"states.stopped_when: {exc}") from None
         if (self.graph_sha256 is None) != (self.format_version < 7):
             raise ValueError(
                 "graph_sha256 is required from format version 7 on, and absent before it"

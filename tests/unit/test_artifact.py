@@ -83,9 +83,9 @@ def test_refuses_a_truncated_manifest(artifact_dir: Path) -> None:
 
 
 def test_refuses_another_format_version(artifact_dir: Path) -> None:
-    edit_manifest(artifact_dir, lambda m: m.update(format_version=8))
+    edit_manifest(artifact_dir, lambda m: m.update(format_version=9))
     with pytest.raises(
-        ArtifactError, match="format version 8; this code reads versions 1, 2, 3, 4, 5, 6, 7"
+        ArtifactError, match="format version 9; this code reads versions 1, 2, 3, 4, 5, 6, 7, 8"
     ):
         load_artifact(artifact_dir)
 

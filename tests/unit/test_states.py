@@ -1,0 +1,185 @@
+"""Operating states (anomaly/states.py): the rule read and applied, the start-up grace measured
+from the training data's own restarts, the worker's records of a stopped pump neither scored
+nor alarmed on, and the training job leaving them out and recording the rule."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from anomaly.model import ModelStore
+from anomaly.states import (
+    SETTLED,
+    StateRuleError,
+    measure_grace,
+    not_running,
+    parse_rule,
+    stopped,
+    stopped_rows,
+)
+from devtools import simulator
+from devtools.simulator import PUMP, Fleet, Stop
+from tests.support.fakes import as_records
+from tests.support.models import Trained, edit_manifest, settings_for, write_csv
+from tests.unit.test_pipeline import TOPICS
+from training.job import train
+from worker.pipeline import BatchProcessor
+from worker.settings import AlertSettings, BatchSettings
+
+FEATURES = simulator.FEATURES
+SPEED = FEATURES.index("speed")
+
+
+def test_a_rule_reads_comparisons_joined_by_and_before_or() -> None:
+    rule = parse_rule("speed < 100 or current <= 0.5 and flow != 2", FEATURES)
+    row = np.zeros(len(FEATURES))
+    row[SPEED], row[FEATURES.index("current")] = 1500.0, 1.0
+    assert not stopped(rule, row)
+    row[FEATURES.index("current")], row[FEATURES.index("flow")] = 0.5, 3.0
+    assert stopped(rule, row)  # current <= 0.5 and flow != 2
+    row[FEATURES.index("flow")] = 2.0
+    assert not stopped(rule, row)
+    row[SPEED] = 99.0
+    assert stopped(rule, row)
+    row[SPEED] = float("nan")  # a missing speed says nothing
+    assert not stopped(parse_rule("speed < 100", FEATURES), row)
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("rpm < 100", "'rpm' is not a feature"),
+        ("speed <", "is not a comparison"),
+        ("speed ~ 3", "is not a comparison"),
+        ("speed < 1.2.3", "is not a number"),
+    ],
+)
+def test_a_rule_that_does_not_read_is_refused_saying_why(text: str, says: str) -> None:
+    with pytest.raises(StateRuleError, match=says):
+        parse_rule(text, FEATURES)
+
+
+@given(
+    st.sampled_from(
+        [
+            "speed < 100",
+            "speed >= 3 and flow < 0",
+            "current == 1 or speed > 2",
+            "flow != 0 and speed <= 1 or pressure > 0.5",
+        ]
+    ),
+    arrays(np.float64, (20, len(FEATURES)), elements=st.sampled_from([0.0, 1.0, 2.0, 3.0, 150.0])),
+)
+def test_the_rule_over_rows_answers_as_it_does_record_by_record(
+    text: str, rows: np.ndarray
+) -> None:
+    rule = parse_rule(text, FEATURES)
+    assert stopped_rows(rule, rows).tolist() == [stopped(rule, row) for row in rows]
+
+
+def stopped_pump(n: int = 600, start: int = 200, end: int = 260) -> tuple[np.ndarray, np.ndarray]:
+    fleet = Fleet(n_assets=1, seed=3, stops=(Stop("pump-00", start, end),))
+    rows = np.array([list(json.loads(v)["values"].values()) for _, v in fleet.records(n)])
+    return np.arange(n, dtype=np.float64), rows
+
+
+def test_the_grace_is_the_longest_start_up_in_the_data() -> None:
+    rule = parse_rule("speed < 100", FEATURES)
+    ts, rows = stopped_pump()
+    grace = measure_grace(rule, [(ts, rows)])
+    assert grace is not None
+    # back within the running range some records into the transient, then SETTLED in a row
+    settled = np.all(np.abs(rows[260:] - rows[261:].mean(axis=0)) < 4 * rows[:200].std(axis=0),
+                     axis=1)  # fmt: skip
+    assert 1 <= grace <= 30
+    assert settled[int(grace) + SETTLED :].any()
+    shorter = stopped_pump(end=240)  # the same transient, after a shorter stop
+    assert abs((measure_grace(rule, [shorter]) or 0) - grace) <= 2
+    assert measure_grace(rule, [(ts[:230], rows[:230])]) is None  # no restart in the data
+
+
+def test_stopped_rows_and_the_start_up_within_the_grace_are_not_running() -> None:
+    rule = parse_rule("speed < 100", FEATURES)
+    ts, rows = stopped_pump()
+    stop, starting = not_running(rule, ts, rows, grace_s=12.0)
+    assert np.flatnonzero(stop).tolist() == list(range(200, 260))
+    assert np.flatnonzero(starting).tolist() == list(range(260, 272))
+    _, none = not_running(rule, ts, rows, grace_s=0.0)
+    assert not none.any()
+
+
+@pytest.fixture
+def stateful(trained: Trained, tmp_path: Path) -> ModelStore:
+    """The session's model, with the rule `speed < 100` and a 10 s start-up grace."""
+    store = ModelStore(trained.root)
+    version = store.current_version()
+    assert version is not None
+    target = tmp_path / "store" / "versions" / version
+    import shutil
+
+    shutil.copytree(trained.root, tmp_path / "store")
+    edit_manifest(target, lambda m: m.update(states={"stopped_when": "speed < 100",
+                                                     "grace_s": 30.0}))  # fmt: skip
+    return ModelStore(tmp_path / "store")
+
+
+def test_a_stopped_pump_is_said_stopped_not_scored_and_raises_no_alarm(
+    stateful: ModelStore,
+) -> None:
+    fleet = Fleet(n_assets=2, seed=5, stops=(Stop("pump-01", 100, 160),))
+    p = BatchProcessor(TOPICS, BatchSettings(), AlertSettings())
+    p.set_model(stateful.load_current())
+    records = as_records(fleet.records(300))
+    results = [p.process(records[i : i + 50]) for i in range(0, len(records), 50)]
+    events = [json.loads(m.value) for r in results for m in r.messages if m.topic == "alerts"]
+    mine = [(e["type"], e["ts"]) for e in events if e["asset_id"] == "pump-01"]
+    at = [simulator.timestamp(i).isoformat().replace("+00:00", "Z") for i in (100, 160)]
+    assert mine == [("stopped", at[0]), ("started", at[1])], "said stopped, then started; no alarm"
+    started = next(e for e in events if e["type"] == "started")
+    assert started["grace_s"] == 30.0
+    assert started["stopped_when"] == "speed < 100"
+    assert sum(r.stats.stopped for r in results) == 60
+    assert sum(r.stats.starting for r in results) == 30
+    assert sum(r.stats.scored for r in results) == 600 - 90
+    assert p.stopped_assets == 0
+    half = p.process([])
+    assert half.stats.stopped == 0
+
+
+def test_without_a_rule_the_stop_alarms_as_an_anomaly(trained: Trained) -> None:
+    fleet = Fleet(n_assets=2, seed=5, stops=(Stop("pump-01", 100, 160),))
+    p = BatchProcessor(TOPICS, BatchSettings(), AlertSettings())
+    p.set_model(trained.store.load_current())
+    result = p.process(as_records(fleet.records(300)))
+    opened = [json.loads(m.value) for m in result.messages if m.topic == "alerts"]
+    assert any(e["type"] == "open" and e["asset_id"] == "pump-01" for e in opened)
+
+
+def test_training_leaves_stopped_records_and_start_ups_out_and_records_the_rule(
+    tmp_path: Path,
+) -> None:
+    fleet = Fleet(
+        n_assets=1, seed=1, stops=(Stop("pump-00", 2000, 2300), Stop("pump-00", 4000, 4100))
+    )
+    rows = np.array([list(json.loads(v)["values"].values()) for _, v in fleet.records(6000)])
+    data = tmp_path / "stops.csv"
+    write_csv(data, rows)
+    settings = settings_for(data, tmp_path / "store", epochs=5)
+    settings = settings.model_copy(update={"states": settings.states.model_copy(
+        update={"stopped_when": "speed < 100"})})  # fmt: skip
+    outcome = train(settings, now=datetime(2026, 1, 2, tzinfo=UTC))
+    states = outcome.manifest.states
+    assert states is not None
+    assert (states.stopped_when, states.grace_from) == ("speed < 100", "measured")
+    assert 1 <= states.grace_s <= 40
+    report = json.loads((Path(outcome.location) / "report.json").read_text())
+    assert 400 < report["removed"]["not_running"] <= 400 + 2 * 40
+    assert outcome.manifest.training.rows == 6000 - report["removed"]["not_running"]
+    assert PUMP.stopped[SPEED] == 0.0
