@@ -3,12 +3,15 @@
     python -m devtools.demo [--assets 8] [--compressors 4] [--readings 400] [--http-port 8000]
 
 Starts the embedded broker, trains one named model per asset type on clean simulated readings
-(python -m training: pumps, eight sensors; compressors, five of their own), starts a worker
-(python -m worker) that routes each record to its type's model, streams readings with
-injected faults, a few malformed records and one pump sensor that drops out for a while,
-prints alert episodes and sensor silences as they open and resolve, and ends with a summary
-of faults injected, faults detected, false alerts and the dropout. Exits 0 when every fault
-was detected.
+(python -m training: pumps, eight sensors, that stop now and then: the rule `speed < 100` says
+when; compressors, five of their own), starts a worker (python -m worker) that routes each
+record to its type's model, sets a maintenance window on the first pump (`anomaly-train
+window set`), streams readings with injected faults, a few malformed records, one pump sensor
+that drops out for a while, the first pump stopped for its maintenance and the last one
+stopped outside any window, prints alert episodes, sensor silences and stops as they happen,
+and ends with a summary: faults injected and detected, false alerts (pages that match no
+fault), the dropout, the stop and the window. Exits 0 when every fault was detected and
+neither stop paged.
 """
 
 from __future__ import annotations
@@ -27,12 +30,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from anomaly.kafka import make_producer
 from anomaly.rules import Rules
 from anomaly.settings import KafkaSettings, TopicSettings
 from devtools import local_broker
-from devtools.simulator import COMPRESSOR, Fault, Fleet
+from devtools.simulator import COMPRESSOR, Fault, Fleet, Stop, asset_name
 from devtools.topics import TopicReader, committed_total, create_topics
 
 MALFORMED = [
@@ -45,12 +49,19 @@ MALFORMED = [
 
 @dataclass
 class Seen:
-    """An open event read back from the alerts topic."""
+    """An open event read back from the alerts topic (`suppressed`: what held its page back),
+    or a page released later (`unsuppress`)."""
 
     asset_id: str
     ts: datetime
     episode_id: str
     top: str
+    suppressed: str | None = None
+    released: bool = False
+
+    @property
+    def paged(self) -> bool:
+        return self.suppressed is None
 
 
 @dataclass
@@ -66,6 +77,11 @@ class Silence:
 # One pump sensor drops out (null) for DROPOUT_READINGS readings, from 3/4 of the stream on;
 # the worker fills it for STALE_AFTER_S seconds (one reading a second), then calls it silent.
 DROPOUT_ASSET, DROPOUT_SENSOR, DROPOUT_READINGS, STALE_AFTER_S = "pump-01", "flow", 30, 10
+# When a pump is not running (anomaly/states.py), recorded in the pump model.
+STOPPED_WHEN = "speed < 100"
+# The first pump is serviced in a maintenance window (its share of the stream) and stopped
+# inside it; the last pump stops outside any window. Shares of the stream's readings.
+SERVICE_WINDOW, SERVICE_STOP, OTHER_STOP = (0.70, 0.90), (0.72, 0.85), (0.75, 0.85)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -98,10 +114,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"broker ({what}) on {broker.bootstrap}, up in {time.monotonic() - started:.1f} s")
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, session_timeout_ms=6000)
         topics = TopicSettings()
-        create_topics(kafka, {topics.input: 4, topics.alerts: 1, topics.dead_letters: 1})
+        create_topics(kafka, {topics.input: 4, topics.alerts: 1, topics.dead_letters: 1,
+                              topics.calendar: 1}, compacted=[topics.calendar])  # fmt: skip
 
         now = datetime.now(UTC).replace(microsecond=0)
-        types = [("pump", Fleet(args.assets, seed=1, start=now - timedelta(days=1)))]
+        # the pumps' history holds stops: the model learns when they run, and its start-up
+        training_stops = tuple(Stop(asset_name(i), 300 + 200 * i, 360 + 200 * i)
+                               for i in range(min(args.assets, 4)))  # fmt: skip
+        types = [("pump", Fleet(args.assets, seed=1, start=now - timedelta(days=1),
+                                stops=training_stops))]  # fmt: skip
         if args.compressors:
             types.append(("compressor", Fleet(args.compressors, seed=1, kind=COMPRESSOR,
                                               start=now - timedelta(days=1))))  # fmt: skip
@@ -113,9 +134,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             n = history.n_assets
             say(f"training model {name!r} on {1500 * n} clean readings of {n} {name}s, "
                 f"{len(history.features)} sensors ({data})")  # fmt: skip
+            rule = ["--stopped-when", STOPPED_WHEN] if name == "pump" else []
             fit = subprocess.run(
                 [sys.executable, "-m", "training", "fit", "--data", str(data),
-                 "--store", str(workdir / "model-store"), "--model", name],
+                 "--store", str(workdir / "model-store"), "--model", name, *rule],
                 env={**os.environ, "TRAINING_LOG_LEVEL": "WARNING"},
             )  # fmt: skip
             if fit.returncode != 0:
@@ -144,15 +166,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         say(f"worker ready (model loaded, topics found, partitions assigned) in "
             f"{time.monotonic() - launched:.1f} s")  # fmt: skip
 
-        fleets = [Fleet(args.assets, seed=2, start=now)]
+        service = _span(SERVICE_STOP, args.readings)
+        other = _span(OTHER_STOP, args.readings)
+        window = _span(SERVICE_WINDOW, args.readings)
+        service_asset, other_asset = asset_name(0), asset_name(args.assets - 1)
+        set_window(broker.bootstrap, topics, service_asset, now, window)
+        stops = (Stop(service_asset, service.start, service.stop),
+                 Stop(other_asset, other.start, other.stop))  # fmt: skip
+        fleets = [Fleet(args.assets, seed=2, start=now, stops=stops)]
         if args.compressors:
             fleets.append(Fleet(args.compressors, seed=2, kind=COMPRESSOR, start=now))
         faults = [f for fleet in fleets for f in fleet.faults(args.readings)]
         dropout = range(args.readings * 3 // 4, args.readings * 3 // 4 + DROPOUT_READINGS)
         readings = args.readings * sum(fleet.n_assets for fleet in fleets)
         say(f"streaming {readings} readings with {len(faults)} faults, "
-            f"{len(MALFORMED)} malformed records, and {DROPOUT_ASSET}'s {DROPOUT_SENSOR} "
-            f"sensor out for readings {dropout.start}-{dropout.stop - 1}")  # fmt: skip
+            f"{len(MALFORMED)} malformed records, {DROPOUT_ASSET}'s {DROPOUT_SENSOR} "
+            f"sensor out for readings {dropout.start}-{dropout.stop - 1}, {service_asset} "
+            f"stopped for its maintenance (readings {service.start}-{service.stop - 1}) and "
+            f"{other_asset} stopped outside any window (readings {other.start}-"
+            f"{other.stop - 1})")  # fmt: skip
         producer = make_producer(kafka)
         sent = 0
         streams = [fleet.records(args.readings, faults) for fleet in fleets]
@@ -173,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         producer.flush()
         producer.close()
 
-        opened, silences = follow(kafka, topics, worker, sent)
+        opened, silences, states = follow(kafka, topics, worker, sent)
         print()
         say(f"metrics: {base}/metrics (probes: {base}/livez, {base}/readyz)")
         for line in scrape(f"{base}/metrics"):
@@ -181,6 +213,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         dropped = timedelta(seconds=dropout.start)
         code = summary(faults, opened, Rules())
         print_dropout(silences, now + dropped, now + dropped + timedelta(seconds=len(dropout)))
+        quiet = print_stops(opened, states, now, (service_asset, service, window),
+                            (other_asset, other))  # fmt: skip
+        code = code or (0 if quiet else 1)
         report(broker.bootstrap, topics, workdir, faults, opened)
         return code
     finally:
@@ -192,58 +227,94 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("broker stopped")
 
 
+@dataclass
+class Stopped:
+    """A stopped or started event read back from the alerts topic."""
+
+    kind: str
+    asset_id: str
+    ts: datetime
+
+
 def follow(
     kafka: KafkaSettings, topics: TopicSettings, worker: subprocess.Popen[bytes], sent: int
-) -> tuple[list[Seen], list[Silence]]:
+) -> tuple[list[Seen], list[Silence], list[Stopped]]:
     """Print alert events until the worker has committed all `sent` input records."""
     reader = TopicReader(kafka, topics.alerts)
     opened: list[Seen] = []
     silences: list[Silence] = []
+    states: list[Stopped] = []
     deadline = time.monotonic() + 120
     caught_up_at: float | None = None
     try:
         while time.monotonic() < deadline:
             for record in reader.poll(300):
-                event = json.loads(record.value or b"{}")
-                if event["type"].startswith("sensor_"):
-                    state = "SILENT " if event["type"] == "sensor_silent" else "BACK   "
-                    print(f"  {state}  {event['asset_id']}  {event['ts']}  {event['feature']}")
-                    silences.append(Silence(event["type"], event["asset_id"], event["feature"],
-                                            parse(event["ts"])))  # fmt: skip
-                    continue
-                top = ", ".join(f"{f['feature']} {f['share']:.0%}" for f in event["top_features"])
-                if event["type"] == "open":
-                    opened.append(
-                        Seen(event["asset_id"], parse(event["ts"]), event["episode_id"], top)
-                    )
-                    print(
-                        f"  OPEN     {event['asset_id']} [{event['model']}]  {event['ts']}  score "
-                        f"{event['score']:.3g} > {event['threshold']:.3g}  top: {top}"
-                    )
-                elif event["type"] == "quiet":
-                    print(
-                        f"  QUIET    {event['asset_id']}  {event['ts']}  back under since "
-                        f"{event['ended_at']}: resolves after the hold unless it returns"
-                    )
-                elif event["type"] == "resume":
-                    print(
-                        f"  RESUME   {event['asset_id']}  {event['ts']}  above again since "
-                        f"{event['resumed_at']}: the same episode, no new page"
-                    )
-                else:
-                    print(
-                        f"  RESOLVE  {event['asset_id']}  {event['ts']}  {event['records']} "
-                        f"records from {event['started_at']}, peak {event['peak_score']:.3g}"
-                    )
+                show(json.loads(record.value or b"{}"), opened, silences, states)
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with code {worker.returncode}")
             if committed_total(kafka, topics.group, topics.input) >= sent:
                 caught_up_at = caught_up_at or time.monotonic()
                 if time.monotonic() - caught_up_at > 1.0:  # alerts are flushed before commits
-                    return opened, silences
+                    return opened, silences, states
     finally:
         reader.close()
     raise RuntimeError("the worker did not catch up within 120 s")  # fmt: skip
+
+
+def show(
+    event: dict[str, Any], opened: list[Seen], silences: list[Silence], states: list[Stopped]
+) -> None:
+    """Print one event as it comes, and keep what the summary reads."""
+    kind, asset, ts = event["type"], event["asset_id"], event["ts"]
+    if kind.startswith("sensor_"):
+        state = "SILENT " if kind == "sensor_silent" else "BACK   "
+        print(f"  {state}  {asset}  {ts}  {event['feature']}")
+        silences.append(Silence(kind, asset, event["feature"], parse(ts)))
+        return
+    if kind in ("stopped", "started"):
+        more = f"  (start-up: {event['grace_s']:g} s not scored)" if kind == "started" else ""
+        print(f"  {kind.upper():<8} {asset}  {ts}  {event['stopped_when']}{more}")
+        states.append(Stopped(kind, asset, parse(ts)))
+        return
+    top = ", ".join(f"{f['feature']} {f['share']:.0%}" for f in event["top_features"])
+    held = event.get("suppressed")
+    if kind == "open":
+        opened.append(Seen(asset, parse(ts), event["episode_id"], top, held))
+        page = f"  (no page: {held})" if held else ""
+        print(f"  OPEN     {asset} [{event['model']}]  {ts}  score {event['score']:.3g} > "
+              f"{event['threshold']:.3g}  top: {top}{page}")  # fmt: skip
+    elif kind == "suppress":
+        print(f"  SUPPRESS {asset}  {ts}  its page withdrawn: {held}")
+    elif kind == "unsuppress":
+        opened.append(Seen(asset, parse(ts), event["episode_id"], top, None, released=True))
+        print(f"  PAGE     {asset}  {ts}  still open after {event['released']}: paged now")
+    elif kind == "quiet":
+        print(f"  QUIET    {asset}  {ts}  back under since {event['ended_at']}: resolves after "
+              "the hold unless it returns")  # fmt: skip
+    elif kind == "resume":
+        print(f"  RESUME   {asset}  {ts}  above again since {event['resumed_at']}: the same "
+              "episode, no new page")  # fmt: skip
+    else:
+        print(f"  RESOLVE  {asset}  {ts}  {event['records']} records from "
+              f"{event['started_at']}, peak {event['peak_score']:.3g}")  # fmt: skip
+
+
+def set_window(
+    bootstrap: str, topics: TopicSettings, asset: str, start: datetime, readings: range
+) -> None:
+    """The maintenance window over the asset's `readings`, set as an engineer does."""
+    begin, end = (start + timedelta(seconds=r) for r in (readings.start, readings.stop))
+    env = {**os.environ, "TRAINING_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+           "TRAINING_TOPICS__CALENDAR": topics.calendar,
+           "TRAINING_LOG_LEVEL": "WARNING"}  # fmt: skip
+    done = subprocess.run(
+        [sys.executable, "-m", "training", "window", "set", f"{asset}-service", "--assets",
+         asset, "--start", _wall(begin), "--end", _wall(end), "--note", "impeller change",
+         "--by", "demo"], env=env, capture_output=True, text=True,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"anomaly-train window set failed: {done.stderr.strip()}")
+    say(f"maintenance window (anomaly-train window set): {done.stdout.strip()}")
 
 
 def report(
@@ -271,6 +342,7 @@ def report(
 
 def summary(faults: list[Fault], opened: list[Seen], rules: Rules) -> int:
     grace = timedelta(seconds=rules.resolve_after + rules.open_after)
+    opened = [s for s in opened if s.paged]  # what paged someone
     matched: set[str] = set()
     print()
     say(f"summary: {len(faults)} faults injected")
@@ -314,6 +386,44 @@ def print_dropout(silences: list[Silence], start: datetime, end: datetime) -> No
     say(f"sensor dropout: {DROPOUT_ASSET} {DROPOUT_SENSOR} out for "
         f"{(end - start).total_seconds():.0f} readings (filled for up to {STALE_AFTER_S} s): "
         f"{said}, {again}")  # fmt: skip
+
+
+def print_stops(
+    opened: list[Seen],
+    states: list[Stopped],
+    now: datetime,
+    service: tuple[str, range, range],
+    other: tuple[str, range],
+) -> bool:
+    """What the worker said of the two stops; True when neither paged anyone."""
+    quiet = True
+    asset, stop, window = service
+    pages = [s for s in opened if s.asset_id == asset and s.paged
+             and now + timedelta(seconds=window.start) <= s.ts]  # fmt: skip
+    held = [s for s in opened if s.asset_id == asset and s.suppressed]
+    said = [s.kind for s in states if s.asset_id == asset]
+    quiet &= not pages
+    say(f"maintenance: {asset} stopped in its window (readings {window.start}-{window.stop - 1}"
+        f"): said {' then '.join(said) or 'nothing'}; {len(pages)} pages, {len(held)} episodes "
+        "held back; its records are left out of the next training")  # fmt: skip
+    asset, stop = other
+    said = [f"{s.kind} at reading {(s.ts - now).total_seconds():.0f}" for s in states
+            if s.asset_id == asset]  # fmt: skip
+    pages = [s for s in opened if s.asset_id == asset and s.paged
+             and now + timedelta(seconds=stop.start) <= s.ts]  # fmt: skip
+    quiet &= not pages
+    say(f"stop: {asset} stopped outside any window (readings {stop.start}-{stop.stop - 1}): "
+        f"said {', '.join(said) or 'nothing'}; {len(pages)} pages")  # fmt: skip
+    return quiet
+
+
+def _span(shares: tuple[float, float], readings: int) -> range:
+    return range(int(shares[0] * readings), int(shares[1] * readings))
+
+
+def _wall(ts: datetime) -> str:
+    """A UTC time as the wall clock a window set in UTC reads."""
+    return ts.astimezone(UTC).replace(tzinfo=None).isoformat()
 
 
 def scrape(url: str) -> list[str]:

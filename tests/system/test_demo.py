@@ -1,5 +1,6 @@
 """The README's demo, end to end: broker, two models trained, worker, a mixed fleet with
-simulated faults and a sensor that drops out, summary."""
+simulated faults, a sensor that drops out, a pump stopped in a maintenance window and one
+stopped outside any, summary."""
 
 import re
 import subprocess
@@ -31,6 +32,17 @@ def test_the_demo_detects_every_injected_fault(tmp_path: Path) -> None:
         r"SILENT after 10 readings, BACK at its first reading again",
         demo.stdout,
     ), demo.stdout
+    # the pump serviced in its window and the one that stopped outside any: said stopped and
+    # started again, no page
+    assert re.search(
+        r"maintenance: pump-00 stopped in its window \(readings 210-269\): said stopped then "
+        r"started; 0 pages", demo.stdout,
+    ), demo.stdout  # fmt: skip
+    assert re.search(
+        r"stop: pump-03 stopped outside any window \(readings 225-254\): said stopped at "
+        r"reading 225, started at reading 255; 0 pages", demo.stdout,
+    ), demo.stdout  # fmt: skip
+    assert "anomaly_records_total{outcome=\"stopped\"} 69.0" in demo.stdout  # 39 + 30
     assert "anomaly_dead_letters_total" in demo.stdout
     assert "worker drained and exited with code 0" in demo.stdout
     # the report of one episode, as a user asks for it (anomaly-train report EPISODE_ID)
