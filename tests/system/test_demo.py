@@ -42,7 +42,7 @@ def test_the_demo_detects_every_injected_fault(tmp_path: Path) -> None:
         r"stop: pump-03 stopped outside any window \(readings 225-254\): said stopped at "
         r"reading 225, started at reading 255; 0 pages", demo.stdout,
     ), demo.stdout  # fmt: skip
-    assert "anomaly_records_total{outcome=\"stopped\"} 69.0" in demo.stdout  # 39 + 30
+    assert 'anomaly_records_total{outcome="stopped"} 69.0' in demo.stdout  # 39 + 30
     assert "anomaly_dead_letters_total" in demo.stdout
     assert "worker drained and exited with code 0" in demo.stdout
     # the report of one episode, as a user asks for it (anomaly-train report EPISODE_ID)
