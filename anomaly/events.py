@@ -1,19 +1,23 @@
 """The alert events the worker publishes (JSON on the alerts topic), and what the training job
 reads back of them (`episode_id`, `asset_id`, `type`, `started_at`, `ended_at`).
 
-Several families share the topic, told apart by `type`: an asset's anomaly episodes (`open`, then
-any number of `quiet` and `resume`, then `resolve`: anomaly/rules.py; their top features
-carry the deciding window's actual and expected values; `suppress` and `unsuppress` when a
-maintenance window or a shelf starts or stops holding its page back: anomaly/calendar.py,
-every event's `suppressed` says why it is held, null while it pages), and
-its sensors that fall silent (`sensor_silent`, `sensor_resolve`: one feature of one asset,
-worker/sensors.py), and its operating state (`stopped`, `started`: anomaly/states.py). Only
-the first carry an `episode_id`.
+Several families share the topic, told apart by `type`:
+
+- an asset's anomaly episodes (`open`, then any number of `quiet` and `resume`, then
+  `resolve`: anomaly/rules.py; their top features carry the deciding window's actual and
+  expected values), with `suppress` and `unsuppress` when a maintenance window or a shelf
+  starts or stops holding its page back (anomaly/calendar.py; every episode event's
+  `suppressed` says why it is held, null while it pages); only these carry an `episode_id`;
+- its sensors out of order, all `kind: instrumentation`: fallen silent (`sensor_silent`,
+  `sensor_resolve`: worker/sensors.py) or broken (`sensor_fault`, `sensor_fault_resolve`:
+  stuck, out of range, noisy, anomaly/instruments.py);
+- its operating state (`stopped`, `started`: anomaly/states.py).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -25,6 +29,7 @@ from anomaly.rules import Episode, EventType, SourceRef
 from anomaly.settings import DEFAULT_MODEL
 
 SensorEventType = Literal["sensor_silent", "sensor_resolve"]
+FaultEventType = Literal["sensor_fault", "sensor_fault_resolve"]
 # An episode's events: the rules' own, and its page held back or released (worker/decide.py).
 AlertType = EventType | Literal["suppress", "unsuppress"]
 
@@ -128,6 +133,44 @@ class SensorEvent:
             "source": _source(self.source or SourceRef(topic, -1, -1)),
             "last_reported_at": None if last is None else _iso(datetime.fromtimestamp(last, UTC)),
             "stale_after_s": stale_after_s,
+            "kind": "instrumentation",
+            "fault": "silent",
+            "model": context.model,
+            "model_version": context.model_version,
+            "detected_at": _iso(context.detected_at),
+        }
+        if self.reason is not None:
+            event["reason"] = self.reason
+        return json.dumps(event).encode()
+
+
+@dataclass(frozen=True)
+class SensorFaultEvent:
+    """A sensor of an asset broke (`sensor_fault`: stuck, out_of_range or noisy, its `fault`,
+    anomaly/instruments.py) or behaves again (`sensor_fault_resolve`), at the record at
+    `source`, whose value of it was `value`; while it lasts, its share of the asset's score
+    is not counted, so the process episode does not open for it."""
+
+    kind: FaultEventType
+    asset_id: str
+    model: str
+    feature: str
+    fault: str
+    ts: datetime
+    source: SourceRef
+    value: float
+    reason: str | None = None  # a resolve at no record: `evicted`
+
+    def json(self, context: EventContext) -> bytes:
+        event: dict[str, object] = {
+            "type": self.kind,
+            "asset_id": self.asset_id,
+            "feature": self.feature,
+            "kind": "instrumentation",
+            "fault": self.fault,
+            "ts": _iso(self.ts),
+            "source": _source(self.source),
+            "value": None if math.isnan(self.value) else _value(self.value),
             "model": context.model,
             "model_version": context.model_version,
             "detected_at": _iso(context.detected_at),

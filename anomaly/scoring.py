@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from anomaly.instruments import SensorProfile, untrusted
 from anomaly.model.calibration import Threshold
 from anomaly.model.detector import Detector, Scores
 from anomaly.model.drift import Drift
@@ -45,15 +46,29 @@ class SeriesScores:
 
 
 def score_series(
-    detector: Detector, threshold: Threshold, values: FloatArray, window: int, rules: Rules
+    detector: Detector,
+    threshold: Threshold,
+    values: FloatArray,
+    window: int,
+    rules: Rules,
+    instruments: SensorProfile | None = None,
 ) -> SeriesScores:
     """Every full window of one asset's consecutive rows, scored and compared, with the onset
-    rule's evidence of `rules`."""
+    rule's evidence of `rules`; with the model's sensor profile, a record with a sensor out
+    of order scored without it, as the worker does (anomaly/instruments.py)."""
     if len(values) < window:
         empty, none, rows = np.empty(0), np.zeros(0, bool), np.empty((0, values.shape[1]))
         return SeriesScores(window, empty, rows, none, none, rows, detector.drift)
-    scores = detector.score(sliding_windows(values, window))
-    judged = judged_scores(scores.score, rules)
+    windows = sliding_windows(values, window)
+    scores = detector.score(windows)
+    raw = scores.score
+    if instruments is not None:  # the worker checks the sensors of the records it scores
+        missing = untrusted(instruments, values[window - 1 :])
+        some = np.flatnonzero(missing.any(axis=1))
+        if len(some):
+            raw = raw.copy()
+            raw[some] = detector.without(windows[some], missing[some])
+    judged = judged_scores(raw, rules)
     history = history_windows(values, max(rules.history, 1))[window - 1 :]
     seen = np.arange(window, len(values) + 1)  # the records of the series up to each one
     unit = detector.scaler.step_unit
@@ -80,7 +95,13 @@ def series_scores(detector: Detector, values: FloatArray, window: int) -> npt.ND
 
 
 def series_flags(
-    detector: Detector, threshold: Threshold, values: FloatArray, window: int, rules: Rules
+    detector: Detector,
+    threshold: Threshold,
+    values: FloatArray,
+    window: int,
+    rules: Rules,
+    instruments: SensorProfile | None = None,
 ) -> npt.NDArray[np.bool_]:
     """Per row of one asset's series: inside an alert episode, as the worker decides it."""
-    return score_series(detector, threshold, values, window, rules).flags(rules, len(values))
+    scored = score_series(detector, threshold, values, window, rules, instruments)
+    return scored.flags(rules, len(values))

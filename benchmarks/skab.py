@@ -264,7 +264,9 @@ def replay(
     window = manifest.window
     rules = alerts.serving(manifest.rules)
     values = exp.values[first:]
-    scored = score_series(artifact.detector, artifact.threshold, values, window, rules)
+    scored = score_series(
+        artifact.detector, artifact.threshold, values, window, rules, manifest.instruments
+    )
     context = EventContext(
         manifest.model_version, manifest.threshold.value, manifest.features,
         alerts.top_features, datetime.now(UTC),

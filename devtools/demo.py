@@ -58,6 +58,7 @@ class Seen:
     top: str
     suppressed: str | None = None
     released: bool = False
+    instrument: bool = False  # a sensor_fault: a broken sensor, not a process episode
 
     @property
     def paged(self) -> bool:
@@ -266,6 +267,14 @@ def show(
 ) -> None:
     """Print one event as it comes, and keep what the summary reads."""
     kind, asset, ts = event["type"], event["asset_id"], event["ts"]
+    if kind in ("sensor_fault", "sensor_fault_resolve"):
+        said = "FAULT  " if kind == "sensor_fault" else "FIXED  "
+        print(f"  {said}  {asset}  {ts}  {event['feature']} {event['fault']} (instrumentation: "
+              f"reads {event['value']:g})")  # fmt: skip
+        if kind == "sensor_fault":
+            what = f"{event['feature']} {event['fault']}"
+            opened.append(Seen(asset, parse(ts), f"{asset}/{what}/{ts}", what, instrument=True))
+        return
     if kind.startswith("sensor_"):
         state = "SILENT " if kind == "sensor_silent" else "BACK   "
         print(f"  {state}  {asset}  {ts}  {event['feature']}")
@@ -354,7 +363,10 @@ def summary(faults: list[Fault], opened: list[Seen], rules: Rules) -> int:
         matched.update(s.episode_id for s in hits)
         if hits:
             delay = (hits[0].ts - fault.start_ts).total_seconds()
-            result = f"DETECTED after {delay:.0f} readings, top: {hits[0].top}"
+            caught = hits[0]
+            how = (f"as instrumentation: {caught.top}" if caught.instrument
+                   else f"as a process fault, top: {caught.top}")  # fmt: skip
+            result = f"DETECTED after {delay:.0f} readings {how}"
         else:
             result = "MISSED"
         print(f"  {fault.asset_id}  {fault.kind:<18} on {fault.sensor:<12} "
@@ -366,7 +378,8 @@ def summary(faults: list[Fault], opened: list[Seen], rules: Rules) -> int:
     )  # fmt: skip
     say(f"faults detected: {detected}/{len(faults)}; false alerts: {len(false_alerts)}")
     for s in false_alerts:
-        print(f"  false alert: {s.asset_id} at {s.ts.isoformat()} top: {s.top}")
+        what = "instrumentation" if s.instrument else "top"
+        print(f"  false alert: {s.asset_id} at {s.ts.isoformat()} {what}: {s.top}")
     return 0 if detected == len(faults) else 1
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from anomaly.instruments import SensorProfile
 from anomaly.model import Detector, Threshold, sliding_windows
 from anomaly.model.architecture import Kind
 from anomaly.model.calibration import exceed
@@ -45,6 +46,7 @@ class Scored:
     version: str | None = None
     asset_thresholds: Mapping[str, Threshold] = field(default_factory=dict)
     kind: Kind = "dense"  # the architecture's kind
+    instruments: SensorProfile | None = None  # what training showed of each sensor
 
     def threshold_for(self, asset_id: str) -> Threshold:
         """The asset's own threshold if it has one, else the model's."""
@@ -146,7 +148,9 @@ def f1(model: Scored, labelled: SensorHistory) -> float:
     for s in labelled.series:
         assert s.labels is not None
         threshold = model.threshold_for(s.asset_id)
-        flagged = series_flags(model.detector, threshold, s.values, model.window, model.rules)
+        flagged = series_flags(
+            model.detector, threshold, s.values, model.window, model.rules, model.instruments
+        )
         truth = s.labels.astype(bool)
         tp += int((flagged & truth).sum())
         fp += int((flagged & ~truth).sum())

@@ -1,4 +1,5 @@
-"""Clean data only: find the records that a model flags, or that recorded episodes cover.
+"""Clean data only: find the records that a model flags, that recorded episodes cover, or
+whose sensors the model's profile finds out of order.
 
 "Flagged" means what it means in the worker: inside an alert episode by the model's own
 rules (anomaly.rules), scored over the same windows (anomaly.scoring).
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from anomaly.instruments import SensorProfile, sensor_faults
 from anomaly.scoring import series_flags
 from training.data import Masks, SensorHistory
 from training.gate import Scored
@@ -18,7 +20,12 @@ def flagged_by(model: Scored, history: SensorHistory) -> Masks:
     """Rows inside an episode of `model` (records before a full window are not scored)."""
     return {
         i: series_flags(
-            model.detector, model.threshold_for(s.asset_id), s.values, model.window, model.rules
+            model.detector,
+            model.threshold_for(s.asset_id),
+            s.values,
+            model.window,
+            model.rules,
+            model.instruments,
         )
         for i, s in enumerate(history.series)
     }
@@ -33,6 +40,15 @@ def inside_episodes(history: SensorHistory, episodes: Episodes) -> Masks:
             mask |= (s.ts >= begin) & (s.ts <= end)
         masks[i] = mask
     return masks
+
+
+def sensor_faulted(profile: SensorProfile, history: SensorHistory) -> Masks:
+    """Rows with some sensor out of order (stuck, out of range, noisy) as the model in
+    service's profile tells it (anomaly/instruments.py): their values are not learnt."""
+    return {
+        i: np.asarray(sensor_faults(profile, s.values).any(axis=1))
+        for i, s in enumerate(history.series)
+    }
 
 
 def union(*masks: Masks) -> Masks:

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
+from anomaly.instruments import SensorProfile
 from anomaly.model import (
     FORMAT_VERSION,
     ArchitectureConfig,
@@ -62,7 +63,7 @@ from training.data import DataError, Masks, SensorHistory, read_history
 from training.fit import FitResult, WindowIndex, fit_autoencoder
 from training.gate import Decision, Scored, decide
 from training.graph import rebuild, saved_weights, to_graph
-from training.hygiene import count, flagged_by, inside_episodes, union
+from training.hygiene import count, flagged_by, inside_episodes, sensor_faulted, union
 from training.metrics import RunFigures, push
 from training.progress import EpochProgress
 from training.report import write_report
@@ -76,7 +77,7 @@ log = logging.getLogger(__name__)
 # calibration part (as with TRAINING_GATE__FRACTION=0) rather than starve calibration.
 MIN_GATE_WINDOWS = 100
 # The hygiene rules, each a series of anomaly_training_rows_removed{rule}.
-HYGIENE_RULES = ("service_model", "alert_episodes", "first_fit", "confirmed")
+HYGIENE_RULES = ("service_model", "alert_episodes", "sensor_faults", "first_fit", "confirmed")
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,9 @@ def _clean(settings: TrainingSettings, service: Scored | None, read: _Read) -> _
         log.warning("the service model has other features: its flags cannot clean this data")
     if read.episodes:
         marks["alert_episodes"] = inside_episodes(history, read.episodes)
+    profile = service.instruments if service is not None else None
+    if profile is not None and profile.features == history.features:
+        marks["sensor_faults"] = sensor_faulted(profile, history)
     kept = None
     if read.verdicts:
         marks["confirmed"] = inside(history, read.verdicts, "confirmed")
@@ -412,7 +416,7 @@ def _service_model(store: ModelStore, version: str | None) -> Scored | None:
     m = artifact.manifest
     return Scored(
         artifact.detector, m.threshold, m.window, m.features, m.rules, m.model_version,
-        m.asset_thresholds, m.architecture.kind,
+        m.asset_thresholds, m.architecture.kind, m.instruments,
     )  # fmt: skip
 
 
@@ -588,10 +592,22 @@ def _fit(
         Scored(
             detector, threshold, window, features, settings.rules.for_window(window),
             asset_thresholds=own, kind=architecture.kind,
+            instruments=_instruments(settings, fit_part),
         ),
         result, architecture, scores, fit_part, calibration_part, len(fit_windows),
         len(held_windows), spread, choice, limits,
     )  # fmt: skip
+
+
+def _instruments(settings: TrainingSettings, fit_part: SensorHistory) -> SensorProfile | None:
+    """What the fit part shows of each sensor, for the workers to tell a broken one."""
+    if not settings.instruments.enabled:
+        return None
+    series = [s.values for s in fit_part.series if len(s.values)]
+    try:
+        return SensorProfile.fit(series, fit_part.features, settings.instruments.physical)
+    except ValueError as exc:  # a physical range naming no feature
+        raise DataError(f"TRAINING_INSTRUMENTS__PHYSICAL: {exc}") from None
 
 
 def _manifest(
@@ -642,6 +658,7 @@ def _manifest(
         asset_thresholds=dict(candidate.scored.asset_thresholds),
         drift=candidate.scored.detector.drift,
         states=states,
+        instruments=candidate.scored.instruments,
     )
 
 

@@ -169,6 +169,19 @@ class StateSettings(BaseModel):
     )  # fmt: skip
 
 
+class InstrumentSettings(BaseModel):
+    """Broken sensors told apart from process faults (anomaly/instruments.py): what training
+    shows of each sensor is recorded in the manifest for the workers."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    physical: dict[str, tuple[float | None, float | None]] = Field(
+        default_factory=dict,
+        description='each sensor\'s plausible range, e.g. {"pressure": [0, 16]} (null: open)',
+    )
+
+
 class GateSettings(BaseModel):
     """When a candidate may replace the model in service."""
 
@@ -249,6 +262,7 @@ class TrainingSettings(AppSettings):
     calibration: CalibrationSettings = CalibrationSettings()
     clean: CleanSettings = CleanSettings()
     states: StateSettings = StateSettings()
+    instruments: InstrumentSettings = InstrumentSettings()
     rules: Rules = Rules()  # recorded in the manifest: what the workers will apply
     gate: GateSettings = GateSettings()
     store: StoreSettings = StoreSettings()

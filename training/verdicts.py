@@ -172,7 +172,7 @@ def episode_flags(
     judged = {v.asset_id for v in verdicts.values()}
     flags = {
         s.asset_id: (s.ts, series_flags(model.detector, model.threshold_for(s.asset_id),
-                                         s.values, model.window, model.rules))
+                                         s.values, model.window, model.rules, model.instruments))
         for s in history.series if s.asset_id in judged
     }  # fmt: skip
     out: dict[str, Flagged] = {}

@@ -11,7 +11,10 @@ before the committed offset, and the next owner restores it before it processes 
 partition's next record.
 
 Windows are not saved: after a move an asset's first `window - 1` records refill its window
-(counted as warming up), as for an asset seen for the first time. Nor is the judged score's
+(counted as warming up), as for an asset seen for the first time. Nor are its sensors' state
+(anomaly/instruments.py): a sensor stuck across a restart is found again by the new owner
+(its `sensor_fault` said again), its readings counted for the few records until it is seen
+held, and whether it is stopped (anomaly/states.py). Nor is the judged score's
 average of an asset with nothing else to save (anomaly/rules.py): it starts again at the
 asset's first record scored there. The drift's average (one value per feature) exists only
 while there is something else to save, and is saved with it.

@@ -11,8 +11,17 @@ from datetime import datetime
 
 import numpy as np
 
-from anomaly.events import AlertEvent, EventContext, Evidence, SensorEvent, StateEvent
+from anomaly.events import (
+    AlertEvent,
+    EventContext,
+    Evidence,
+    FaultEventType,
+    SensorEvent,
+    SensorFaultEvent,
+    StateEvent,
+)
 from anomaly.records import RecordError, SourceRecord
+from anomaly.rules import SourceRef
 from anomaly.settings import TopicSettings
 from worker.decide import Decided
 from worker.outbound import Outbound
@@ -31,6 +40,8 @@ class Emitted:
     messages: list[Outbound] = field(default_factory=list)
     events: Counter[str] = field(default_factory=Counter)
     episodes: list[EpisodeSeen] = field(default_factory=list)
+    # each sensor out of order or back: (opened, asset id, feature, fault, model)
+    faults: list[tuple[bool, str, str, str, str]] = field(default_factory=list)
 
     def alert(self, topic: str, event: AlertEvent, context: EventContext) -> None:
         self.messages.append(Outbound(topic, event.asset_id.encode(), event.json(context)))
@@ -51,6 +62,14 @@ class Emitted:
         value = event.json(context, stale_s, topics.input)
         self.messages.append(Outbound(topics.alerts, event.asset_id.encode(), value))
         self.events[event.kind] += 1
+        opened = event.kind == "sensor_silent"
+        self.faults.append((opened, event.asset_id, event.feature, "silent", event.model))
+
+    def fault(self, topic: str, event: SensorFaultEvent, context: EventContext) -> None:
+        self.messages.append(Outbound(topic, event.asset_id.encode(), event.json(context)))
+        self.events[event.kind] += 1
+        opened = event.kind == "sensor_fault"
+        self.faults.append((opened, event.asset_id, event.feature, event.fault, event.model))
 
 
 def alert_events(scored: Scored, decided: Decided) -> list[AlertEvent]:
@@ -66,6 +85,23 @@ def alert_events(scored: Scored, decided: Decided) -> list[AlertEvent]:
             change.kind, change.episode, pending.asset_id, pending.ts, change.ref, change.score,
             scored.scores.shares[i], pending.filled, float(scored.limits[i]),
             Evidence(windows[i], detector.expected(rebuilt[i])), released=change.released,
+        ))  # fmt: skip
+    return out
+
+
+def fault_events(scored: Scored, context: EventContext) -> list[SensorFaultEvent]:
+    """Each sensor that broke or behaves again at one of the model's records (anomaly/
+    instruments.py), as its event, with the sensor's reading there."""
+    if scored.sensors is None:
+        return []
+    pending, rows, out = scored.windows.pending, scored.windows.history, []
+    for i, change in scored.sensors.changes:
+        message, _, asset_id, ts, _ = pending[i]
+        kind: FaultEventType = "sensor_fault" if change.opened else "sensor_fault_resolve"
+        out.append(SensorFaultEvent(
+            kind, asset_id, context.model, context.features[change.feature], change.kind, ts,
+            SourceRef(message.topic, message.partition, message.offset),
+            float(rows[i, -1, change.feature]),
         ))  # fmt: skip
     return out
 

@@ -14,16 +14,16 @@ from typing import Protocol
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from anomaly.records import REASONS
+from worker.histogram import BatchHistogram
 
 OUTCOMES = ("scored", "dead_lettered", "warming_up", "incomplete", "stopped", "starting")
 EVENT_TYPES = (
     "open", "quiet", "resume", "resolve", "suppress", "unsuppress", "sensor_silent",
-    "sensor_resolve", "stopped", "started",
+    "sensor_resolve", "sensor_fault", "sensor_fault_resolve", "stopped", "started",
 )  # fmt: skip
 STAGES = ("poll", "decode", "score", "publish", "commit")
 CHECKPOINT_EVENTS = ("restored", "released", "unsaved")
@@ -116,48 +116,6 @@ class AssetsInAlarm(Collector):
             return len(self._shown)
 
 
-class BatchHistogram(Collector):
-    """A histogram fed a whole batch of observations at once (numpy), for per-record values.
-
-    prometheus_client's Histogram costs about a microsecond per observation; this one costs a
-    vectorised bucket count per batch. It exposes the usual _bucket, _count and _sum series.
-    """
-
-    def __init__(
-        self, name: str, documentation: str, buckets: Sequence[float], registry: CollectorRegistry
-    ) -> None:
-        self.name, self.documentation = name, documentation
-        self.bounds = np.array(sorted(buckets), dtype=np.float64)
-        self._counts = np.zeros(len(self.bounds) + 1, dtype=np.int64)  # last: above all bounds
-        self._sum = 0.0
-        self._lock = threading.Lock()
-        registry.register(self)
-
-    def observe_many(self, values: npt.NDArray[np.float64]) -> None:
-        """Add every value of the array (NaN is ignored)."""
-        values = values[~np.isnan(values)]
-        if not len(values):
-            return
-        slots = np.searchsorted(self.bounds, values, side="left")
-        counts = np.bincount(slots, minlength=len(self._counts))
-        with self._lock:
-            self._counts += counts
-            self._sum += float(values.sum())
-
-    def collect(self) -> Iterator[HistogramMetricFamily]:
-        with self._lock:
-            cumulative = np.cumsum(self._counts)
-            total = self._sum
-        buckets = [
-            (floatToGoString(b), float(c))
-            for b, c in zip(self.bounds.tolist(), cumulative[:-1].tolist(), strict=True)
-        ]
-        buckets.append(("+Inf", float(cumulative[-1])))
-        family = HistogramMetricFamily(self.name, self.documentation)
-        family.add_metric([], buckets, total)
-        yield family
-
-
 class Metrics:
     """The worker's metrics. Pass a fresh CollectorRegistry in tests and read it back."""
 
@@ -217,6 +175,13 @@ class Metrics:
             "Missing values filled from the asset's last value of the feature, by feature.",
             ["feature"], registry=r,
         )  # fmt: skip
+        self.sensor_fault_open = Gauge(
+            "anomaly_sensor_fault_open",
+            "1 for each sensor of an asset out of order now (silent, stuck, out_of_range, "
+            f"noisy): the AnomalySensorFault alert (at most {MAX_EPISODE_SERIES} series).",
+            ["asset_id", "feature", "fault", "model"], registry=r,
+        )  # fmt: skip
+        self._faults: dict[tuple[str, str], tuple[str, str]] = {}
         self.assets_stopped = Gauge(
             "anomaly_assets_stopped",
             "Assets whose latest record shows them stopped (their model's operating-state rule).",
@@ -346,6 +311,18 @@ class Metrics:
         elif top_feature:
             self.episode_open.labels(asset_id, top_feature, model, version).set(1)
             self._episode_labels[asset_id] = (top_feature, model, version)
+
+    def sensor_fault(
+        self, opened: bool, asset_id: str, feature: str, fault: str, model: str
+    ) -> None:
+        """Show a sensor out of order while it is (one series per asset and feature, bounded
+        in number)."""
+        previous = self._faults.pop((asset_id, feature), None)
+        if previous is not None:
+            self.sensor_fault_open.remove(asset_id, feature, *previous)
+        if opened and len(self._faults) < MAX_EPISODE_SERIES:
+            self.sensor_fault_open.labels(asset_id, feature, fault, model).set(1)
+            self._faults[(asset_id, feature)] = (fault, model)
 
     def show_calendar(self, windows: int, shelves: Sequence[tuple[str, str, str, float]]) -> None:
         """The calendar's entries, and each shelf in force: (asset, by, why, expiry)."""

@@ -35,6 +35,8 @@ def observe_batch(
         m.alert_events.labels(kind).inc(count)
     for episode in stats.episodes:
         m.episode(*episode)
+    for fault in stats.faults:
+        m.sensor_fault(*fault)
     m.alarms.show(stats.alarms)
     for model, count in stats.scored_by_model.items():
         m.scored.labels(model).inc(count)

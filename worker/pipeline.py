@@ -29,7 +29,12 @@ import numpy.typing as npt
 
 from anomaly.calendar import Calendar
 from anomaly.decoding import Decoded, Decoder
-from anomaly.events import AlertEvent, EventContext, SensorEvent
+from anomaly.events import (
+    AlertEvent,
+    EventContext,
+    SensorEvent,
+)
+from anomaly.instrument_table import InstrumentTable
 from anomaly.model import Artifact
 from anomaly.records import RecordError, SourceRecord
 from anomaly.rules import Rules, SourceRef
@@ -38,7 +43,8 @@ from worker.alarms import AlarmSlots, AlarmView
 from worker.assets import AssetState, AssetTable
 from worker.checkpoint import CheckpointError, Handover, decode
 from worker.decide import decide
-from worker.emit import Emitted, EpisodeSeen, alert_events, dead_letter
+from worker.emit import Emitted, EpisodeSeen, alert_events, dead_letter, fault_events
+from worker.faults import OpenFaults
 from worker.intake import Intake, Taken
 from worker.outbound import Outbound
 from worker.partitions import PartitionStates
@@ -69,6 +75,8 @@ class BatchStats:
     events: Counter[str] = field(default_factory=Counter)
     # each alert event, in order, for the episode metric
     episodes: list[EpisodeSeen] = field(default_factory=list)
+    # each sensor out of order or back, in order: (opened, asset, feature, fault, model)
+    faults: list[tuple[bool, str, str, str, str]] = field(default_factory=list)
     evicted: int = 0
     # handover: assets whose state came with a gained partition, assets of lost partitions
     # forgotten, and the gained partitions whose saved state could not be read (with why)
@@ -123,6 +131,7 @@ class BatchProcessor:
         self.clock = clock
         self.silent = 0  # (asset, feature) pairs with an open sensor_silent event
         self.calendar = Calendar()  # maintenance windows and shelves (the runner keeps it)
+        self.faults = OpenFaults()  # each asset's sensors out of order now
         self.served: dict[str, Served] = {}
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
         self.partitions = PartitionStates(clock)
@@ -166,11 +175,13 @@ class BatchProcessor:
         shape = (manifest.window, len(manifest.features), rules.history)
         if name not in self.served or shape != self.assets.shapes.get(name):
             self.assets.reshape(*shape, model=name)
-        states = manifest.states
-        stopped = states.rule(manifest.features) if states is not None else None
+        states, profile = manifest.states, manifest.instruments
         self.served[name] = Served(
-            name, artifact, rules, stopped, states.grace_s if states else 0.0
-        )
+            name, artifact, rules,
+            states.rule(manifest.features) if states is not None else None,
+            states.grace_s if states is not None else 0.0,
+            InstrumentTable(profile) if profile is not None else None,
+        )  # fmt: skip
         self.assets.set_thresholds(lambda asset_id: manifest.threshold_for(asset_id).value, name)
         self.decoder = self._decoder()
         if overrides:
@@ -221,6 +232,7 @@ class BatchProcessor:
             stats.scores = np.concatenate([one.scores.score for one in scored])
         result.messages = emitted.messages
         stats.events, stats.episodes = emitted.events, emitted.episodes
+        stats.faults = emitted.faults
         return result
 
     def _contexts(self) -> dict[str, EventContext]:
@@ -284,10 +296,29 @@ class BatchProcessor:
         stats.scored_by_model[name] += n
         stats.outliers_by_model[name] += int(scored.above.sum())
         stats.above_median_by_model[name] += int((scored.scores.score > median).sum())
+        for fault in fault_events(scored, context):
+            emitted.fault(self.topics.alerts, fault, context)
+            self.faults.note(fault)
         decided = decide(scored, self.partitions, self.calendar)
         for event in alert_events(scored, decided):
             emitted.alert(self.topics.alerts, event, context)
         stats.alarms.extend(self.alarms.show(scored, decided))
+
+    def _forget_faults(
+        self, asset_id: str, model: str, emitted: Emitted, context: EventContext | None
+    ) -> None:
+        """An asset this worker lets go (`context`: evicted, its faults resolved with an event;
+        None: its partition moved, the new owner finds them again)."""
+        served = self.served.get(model)
+        if served is not None and served.instruments is not None:
+            served.instruments.release(asset_id)
+        if context is None:
+            emitted.faults += [
+                (False, asset_id, f, k, model) for f, k in self.faults.take(asset_id)
+            ]
+            return
+        for event in self.faults.evicted(asset_id, model, context.detected_at, self.topics.input):
+            emitted.fault(self.topics.alerts, event, context)
 
     def checkpoints(
         self, partitions: Iterable[tuple[str, int]], max_bytes: int
@@ -310,8 +341,9 @@ class BatchProcessor:
             # their sensor_silent events stay open: the new owner knows nothing of them
             self.silent -= sum(len(s.sensors.silent) for _, s in gone if s.sensors is not None)
             self.assets.drop(a for a, _ in gone)
-            for asset_id, _ in gone:
+            for asset_id, state in gone:
                 self.alarms.forget(asset_id)
+                self._forget_faults(asset_id, state.model, emitted, None)
             stats.released += len(gone)
             self.partitions.lost(handover.lost)
         for tp, text in handover.gained.items():
@@ -341,6 +373,7 @@ class BatchProcessor:
         its partition's saved state changes, so its offset is committed again (`offsets`)."""
         self.alarms.forget(asset_id)
         context = contexts.get(state.model) or next(iter(contexts.values()))
+        self._forget_faults(asset_id, state.model, emitted, context)
         if self.partitions.evicted(asset_id, state):
             tp = (self.topics.input, state.partition)
             position = self.partitions.position(tp)

@@ -1,8 +1,16 @@
 """The score stage: one model's windows of a batch scored in one forward pass.
 
-Each record's score is judged (its asset's average, anomaly/rules.py: advanced in order, so
-an asset's records of a batch each count), compared with its asset's threshold, and read by
-the onset rule (anomaly/onset.py). The reconstruction of every window is kept: the events and
+Each record's sensors are checked first (a model with a sensor profile: anomaly/instruments.py,
+all the batch's records at once). A record with a sensor out of order (stuck, out of range,
+noisy), or held at one value longer than training ever saw it held (a stuck sensor before its
+event), is scored without it (`Detector.without`): the sensor is treated as missing, its values in
+the window replaced by what the model expects of them given the others, and the score is the
+error of the other sensors alone; so a broken transmitter
+raises an instrumentation event and no process episode, while a process fault still shows
+in the sensors that work. Each record's score is then judged
+(its asset's average, anomaly/rules.py: advanced in order, so an asset's records of a batch
+each count), compared with its asset's threshold, and read by the onset rule
+(anomaly/onset.py). The reconstruction of every window is kept: the events and
 the board's alarm rows show it, without a second forward pass.
 """
 
@@ -13,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from anomaly.instrument_table import Stepped
 from anomaly.model import Scores
 from anomaly.model.calibration import exceed
 from anomaly.onset import Histories, onsets
@@ -30,10 +39,25 @@ class Scored:
     judged: npt.NDArray[np.float64]
     above: npt.NDArray[np.bool_]
     onset: npt.NDArray[np.bool_]
+    sensors: Stepped | None = None  # its records' sensors out of order (None: not checked)
 
     @property
     def limits(self) -> npt.NDArray[np.float64]:
         return self.windows.limits[: len(self.windows.pending)]
+
+
+def _readings(windows: ModelWindows) -> npt.NDArray[np.float64]:
+    """Each record's own row (its history's last), a value the worker filled in (a sensor that
+    dropped out: worker/sensors.py) as missing: a carried value is no reading of the sensor."""
+    n = len(windows.pending)
+    rows = windows.history[:n, -1, :]
+    filled = [(i, p.filled) for i, p in enumerate(windows.pending) if p.filled]
+    if not filled:
+        return rows
+    rows, names = rows.copy(), windows.served.artifact.manifest.features
+    for i, features in filled:
+        rows[i, [names.index(f) for f in features]] = np.nan
+    return rows
 
 
 def score(windows: ModelWindows) -> Scored:
@@ -42,9 +66,19 @@ def score(windows: ModelWindows) -> Scored:
     n = len(windows.pending)
     history = windows.history[:n]
     scores = artifact.detector.score(windows.windows(), reconstruct=True)
+    raw, sensors = scores.score, None
+    table = windows.served.instruments
+    if table is not None:
+        slots = np.fromiter((table.slot(p.asset_id) for p in windows.pending), np.int64, n)
+        sensors = table.step_batch(slots, _readings(windows))
+        untrusted = sensors.faulted if sensors.held is None else sensors.faulted | sensors.held
+        rows = np.flatnonzero(untrusted.any(axis=1))
+        if len(rows):
+            raw = raw.copy()
+            raw[rows] = artifact.detector.without(windows.windows()[rows], untrusted[rows])
     judged = np.array([
         pending.state.rules.judge(value, rules)
-        for pending, value in zip(windows.pending, scores.score.tolist(), strict=True)
+        for pending, value in zip(windows.pending, raw.tolist(), strict=True)
     ])  # fmt: skip
     limits = windows.limits[:n]
     above = exceed(judged, limits)
@@ -52,4 +86,4 @@ def score(windows: ModelWindows) -> Scored:
     span = history[:, history.shape[1] - max(rules.history, 1) :]
     unit = artifact.detector.scaler.step_unit
     onset = onsets(Histories(span, windows.seen[:n]), judged, above, limits, unit, rules)
-    return Scored(windows, scores, judged, above, onset)
+    return Scored(windows, scores, judged, above, onset, sensors)

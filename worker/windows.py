@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
+from anomaly.instrument_table import InstrumentTable
 from anomaly.model import Artifact
 from anomaly.records import SourceRecord
 from anomaly.rules import Rules
@@ -26,13 +27,15 @@ from worker.assets import AssetState
 class Served:
     """A model in service: its name, its artifact, and the rules the worker applies with it
     (the model's, with the operator's overrides); its operating-state rule, read once, and
-    the start-up grace (anomaly/states.py; None: the model knows no stop)."""
+    the start-up grace (anomaly/states.py; None: the model knows no stop); the state of its
+    assets' sensors (anomaly/instruments.py; None: the model tells no broken sensor)."""
 
     name: str
     artifact: Artifact
     rules: Rules
     stopped: Rule | None = None
     grace_s: float = 0.0
+    instruments: InstrumentTable | None = None
 
 
 class Pending(NamedTuple):

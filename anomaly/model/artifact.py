@@ -28,6 +28,7 @@ from typing import Annotated, Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from anomaly.instruments import SensorProfile
 from anomaly.model.architecture import ArchitectureConfig
 from anomaly.model.calibration import Threshold
 from anomaly.model.detector import Detector
@@ -54,7 +55,8 @@ from anomaly.states import OperatingStates, StateRuleError
 # have none: their manifests still read (listing, reports); serving them needs a graph
 # exported from their weights (`anomaly-train export-graph`).
 # 8: the operating-state rule and the start-up grace (`states`, anomaly/states.py; None: the
-# model knows no stop). Versions 1 to 7 have none.
+# model knows no stop), and what training showed of each sensor (`instruments`,
+# anomaly/instruments.py; None: no sensor faults told apart). Versions 1 to 7 have neither.
 FORMAT_VERSION = 8
 READABLE_FORMATS = (1, 2, 3, 4, 5, 6, 7, 8)
 MANIFEST = "manifest.json"
@@ -154,6 +156,7 @@ class Manifest(_Frozen):
     drift: Drift | None = None
     graph_sha256: str | None = Field(default=None, pattern=SHA256)
     states: OperatingStates | None = None
+    instruments: SensorProfile | None = None
 
     @property
     def window(self) -> int:
@@ -192,6 +195,8 @@ class Manifest(_Frozen):
             )
         if self.drift is not None and self.drift.n_features != n:
             raise ValueError(f"drift has {self.drift.n_features} values for {n} features")
+        if self.instruments is not None and self.instruments.features != self.features:
+            raise ValueError("instruments.features differ from the model's features")
         if self.states is not None:
             try:
                 self.states.rule(self.features)

@@ -14,6 +14,8 @@ from anomaly.model.graph import Graph
 
 # Windows scored per forward pass; bounds the memory of scoring a long history at once.
 SCORE_CHUNK = 8192
+# Passes of the network that fill a sensor out of order in from the others (`Detector.without`).
+IMPUTE_PASSES = 3
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,23 @@ class Detector:
         shares = np.where(total[:, None] > 0, per_feature / safe_total, 1.0 / windows.shape[2])
         kept = (rebuilt[0] if len(rebuilt) == 1 else np.concatenate(rebuilt)) if rebuilt else None
         return Scores(score=score, shares=shares, residual=residual, rebuilt=kept)
+
+    def without(self, windows: FloatArray, missing: npt.NDArray[np.bool_]) -> FloatArray:
+        """The scores of raw windows (batch, window, features) with the sensors `missing`
+        (batch, features) left out: their values imputed from the others (IMPUTE_PASSES
+        passes of the network, each putting its reconstruction of them in their place), and
+        the error of the others alone, on the same scale (the mean over the sensors counted).
+        What a record with a sensor out of order is judged by (anomaly/instruments.py)."""
+        out = windows.copy()
+        hidden = np.broadcast_to(missing[:, None, :], out.shape)
+        for _ in range(IMPUTE_PASSES):
+            out = np.where(hidden, self.reconstruct(out), out)
+        again = self.score(out)
+        counted = ~missing
+        share = (again.shares * counted).sum(axis=1)
+        kept = np.maximum(counted.sum(axis=1), 1)
+        scores: FloatArray = again.score * share * counted.shape[1] / kept
+        return scores
 
     def reconstruct(self, windows: FloatArray) -> FloatArray:
         """The network's reconstruction of raw windows, in raw units (same shape)."""

@@ -1,7 +1,8 @@
 """An asset in alarm reaches the engineer where they already are: a real worker scraped by a
 real Prometheus with the project's rules, a real Alertmanager (Debian's
 prometheus-alertmanager) delivering to a webhook receiver in the test: the alert, then its
-resolution."""
+resolution. A stuck transmitter reaches the instrument technicians instead (`kind:
+instrumentation`, a receiver of its own), and pages no process engineer."""
 
 from __future__ import annotations
 
@@ -64,18 +65,30 @@ def receiver() -> Iterator[Receiver]:
 
 
 @pytest.fixture
-def alertmanager(receiver: Receiver, tmp_path: Path) -> Iterator[str]:
-    """Alertmanager routing the asset alerts (kind: asset) to the receiver, fast: 1 s group
-    wait and interval, resolutions sent."""
+def technicians() -> Iterator[Receiver]:
+    receiver = Receiver()
+    yield receiver
+    receiver.server.shutdown()
+
+
+@pytest.fixture
+def alertmanager(receiver: Receiver, technicians: Receiver, tmp_path: Path) -> Iterator[str]:
+    """Alertmanager routing the asset alerts (kind: asset) to the receiver and the sensor
+    faults (kind: instrumentation) to the technicians, fast: 1 s group wait and interval,
+    resolutions sent."""
     port = local_broker.free_port()
     config = tmp_path / "alertmanager.yml"
     config.write_text(
         "route: {receiver: ops, group_by: [alertname, asset_id], group_wait: 1s,"
         " group_interval: 1s, repeat_interval: 1h,\n"
-        "        routes: [{receiver: plant, matchers: ['kind=\"asset\"']}]}\n"
+        "        routes: [{receiver: plant, matchers: ['kind=\"asset\"']},\n"
+        "                 {receiver: technicians, matchers: ['kind=\"instrumentation\"'],\n"
+        "                  group_by: [alertname, asset_id, feature]}]}\n"
         "receivers:\n"
         "  - name: ops\n"
         f"  - name: plant\n    webhook_configs: [{{url: '{receiver.url}', send_resolved: true}}]\n"
+        f"  - name: technicians\n    webhook_configs: [{{url: '{technicians.url}',"
+        " send_resolved: true}]\n"
     )
     log = (tmp_path / "alertmanager.log").open("wb")
     process = subprocess.Popen(
@@ -94,7 +107,12 @@ def alertmanager(receiver: Receiver, tmp_path: Path) -> Iterator[str]:
 
 
 def test_an_asset_in_alarm_is_delivered_by_alertmanager_and_so_is_its_resolution(
-    broker: LocalBroker, trained: Trained, alertmanager: str, receiver: Receiver, tmp_path: Path
+    broker: LocalBroker,
+    trained: Trained,
+    alertmanager: str,
+    receiver: Receiver,
+    technicians: Receiver,
+    tmp_path: Path,
 ) -> None:
     shutil.copytree(trained.root, tmp_path / "store")
     settings = settings_on(broker, tmp_path / "store")
@@ -113,7 +131,7 @@ def test_an_asset_in_alarm_is_delivered_by_alertmanager_and_so_is_its_resolution
             f"    static_configs: [{{targets: ['127.0.0.1:{running.worker.http.port}']}}]\n"
         )
         with running_prometheus(tmp_path, config):
-            fleet = Fleet(n_assets=2, seed=21, start=datetime.now(UTC) - timedelta(seconds=300))
+            fleet = Fleet(n_assets=3, seed=21, start=datetime.now(UTC) - timedelta(seconds=300))
             faults = fleet.faults(300, first=100)
             fault = next(f for f in faults if f.asset_id == "pump-00")
             records = list(fleet.records(300, faults))
@@ -134,10 +152,27 @@ def test_an_asset_in_alarm_is_delivered_by_alertmanager_and_so_is_its_resolution
             assert "times its threshold" in annotations["description"]
             assert annotations["dashboard"].endswith("var-asset=pump-00")
 
-            sent += produce(settings, records[cut:])  # the fault ends: the episode resolves
+            # pump-02's current sensor stuck: the technicians are told, nobody else is paged
+            stuck = next(f for f in faults if f.asset_id == "pump-02")
+            assert stuck.kind == "stuck"
+            mine = [i for i, (key, _) in enumerate(records) if key == b"pump-02"]
+            into = mine[(stuck.start + stuck.end) // 2] + 1  # into the middle of its fault
+            sent += produce(settings, records[cut:into])
+            wait_until(lambda: processed(running.metrics) >= sent, 60, "the readings so far")
+            wait_until(lambda: bool(technicians.seen("pump-02", "firing")), 60, "the sensor fault")
+            [broken, *_] = technicians.seen("pump-02", "firing")
+            assert broken["labels"]["alertname"] == "AnomalySensorFault"
+            assert (broken["labels"]["feature"], broken["labels"]["fault"]) == ("current", "stuck")
+            assert broken["annotations"]["summary"] == "pump-02's current sensor is stuck"
+
+            sent += produce(settings, records[into:])  # the faults end
             wait_until(lambda: processed(running.metrics) >= sent, 60, "the rest")
             wait_until(lambda: running.worker.processor.open_episodes == 0, 30,
                        "every episode resolved")  # fmt: skip
             wait_until(lambda: bool(receiver.seen("pump-00", "resolved")), 60, "its resolution")
+            wait_until(lambda: bool(technicians.seen("pump-02", "resolved")), 60,
+                       "the sensor fault's end")  # fmt: skip
+            assert not receiver.seen("pump-02", "firing"), "a broken sensor paged the plant"
+            assert not technicians.seen("pump-00", "firing")
     finally:
         running.stop()

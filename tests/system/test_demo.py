@@ -26,6 +26,10 @@ def test_the_demo_detects_every_injected_fault(tmp_path: Path) -> None:
     delays = [int(d) for d in re.findall(r"DETECTED after (\d+) readings", demo.stdout)]
     assert len(delays) == 6
     assert re.search(r"compressor-01 .*DETECTED", demo.stdout)  # caught by its own model
+    # the stuck sensors are broken transmitters: instrumentation events, not process episodes
+    assert re.search(r"pump-02  stuck .*DETECTED after \d+ readings as instrumentation: "
+                     r"current stuck", demo.stdout), demo.stdout  # fmt: skip
+    assert not re.search(r"OPEN     pump-02 ", demo.stdout), demo.stdout
     # the sensor that dropped out: said silent once its bound had passed, back when it was
     assert re.search(
         r"sensor dropout: pump-01 flow out for 30 readings \(filled for up to 10 s\): "

@@ -71,9 +71,15 @@ def test_by_exception_messages_score_like_the_whole_records(model: Artifact) -> 
             [_essence(json.loads(m.value)) for r in results for m in r.messages],
             scores,
         )
-    assert events["values"][0] == events["whole"][0]
+    # each family in its order (within a batch the sensors' events come before the episodes',
+    # and the two streams cut their batches at other records)
+    for family in (lambda e: e[0] in EPISODE, lambda e: e[0] not in EPISODE):
+        assert list(filter(family, events["values"][0])) == list(filter(family, events["whole"][0]))
     assert events["whole"][0], "the faults raised no alert"
     assert np.allclose(np.sort(events["values"][1]), np.sort(events["whole"][1]))
+
+
+EPISODE = ("open", "quiet", "resume", "resolve", "suppress", "unsuppress")
 
 
 def _essence(event: dict[str, object]) -> tuple[object, ...]:

@@ -2,7 +2,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
 from worker.alarms import AlarmView
-from worker.metrics import AssetsInAlarm, BatchHistogram, Metrics
+from worker.histogram import BatchHistogram
+from worker.metrics import AssetsInAlarm, Metrics
 
 
 def test_batch_histogram_matches_prometheus_histogram_sample_for_sample() -> None:

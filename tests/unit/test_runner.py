@@ -69,8 +69,14 @@ def test_runs_until_idle_publishing_then_committing_everything(store: Path) -> N
     assert source.committed == ends
     assert source.closed
     assert sink.closed
-    opened = [json.loads(m.value) for m in sink.messages if b'"open"' in m.value]
-    assert {e["asset_id"] for e in opened} == {f"pump-0{i}" for i in range(4)}
+    events = [json.loads(m.value) for m in sink.messages]
+    opened = [e for e in events if e["type"] == "open"]
+    # pump-02's fault is a stuck sensor: an instrumentation event, no episode
+    assert {e["asset_id"] for e in opened} == {"pump-00", "pump-01", "pump-03"}
+    broken = [(e["asset_id"], e["fault"]) for e in events if e["type"] == "sensor_fault"]
+    assert broken == [("pump-02", "stuck")]
+    labels = {"asset_id": "pump-02", "feature": "current", "fault": "stuck", "model": "default"}
+    assert metrics.registry.get_sample_value("anomaly_sensor_fault_open", labels) is None
     assert sample(metrics, "anomaly_records_total", outcome="scored") == 800
     assert sample(metrics, "anomaly_alert_events_total", type="open") == len(opened)
     assert sample(metrics, "anomaly_batch_records_count") == 8

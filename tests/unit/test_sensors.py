@@ -57,7 +57,8 @@ def record(
 
 def sensor_events(result: BatchResult) -> list[tuple[str, str]]:
     decoded = [json.loads(m.value) for m in result.messages if m.topic == "alerts"]
-    return [(e["type"], e["feature"]) for e in decoded if e["type"].startswith("sensor_")]
+    silences = ("sensor_silent", "sensor_resolve")  # what this contract says (not stuck values)
+    return [(e["type"], e["feature"]) for e in decoded if e["type"] in silences]
 
 
 @dataclass

@@ -261,6 +261,8 @@ TRAINING: dict[str, Case] = {
     "TRAINING_CLEAN__ENABLED": Case("false", False),
     "TRAINING_STATES__STOPPED_WHEN": Case("speed < 100", "speed < 100"),
     "TRAINING_STATES__GRACE_S": Case("30", 30.0),
+    "TRAINING_INSTRUMENTS__ENABLED": Case("false", False),
+    "TRAINING_INSTRUMENTS__PHYSICAL": Case('{"pressure": [0, 16]}', {"pressure": (0.0, 16.0)}),
     "TRAINING_RULES__OPEN_AFTER": Case("2", 2),
     "TRAINING_RULES__RESOLVE_AFTER": Case("3", 3),
     "TRAINING_RULES__RESOLVE_AFTER_S": Case("60", 60.0),
