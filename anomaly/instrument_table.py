@@ -4,9 +4,9 @@
 shared arrays (grown by doubling as assets arrive), and `step_batch` decides a whole batch of
 records, however its assets interleave, with exactly the answers `step` gives record by record
 on each asset's own `InstrumentState` (tests/unit/test_instruments.py holds them equal). Besides
-the faults, it says which sensors are `held`: a moving sensor that holds one value longer than
-training ever saw it do, before that is long enough to call it stuck; the worker does not
-trust such a reading either (worker/score.py).
+the faults, it says which sensors are `held`: a moving sensor that holds one value far longer
+than training saw it do (anomaly/instruments.py), before that is long enough to call it stuck;
+the worker does not trust such a reading either (worker/score.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Stepped:
 
     faulted: BoolArray
     changes: list[tuple[int, Change]]
-    # per record and feature: a moving sensor held longer than training ever held it (not yet
+    # per record and feature: a moving sensor held far longer than training held it (not yet
     # stuck: no event; its readings are not to be trusted either)
     held: BoolArray | None = None
 

@@ -12,6 +12,10 @@ on its own, so no run and no change spans two assets); defaults in `InstrumentRu
   is); an analyser that holds each sample a few records has a longer run in training, so a
   longer `stuck_after`. It ends when the sensor moves twice within `stuck_after` records (a
   valve at its stop that steps once in a while stays one event).
+- **held** (no event: not trusted yet): a sensor that could be stuck has held its value for 3
+  (`held_margin`) times its longest run in training, at least half of `min_run` (4): the
+  worker scores its asset without it already (a stuck sensor would otherwise count for its
+  first records); its event waits for `stuck_after`.
 - **out_of_range**: beyond the trained range by more than 5 (`range_margin`) times the larger
   of its width and its magnitude (max |low|, |high|), or outside the operator's `physical`
   range. Process faults go far out of the trained range too: an 8-deviation spike 1.3 widths,
@@ -74,6 +78,8 @@ class InstrumentRules(BaseModel):
     range_margin: float = Field(default=5.0, ge=0.0)
     run_margin: float = Field(default=4.0, ge=1.0)
     min_run: int = Field(default=8, ge=2)
+    # held (not trusted, no event yet): `held_margin` times the longest run, at least min_run / 2
+    held_margin: float = Field(default=3.0, ge=1.0)
     still_share: float = Field(default=1e-3, gt=0.0, lt=1.0)
     moving_share: float = Field(default=0.1, gt=0.0, le=1.0)
 
@@ -88,7 +94,7 @@ class InstrumentRules(BaseModel):
 class _Limits:
     tolerance: FloatArray
     stuck_after: FloatArray  # inf: never stuck
-    held_after: FloatArray  # a run longer than training ever held (inf: not a moving sensor)
+    held_after: FloatArray  # a run far longer than training held (inf: not a moving sensor)
     floor: FloatArray
     ceiling: FloatArray
     loud: FloatArray  # noise_margin * noise (inf: never noisy)
@@ -139,7 +145,7 @@ class SensorProfile(BaseModel):
             floor[f] = floor[f] if lo is None else max(floor[f], lo)
             ceiling[f] = ceiling[f] if hi is None else min(ceiling[f], hi)
         noise = np.where(step > 0, np.array(self.noise), np.inf)
-        held = np.array(self.longest_run) + 1.0
+        held = np.maximum(rules.min_run / 2, rules.held_margin * np.array(self.longest_run))
         return _Limits(
             rules.still_share * step, np.where(moves, run, np.inf), np.where(moves, held, np.inf),
             floor, ceiling, rules.noise_margin * noise, rules.calm_margin * noise,
@@ -263,8 +269,8 @@ def sensor_faults(profile: SensorProfile, rows: FloatArray) -> BoolArray:
 def untrusted(profile: SensorProfile, rows: FloatArray) -> BoolArray:
     """Per record and feature of one asset's consecutive rows: a reading the worker does not
     count towards the process score, as it decides from a fresh state (anomaly/
-    instrument_table.py): inside a sensor fault, or a moving sensor held longer than training
-    ever held it."""
+    instrument_table.py): inside a sensor fault, or a moving sensor held far longer than
+    training held it (`held_after`)."""
     rows = np.asarray(rows, dtype=np.float64)
     held = _runs(_changes(rows, 1), profile.limits.tolerance) >= profile.limits.held_after
     return np.asarray(sensor_faults(profile, rows) | held)

@@ -60,14 +60,15 @@ def score_series(
         empty, none, rows = np.empty(0), np.zeros(0, bool), np.empty((0, values.shape[1]))
         return SeriesScores(window, empty, rows, none, none, rows, detector.drift)
     windows = sliding_windows(values, window)
-    scores = detector.score(windows)
+    missing = None if instruments is None else untrusted(instruments, values[window - 1 :])
+    scores = detector.score(windows, reconstruct=missing is not None and bool(missing.any()))
     raw = scores.score
-    if instruments is not None:  # the worker checks the sensors of the records it scores
-        missing = untrusted(instruments, values[window - 1 :])
-        some = np.flatnonzero(missing.any(axis=1))
+    if missing is not None:  # as the worker: above the threshold with it, judged without it
+        some = np.flatnonzero(missing.any(axis=1) & threshold.exceeds(raw))
         if len(some):
+            assert scores.rebuilt is not None
             raw = raw.copy()
-            raw[some] = detector.without(windows[some], missing[some])
+            raw[some] = detector.without(windows[some], missing[some], scores.rebuilt[some])
     judged = judged_scores(raw, rules)
     history = history_windows(values, max(rules.history, 1))[window - 1 :]
     seen = np.arange(window, len(values) + 1)  # the records of the series up to each one

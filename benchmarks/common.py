@@ -100,8 +100,9 @@ def workdir(name: str) -> Path:
     return path
 
 
-def train_model(store: Path, window: int, epochs: int = 15) -> None:
-    """A model on clean simulator data (8 sensors, 10 pumps x 2,000 readings) in `store`.
+def train_model(store: Path, window: int, epochs: int = 15, instruments: bool = True) -> None:
+    """A model on clean simulator data (8 sensors, 10 pumps x 2,000 readings) in `store`
+    (`instruments`: with the sensors' profile, anomaly/instruments.py, as by default).
     (The training job, torch with it, is imported here only: the worker processes the
     benchmarks start import this module and must weigh what a worker weighs.)"""
     from training.job import train
@@ -114,6 +115,7 @@ def train_model(store: Path, window: int, epochs: int = 15) -> None:
     settings = TrainingSettings(
         data={"path": data}, model={"window": window, "epochs": epochs, "patience": 5},
         calibration={"target_fpr": 0.01}, store={"path": store}, log_level="WARNING",
+        instruments={"enabled": instruments},
     )  # fmt: skip
     train(settings)
 

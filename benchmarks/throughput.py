@@ -8,8 +8,10 @@ Produces the records once to a 4-partition topic on a local broker (Apache Kafka
 the same topic, each with a fresh consumer group and a fresh process: (a) the ceiling, a bare
 kafka-python consumer with the worker's consumer settings that only reads; (b) the worker end
 to end (poll, decode, score, alert rules, publish, commit) until every record is committed;
-(c) the same worker with batch size 1 (on the first `--baseline-records` records). For window
-lengths 1 and 60. Medians of the repeats.
+(c) the same worker with batch size 1 (on the first `--baseline-records` records); (d) the
+worker with a model trained without the sensors' profile (no broken-sensor checks:
+anomaly/instruments.py), what those checks cost. For window lengths 1 and 60. Medians of the
+repeats.
 """
 
 from __future__ import annotations
@@ -69,9 +71,15 @@ def main() -> None:
         n = produce(kafka, topic, fleet_records(args.records, args.assets))
         print(f"produced {n} records of {args.assets} assets to {topic} (4 partitions)")
         for window in windows:
-            store = work / f"store-w{window}"
+            store, plain = work / f"store-w{window}", work / f"store-w{window}-plain"
             train_model(store, window)
-            runs: dict[str, list[dict[str, Any]]] = {"ceiling": [], "worker": [], "baseline": []}
+            train_model(plain, window, instruments=False)
+            runs: dict[str, list[dict[str, Any]]] = {
+                "ceiling": [],
+                "worker": [],
+                "baseline": [],
+                "no_sensor_checks": [],
+            }
             for repeat in range(args.repeats):
                 common = [*broker_args(broker), "--topic", topic]
                 sized = ["--batch-size", str(args.batch_size)]
@@ -83,6 +91,10 @@ def main() -> None:
                 runs["worker"].append(
                     run_role(["worker", *common, "--group", group + "w", *whole,
                               "--store", str(store), *sized])
+                )  # fmt: skip
+                runs["no_sensor_checks"].append(
+                    run_role(["worker", *common, "--group", group + "p", *whole,
+                              "--store", str(plain), *sized])
                 )  # fmt: skip
                 runs["baseline"].append(run_role(
                     ["worker", *common, "--group", group + "b", "--records",
@@ -106,18 +118,22 @@ def main() -> None:
                                              / med["ceiling"]["records_per_s"], 3),
                 "worker_over_baseline": round(med["worker"]["records_per_s"]
                                               / med["baseline"]["records_per_s"], 2),
+                "worker_over_no_sensor_checks": round(
+                    med["worker"]["records_per_s"] / med["no_sensor_checks"]["records_per_s"], 3),
             }  # fmt: skip
             results["windows"][str(window)] = {"median": med, "runs": runs}
     rows = ["| window | ceiling rec/s | worker rec/s | batch-1 rec/s | worker/ceiling | "
-            "worker/batch-1 | worker CPU s per 1M | worker peak RSS MB |",
-            "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+            "worker/batch-1 | worker CPU s per 1M | worker peak RSS MB | without sensor checks "
+            "rec/s | worker/without |",
+            "|---|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
     for window, r in results["windows"].items():
         m = r["median"]
         rows.append(
             f"| {window} | {m['ceiling']['records_per_s']:.0f} | {m['worker']['records_per_s']:.0f}"
             f" | {m['baseline']['records_per_s']:.0f} | {m['ratios']['worker_over_ceiling']:.2f}"
             f" | {m['ratios']['worker_over_baseline']:.1f} | {m['worker']['cpu_s_per_million']:.1f}"
-            f" | {m['worker']['peak_rss_mb']:.0f} |"
+            f" | {m['worker']['peak_rss_mb']:.0f} | {m['no_sensor_checks']['records_per_s']:.0f}"
+            f" | {m['ratios']['worker_over_no_sensor_checks']:.2f} |"
         )
     write_results(args.out, "throughput", results, "\n".join(rows))
 

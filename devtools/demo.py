@@ -293,6 +293,7 @@ def show(
         print(f"  OPEN     {asset} [{event['model']}]  {ts}  score {event['score']:.3g} > "
               f"{event['threshold']:.3g}  top: {top}{page}")  # fmt: skip
     elif kind == "suppress":
+        opened.append(Seen(asset, parse(ts), event["episode_id"], top, held))
         print(f"  SUPPRESS {asset}  {ts}  its page withdrawn: {held}")
     elif kind == "unsuppress":
         opened.append(Seen(asset, parse(ts), event["episode_id"], top, None, released=True))
@@ -417,8 +418,8 @@ def print_stops(
     said = [s.kind for s in states if s.asset_id == asset]
     quiet &= not pages
     say(f"maintenance: {asset} stopped in its window (readings {window.start}-{window.stop - 1}"
-        f"): said {' then '.join(said) or 'nothing'}; {len(pages)} pages, {len(held)} episodes "
-        "held back; its records are left out of the next training")  # fmt: skip
+        f"): said {' then '.join(said) or 'nothing'}; {len(pages)} pages, {len(held)} held back "
+        "(opened or withdrawn); its records are left out of the next training")  # fmt: skip
     asset, stop = other
     said = [f"{s.kind} at reading {(s.ts - now).total_seconds():.0f}" for s in states
             if s.asset_id == asset]  # fmt: skip

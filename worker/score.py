@@ -1,17 +1,16 @@
 """The score stage: one model's windows of a batch scored in one forward pass.
 
-Each record's sensors are checked first (a model with a sensor profile: anomaly/instruments.py,
-all the batch's records at once). A record with a sensor out of order (stuck, out of range,
-noisy), or held at one value longer than training ever saw it held (a stuck sensor before its
-event), is scored without it (`Detector.without`): the sensor is treated as missing, its values in
-the window replaced by what the model expects of them given the others, and the score is the
-error of the other sensors alone; so a broken transmitter
-raises an instrumentation event and no process episode, while a process fault still shows
-in the sensors that work. Each record's score is then judged
-(its asset's average, anomaly/rules.py: advanced in order, so an asset's records of a batch
-each count), compared with its asset's threshold, and read by the onset rule
-(anomaly/onset.py). The reconstruction of every window is kept: the events and
-the board's alarm rows show it, without a second forward pass.
+The network scores every record, keeping each window's reconstruction (the events and the
+board's alarm rows show it, without a second pass). Then each record's sensors are checked (a
+model with a sensor profile: anomaly/instruments.py, all the batch's records at once): a
+record above its threshold with a sensor out of order (stuck, out of range, noisy), or held
+at one value far longer than training saw it held (a stuck sensor before its event), is
+scored again without it (`Detector.without`: the sensor's values in the window replaced by
+what the model expects of them given the others, the error of the others alone). So a broken
+transmitter raises an instrumentation event and no process episode, while a process fault
+still shows in the sensors that work. Each record's score is then judged (its asset's
+average, anomaly/rules.py: advanced in order, so an asset's records of a batch each count),
+compared with its asset's threshold, and read by the onset rule (anomaly/onset.py).
 """
 
 from __future__ import annotations
@@ -72,10 +71,13 @@ def score(windows: ModelWindows) -> Scored:
         slots = np.fromiter((table.slot(p.asset_id) for p in windows.pending), np.int64, n)
         sensors = table.step_batch(slots, _readings(windows))
         untrusted = sensors.faulted if sensors.held is None else sensors.faulted | sensors.held
-        rows = np.flatnonzero(untrusted.any(axis=1))
+        # a sensor out of order must not raise an alarm: where the record is above its
+        # threshold with it, it is judged without it
+        rows = np.flatnonzero(untrusted.any(axis=1) & exceed(raw, windows.limits[:n]))
         if len(rows):
             raw = raw.copy()
-            raw[rows] = artifact.detector.without(windows.windows()[rows], untrusted[rows])
+            rebuilt = None if scores.rebuilt is None else scores.rebuilt[rows]
+            raw[rows] = artifact.detector.without(windows.windows()[rows], untrusted[rows], rebuilt)
     judged = np.array([
         pending.state.rules.judge(value, rules)
         for pending, value in zip(windows.pending, raw.tolist(), strict=True)

@@ -15,7 +15,7 @@ from anomaly.model.graph import Graph
 # Windows scored per forward pass; bounds the memory of scoring a long history at once.
 SCORE_CHUNK = 8192
 # Passes of the network that fill a sensor out of order in from the others (`Detector.without`).
-IMPUTE_PASSES = 3
+IMPUTE_PASSES = 1
 
 
 @dataclass(frozen=True)
@@ -76,15 +76,22 @@ class Detector:
         kept = (rebuilt[0] if len(rebuilt) == 1 else np.concatenate(rebuilt)) if rebuilt else None
         return Scores(score=score, shares=shares, residual=residual, rebuilt=kept)
 
-    def without(self, windows: FloatArray, missing: npt.NDArray[np.bool_]) -> FloatArray:
+    def without(
+        self,
+        windows: FloatArray,
+        missing: npt.NDArray[np.bool_],
+        rebuilt: npt.NDArray[np.float32] | None = None,
+    ) -> FloatArray:
         """The scores of raw windows (batch, window, features) with the sensors `missing`
         (batch, features) left out: their values imputed from the others (IMPUTE_PASSES
-        passes of the network, each putting its reconstruction of them in their place), and
+        passes of the network, each putting its reconstruction of them in their place; the
+        first is `rebuilt`, the windows' own reconstruction, when the caller has it), and
         the error of the others alone, on the same scale (the mean over the sensors counted).
         What a record with a sensor out of order is judged by (anomaly/instruments.py)."""
-        out = windows.copy()
-        hidden = np.broadcast_to(missing[:, None, :], out.shape)
-        for _ in range(IMPUTE_PASSES):
+        hidden = np.broadcast_to(missing[:, None, :], windows.shape)
+        first = self.reconstruct(windows) if rebuilt is None else self.expected(rebuilt)
+        out = np.where(hidden, first, windows)
+        for _ in range(IMPUTE_PASSES - 1):
             out = np.where(hidden, self.reconstruct(out), out)
         again = self.score(out)
         counted = ~missing

@@ -554,19 +554,21 @@ def test_a_tables_bytes_per_asset(pumps: SensorProfile) -> None:
 def test_a_moving_sensor_held_longer_than_training_ever_held_it_is_not_trusted_at_once(
     pumps: SensorProfile,
 ) -> None:
-    """Before its `stuck` event (min_run records), a moving sensor that holds a value longer
-    than its longest run in training is flagged `held`: the worker scores without it."""
+    """Before its `stuck` event (min_run records), a moving sensor that holds a value for
+    held_margin times its longest run in training, at least min_run / 2, is flagged `held`:
+    the worker scores without it."""
     fleet = Fleet(8, seed=2)
     fault = fleet.faults(400)[2]  # pump-02: `current` stuck over [134, 194)
     rows = simulator.inject(fleet.rows(2, 400), fault, seed=fleet.seed + 2)
     current = simulator.FEATURES.index("current")
-    longest = pumps.longest_run[current]
-    assert longest < pumps.rules.min_run - 1
+    held_at = int(pumps.limits.held_after[current])
+    assert held_at == max(4, 3 * pumps.longest_run[current])
+    assert held_at < pumps.rules.min_run
     table = InstrumentTable(pumps)
     slot = table.slot("pump-02")
     stepped = table.step_batch(np.full(len(rows), slot), rows)
     assert stepped.held is not None
     held = np.flatnonzero(stepped.held[:, current]).tolist()
-    assert held == list(range(fault.start + longest, fault.end))  # one record past training's
+    assert held == list(range(fault.start + held_at - 1, fault.end))  # its held_at-th record on
     assert not np.delete(stepped.held, current, axis=1).any()
-    assert not stepped.faulted[fault.start + longest : fault.start + pumps.rules.min_run - 1].any()
+    assert not stepped.faulted[fault.start : fault.start + pumps.rules.min_run - 1].any()
