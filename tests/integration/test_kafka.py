@@ -38,6 +38,7 @@ from devtools.topics import committed_total, create_topics
 from tests.support.http import get
 from tests.support.kafka import (
     Running,
+    alert_events,
     fresh,
     processed,
     produce,
@@ -83,12 +84,18 @@ def test_faults_become_open_and_resolve_events_on_the_alerts_topic(
     resolves = metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": "resolve"})
     assert opens
     assert resolves
-    events = read(settings, settings.topics.alerts, int(opens + resolves))
+    events = read(settings, settings.topics.alerts, alert_events(metrics))
     decoded = [json.loads(e.value or b"") for e in events]
     for event, record in zip(decoded, events, strict=True):
         assert record.key == event["asset_id"].encode()  # alerts are keyed by asset
     for fault in faults:
         mine = [e for e in decoded if e["asset_id"] == fault.asset_id]
+        if fault.kind == "stuck":  # a broken transmitter: instrumentation, no episode
+            assert [(e["type"], e["fault"]) for e in mine] == [
+                ("sensor_fault", "stuck"),
+                ("sensor_fault_resolve", "stuck"),
+            ], fault
+            continue
         assert [e["type"] for e in mine[:1]] == ["open"], fault
         assert "resolve" in {e["type"] for e in mine}, fault
         expected = {"flow", "pressure"} if fault.kind == "broken_correlation" else {fault.sensor}
@@ -119,10 +126,7 @@ def test_a_sensor_that_drops_out_is_filled_then_silent_then_back(
     silent = sample("anomaly_alert_events_total", {"type": "sensor_silent"})
     back = sample("anomaly_alert_events_total", {"type": "sensor_resolve"})
     assert (silent, back) == (1, 1)
-    total = sum(
-        sample("anomaly_alert_events_total", {"type": t}) or 0
-        for t in ("open", "resolve", "sensor_silent", "sensor_resolve")
-    )
+    total = alert_events(metrics)
     events = [
         json.loads(e.value or b"") for e in read(settings, settings.topics.alerts, int(total))
     ]
@@ -165,11 +169,7 @@ def test_a_noisy_asset_is_judged_against_its_own_normal(
     settings = settings.model_copy(update={"store": StoreSettings(path=store)})
     sent = produce(settings, itertools.islice(fleet.records(n, [fault]), 4 * trained, None))
     metrics = run_until_processed(settings, sent)
-    total = sum(
-        metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": t}) or 0
-        for t in ("open", "resolve")
-    )
-    alerts = read(settings, settings.topics.alerts, int(total))
+    alerts = read(settings, settings.topics.alerts, alert_events(metrics))
     events = [json.loads(e.value or b"") for e in alerts]
     opened = [e for e in events if e["type"] == "open"]
     assert all(e["threshold"] == own[e["asset_id"]] for e in opened)
@@ -219,11 +219,10 @@ def test_a_bridge_sending_values_by_exception_raises_the_alerts_of_whole_records
         sample = running.metrics.registry.get_sample_value
         assert sample("anomaly_records_total", {"outcome": "dead_lettered"}) == 0
         assert sample("anomaly_scored_total", {"model": "default"}) == 900
-        total = sum(sample("anomaly_alert_events_total", {"type": t}) or 0
-                    for t in ("open", "resolve"))  # fmt: skip
-        events = [json.loads(r.value or b"") for r in read(run, run.topics.alerts, int(total))]
-        alerts.append(sorted((e["type"], e["asset_id"], e["ts"], e["started_at"],
-                              e.get("ended_at")) for e in events))  # fmt: skip
+        total = alert_events(running.metrics)
+        events = [json.loads(r.value or b"") for r in read(run, run.topics.alerts, total)]
+        alerts.append(sorted((e["type"], e["asset_id"], e["ts"], e.get("started_at"),
+                              e.get("ended_at"), e.get("feature")) for e in events))  # fmt: skip
     assert alerts[0], "the faults raised no alert"
     assert alerts[1] == alerts[0]
 
@@ -326,7 +325,7 @@ def test_a_failed_publish_exits_with_its_code_commits_nothing_and_is_redone_afte
     opened = metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": "open"})
     assert opened
     events = [json.loads(r.value or b"") for r in read(settings, settings.topics.alerts, 1)]
-    assert events[0]["type"] == "open"
+    assert events[0]["type"] in ("open", "sensor_fault")
 
 
 def test_probes_metrics_and_hot_reload_of_a_running_worker(
@@ -401,11 +400,10 @@ def test_a_mixed_topic_is_scored_by_each_types_own_model(
             json.loads(r.value or b"") for r in read(settings, settings.topics.dead_letters, 1)
         ]
         assert [(d["reason"], d["model"]) for d in letters] == [("no_model", None)]
-        opens = sample("anomaly_alert_events_total", {"type": "open"}) or 0
-        resolves = sample("anomaly_alert_events_total", {"type": "resolve"}) or 0
-        alerts = read(settings, settings.topics.alerts, int(opens + resolves))
+        alerts = read(settings, settings.topics.alerts, alert_events(running.metrics))
+        # each fault caught by its model: an episode, or (a stuck sensor) a sensor fault
         opened = {(e["asset_id"], e["model"]) for e in map(json.loads, (a.value or b"" for a in
-                  alerts)) if e["type"] == "open"}  # fmt: skip
+                  alerts)) if e["type"] in ("open", "sensor_fault")}  # fmt: skip
         assert {f"pump-0{i}" for i in range(3)} <= {a for a, m in opened if m == "pump"}
         assert {f"compressor-0{i}" for i in range(3)} <= {a for a, m in opened if m == "compressor"}
 

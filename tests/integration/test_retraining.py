@@ -20,7 +20,7 @@ from devtools import simulator
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import committed_total, create_topics
-from tests.support.kafka import Running, fresh, processed, produce, read
+from tests.support.kafka import Running, alert_events, fresh, processed, produce, read
 from tests.support.models import write_csv
 from tests.support.observability import gateway_metrics
 from tests.support.values import by_exception, quantised
@@ -211,7 +211,7 @@ def test_retraining_from_the_stream_cleans_gates_publishes_and_the_worker_swaps(
         )
         assert opened is not None
         assert resolved is not None
-        alerts = read(worker_settings, topics["alerts"], int(opened + resolved))
+        alerts = read(worker_settings, topics["alerts"], alert_events(running.metrics))
         events = [json.loads(record.value or b"") for record in alerts]
         assert events[-1]["model_version"] == outcome.version  # the newest carry the new one
 

@@ -17,7 +17,7 @@ from devtools.local_broker import LocalBroker
 from devtools.topics import TopicReader, create_topics
 from tests.support.waiting import wait_until
 from worker.errors import ExitCode
-from worker.metrics import OUTCOMES, Metrics
+from worker.metrics import EVENT_TYPES, OUTCOMES, Metrics
 from worker.runner import Worker
 from worker.settings import WorkerSettings
 
@@ -31,6 +31,12 @@ def produce(settings: WorkerSettings, messages: Iterable[tuple[bytes | None, byt
     producer.flush()
     producer.close()
     return n
+
+
+def alert_events(metrics: Metrics) -> int:
+    """Every event the worker published to the alerts topic, of every type."""
+    sample = metrics.registry.get_sample_value
+    return int(sum(sample("anomaly_alert_events_total", {"type": t}) or 0.0 for t in EVENT_TYPES))
 
 
 def processed(metrics: Metrics) -> float:
@@ -113,16 +119,13 @@ def published_events(
     after: int = 0,
 ) -> list[dict[str, Any]]:
     """Run a worker over `stream` until it is scored (its group goes on where the last one
-    stopped, alert state included); the alert events it published, the alerts topic holding
-    `after` events before them (an earlier run's)."""
+    stopped, alert state included); the alert events it published (every type), the alerts
+    topic holding `after` events before them (an earlier run's)."""
     running = Running(settings)
     try:
         sent = produce(settings, stream)
         wait_until(lambda: processed(running.metrics) >= sent, timeout_s, "the stream scored")
-        events = sum(
-            running.metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": t})
-            or 0.0 for t in ("open", "resolve")
-        )  # fmt: skip
+        events = alert_events(running.metrics)
     finally:
         running.stop()
     held = read(settings, settings.topics.alerts, after + int(events))
