@@ -45,6 +45,11 @@ class EventContext:
     detected_at: datetime
     model: str = DEFAULT_MODEL  # the named model (anomaly/model/store.py)
 
+    def stamp(self) -> dict[str, object]:
+        """What every event says of who decided it: the model, its version and when."""
+        return {"model": self.model, "model_version": self.model_version,
+                "detected_at": _iso(self.detected_at)}  # fmt: skip
+
 
 @dataclass(frozen=True)
 class AlertEvent:
@@ -135,9 +140,7 @@ class SensorEvent:
             "stale_after_s": stale_after_s,
             "kind": "instrumentation",
             "fault": "silent",
-            "model": context.model,
-            "model_version": context.model_version,
-            "detected_at": _iso(context.detected_at),
+            **context.stamp(),
         }
         if self.reason is not None:
             event["reason"] = self.reason
@@ -148,8 +151,8 @@ class SensorEvent:
 class SensorFaultEvent:
     """A sensor of an asset broke (`sensor_fault`: stuck, out_of_range or noisy, its `fault`,
     anomaly/instruments.py) or behaves again (`sensor_fault_resolve`), at the record at
-    `source`, whose value of it was `value`; while it lasts, its share of the asset's score
-    is not counted, so the process episode does not open for it."""
+    `source`, whose value of it was `value`; while it lasts, a record of the asset above its
+    threshold is judged without it (worker/score.py), so no process episode opens for it."""
 
     kind: FaultEventType
     asset_id: str
@@ -171,9 +174,7 @@ class SensorFaultEvent:
             "ts": _iso(self.ts),
             "source": _source(self.source),
             "value": None if math.isnan(self.value) else _value(self.value),
-            "model": context.model,
-            "model_version": context.model_version,
-            "detected_at": _iso(context.detected_at),
+            **context.stamp(),
         }
         if self.reason is not None:
             event["reason"] = self.reason
@@ -201,9 +202,7 @@ class StateEvent:
             "ts": _iso(self.ts),
             "source": _source(self.source),
             "stopped_when": self.rule,
-            "model": context.model,
-            "model_version": context.model_version,
-            "detected_at": _iso(context.detected_at),
+            **context.stamp(),
         }
         if self.kind == "started":
             event["grace_s"] = self.grace_s
