@@ -11,6 +11,7 @@ the worker does not trust such a reading either (worker/score.py).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, TypeVar
 
@@ -96,6 +97,14 @@ class InstrumentTable:
         self._latched[row], self._kind[row], self._used[row] = False, -1, True
         self._rows[asset_id] = row
         return row
+
+    def slots(self, asset_ids: Sequence[str]) -> IntArray:
+        """The assets' rows, as `slot` gives each (a batch's records: one lookup each)."""
+        rows = self._rows
+        found = [rows.get(asset_id, -1) for asset_id in asset_ids]
+        if -1 in found:  # assets seen for the first time
+            found = [self.slot(a) if r < 0 else r for a, r in zip(asset_ids, found, strict=True)]
+        return np.array(found, dtype=np.intp)
 
     def release(self, asset_id: str) -> None:
         """Forget the asset (evicted, or its partition moved): its row is reused, reset. An

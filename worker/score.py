@@ -68,7 +68,7 @@ def score(windows: ModelWindows) -> Scored:
     raw, sensors = scores.score, None
     table = windows.served.instruments
     if table is not None:
-        slots = np.fromiter((table.slot(p.asset_id) for p in windows.pending), np.int64, n)
+        slots = table.slots([pending.asset_id for pending in windows.pending])
         sensors = table.step_batch(slots, _readings(windows))
         untrusted = sensors.faulted if sensors.held is None else sensors.faulted | sensors.held
         # a sensor out of order must not raise an alarm: where the record is above its

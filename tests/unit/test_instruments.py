@@ -374,7 +374,7 @@ class Twins:
                 expected += [(k, c) for c in step(self.states[asset], self.profile, rows[-1])]
                 marks.append(faulted(self.states[asset]))
                 self.marks[asset].append(marks[-1])
-            slots = np.array([self.table.slot(asset) for asset in assets])
+            slots = self.table.slots(assets)  # new assets among known ones, as the worker's
             stepped = self.table.step_batch(slots, np.array(rows))
             assert stepped.changes == expected
             assert np.array_equal(stepped.faulted, np.array(marks))
@@ -509,6 +509,7 @@ def test_an_empty_batch_and_a_released_asset(quiet: SensorProfile) -> None:
     table.release("a")
     assert len(table) == 1
     assert table.slot("c") == 0  # the released row, reused
+    assert table.slots(["b", "d", "c", "d"]).tolist() == [1, 2, 0, 2]  # d: a new row, once
 
 
 def test_a_table_refuses_rows_it_does_not_hold_and_values_of_another_shape(
