@@ -26,6 +26,7 @@ from __future__ import annotations
 import fnmatch
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal, TypeVar
@@ -167,6 +168,17 @@ class Calendar:
 
     windows: dict[str, MaintenanceWindow] = field(default_factory=dict)
     shelves: dict[str, Shelf] = field(default_factory=dict)
+
+    def apply_all(self, messages: Iterable[tuple[bytes | None, bytes | None]]) -> list[str]:
+        """The topic's messages, in order, each `apply`ed: why each refused one was (the
+        calendar goes on without it)."""
+        refused = []
+        for key, value in messages:
+            try:
+                self.apply(key, value)
+            except CalendarError as exc:
+                refused.append(str(exc))
+        return refused
 
     def apply(self, key: bytes | None, value: bytes | None) -> None:
         """One message of the topic: an entry set (its JSON) or removed (a tombstone).

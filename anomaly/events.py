@@ -11,7 +11,11 @@ Several families share the topic, told apart by `type`:
 - its sensors out of order, all `kind: instrumentation`: fallen silent (`sensor_silent`,
   `sensor_resolve`: worker/sensors.py) or broken (`sensor_fault`, `sensor_fault_resolve`:
   stuck, out of range, noisy, anomaly/instruments.py);
-- its operating state (`stopped`, `started`: anomaly/states.py).
+- its operating state (`stopped`, `started`: anomaly/states.py);
+- incidents, the episodes of several assets that share a cause (`incident_open`,
+  `incident_update`, `incident_resolve`: anomaly/incidents.py; keyed by the incident's id,
+  they name their member episodes; each episode event's `incident` names its own, null
+  while it does not page).
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+from anomaly.incidents import IncidentChange, Member
 from anomaly.rules import Episode, EventType, SourceRef
 from anomaly.settings import DEFAULT_MODEL
 
@@ -94,6 +99,7 @@ class AlertEvent:
             "started_at": _iso(episode.started_at),
             "filled": list(self.filled),
             "suppressed": episode.held,
+            "incident": episode.incident,
         }
         if kind == "resume" and episode.resumed is not None:  # its active stretch starts here
             event["resumed_at"] = _iso(episode.resumed[0])
@@ -210,6 +216,31 @@ class StateEvent:
 
 
 @dataclass(frozen=True)
+class IncidentEvent:
+    """Episodes of several assets share a cause (anomaly/incidents.py): `incident_open` (a
+    second member joined), `incident_update` (another joined, or a member resolved),
+    `incident_resolve` (its last member resolved), at the member `change.member`'s page or
+    end."""
+
+    change: IncidentChange
+
+    def json(self, context: EventContext) -> bytes:
+        change = self.change
+        event: dict[str, object] = {
+            "type": change.kind,
+            "incident_id": change.incident_id,
+            "area": change.area,
+            "ts": _iso(change.ts),
+            "started_at": _iso(change.members[0].paged_at),
+            "member": change.member.episode_id,
+            "members": [_member(m) for m in change.members],
+            "open_members": change.open_members,
+            **context.stamp(),
+        }
+        return json.dumps(event).encode()
+
+
+@dataclass(frozen=True)
 class Evidence:
     """The window that decided (rows oldest first, one column per feature, in the sensors'
     own units) and the model's reconstruction of it: what the record looked like against
@@ -238,6 +269,11 @@ def top_features(
             item["expected"] = [_value(v) for v in evidence.expected[:, i]]
         top.append(item)
     return top
+
+
+def _member(m: Member) -> dict[str, object]:
+    return {"episode_id": m.episode_id, "asset_id": m.asset_id, "paged_at": _iso(m.paged_at),
+            "open": m.open}  # fmt: skip
 
 
 def _value(v: float) -> float:

@@ -197,6 +197,9 @@ class Episode:
     # why its page is held back (anomaly/calendar.py: a maintenance window or a shelf), as of
     # its asset's latest record; None: it pages. The rules never set it: the worker does.
     held: str | None = None
+    # the incident its page belongs to (anomaly/incidents.py: its own id while alone); None:
+    # it does not page. The rules never set it: the worker does.
+    incident: str | None = None
 
 
 @dataclass

@@ -5,6 +5,9 @@ the duty cycle and a stationary AR(1) load), plus independent noise, each in its
 `pressure` and `flow` follow the same factor closely, so breaking their correlation is a fault
 that no single sensor's range reveals. Used by the demo, the tests and the benchmarks.
 
+A plant-wide upset (`Fleet.upsets`: a sag in the supply) moves several pumps' sensors together,
+the same sensors by the same amounts on each.
+
 Pumps stop and start (`Fleet.stops`): while stopped, every sensor sits at its stopped value
 (speed 0 rpm: the operating-state rule `speed < 100` says so, anomaly/states.py), and after a
 restart each sensor comes back to its running value along an exponential start-up transient.
@@ -74,6 +77,32 @@ class Stop:
     asset_id: str
     start: int
     end: int
+
+
+@dataclass(frozen=True)
+class Upset:
+    """A plant-wide upset: one upstream cause (a sag in the supply that drives the pumps)
+    moves several pumps together over readings [start, end): on each, the same sensors by the
+    same amounts (UPSET, in the sensors' standard units), ramped in over UPSET_RAMP readings."""
+
+    assets: tuple[str, ...]
+    start: int
+    end: int
+
+
+# A supply sag: slower, lower current and power, and less flow and pressure with them.
+UPSET = {"speed": -5.0, "current": -5.0, "power": -5.0, "flow": -2.5, "pressure": -2.5}
+UPSET_RAMP = 5
+
+
+def upset(rows: FloatArray, start: int, end: int, kind: AssetType) -> FloatArray:
+    """`rows` with an upset over [start, end): each sensor UPSET names moved by its amount
+    (in units of the sensor's spread), reached after UPSET_RAMP readings."""
+    out = rows.copy()
+    ramp = np.minimum(np.arange(1, end - start + 1) / UPSET_RAMP, 1.0)[:, None]
+    shift = np.array([UPSET.get(f, 0.0) for f in kind.features]) * kind.unit
+    out[start:end] += ramp * shift
+    return out
 
 
 def stop(rows: FloatArray, start: int, end: int, kind: AssetType) -> FloatArray:
@@ -211,6 +240,7 @@ class Fleet:
     noisy: tuple[int, ...] = ()
     kind: AssetType = PUMP
     stops: tuple[Stop, ...] = ()
+    upsets: tuple[Upset, ...] = ()
 
     @property
     def features(self) -> tuple[str, ...]:
@@ -248,6 +278,9 @@ class Fleet:
             fault = by_asset.get(self.name(i))
             if fault is not None:
                 rows = inject(rows, fault, seed=self.seed + i, features=self.features)
+            for shared in self.upsets:
+                if self.name(i) in shared.assets:
+                    rows = upset(rows, shared.start, shared.end, self.kind)
             for pause in self.stops:
                 if pause.asset_id == self.name(i):
                     rows = stop(rows, pause.start, pause.end, self.kind)

@@ -126,10 +126,14 @@ def _row(asset_id: str, rules: RuleState) -> list[Any]:
             _us(episode.ended_at), episode.records, episode.peak_score, episode.span,
         ]  # fmt: skip
         resumed = episode.resumed
-        if resumed is not None or episode.held is not None:
-            saved.append(None if resumed is None else [_us(resumed[0]), *_ref(resumed[1])])
-        if episode.held is not None:
-            saved.append(episode.held)
+        later = [
+            None if resumed is None else [_us(resumed[0]), *_ref(resumed[1])],
+            episode.held,
+            episode.incident,
+        ]
+        while later and later[-1] is None:  # what an older reader knows ends the row
+            later.pop()
+        saved += later
     drift = None if rules.drift is None else rules.drift.tolist()
     return [asset_id, rules.above_run, rules.below_run, run, rules.run_peak, saved, rules.level,
             rules.drop_run, rules.floor, int(rules.quiet), rules.judged, drift]  # fmt: skip
@@ -152,7 +156,7 @@ def _rules(row: list[Any]) -> RuleState:
         rules.run_start = (_ts(run[0]), SourceRef(run[1], int(run[2]), int(run[3])))
     if isinstance(saved, list):
         episode_id, start, started, ended, records, peak, span, *later = saved
-        resumed, held = [*later, None, None][:2]
+        resumed, held, incident = [*later, None, None, None][:3]
         rules.episode = Episode(
             episode_id=str(episode_id),
             start=SourceRef(start[0], int(start[1]), int(start[2])),
@@ -162,6 +166,7 @@ def _rules(row: list[Any]) -> RuleState:
             peak_score=float(peak),
             span=int(span),
             held=None if held is None else str(held),
+            incident=None if incident is None else str(incident),
         )
         if resumed is not None:  # [time, topic, partition, offset] (absent, null: never resumed)
             at, topic, partition, offset = resumed

@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import NamedTuple
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from anomaly.events import (
     EventContext,
     Evidence,
     FaultEventType,
+    IncidentEvent,
     SensorEvent,
     SensorFaultEvent,
     StateEvent,
@@ -27,8 +29,19 @@ from worker.decide import Decided
 from worker.outbound import Outbound
 from worker.score import Scored
 
-# (event type, asset id, top feature, model, its version, what holds its page back)
-EpisodeSeen = tuple[str, str, str | None, str, str, str | None]
+
+class EpisodeSeen(NamedTuple):
+    """An alert event as the metrics count it (worker/metrics.py `Metrics.episode`)."""
+
+    kind: str
+    asset_id: str
+    top_feature: str | None
+    model: str
+    version: str
+    held: str | None  # what holds its page back
+    incident: str | None  # the incident its page belongs to
+    started_at: float  # epoch s, record time
+    page: bool  # it starts paging as the first of its incident
 
 
 @dataclass
@@ -48,9 +61,17 @@ class Emitted:
         self.events[event.kind] += 1
         top = None if event.shares is None else context.features[int(np.argmax(event.shares))]
         version = context.model_version if event.reason is None else ""
-        self.episodes.append(
-            (event.kind, event.asset_id, top, context.model, version, event.episode.held)
-        )
+        episode = event.episode
+        page = event.kind in ("open", "unsuppress") and episode.incident == episode.episode_id
+        self.episodes.append(EpisodeSeen(
+            event.kind, event.asset_id, top, context.model, version, episode.held,
+            episode.incident, episode.started_at.timestamp(), page,
+        ))  # fmt: skip
+
+    def incident(self, topic: str, event: IncidentEvent, context: EventContext) -> None:
+        incident_id = event.change.incident_id
+        self.messages.append(Outbound(topic, incident_id.encode(), event.json(context)))
+        self.events[event.change.kind] += 1
 
     def state(self, topic: str, event: StateEvent, context: EventContext) -> None:
         self.messages.append(Outbound(topic, event.asset_id.encode(), event.json(context)))

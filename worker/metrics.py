@@ -6,24 +6,19 @@ every series exists from the first scrape.
 
 from __future__ import annotations
 
-import threading
-import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import Protocol
+from collections.abc import Sequence
 
-import numpy as np
-import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
 
 from anomaly.records import REASONS
+from worker.asset_metrics import AssetEpisodes, AssetsInAlarm
 from worker.histogram import BatchHistogram
 
 OUTCOMES = ("scored", "dead_lettered", "warming_up", "incomplete", "stopped", "starting")
 EVENT_TYPES = (
     "open", "quiet", "resume", "resolve", "suppress", "unsuppress", "sensor_silent",
     "sensor_resolve", "sensor_fault", "sensor_fault_resolve", "stopped", "started",
+    "incident_open", "incident_update", "incident_resolve",
 )  # fmt: skip
 STAGES = ("poll", "decode", "score", "publish", "commit")
 CHECKPOINT_EVENTS = ("restored", "released", "unsaved")
@@ -34,86 +29,6 @@ _SCORES = tuple(10.0**e for e in range(-4, 5)) + tuple(3 * 10.0**e for e in rang
 _BATCH = (1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 # Open episodes shown per asset: bounded, so that an alert storm cannot flood Prometheus.
 MAX_EPISODE_SERIES = 1000
-
-
-class ExplainedAsset(Protocol):
-    """An asset in alarm as one record shows it (worker.alarms.AlarmView)."""
-
-    @property
-    def asset_id(self) -> str: ...
-    @property
-    def model(self) -> str: ...
-    @property
-    def features(self) -> tuple[str, ...]: ...
-    @property
-    def actual(self) -> npt.NDArray[np.float64]: ...
-    @property
-    def expected(self) -> npt.NDArray[np.float64]: ...
-    @property
-    def score(self) -> float: ...
-    @property
-    def threshold(self) -> float: ...
-
-
-class AssetsInAlarm(Collector):
-    """The board's "asset in alarm" row: for each asset the worker explains (at most
-    WORKER_ALERTS__EXPLAIN_ASSETS, chosen by the pipeline while their episodes last), each
-    feature's latest value and the model's reconstruction of it, in the sensor's units
-    (`anomaly_asset_value{series="actual"|"expected"}`), and its score and threshold. An
-    asset's series go `linger_s` after its last record was shown: after its episode
-    resolved, or once its records stopped (a rebalance, an eviction); never more than `limit`
-    assets (the stalest go first)."""
-
-    def __init__(
-        self, registry: CollectorRegistry, limit: int = 20, linger_s: float = 300.0,
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:  # fmt: skip
-        self.limit, self.linger_s, self.clock = limit, linger_s, clock
-        self._shown: dict[str, tuple[ExplainedAsset, float]] = {}
-        self._lock = threading.Lock()
-        registry.register(self)
-
-    def show(self, views: Sequence[ExplainedAsset]) -> None:
-        now = self.clock()
-        with self._lock:
-            for view in views:
-                self._shown.pop(view.asset_id, None)
-                self._shown[view.asset_id] = (view, now)  # the newest last
-            while len(self._shown) > self.limit:  # the bound, whatever came: the stalest go
-                del self._shown[next(iter(self._shown))]
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        value = GaugeMetricFamily(
-            "anomaly_asset_value",
-            "Each feature of an asset in alarm: its latest value (series=actual) and the "
-            "model's reconstruction of it (series=expected), in the sensor's units.",
-            labels=["asset_id", "model", "feature", "series"],
-        )
-        score = GaugeMetricFamily("anomaly_asset_score", "An asset in alarm's latest score.",
-                                  labels=["asset_id", "model"])  # fmt: skip
-        threshold = GaugeMetricFamily(
-            "anomaly_asset_threshold",
-            "An asset in alarm's threshold (its own, or its model's).",
-            labels=["asset_id", "model"],
-        )
-        now = self.clock()
-        with self._lock:
-            for asset_id in [a for a, (_, t) in self._shown.items() if now - t >= self.linger_s]:
-                del self._shown[asset_id]
-            shown = [view for view, _ in self._shown.values()]
-        for view in shown:
-            for i, feature in enumerate(view.features):
-                labels = [view.asset_id, view.model, feature]
-                value.add_metric([*labels, "actual"], float(view.actual[i]))
-                value.add_metric([*labels, "expected"], float(view.expected[i]))
-            score.add_metric([view.asset_id, view.model], view.score)
-            threshold.add_metric([view.asset_id, view.model], view.threshold)
-        yield from (value, score, threshold)
-
-    @property
-    def assets(self) -> int:
-        with self._lock:
-            return len(self._shown)
 
 
 class Metrics:
@@ -144,10 +59,26 @@ class Metrics:
         self.episode_open = Gauge(
             "anomaly_episode_open",
             "1 for each open alert episode, by asset, the feature with the largest share, "
-            f"the model and its version (at most {MAX_EPISODE_SERIES} series).",
-            ["asset_id", "top_feature", "model", "model_version"], registry=r,
+            "the model and its version, and the incident its page belongs to (at most "
+            f"{MAX_EPISODE_SERIES} series).",
+            ["asset_id", "top_feature", "model", "model_version", "incident"], registry=r,
         )  # fmt: skip
-        self._episode_labels: dict[str, tuple[str, str, str]] = {}
+        self._episode_labels: dict[str, tuple[str, str, str, str]] = {}
+        self.episode_started = Gauge(
+            "anomaly_episode_started_seconds",
+            "When each paging episode started (record time), by asset: the stale ones are "
+            "the oldest (the same assets as anomaly_episode_open).",
+            ["asset_id", "model"], registry=r,
+        )  # fmt: skip
+        self.pages = Counter(
+            "anomaly_pages", "Pages: episodes that started paging and joined no incident "
+            "already paging (an incident pages once), by model.", ["model"], registry=r,
+        )  # fmt: skip
+        self.asset_episodes = AssetEpisodes(r)
+        self.incidents_open = Gauge(
+            "anomaly_incidents_open", "Incidents (several assets' episodes of one cause) open.",
+            registry=r,
+        )  # fmt: skip
         self.episode_suppressed = Gauge(
             "anomaly_episode_suppressed",
             "1 for each open episode whose page a maintenance window or a shelf holds back, by "
@@ -290,16 +221,26 @@ class Metrics:
         model: str,
         version: str,
         held: str | None = None,
+        incident: str | None = None,
+        started_at: float | None = None,
+        page: bool = True,
     ) -> None:
         """Show an episode while it is open (one series per asset, bounded in number): what
-        the board's episode table and the AnomalyAssetInAlarm alert read, or, while its page
-        is held back, `anomaly_episode_suppressed` instead. A quiet or resumed episode is
-        still open: its series (its page) stays as it is."""
+        the board's episode table and the AnomalyAssetInAlarm alert read (`incident`: its
+        page's, the asset's id where none is said), or, while its page is held back,
+        `anomaly_episode_suppressed` instead. A quiet or resumed episode is still open: its
+        series (its page) stays as it is. An episode that starts paging counts for its asset
+        and, where it is its incident's first (`page`), as a page."""
         if kind in ("quiet", "resume"):
             return
+        if kind in ("open", "unsuppress") and held is None:
+            self.asset_episodes.inc(asset_id, model)
+            if page:
+                self.pages.labels(model).inc()
         previous = self._episode_labels.pop(asset_id, None)
         if previous is not None:
             self.episode_open.remove(asset_id, *previous)
+            self.episode_started.remove(asset_id, previous[1])
         was_held = self._held_labels.pop(asset_id, None)
         if was_held is not None:
             self.episode_suppressed.remove(asset_id, *was_held)
@@ -309,8 +250,11 @@ class Metrics:
             self.episode_suppressed.labels(asset_id, held, model).set(1)
             self._held_labels[asset_id] = (held, model)
         elif top_feature:
-            self.episode_open.labels(asset_id, top_feature, model, version).set(1)
-            self._episode_labels[asset_id] = (top_feature, model, version)
+            group = incident or asset_id
+            self.episode_open.labels(asset_id, top_feature, model, version, group).set(1)
+            self._episode_labels[asset_id] = (top_feature, model, version, group)
+            if started_at is not None:
+                self.episode_started.labels(asset_id, model).set(started_at)
 
     def sensor_fault(
         self, opened: bool, asset_id: str, feature: str, fault: str, model: str

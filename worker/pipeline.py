@@ -19,89 +19,42 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-import numpy.typing as npt
 
 from anomaly.calendar import Calendar
 from anomaly.decoding import Decoded, Decoder
 from anomaly.events import (
     AlertEvent,
     EventContext,
+    IncidentEvent,
     SensorEvent,
 )
+from anomaly.incidents import IncidentRules, Incidents
 from anomaly.instrument_table import InstrumentTable
 from anomaly.model import Artifact
 from anomaly.records import RecordError, SourceRecord
 from anomaly.rules import Rules, SourceRef
 from anomaly.settings import DEFAULT_MODEL, InputSettings, RouteSettings, TopicSettings
-from worker.alarms import AlarmSlots, AlarmView
+from worker.alarms import AlarmSlots
 from worker.assets import AssetState, AssetTable
+from worker.batch import BatchResult, BatchStats
 from worker.checkpoint import CheckpointError, Handover, decode
 from worker.decide import decide
-from worker.emit import Emitted, EpisodeSeen, alert_events, dead_letter, fault_events
+from worker.emit import Emitted, alert_events, dead_letter, fault_events
 from worker.faults import OpenFaults
 from worker.intake import Intake, Taken
-from worker.outbound import Outbound
 from worker.partitions import PartitionStates
 from worker.score import Scored, score
 from worker.sensors import reported_all
 from worker.settings import AlertSettings, BatchSettings, SensorSettings
 from worker.windows import Served
 
-__all__ = ["BatchProcessor", "BatchResult", "BatchStats", "Served"]
+__all__ = ["BatchProcessor", "BatchResult", "BatchStats", "Served"]  # batch: worker/batch.py
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class BatchStats:
-    """What the metrics and logs report of one batch."""
-
-    # per model: records scored, above their threshold, above the median held-out score
-    scored_by_model: Counter[str] = field(default_factory=Counter)
-    outliers_by_model: Counter[str] = field(default_factory=Counter)
-    above_median_by_model: Counter[str] = field(default_factory=Counter)
-    warming_up: int = 0
-    incomplete: int = 0  # records lacking a feature with no fresh value to fill it
-    stopped: int = 0  # records of stopped assets, and of assets starting up after a stop
-    starting: int = 0
-    filled: Counter[str] = field(default_factory=Counter)  # values filled, by feature
-    dead_letters: Counter[str] = field(default_factory=Counter)
-    events: Counter[str] = field(default_factory=Counter)
-    # each alert event, in order, for the episode metric
-    episodes: list[EpisodeSeen] = field(default_factory=list)
-    # each sensor out of order or back, in order: (opened, asset, feature, fault, model)
-    faults: list[tuple[bool, str, str, str, str]] = field(default_factory=list)
-    evicted: int = 0
-    # handover: assets whose state came with a gained partition, assets of lost partitions
-    # forgotten, and the gained partitions whose saved state could not be read (with why)
-    restored: int = 0
-    released: int = 0
-    unreadable: list[tuple[tuple[str, int], str]] = field(default_factory=list)
-    alarms: list[AlarmView] = field(default_factory=list)  # assets explained (explain_assets)
-    scores: npt.NDArray[np.float64] = field(default_factory=lambda: np.empty(0))
-    record_times: list[float] = field(default_factory=list)
-    decode_s: float = 0.0
-    score_s: float = 0.0
-
-    @property
-    def scored(self) -> int:
-        """Records scored, all models together."""
-        return sum(self.scored_by_model.values())
-
-
-@dataclass
-class BatchResult:
-    """What one batch produced: messages to publish, then offsets to commit, and its stats."""
-
-    messages: list[Outbound] = field(default_factory=list)
-    offsets: dict[tuple[str, int], int] = field(default_factory=dict)
-    stats: BatchStats = field(default_factory=BatchStats)
 
 
 class BatchProcessor:
@@ -123,6 +76,7 @@ class BatchProcessor:
         sensors: SensorSettings | None = None,
         routes: RouteSettings | None = None,
         layout: InputSettings | None = None,
+        incidents: IncidentRules | None = None,
     ) -> None:
         self.topics, self.batch, self.alerts = topics, batch, alerts
         self.layout = layout if layout is not None else InputSettings()
@@ -132,6 +86,7 @@ class BatchProcessor:
         self.silent = 0  # (asset, feature) pairs with an open sensor_silent event
         self.calendar = Calendar()  # maintenance windows and shelves (the runner keeps it)
         self.faults = OpenFaults()  # each asset's sensors out of order now
+        self.incidents = Incidents(incidents if incidents is not None else IncidentRules())
         self.served: dict[str, Served] = {}
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
         self.partitions = PartitionStates(clock)
@@ -299,9 +254,11 @@ class BatchProcessor:
         for fault in fault_events(scored, context):
             emitted.fault(self.topics.alerts, fault, context)
             self.faults.note(fault)
-        decided = decide(scored, self.partitions, self.calendar)
+        decided = decide(scored, self.partitions, self.calendar, self.incidents)
         for event in alert_events(scored, decided):
             emitted.alert(self.topics.alerts, event, context)
+        for change in decided.incidents:
+            emitted.incident(self.topics.alerts, IncidentEvent(change), context)
         stats.alarms.extend(self.alarms.show(scored, decided))
 
     def _forget_faults(
@@ -343,6 +300,8 @@ class BatchProcessor:
             self.assets.drop(a for a, _ in gone)
             for asset_id, state in gone:
                 self.alarms.forget(asset_id)
+                if state.rules.episode is not None:
+                    self.incidents.forget(state.rules.episode.episode_id)
                 self._forget_faults(asset_id, state.model, emitted, None)
             stats.released += len(gone)
             self.partitions.lost(handover.lost)
@@ -359,6 +318,10 @@ class BatchProcessor:
                     self._close_evicted(*evicted, contexts, emitted, offsets)
                 state.rules, state.partition = rules, tp[1]
                 self.partitions.restored(asset_id, state)
+                episode = rules.episode
+                if episode is not None and episode.incident is not None:
+                    self.incidents.restore(episode.episode_id, episode.incident, asset_id,
+                                           state.model, episode.started_at)  # fmt: skip
             stats.restored += len(saved)
 
     def _close_evicted(
@@ -396,3 +359,6 @@ class BatchProcessor:
             threshold=state.threshold, reason="evicted",
         )  # fmt: skip
         emitted.alert(self.topics.alerts, resolve, context)
+        left = self.incidents.ended(episode.episode_id, episode.ended_at)
+        if left is not None:
+            emitted.incident(self.topics.alerts, IncidentEvent(left), context)

@@ -4,9 +4,9 @@ while the next batch is polled, not in the loop's time.
 
 Signal handlers only set a flag, checked between batches, so the batch in hand is always
 finished (published, flushed, committed and its commit answered) before the worker leaves
-the group and exits 0.
-A second SIGINT exits at once. `run()` also stops by itself after `max_batches` batches or
-`idle_timeout_s` without records, which is how tests drive the real loop.
+the group and exits 0. A second SIGINT exits at once. `run()` also stops by itself after
+`max_batches` batches or `idle_timeout_s` without records, which is how tests drive the real
+loop.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import FrameType
 from typing import Protocol
 
-from anomaly.calendar import CalendarError
 from anomaly.model.graph import set_threads
 from anomaly.records import SourceRecord
 from worker.checkpoint import Handover
@@ -110,14 +109,16 @@ class Worker:
         )  # fmt: skip
         self.processor = BatchProcessor(
             settings.topics, settings.batch, settings.alerts, sensors=settings.sensors,
-            routes=settings.models, layout=settings.input,
+            routes=settings.models, layout=settings.input, incidents=settings.incidents.rules(),
         )  # fmt: skip
         # counted at a scrape from the processor's state, not kept by hand nor every batch
-        self.metrics.open_episodes.set_function(lambda: self.processor.open_episodes)
-        self.metrics.alarms.limit = settings.alerts.explain_assets
-        self.metrics.alarms.linger_s = settings.alerts.explain_linger_s
-        self.metrics.sensors_silent.set_function(lambda: self.processor.silent)
-        self.metrics.assets_stopped.set_function(lambda: self.processor.stopped_assets)
+        p, m = self.processor, self.metrics
+        m.open_episodes.set_function(lambda: p.open_episodes)
+        m.sensors_silent.set_function(lambda: p.silent)
+        m.assets_stopped.set_function(lambda: p.stopped_assets)
+        m.incidents_open.set_function(lambda: p.incidents.announced)
+        alerts = settings.alerts
+        m.alarms.limit, m.alarms.linger_s = alerts.explain_assets, alerts.explain_linger_s
         self._make_source, self._make_sink = source, sink
         self._serve_http = serve_http
         self.http: HealthServer | None = None
@@ -260,12 +261,9 @@ class Worker:
         """The calendar's new messages into the processor's calendar (anomaly/calendar.py); an
         entry it cannot read is logged and counted, and the calendar goes on without it."""
         calendar = self.processor.calendar
-        for key, value in source.calendar():
-            try:
-                calendar.apply(key, value)
-            except CalendarError as exc:
-                log.warning("calendar entry refused: %s", exc)
-                self.metrics.calendar_errors.inc()
+        for refused in calendar.apply_all(source.calendar()):
+            log.warning("calendar entry refused: %s", refused)
+            self.metrics.calendar_errors.inc()
         shelves = [(s.asset_id, s.by, s.reason, s.until.timestamp())
                    for s in calendar.shelved(time.time())]  # fmt: skip
         self.metrics.show_calendar(len(calendar.windows), shelves)

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from anomaly import settings
+from anomaly.incidents import IncidentRules
 from anomaly.rules import Rules
 from anomaly.settings import (
     AppSettings,
@@ -128,6 +129,24 @@ class SensorSettings(_Part):
     )
 
 
+class IncidentSettings(_Part):
+    """Episodes of several assets that share a cause, paged as one incident
+    (anomaly/incidents.py): their pages start within `span_s` of each other (record time), on
+    assets of one area, served by one model, their departures alike (the cosine of their
+    residuals at least `similarity`). `areas`: asset-id patterns (fnmatch, first match) to
+    areas, as JSON: {"north-*": "north"}; an asset none matches is in the area ""."""
+
+    enabled: bool = True
+    span_s: float = Field(default=300.0, ge=0.0, description="seconds between members' pages")
+    similarity: float = Field(
+        default=0.8, ge=-1.0, le=1.0, description="least cosine of the members' residuals"
+    )
+    areas: dict[str, str] = Field(default_factory=dict)
+
+    def rules(self) -> IncidentRules:
+        return IncidentRules(self.enabled, self.span_s, self.similarity, dict(self.areas))
+
+
 class HttpSettings(_Part):
     """The metrics and health endpoint (port 0 picks a free port)."""
 
@@ -149,6 +168,7 @@ class WorkerSettings(AppSettings):
     input: InputSettings = InputSettings()
     alerts: AlertSettings = AlertSettings()
     sensors: SensorSettings = SensorSettings()
+    incidents: IncidentSettings = IncidentSettings()
     http: HttpSettings = HttpSettings()
     score_threads: int = Field(
         default=1, ge=1, le=64, description="threads that score a batch (the batch is small)"

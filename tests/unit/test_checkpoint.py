@@ -50,9 +50,18 @@ def quiet_episode(i: int) -> RuleState:
     return state
 
 
+def in_incident(i: int, held: str | None = None) -> RuleState:
+    """An open episode paging in an incident (anomaly/incidents.py), or held back too."""
+    state = open_episode(i)
+    assert state.episode is not None
+    state.episode.incident, state.episode.held = "in/1/77", held
+    return state
+
+
 def test_rule_states_come_back_exactly() -> None:
     states = {"pump-1": open_episode(1), "pump-2": a_run(2), "pump-3": open_episode(3),
-              "pump-4": raised(4), "pump-5": quiet_episode(5)}  # fmt: skip
+              "pump-4": raised(4), "pump-5": quiet_episode(5), "pump-6": in_incident(6),
+              "pump-7": in_incident(7, "shelved")}  # fmt: skip
     text, unsaved = encode(states.items(), max_bytes=4096)
     assert unsaved == 0
     assert text.startswith("v1:")

@@ -2,8 +2,9 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Histogram
 
 from worker.alarms import AlarmView
+from worker.asset_metrics import AssetsInAlarm
 from worker.histogram import BatchHistogram
-from worker.metrics import AssetsInAlarm, Metrics
+from worker.metrics import Metrics
 
 
 def test_batch_histogram_matches_prometheus_histogram_sample_for_sample() -> None:
@@ -86,6 +87,7 @@ def test_a_quiet_or_resumed_episode_keeps_its_page_until_it_resolves() -> None:
             "top_feature": "flow",
             "model": "default",
             "model_version": "v1",
+            "incident": "p1",  # none said: the asset's own
         }
         return metrics.registry.get_sample_value("anomaly_episode_open", labels)
 
@@ -96,3 +98,27 @@ def test_a_quiet_or_resumed_episode_keeps_its_page_until_it_resolves() -> None:
         assert paged() == 1.0
     metrics.episode("resolve", "p1", None, "default", "v1")
     assert paged() is None
+
+
+def test_an_incident_pages_once_and_each_member_counts_for_its_asset() -> None:
+    m = Metrics(CollectorRegistry())
+    value = m.registry.get_sample_value
+    m.episode("open", "p1", "flow", "default", "v1", None, "e1", 100.0, True)
+    m.episode("open", "p2", "pressure", "default", "v1", None, "e1", 110.0, False)  # joins e1
+    m.episode("open", "p3", "flow", "default", "v1", "shelved", None, 120.0, False)  # held
+    m.episode("quiet", "p1", "flow", "default", "v1", None, "e1", 100.0, False)
+    assert value("anomaly_pages_total", {"model": "default"}) == 1.0
+    counted = {a: value("anomaly_asset_episodes_total", {"asset_id": a, "model": "default"})
+               for a in ("p1", "p2", "p3")}  # fmt: skip
+    assert counted == {"p1": 1.0, "p2": 1.0, "p3": None}
+    member = {"asset_id": "p2", "top_feature": "pressure", "model": "default",
+              "model_version": "v1", "incident": "e1"}  # fmt: skip
+    assert value("anomaly_episode_open", member) == 1.0
+    started = {"asset_id": "p2", "model": "default"}
+    assert value("anomaly_episode_started_seconds", started) == 110.0
+    m.episode("unsuppress", "p3", "flow", "default", "v1", None, "e3", 120.0, True)
+    assert value("anomaly_pages_total", {"model": "default"}) == 2.0
+    m.episode("resolve", "p2", None, "default", "v1", None, "e1", 110.0, False)
+    assert value("anomaly_episode_open", member) is None
+    assert value("anomaly_episode_started_seconds", started) is None
+    assert value("anomaly_asset_episodes_total", {"asset_id": "p2", "model": "default"}) == 1.0
