@@ -271,13 +271,12 @@ class Fleet:
     def records(self, n: int, faults: Sequence[Fault] = ()) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) of n input records of every pump, interleaved in time order; the key
         is the asset id."""
-        by_asset = {f.asset_id: f for f in faults}
         series = []
         for i in range(self.n_assets):
             rows = self.rows(i, n)
-            fault = by_asset.get(self.name(i))
-            if fault is not None:
-                rows = inject(rows, fault, seed=self.seed + i, features=self.features)
+            for fault in faults:  # an asset may have several, in turn
+                if fault.asset_id == self.name(i):
+                    rows = inject(rows, fault, seed=self.seed + i, features=self.features)
             for shared in self.upsets:
                 if self.name(i) in shared.assets:
                     rows = upset(rows, shared.start, shared.end, self.kind)

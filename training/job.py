@@ -68,8 +68,8 @@ from training.metrics import RunFigures, push
 from training.progress import EpochProgress
 from training.report import write_report
 from training.settings import TrainingSettings
-from training.topic import Episodes, by_asset, read_episodes, read_topic
-from training.verdicts import Verdict, bound, described, inside, judge, read_verdicts
+from training.topic import Recorded, by_asset, read_episodes, read_topic
+from training.verdicts import Verdict, bound, described, inside, judge, mean_ack_s, read_verdicts
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class _Read:
     read: int
     invalid: Counter[str] = field(default_factory=Counter)
     out_of_range: int = 0
-    episodes: Episodes = field(default_factory=dict)
+    recorded: dict[str, Recorded] = field(default_factory=dict)  # alert episodes, by id
     other_models: int = 0
     verdicts: dict[str, Verdict] = field(default_factory=dict)  # engineers', spans bounded
     maintenance: int = 0  # records left out: maintenance windows that exclude them
@@ -157,6 +157,8 @@ def _train(
     read = _states(settings, _read(settings, service, now))
     figures.rows_read = read.read
     figures.verdicts = dict(Counter(v.verdict for v in read.verdicts.values()))
+    figures.episodes = len(read.recorded)
+    figures.ack_s = mean_ack_s(read.verdicts, read.recorded)
     cleaning = _clean(settings, service, read)
     split = _split(settings, read.history)
     candidate = _fit(settings, read.history.features, *split.parts(cleaning.drop), progress)
@@ -226,8 +228,8 @@ def _clean(settings: TrainingSettings, service: Scored | None, read: _Read) -> _
         marks["service_model"] = flagged_by(service, history)
     elif service is not None:
         log.warning("the service model has other features: its flags cannot clean this data")
-    if read.episodes:
-        marks["alert_episodes"] = inside_episodes(history, read.episodes)
+    if read.recorded:
+        marks["alert_episodes"] = inside_episodes(history, by_asset(read.recorded))
     profile = service.instruments if service is not None else None
     if profile is not None and profile.features == history.features:
         marks["sensor_faults"] = sensor_faulted(profile, history)
@@ -348,8 +350,9 @@ def _publish(
     started: float,
     verdicts: list[dict[str, object]],
 ) -> TrainingOutcome:
-    """Write the artifact, its report (with the verdicts the run read) and the decision;
-    publish (current only if promoted); prune."""
+    """Write the artifact, its report (with the verdicts the run read, the episodes of the
+    range and the mean time to a verdict) and the decision; publish (current only if
+    promoted); prune."""
     history = read.history
     manifest = _manifest(candidate, history, settings, cleaning.total, read.states)
     figures.holdout_loss = manifest.validation.holdout_loss
@@ -372,7 +375,9 @@ def _publish(
                     "hygiene": "on" if settings.clean.enabled else "off",
                     "maintenance": read.maintenance, "not_running": read.not_running},
         "states": None if read.states is None else read.states.model_dump(),
+        "episodes": figures.episodes,
         "verdicts": verdicts,
+        "ack_s": round(figures.ack_s, 3),
         "decision": record,
         "calibration_check": {**candidate.spread.model_dump(mode="json"),
                               "exceeded": candidate.spread.exceeded},
@@ -431,7 +436,6 @@ def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> 
         history = history.between(-math.inf, math.inf, excluded)
         log.info("maintenance windows leave out %d records", count(excluded))
     recorded = read_episodes(settings, now)
-    episodes = by_asset(recorded)
     assets, model = {s.asset_id for s in history.series}, settings.store.model
     given = read_verdicts(settings, now)
     verdicts = bound(
@@ -440,13 +444,13 @@ def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> 
     log.info(
         "read %d records (%d invalid, %d out of range, %d of other models) of %d assets; %d "
         "recorded episodes", summary.read, sum(summary.invalid.values()), summary.out_of_range,
-        summary.other_models, history.assets, sum(len(v) for v in episodes.values()),
+        summary.other_models, history.assets, len(recorded),
     )  # fmt: skip
     for episode_id, v in verdicts.items():
         log.info("verdict %s on episode %s of %s, its span ended by %s", v.verdict, episode_id,
                  v.asset_id, v.ended_by.replace("_", " "))  # fmt: skip
     return _Read(
-        history, summary.read, summary.invalid, summary.out_of_range, episodes,
+        history, summary.read, summary.invalid, summary.out_of_range, recorded,
         summary.other_models, verdicts, count(excluded),
     )  # fmt: skip
 

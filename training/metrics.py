@@ -25,6 +25,8 @@ class RunFigures:
     rows_read: int = 0
     rows_removed: dict[str, int] = field(default_factory=dict)
     verdicts: dict[str, int] = field(default_factory=dict)  # episodes judged, by verdict
+    episodes: int = 0  # alert episodes the alerts topic holds over the range
+    ack_s: float = 0.0  # mean time from an episode's start to its verdict
     rows_used: int = 0
     holdout_loss: float | None = None
     threshold: float | None = None
@@ -69,6 +71,14 @@ def registry(figures: RunFigures) -> CollectorRegistry:
     )  # fmt: skip
     for verdict in ("false_alarm", "confirmed"):
         verdicts.labels(verdict).set(figures.verdicts.get(verdict, 0))
+    gauge("anomaly_training_episodes",
+          "This model's alert episodes on the alerts topic over the last run's range (those "
+          "with an event there: opened in it, or still open at its start), judged or not.",
+          figures.episodes)  # fmt: skip
+    gauge("anomaly_training_ack_seconds",
+          "Mean time from an episode's start (started_at on the alerts topic: its first "
+          "record's time) to its latest verdict (decided_at), over the episodes of "
+          "anomaly_training_episodes with a verdict; 0 without one.", figures.ack_s)  # fmt: skip
     gauge("anomaly_training_rows_used", "Records the candidate was fitted on.", figures.rows_used)
     gauge("anomaly_training_last_run_timestamp_seconds", "When the last run ended.", now)
     if figures.holdout_loss is not None:

@@ -15,6 +15,8 @@ alerts topic (`bound`): an engineer judges an episode while it still alarms, and
 - the gate checks both models on every judged episode (`judge`): a candidate that catches
   fewer confirmed episodes than the model in service, or flags a larger share of the
   false-alarm episodes' records, is rejected.
+
+The job also reports how long the judged episodes waited for their verdict (`mean_ack_s`).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Verdict:
     end: float
     model: str = DEFAULT_MODEL
     ended_by: EndedBy = "as_judged"
+    decided: float | None = None  # when it was given (epoch seconds); None: not said
 
 
 def record_verdict(
@@ -112,13 +115,14 @@ def read_verdicts(settings: TrainingSettings, now: datetime) -> dict[str, Verdic
             kind = given["verdict"]
             if kind not in VERDICTS:
                 continue
-            ended = given.get("ended_at")
+            ended, decided = given.get("ended_at"), given.get("decided_at")
             verdicts[str(given["episode_id"])] = Verdict(
                 str(given["episode_id"]), str(given["asset_id"]), kind,
                 parse_ts(given["started_at"]).timestamp(),
                 parse_ts(ended).timestamp() if ended else math.inf,
                 str(given.get("model") or DEFAULT_MODEL),
                 "as_judged" if ended else "open",
+                parse_ts(decided).timestamp() if decided else None,
             )  # fmt: skip
         except (ValueError, KeyError, TypeError, AttributeError, RecordError):
             continue  # not a verdict of this product
@@ -145,6 +149,15 @@ def bound(verdicts: dict[str, Verdict], recorded: dict[str, Recorded]) -> dict[s
             end, by = math.nextafter(min(later), -math.inf), "next_episode"
         out[episode_id] = replace(v, end=end, ended_by=by)
     return out
+
+
+def mean_ack_s(verdicts: dict[str, Verdict], recorded: dict[str, Recorded]) -> float:
+    """The mean time, in seconds, from an episode's start on the alerts topic (`recorded`: its
+    first record's time) to the verdict on it (one per episode, the latest) being given, over
+    the judged episodes the topic holds; 0 when no verdict has both."""
+    waits = [v.decided - recorded[episode_id].begin for episode_id, v in verdicts.items()
+             if episode_id in recorded and v.decided is not None]  # fmt: skip
+    return sum(waits) / len(waits) if waits else 0.0
 
 
 def inside(history: SensorHistory, verdicts: dict[str, Verdict], kind: VerdictKind) -> Masks:

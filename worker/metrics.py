@@ -299,6 +299,7 @@ class Metrics:
         series of filled values exist from then on (a feature of an earlier model keeps its
         own)."""
         self.watch_model(model)
+        self.pages.labels(model)  # its pages counted from 0 (an increase reads it)
         for feature in features:
             self.values_filled.labels(feature)
         previous = self._model_versions.get(model)

@@ -10,6 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -20,7 +21,7 @@ from anomaly.calendar import Shelf, shelf_message
 from anomaly.kafka import make_producer
 from devtools import simulator
 from devtools.local_broker import LocalBroker
-from devtools.simulator import Fleet
+from devtools.simulator import Fault, Fleet
 from devtools.topics import create_topics
 from tests.support.kafka import Running, fresh, processed, produce
 from tests.support.models import Trained, settings_for, write_csv
@@ -108,7 +109,13 @@ def test_every_board_query_returns_data_and_every_alert_rule_is_silent(
     now = datetime.now(UTC)
     # Readings stamped around now, as from a live plant (the decision-lag rule looks at that).
     fleet = Fleet(n_assets=4, seed=21, start=now - timedelta(seconds=60))
-    records = list(fleet.records(400, fleet.faults(400, first=150)))
+    faults = fleet.faults(400, first=150)
+    # pump-00 spikes twice more (three episodes in minutes: it chatters, the alarm-management
+    # row shows it) and pump-01 vibrates hard to the end (an episode open, its age shown)
+    spike = next(f for f in faults if f.asset_id == "pump-00")
+    faults += [replace(spike, start=at, end=at + 6) for at in (250, 330)]
+    faults.append(Fault("pump-01", "spike", "vibration", 340, 400, now, now))
+    records = list(fleet.records(400, faults))
     sent = produce(settings, records[:800])
     wait_until(lambda: processed(running_worker.metrics) >= sent, 60, "the first burst")
     wait_until(lambda: scraped_records(prometheus) >= sent, 60, "a scrape of the first burst")

@@ -180,6 +180,9 @@ def test_verdicts_on_open_episodes_teach_the_new_level_and_end_where_their_episo
         seen, "pump-00", fault_resolve["started_at"], fault_resolve["ended_at"]
     )
     assert report["removed"]["kept_by_verdicts"] > 0
+    # every episode on the alerts topic counted, and each judged one waited for its verdict
+    assert report["episodes"] == len({e["episode_id"] for e in events if "episode_id" in e})
+    assert report["ack_s"] > 0
     figures = outcome.decision.figures
     assert figures["candidate_confirmed_caught"] == figures["service_confirmed_caught"] == "1/1"
     assert isinstance(figures["service_false_alarm_share"], float)
