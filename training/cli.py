@@ -124,6 +124,8 @@ _MODEL_FLAG: tuple[str, str, str, dict[str, Any]] = (
     "the named model to train or manage (default: default, the store's own)",
     {},
 )
+# What only a fit reads of the data settings (a replay takes the model's features).
+_FITTING = ("data.features", "data.holdout_fraction")
 _FLAG_BY_PATH = {path: flag for flag, path, _, _ in [*_FIELD_FLAGS, _STORE_FLAG, _MODEL_FLAG]}
 
 
@@ -152,6 +154,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _report(settings, args.episode_id, args.out, args.margin_s)
         if command == "verdict":
             return _verdict(settings, args.episode_id, args.verdict, args.note)
+        if command == "budget":
+            return _budget(settings, args.version)
         if command in ("window", "shelve", "unshelve"):
             done = _episode_command(
                 "the calendar was not changed", lambda: _calendar(settings, args)
@@ -203,6 +207,28 @@ def _fit(settings: TrainingSettings) -> int:
         f"target FPR {threshold.target_fpr:g}); {verdict}; artifact and report in "
         f"{outcome.location}"
     )
+    return ExitCode.OK
+
+
+def _budget(settings: TrainingSettings, version: str | None) -> int:
+    from training.budget import per_asset_week, replay
+    from training.data import DataError
+    from training.kafka_range import KafkaUnavailableError
+
+    try:
+        found = replay(settings, version, datetime.now(UTC))
+    except DataError as exc:
+        log.error("no budget: %s", exc)
+        return ExitCode.BAD_DATA
+    except KafkaUnavailableError as exc:
+        log.error("no budget: %s", exc)
+        return ExitCode.KAFKA_ERROR
+    print(f"{'asset':<24} {'episodes':>8} {'hours':>9} {'per week':>9}")
+    for b in sorted(found, key=lambda b: -b.per_week):
+        print(f"{b.asset_id:<24} {b.episodes:>8} {b.span_s / 3600:>9.1f} {b.per_week:>9.2f}")
+    total = sum(b.episodes for b in found)
+    print(f"{len(found)} assets, {total} episodes: {per_asset_week(found):.2f} per asset per "
+          f"week, {per_asset_week(found) * len(found):.1f} a week for the fleet")  # fmt: skip
     return ExitCode.OK
 
 
@@ -352,6 +378,14 @@ def _parser() -> argparse.ArgumentParser:
         "--margin-s", type=float, default=600.0,
         help="seconds of the asset's records shown before and after the episode",
     )  # fmt: skip
+    budget = commands.add_parser(
+        "budget", help="the episodes per asset per week a stored model gives over a range of "
+        "records (--source kafka --since 7d: the input topic; or a file)",
+    )  # fmt: skip
+    budget.add_argument("--version", help="the version to replay (default: the current one)")
+    reading = [f for f in _FIELD_FLAGS if f[1].startswith("data.") and f[1] not in _FITTING]
+    for flag, path, text, extra in [*reading, _STORE_FLAG, _MODEL_FLAG]:
+        budget.add_argument(flag, dest=path, help=text, **extra)
     verdict = commands.add_parser(
         "verdict", help="an engineer's verdict on an episode, for the next training run"
     )

@@ -21,11 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from anomaly.instruments import SensorProfile
-from anomaly.model import Detector, Threshold, sliding_windows
+from anomaly.model import Artifact, Detector, Threshold, sliding_windows
 from anomaly.model.architecture import Kind
 from anomaly.model.calibration import exceed
 from anomaly.rules import Rules
 from anomaly.scoring import series_flags, series_scores
+from training.budget import budgets, per_asset_week
 from training.data import SensorHistory, read_history
 from training.settings import DataSettings, GateSettings
 
@@ -52,6 +53,15 @@ class Scored:
         """The asset's own threshold if it has one, else the model's."""
         return self.asset_thresholds.get(asset_id, self.threshold)
 
+    @classmethod
+    def of(cls, artifact: Artifact) -> Scored:
+        """A stored version as the gate sees it."""
+        m = artifact.manifest
+        return cls(
+            artifact.detector, m.threshold, m.window, m.features, m.rules, m.model_version,
+            m.asset_thresholds, m.architecture.kind, m.instruments,
+        )  # fmt: skip
+
 
 @dataclass
 class Decision:
@@ -60,6 +70,8 @@ class Decision:
     promoted: bool = True
     reasons: list[str] = field(default_factory=list)
     figures: dict[str, float | int | str | None] = field(default_factory=dict)
+    # each model's episodes per week by asset over the gate's range ("candidate", "service")
+    budgets: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def reject(self, reason: str) -> None:
         self.promoted = False
@@ -123,6 +135,7 @@ def decide(
             )
     elif service is not None:
         figures["error_check"] = "skipped: the service model has other features"
+    _budget(decision, candidate, service, slice_, settings.max_episodes_per_asset_week)
     if settings.validation_path is not None:
         labelled = read_history(
             data.model_copy(
@@ -139,6 +152,29 @@ def decide(
                     f"service model's {service_f1:.4f}"
                 )
     return decision
+
+
+def _budget(
+    decision: Decision,
+    candidate: Scored,
+    service: Scored | None,
+    slice_: SensorHistory,
+    most: float | None,
+) -> None:
+    """Each model's episodes per asset per week over the gate's records (training/budget.py),
+    the candidate refused above `most` (None: no budget)."""
+    for name, model in (("candidate", candidate), ("service", service)):
+        if model is None or model.features != candidate.features:
+            continue
+        found = budgets(model, slice_)
+        rate = per_asset_week(found)
+        decision.figures[f"{name}_episodes_per_asset_week"] = round(rate, 3)
+        decision.budgets[name] = {b.asset_id: round(b.per_week, 3) for b in found}
+        if name == "candidate" and most is not None and rate > most:
+            decision.reject(
+                f"{rate:.3g} episodes per asset per week on the held-out records, over the "
+                f"budget of {most:g} (TRAINING_GATE__MAX_EPISODES_PER_ASSET_WEEK)"
+            )
 
 
 def f1(model: Scored, labelled: SensorHistory) -> float:

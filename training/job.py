@@ -363,6 +363,7 @@ def _publish(
         "promoted": decision.promoted,
         "reasons": decision.reasons,
         "figures": decision.figures,
+        "budget": decision.budgets,  # episodes per week by asset, over the gate's records
         "decided_at": datetime.now(UTC).isoformat(),
     }
     removed = cleaning.counts
@@ -418,11 +419,7 @@ def _service_model(store: ModelStore, version: str | None) -> Scored | None:
     except ArtifactError as exc:
         log.error("the current model is refused (%s): training as on a first run", exc)
         return None
-    m = artifact.manifest
-    return Scored(
-        artifact.detector, m.threshold, m.window, m.features, m.rules, m.model_version,
-        m.asset_thresholds, m.architecture.kind, m.instruments,
-    )  # fmt: skip
+    return Scored.of(artifact)
 
 
 def _read(settings: TrainingSettings, service: Scored | None, now: datetime) -> _Read:

@@ -195,6 +195,11 @@ class GateSettings(BaseModel):
     error_margin: float = Field(default=0.1, ge=0.0)
     validation_path: Path | None = None
     validation_label: str = "anomaly"
+    max_episodes_per_asset_week: float | None = Field(
+        default=None, gt=0.0,
+        description="refuse a candidate that opens more episodes per asset per week on the "
+        "held-out records (None: no budget)",
+    )  # fmt: skip
 
 
 class TrainingInputSettings(InputSettings):

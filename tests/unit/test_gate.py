@@ -18,6 +18,7 @@ import pytest
 from anomaly.model import Detector, RobustScaler, Threshold
 from anomaly.rules import Rules
 from tests.support.graphs import scaled
+from training.budget import WEEK_S, AssetBudget, per_asset_week, span_s
 from training.data import DataError, SensorHistory, group_rows
 from training.gate import Decision, Scored, decide
 from training.settings import DataSettings, GateSettings
@@ -363,3 +364,35 @@ def test_an_episode_whose_records_were_not_read_is_not_counted() -> None:
     judge(model(1.0), model(5.0), level(2.0), judged("false_alarm", 500.0, 600.0), decision)
     assert decision.figures["candidate_false_alarm_rows"] == "0/0"
     assert decision.promoted
+
+
+# -- the alarm budget: episodes per asset per week on the held-out records -------------------
+
+
+def test_the_gate_states_each_models_episodes_a_week_and_refuses_one_over_the_budget() -> None:
+    """Five episodes of one record each (a record above, one below: EACH_RECORD's rules) in
+    100 records a second apart: 5 per 100 s, 30,240 a week; the service model (threshold 5)
+    opens none."""
+    slice_ = held_out([2.0, 0.5] * 5 + [0.5] * 90)
+    at_budget = gate(model(1.0), model(5.0, version="v1"), slice_,
+                     max_episodes_per_asset_week=30240)  # fmt: skip
+    assert at_budget.promoted, at_budget.reasons
+    assert at_budget.figures["candidate_episodes_per_asset_week"] == 30240.0
+    assert at_budget.figures["service_episodes_per_asset_week"] == 0.0
+    assert at_budget.budgets == {"candidate": {"a": 30240.0}, "service": {"a": 0.0}}
+    over = gate(model(1.0), None, slice_, max_episodes_per_asset_week=30239)
+    assert over.reasons == [
+        "3.02e+04 episodes per asset per week on the held-out records, over the budget of "
+        "30239 (TRAINING_GATE__MAX_EPISODES_PER_ASSET_WEEK)"
+    ]
+    assert not over.promoted
+    assert gate(model(1.0), None, slice_).promoted  # no budget: no check
+
+
+def test_the_fleets_rate_weighs_each_asset_by_the_time_it_covered() -> None:
+    found = [AssetBudget("a", 2, 100.0), AssetBudget("b", 0, 300.0), AssetBudget("c", 1, 0.0)]
+    assert [b.per_week for b in found] == [2 * WEEK_S / 100, 0.0, 0.0]
+    assert per_asset_week(found) == 3 * WEEK_S / 400
+    assert per_asset_week([]) == 0.0
+    assert span_s(np.array([10.0, 12.0, 14.0, 20.0])) == 12.0  # one median step more
+    assert span_s(np.array([5.0])) == 0.0
