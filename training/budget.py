@@ -5,14 +5,14 @@ rules with their hold in record time).
 
     anomaly-train budget [--version V] --source kafka [--since 7d | --start ISO --end ISO]
 
-reads the input topic over the range (or a file: TRAINING_DATA__*, as the job) and prints each asset's episodes, the
-record time it covered and its episodes per week, and the fleet's: "how many pages a week
-will this model give us", before promoting it. The gate gives the same figures for the
-candidate and the model in service over the held-out range it judged them on (report.json
-`budget`, the decision's figures) and refuses a candidate above
-TRAINING_GATE__MAX_EPISODES_PER_ASSET_WEEK. An episode here is an `open` the worker would
-publish over the same records, read from the range's start (held back by a maintenance window
-or grouped into an incident, it is still an episode of its asset).
+reads the input topic over the range (or a file: TRAINING_DATA__*, as the job) and prints
+each asset's episodes, the record time it covered and its episodes per week, and the
+fleet's: "how many pages a week will this model give us", before promoting it. The gate
+gives the same figures for the candidate and the model in service over the held-out range it
+judged them on (report.json `decision.budget`, the decision's figures) and refuses a
+candidate above TRAINING_GATE__MAX_EPISODES_PER_ASSET_WEEK. An episode here is an `open` the
+worker would publish over the same records, read from the range's start (held back by a
+maintenance window or grouped into an incident, it is still an episode of its asset).
 """
 
 from __future__ import annotations
