@@ -19,7 +19,7 @@ from tests.support.models import Trained
 from tests.unit.test_pipeline import TOPICS
 from worker.checkpoint import Handover
 from worker.pipeline import BatchProcessor, BatchResult
-from worker.settings import AlertSettings, BatchSettings
+from worker.settings import AlertSettings, BatchSettings, IncidentSettings
 
 T0 = datetime(2026, 3, 1, 8, 0, tzinfo=UTC)
 SAG = np.array([-0.1, -0.3, -0.6, 0.0])  # an upset's residual over four features
@@ -254,3 +254,9 @@ def test_a_restart_in_an_incident_still_resolves_it(model: Artifact) -> None:
     told = [e["type"] for e in after if e["type"].startswith("incident_")]
     assert told[-1] == "incident_resolve"
     assert second.incidents.announced == 0
+
+
+def test_the_workers_settings_are_the_rules_it_groups_by() -> None:
+    settings = IncidentSettings(enabled=False, span_s=60, similarity=0.5, areas={"n-*": "n"})
+    assert settings.rules() == IncidentRules(False, 60.0, 0.5, {"n-*": "n"})
+    assert IncidentSettings().rules() == IncidentRules()

@@ -203,6 +203,26 @@ WORKER: dict[str, Case] = {
     "WORKER_ALERTS__EXPLAIN_ASSETS": Case("0", 0),
     "WORKER_ALERTS__EXPLAIN_LINGER_S": Case("60", 60.0),
     "WORKER_SENSORS__STALE_AFTER_S": Case("0", 0.0),
+    "WORKER_INCIDENTS__ENABLED": Case(
+        "false",
+        False,
+        shown_by=("tests/unit/test_incidents.py::test_disabled_every_episode_is_its_own",),
+    ),
+    "WORKER_INCIDENTS__SPAN_S": Case(
+        "60",
+        60.0,
+        shown_by=("tests/unit/test_incidents.py::test_the_span_runs_from_the_latest_members_page",),
+    ),
+    "WORKER_INCIDENTS__SIMILARITY": Case(
+        "0.6",
+        0.6,
+        shown_by=("tests/unit/test_incidents.py::test_the_similarity_is_a_least_cosine",),
+    ),
+    "WORKER_INCIDENTS__AREAS": Case(
+        '{"north-*": "north"}',
+        {"north-*": "north"},
+        shown_by=("tests/unit/test_incidents.py::test_areas_and_models_keep_incidents_apart",),
+    ),
     "WORKER_HTTP__HOST": Case("127.0.0.1", "127.0.0.1"),
     "WORKER_HTTP__PORT": Case("9100", 9100),
     "WORKER_HTTP__LIVENESS_TIMEOUT_S": Case(
@@ -278,6 +298,14 @@ TRAINING: dict[str, Case] = {
     # the gate's labelled check at work: tests/unit/test_gate.py
     "TRAINING_GATE__VALIDATION_PATH": Case("labelled.csv", Path("labelled.csv")),
     "TRAINING_GATE__VALIDATION_LABEL": Case("fault", "fault"),
+    "TRAINING_GATE__MAX_EPISODES_PER_ASSET_WEEK": Case(
+        "2.5",
+        2.5,
+        shown_by=(
+            "tests/unit/test_gate.py::"
+            "test_the_gate_states_each_models_episodes_a_week_and_refuses_one_over_the_budget",
+        ),
+    ),
     "TRAINING_STORE__PATH": Case("s3://models/plant", "s3://models/plant"),
     "TRAINING_STORE__MODEL": Case("pumps", "pumps"),
     **prefixed("TRAINING_", "MODELS", ROUTES),
