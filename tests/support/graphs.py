@@ -33,3 +33,24 @@ def scaled(factor: float, n_features: int = 1, window: int | None = None) -> Gra
 def zeros(n_features: int = 1) -> Graph:
     """Reconstructs every window (of any length) as zeros."""
     return scaled(0.0, n_features)
+
+
+def mixing(matrix: list[list[float]], window: int | None = None) -> Graph:
+    """Reconstructs each scaled record (a row of the window) as `row @ matrix`: a feature
+    rebuilt from the others, as an autoencoder does (its impute is then known by hand)."""
+    n = len(matrix)
+    shape: list[str | int] = ["batch", "window" if window is None else window, n]
+    flat = [float(v) for row in matrix for v in row]
+    graph = helper.make_graph(
+        [
+            helper.make_node("Constant", [], ["matrix"], value=helper.make_tensor(
+                "matrix", TensorProto.FLOAT, [n, n], flat)),
+            helper.make_node("MatMul", [INPUT, "matrix"], [OUTPUT]),
+        ],
+        "mixing",
+        [helper.make_tensor_value_info(INPUT, TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, shape)],
+    )  # fmt: skip
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return Graph(model.SerializeToString(), window or 1, n)

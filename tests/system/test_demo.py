@@ -1,6 +1,6 @@
 """The README's demo, end to end: broker, two models trained, worker, a mixed fleet with
-simulated faults, a sensor that drops out, a pump stopped in a maintenance window and one
-stopped outside any, summary."""
+simulated faults, a plant upset on four more pumps, a sensor that drops out, a pump stopped in
+a maintenance window and one stopped outside any, summary."""
 
 import re
 import subprocess
@@ -30,6 +30,24 @@ def test_the_demo_detects_every_injected_fault(tmp_path: Path) -> None:
     assert re.search(r"pump-02  stuck .*DETECTED after \d+ readings as instrumentation: "
                      r"current stuck", demo.stdout), demo.stdout  # fmt: skip
     assert not re.search(r"OPEN     pump-02 ", demo.stdout), demo.stdout
+    # the plant upset on the four pumps after the faulted ones (no fault of their own): one
+    # incident, paged once, its episodes no false alerts
+    assert "a plant upset on pump-04..pump-07 (readings 135-179)" in demo.stdout, demo.stdout
+    assert re.search(
+        r"plant upset on pump-04\.\.pump-07 \(readings 135-179\): 4/4 pumps opened an episode, "
+        r"in one incident \(incident_open, 2 incident_update\), 1 page\n", demo.stdout,
+    ), demo.stdout  # fmt: skip
+    told = re.findall(r"  INCIDENT (.+)  \S+  one cause: (\d) episodes, one page", demo.stdout)
+    assert [n for _, n in told] == ["2", "3", "4"], demo.stdout
+    assert sorted(told[-1][0].split(", ")) == [f"pump-0{i}" for i in range(4, 8)]
+    joined = re.findall(r"OPEN     (pump-0[4-7]) .*\(no page: in (pump-0[4-7])'s incident\)",
+                        demo.stdout)  # fmt: skip
+    assert len(joined) == 3, demo.stdout
+    assert len({first for _, first in joined}) == 1  # all three in the first one's
+    assert 'anomaly_alert_events_total{type="incident_open"} 1.0' in demo.stdout
+    # pages: pump-00's spike, pump-01's drift, pump-03's broken correlation, the upset once
+    # (pump-02's stuck sensor is instrumentation)
+    assert 'anomaly_pages_total{model="pump"} 4.0' in demo.stdout, demo.stdout
     # the sensor that dropped out: said silent once its bound had passed, back when it was
     assert re.search(
         r"sensor dropout: pump-01 flow out for 30 readings \(filled for up to 10 s\): "

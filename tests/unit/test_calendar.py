@@ -17,6 +17,7 @@ from anomaly.calendar import (
     CalendarError,
     MaintenanceWindow,
     Shelf,
+    describe,
     parse_duration,
     shelf_message,
     tombstone,
@@ -293,3 +294,44 @@ def test_overlapping_windows_hold_an_asset_back_in_the_name_of_the_first_by_id()
     assert calendar.hold("pump-01", t) == "maintenance:a"
     calendar.apply(tombstone("window", "a"), None)
     assert calendar.hold("pump-01", t) == "maintenance:b"
+
+
+def test_each_entry_is_listed_on_one_line_saying_what_it_does() -> None:
+    weekly = MaintenanceWindow(
+        id="valves", assets="pump-0*", start=datetime(2026, 3, 2, 6), end=datetime(2026, 3, 2, 8),
+        timezone="Europe/Paris", every="weekly", until=datetime(2026, 6, 1),
+        exclude_training=False, note="valve checks",
+    )  # fmt: skip
+    assert describe(weekly) == (
+        "window  valves  pump-0*  2026-03-02T06:00:00 -> 2026-03-02T08:00:00 Europe/Paris "
+        "weekly until 2026-06-01T00:00:00: suppress alerts (valve checks)"
+    )
+    plain = {"every": "once", "until": None, "note": None, "suppress_alerts": False,
+             "exclude_training": True}  # fmt: skip
+    once = weekly.model_copy(update=plain)
+    assert describe(once) == (
+        "window  valves  pump-0*  2026-03-02T06:00:00 -> 2026-03-02T08:00:00 Europe/Paris: "
+        "exclude from training"
+    )
+    both = once.model_copy(update={"suppress_alerts": True})
+    assert describe(both).endswith(": suppress alerts, exclude from training")
+    idle = once.model_copy(update={"exclude_training": False})
+    assert describe(idle).endswith(": nothing")
+    since = datetime(2026, 3, 2, 6, tzinfo=UTC)
+    shelf = Shelf(asset_id="pump-03", since=since, until=since + timedelta(hours=8), by="ana",
+                  reason="transmitter on order")  # fmt: skip
+    assert describe(shelf) == (
+        "shelf   pump-03  2026-03-02T06:00:00Z -> 2026-03-02T14:00:00Z  by ana: transmitter on "
+        "order"
+    )
+
+
+def test_only_windows_that_exclude_training_and_match_the_asset_keep_its_records_out() -> None:
+    calendar = Calendar()
+    base = MaintenanceWindow(id="a", assets="pump-*", start=datetime(2026, 1, 1),
+                             end=datetime(2026, 1, 2))  # fmt: skip
+    for window in (base, base.model_copy(update={"id": "b", "exclude_training": False}),
+                   base.model_copy(update={"id": "c", "assets": "fan-*"})):  # fmt: skip
+        calendar.apply(*window_message(window))
+    assert [w.id for w in calendar.excluding("pump-01")] == ["a"]
+    assert calendar.excluding("mixer-01") == []

@@ -10,7 +10,7 @@ import pytest
 from anomaly.model import Detector, RobustScaler
 from anomaly.model import detector as detector_module
 from anomaly.model.detector import errors
-from tests.support.graphs import scaled
+from tests.support.graphs import mixing, scaled
 
 CENTER, SCALE = np.array([1.0, -2.0, 0.5]), np.array([2.0, 4.0, 0.5])
 
@@ -97,3 +97,32 @@ def test_errors_sum_over_the_window_and_keep_the_last_records_residual() -> None
     assert squared.tolist() == [[1.0 + 4.0, 4.0 + 16.0]]
     assert last.tolist() == [[2.0, 4.0]]
     assert squared.dtype == last.dtype == np.float64
+
+
+# -- judged without some sensors (`without`: a sensor out of order, anomaly/instruments.py) --
+
+# Feature 0 rebuilt as the mean of features 1 and 2, which rebuild themselves: only feature 0
+# can be wrong, and its imputed value (from 1 and 2) is known.
+MIX = [[0.0, 0.0, 0.0], [0.5, 1.0, 0.0], [0.5, 0.0, 1.0]]
+
+
+def test_without_a_sensor_the_others_error_alone_is_the_score_on_the_same_scale() -> None:
+    d = Detector(RobustScaler(center=CENTER, scale=SCALE), mixing(MIX))
+    raw = windows(n=4)
+    x = (raw - CENTER) / SCALE
+    error0 = x[..., 0] - (x[..., 1] + x[..., 2]) / 2  # feature 0's error, scaled units
+    missing = np.array([[False, True, False], [True, False, False], [False, False, False],
+                        [True, True, True]])  # fmt: skip
+    got = d.without(raw, missing)
+    window = raw.shape[1]
+    # counted: 0 and 2 (sensor 1 imputed as itself: no error; sensor 0's error over 2 counted)
+    assert got[0] == pytest.approx((error0[0] ** 2).sum() / (window * 2), rel=1e-5)
+    # sensor 0 imputed from the others: nothing wrong is left
+    assert got[1] == pytest.approx(0.0, abs=1e-9)
+    # none missing: the score itself
+    assert got[2] == pytest.approx(d.score(raw[2:3]).score[0], rel=1e-5)
+    assert got[3] == 0.0  # none counted
+    kept = d.score(raw, reconstruct=True).rebuilt
+    np.testing.assert_allclose(d.without(raw, missing, kept), got, rtol=1e-6)
+    assert got.dtype == np.float64
+    assert got.shape == (4,)

@@ -18,6 +18,7 @@ from anomaly.instruments import (
     faulted,
     sensor_faults,
     step,
+    untrusted,
 )
 from anomaly.model.features import FloatArray
 from devtools import simulator
@@ -361,6 +362,8 @@ class Twins:
         self.table = InstrumentTable(profile, capacity)
         self.states = {asset: InstrumentState.start(profile) for asset in series}
         self.marks: dict[str, list[BoolArray]] = {asset: [] for asset in series}
+        # the table's readings not trusted (faulted or held), per asset, for `untrusted`
+        self.distrust: dict[str, list[BoolArray]] = {asset: [] for asset in series}
 
     def run(self, stream: list[str], batch: int) -> list[tuple[int, Change]]:
         """Each asset's next record, one per name in `stream`, in batches of `batch`: the
@@ -378,6 +381,9 @@ class Twins:
             stepped = self.table.step_batch(slots, np.array(rows))
             assert stepped.changes == expected
             assert np.array_equal(stepped.faulted, np.array(marks))
+            assert stepped.held is not None
+            for asset, row in zip(assets, stepped.faulted | stepped.held, strict=True):
+                self.distrust[asset].append(row)
             found += [(begin + k, change) for k, change in stepped.changes]
         return found
 
@@ -388,12 +394,16 @@ class Twins:
         assert self.table.slot(new) == row
 
     def check_offline(self) -> None:
-        """Each asset's marks: `sensor_faults` on the records it had."""
+        """Each asset's marks: `sensor_faults` on the records it had, and what the table did
+        not trust of them: `untrusted` (the offline replay's, anomaly/scoring.py)."""
         for asset, marks in self.marks.items():
             rows = self.series[asset][: len(marks)]
+            width = rows.shape[1]
             assert np.array_equal(
-                np.array(marks).reshape(-1, rows.shape[1]), sensor_faults(self.profile, rows)
+                np.array(marks).reshape(-1, width), sensor_faults(self.profile, rows)
             )
+            distrust = np.array(self.distrust[asset]).reshape(-1, width)
+            assert np.array_equal(distrust, untrusted(self.profile, rows))
 
 
 @settings(max_examples=100, deadline=None)

@@ -17,6 +17,7 @@ from hypothesis.extra.numpy import arrays
 from anomaly.model import ModelStore
 from anomaly.states import (
     SETTLED,
+    OperatingStates,
     StateRuleError,
     measure_grace,
     not_running,
@@ -50,6 +51,10 @@ def test_a_rule_reads_comparisons_joined_by_and_before_or() -> None:
     assert stopped(rule, row)
     row[SPEED] = float("nan")  # a missing speed says nothing
     assert not stopped(parse_rule("speed < 100", FEATURES), row)
+    # as the manifest keeps it
+    assert OperatingStates(stopped_when="speed < 100 or current <= 0.5").rule(FEATURES) == (
+        parse_rule("speed < 100 or current <= 0.5", FEATURES)
+    )
 
 
 @pytest.mark.parametrize(
