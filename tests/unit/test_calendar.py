@@ -269,12 +269,26 @@ def test_an_entry_this_version_cannot_read_is_refused_naming_its_key() -> None:
     with pytest.raises(CalendarError, match="the entry is window 'w'"):
         calendar.apply(b"window/other", value)
     assert calendar.windows == {}
+    since = datetime(2026, 1, 1, tzinfo=UTC)
+    _, shelved = shelf_message(Shelf(asset_id="pump-01", since=since, by="a", reason="r",
+                                     until=since + timedelta(hours=1)))  # fmt: skip
+    with pytest.raises(CalendarError) as shelf_error:
+        calendar.apply(b"shelf/pump-02", shelved)
+    assert str(shelf_error.value) == "shelf/pump-02: the entry shelves 'pump-01'"
+    with pytest.raises(CalendarError) as unreadable:  # a key that is not UTF-8, a bad field
+        calendar.apply(b"shelf/\xff", b'{"asset_id": "\xef\xbf\xbd", "by": "a"}')
+    assert str(unreadable.value).startswith("shelf/\ufffd: since: Field required")
+    with pytest.raises(CalendarError) as not_json:
+        calendar.apply(b"window/w", b"[")
+    assert str(not_json.value).startswith("window/w: Invalid JSON")  # no field to name
     calendar.apply(key, value)
     assert list(calendar.windows) == ["w"]
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("90m", 5400), ("8h", 28800), ("2d", 172800),
-                                               ("3600", 3600), ("1.5h", 5400)])  # fmt: skip
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("90m", 5400), ("8h", 28800), ("2d", 172800), ("3600", 3600), ("1.5h", 5400), ("45s", 45)],
+)
 def test_durations_read_in_the_units_an_operator_types(text: str, seconds: float) -> None:
     assert parse_duration(text) == seconds
 

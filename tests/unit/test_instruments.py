@@ -15,6 +15,7 @@ from anomaly.instruments import (
     InstrumentRules,
     InstrumentState,
     SensorProfile,
+    _median,
     faulted,
     sensor_faults,
     step,
@@ -583,3 +584,34 @@ def test_a_moving_sensor_held_longer_than_training_ever_held_it_is_not_trusted_a
     assert held == list(range(fault.start + held_at - 1, fault.end))  # its held_at-th record on
     assert not np.delete(stepped.held, current, axis=1).any()
     assert not stepped.faulted[fault.start : fault.start + pumps.rules.min_run - 1].any()
+
+
+def test_a_reading_at_its_physical_bound_is_in_range_and_one_beyond_it_is_not() -> None:
+    """An operator's range of [-3, 3] on `b`: exactly -3 and 3 are readings it allows."""
+    profile = SensorProfile.fit(
+        [white(1500, seed=1), white(1500, seed=2)], ("a", "b", "c"), physical={"b": (-3.0, 3.0)}
+    )
+    assert (profile.limits.floor[1], profile.limits.ceiling[1]) == (-3.0, 3.0)
+    rows = white(40, seed=5) * [1.0, 0.0, 1.0]
+    rows[:, 1] = [-3.0, 3.0, -3.0 - 1e-9, 3.0 + 1e-9] * 10
+    marks = sensor_faults(profile, rows)[:, 1]
+    assert marks[:4].tolist() == [False, False, True, True]
+    state = InstrumentState.start(profile)
+    stepped = []
+    for row in rows[:4]:
+        step(state, profile, row)
+        stepped.append(bool(faulted(state)[1]))
+    assert stepped == [False, False, True, True]
+
+
+def test_the_median_change_is_the_largest_over_windows_or_of_all_when_fewer() -> None:
+    column = np.array([[1.0], [5.0], [3.0], [9.0], [2.0]])
+    assert _median(column[:3], 5).tolist() == [3.0]  # fewer than a window: of all
+    assert _median(column[:4], 5).tolist() == [3.0]  # even: the lower one
+    assert _median(np.empty((0, 2)), 5).tolist() == [0.0, 0.0]
+    assert _median(column, 3).tolist() == [5.0]  # windows' medians 3, 5, 3
+    assert _median(column, 4).tolist() == [3.0]  # lower medians 3, 3
+    assert _median(np.array([[9.0], [9.0], [1.0], [1.0], [1.0]]), 2).tolist() == [9.0]  # first
+    both = np.hstack([column, column[::-1] * 10])
+    assert _median(both, 3).tolist() == [5.0, 50.0]  # each feature its own
+    assert _median(both[:3], 5).tolist() == [3.0, 30.0]

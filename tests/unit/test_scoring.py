@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from anomaly.instruments import SensorProfile, untrusted
 from anomaly.model import Detector, Drift, RobustScaler, Threshold
 from anomaly.rules import Rules
 from anomaly.scoring import SeriesScores, score_series, series_errors, series_flags, series_scores
@@ -134,3 +135,31 @@ def test_a_series_shorter_than_the_window_has_no_score_and_keeps_its_shapes() ->
     assert scored.residual.shape == (0, 2)
     assert scored.drift is drift
     assert not scored.flags(Rules(), 2).any()
+
+
+def test_a_record_above_its_threshold_with_a_sensor_out_of_order_is_scored_without_it() -> None:
+    """Three sensors of unit noise (a zero network: a window's score is the mean of its
+    squared values), the second stuck at 4 from record 200 (its error is all the score's
+    excess) and at 0 from record 400 (held, but nothing above). With the sensors' profile
+    (anomaly/instruments.py), the records above the threshold while the sensor is not
+    trusted are judged by the others alone (`Detector.without`); every other record as
+    without the profile."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=(600, 3))
+    profile = SensorProfile.fit([rng.normal(size=(1500, 3))], ("a", "b", "c"))
+    values[200:260, 1], values[400:460, 1] = 4.0, 0.0
+    d, window, rules = detector(3), 2, Rules(score_rate=1, onset_step=0)
+    plain = score_series(d, threshold(3.0), values, window, rules)
+    checked = score_series(d, threshold(3.0), values, window, rules, profile)
+    distrusted = untrusted(profile, values[window - 1 :])
+    redone = distrusted.any(axis=1) & (plain.score > 3.0)
+    assert redone[200:260].sum() > 50
+    assert not redone[:199].any()
+    assert not redone[260:].any()
+    assert (distrusted.any(axis=1) & ~redone)[400:460].sum() > 50  # held, not above: as is
+    np.testing.assert_array_equal(checked.score[~redone], plain.score[~redone])
+    windows = np.lib.stride_tricks.sliding_window_view(values, window, axis=0).transpose(0, 2, 1)
+    alone = d.without(windows[redone], distrusted[redone])
+    np.testing.assert_allclose(checked.score[redone], alone, rtol=1e-6)
+    assert (checked.score[redone] < 3.0).mean() > 0.9  # the others alone: within the normal
+    np.testing.assert_array_equal(checked.above, checked.score > 3.0)

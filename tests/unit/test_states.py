@@ -22,6 +22,8 @@ from anomaly.states import (
     measure_grace,
     not_running,
     parse_rule,
+    restarts,
+    settling,
     stopped,
     stopped_rows,
 )
@@ -118,6 +120,71 @@ def test_stopped_rows_and_the_start_up_within_the_grace_are_not_running() -> Non
     assert np.flatnonzero(starting).tolist() == list(range(260, 272))
     _, none = not_running(rule, ts, rows, grace_s=0.0)
     assert not none.any()
+
+
+def test_a_grace_under_a_second_still_covers_the_first_running_record() -> None:
+    rule = parse_rule("speed < 100", FEATURES)
+    ts, rows = stopped_pump()
+    _, starting = not_running(rule, ts, rows, grace_s=0.5)  # records a second apart
+    assert np.flatnonzero(starting).tolist() == [260]
+
+
+def test_a_start_up_settles_at_the_first_of_settled_records_in_a_row() -> None:
+    ts = np.array([0.0, 1, 3, 6, 10, 15, 21, 28, 36, 45, 55])  # uneven: each index tells
+    ok = np.array([True] * 4 + [False] + [True] * 5 + [False])
+    assert SETTLED == 5
+    assert settling(ts, ok) == 15.0  # four in a row are not enough; the five from index 5
+    assert settling(ts, ~ok) is None
+    assert settling(ts[:10], ok[:10]) == 15.0  # the run may end the series
+
+
+def test_each_restart_runs_until_the_next_stop_or_at_most_longest_records() -> None:
+    rule = parse_rule("speed < 100", ("speed", "x"))
+    speed = [0, 0, 1500, 1500, 1500, 0, 1500, 1500]
+    rows = np.array([[v, float(i)] for i, v in enumerate(speed)])
+    ts = np.arange(len(rows), dtype=np.float64) * 2
+    found = restarts(rule, ts, rows)
+    assert [t.tolist() for t, _ in found] == [[4.0, 6.0, 8.0], [12.0, 14.0]]
+    assert [r[:, 1].tolist() for _, r in found] == [[2.0, 3.0, 4.0], [6.0, 7.0]]
+    assert [t.tolist() for t, _ in restarts(rule, ts, rows, longest=2)] == [
+        [4.0, 6.0],
+        [12.0, 14.0],
+    ]
+    long = np.array([[0.0, 0.0]] + [[1500.0, 0.0]] * 3700)
+    [(t, _)] = restarts(rule, np.arange(3701, dtype=np.float64), long)
+    assert len(t) == 3600  # an hour of records a second apart, by default
+
+
+def test_the_running_range_is_each_features_own_central_share() -> None:
+    """Two features of different scales, running at 0..999 (x) and 1000..1999 (y): the range
+    is each one's 0.5th to 99.5th percentile (about 5 to 994 for x, the restart's own records
+    among them). A restart at x 10, y 1500 settles at once; one whose y sits at 1000.5 (below
+    y's range, within x's) or whose x sits at -1 never does."""
+    rule = parse_rule("speed < 100", ("speed", "x", "y"))
+    running = np.array([[1500.0, float(v), 1000.0 + v] for v in range(1000)])
+    ts = np.arange(1000 + 1 + SETTLED, dtype=np.float64)
+
+    def grace(x: float, y: float) -> float | None:
+        restart = np.array([[0.0, 50.0, 1050.0]] + [[1500.0, x, y]] * SETTLED)
+        return measure_grace(rule, [(ts, np.concatenate([running, restart]))])
+
+    assert grace(10.0, 1500.0) == 0.0
+    assert grace(10.0, 1000.5) is None
+    assert grace(-1.0, 1500.0) is None
+    flat = np.array([[1500.0, 5.0]] * 100 + [[0.0, 5.0]] + [[1500.0, 5.0]] * SETTLED)
+    flat_ts = np.arange(len(flat), dtype=np.float64)
+    constant = parse_rule("speed < 100", ("speed", "x"))
+    assert measure_grace(constant, [(flat_ts, flat)]) == 0.0  # a constant: its value, its range
+
+
+@pytest.mark.parametrize(("running", "measured"), [(9, False), (10, True), (14, True)])
+def test_the_grace_is_measured_from_twice_settled_running_records(
+    running: int, measured: bool
+) -> None:
+    rule = parse_rule("speed < 100", ("speed", "x"))
+    rows = np.array([[0.0, 0.0]] + [[1500.0, 1.0]] * running)
+    ts = np.arange(len(rows), dtype=np.float64)
+    assert (measure_grace(rule, [(ts, rows)]) is not None) is measured
 
 
 @pytest.fixture
