@@ -615,3 +615,20 @@ def test_the_median_change_is_the_largest_over_windows_or_of_all_when_fewer() ->
     both = np.hstack([column, column[::-1] * 10])
     assert _median(both, 3).tolist() == [5.0, 50.0]  # each feature its own
     assert _median(both[:3], 5).tolist() == [3.0, 30.0]
+
+
+def test_what_training_shows_of_a_constant_sensor_and_of_single_records() -> None:
+    rows = white(200, seed=4)
+    rows[:, 2] = 7.0  # never moved in training
+    profile = SensorProfile.fit([rows], ("a", "b", "c"))
+    assert profile.step[2] == 0.0
+    assert profile.noise[2] == 0.0
+    assert profile.changing[2] == 0.0
+    assert profile.longest_run[2] == 200
+    lone = SensorProfile.fit([rows[:1], rows[1:2]], ("a", "b", "c"))  # no change to read
+    assert lone.changing == (0.0, 0.0, 0.0)
+    assert lone.step == (0.0, 0.0, 0.0)
+    rules = InstrumentRules(window=5)
+    assert SensorProfile.fit([rows], ("a", "b", "c"), rules=rules).rules == rules
+    with pytest.raises(ValueError, match="^fit needs the rows of at least one asset$"):
+        SensorProfile.fit([], ("a", "b", "c"))

@@ -255,3 +255,15 @@ def test_training_leaves_stopped_records_and_start_ups_out_and_records_the_rule(
     assert 400 < report["removed"]["not_running"] <= 400 + 2 * 40
     assert outcome.manifest.training.rows == 6000 - report["removed"]["not_running"]
     assert PUMP.stopped[SPEED] == 0.0
+
+
+def test_a_refused_rule_says_what_would_read() -> None:
+    with pytest.raises(StateRuleError) as comparison:
+        parse_rule("speed ~ 3", ("speed", "flow"))
+    assert str(comparison.value) == (
+        "'speed ~ 3' is not a comparison: write <feature> <op> <number>, op one of !=, <, <=, "
+        "==, >, >=, joined by 'and' / 'or'"
+    )
+    with pytest.raises(StateRuleError) as feature:
+        parse_rule("rpm < 3", ("speed", "flow"))
+    assert str(feature.value) == "'rpm' is not a feature of the model (speed, flow)"
