@@ -630,5 +630,5 @@ def test_what_training_shows_of_a_constant_sensor_and_of_single_records() -> Non
     assert lone.step == (0.0, 0.0, 0.0)
     rules = InstrumentRules(window=5)
     assert SensorProfile.fit([rows], ("a", "b", "c"), rules=rules).rules == rules
-    with pytest.raises(ValueError, match="^fit needs the rows of at least one asset$"):
+    with pytest.raises(ValueError, match=r"^fit needs the rows of at least one asset$"):
         SensorProfile.fit([], ("a", "b", "c"))
