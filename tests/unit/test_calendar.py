@@ -349,3 +349,15 @@ def test_only_windows_that_exclude_training_and_match_the_asset_keep_its_records
         calendar.apply(*window_message(window))
     assert [w.id for w in calendar.excluding("pump-01")] == ["a"]
     assert calendar.excluding("mixer-01") == []
+
+
+def test_a_message_without_a_key_is_refused_as_such() -> None:
+    with pytest.raises(CalendarError) as refused:
+        Calendar().apply(None, b"{}")
+    assert str(refused.value) == "key '' names neither a window/ nor a shelf/"
+
+
+def test_a_one_off_windows_every_occurrence_is_its_own_span() -> None:
+    once = MaintenanceWindow(id="o", assets="*", start=datetime(2026, 1, 1, 6),
+                             end=datetime(2026, 1, 1, 8))  # fmt: skip
+    assert once.occurrence(3) == once.occurrence(0) == (once.start, once.end)
