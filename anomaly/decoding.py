@@ -4,9 +4,10 @@ The worker, the training job and the episode report read the input topic through
 record means the same to all three: its size checked (where a limit is set), its JSON parsed,
 its model found (anomaly/routing.py), then either a whole record of that model's features
 (`Record`) or, where producers send one sensor's value per message (`InputSettings.shape`
-`value`), that value (`Reading`), which anomaly/assembly.py turns into records. A message
-that breaks the contract raises RecordError (anomaly/records.py) carrying its reason and,
-once known, the model it was routed to.
+`value`), that value (`Reading`), which anomaly/assembly.py turns into records. A label the
+records carry (`labels`: a dotted path, e.g. an asset's area for incidents) is kept per
+asset. A message that breaks the contract raises RecordError (anomaly/records.py) carrying its
+reason and, once known, the model it was routed to.
 """
 
 from __future__ import annotations
@@ -46,10 +47,13 @@ class Decoder:
         partial: bool = False,
         max_bytes: int | None = None,
         exclude: Collection[str] = (),
+        labels: tuple[str, dict[str, str]] | None = None,
     ) -> None:
         self.layout, self.routes = layout, routes
         self.features = dict(features)
         self.partial, self.max_bytes, self.exclude = partial, max_bytes, frozenset(exclude)
+        # a label the records carry (the field's dotted path), kept per asset as last read
+        self.labels = labels
         # where the asset id is, for routing, when not where the contract puts it
         self._asset_field = None if layout.plain else layout.asset_field
         # the model every message goes to, when that is so (no routing to do)
@@ -67,6 +71,8 @@ class Decoder:
                 "too_large", f"record is {len(value)} bytes, over the limit of {self.max_bytes}"
             )
         obj = parse_record(value)
+        if self.labels is not None:
+            self._label(obj)
         layout = self.layout
         if layout.shape == "value":
             reading = reading_from(obj, layout)
@@ -89,6 +95,15 @@ class Decoder:
         except RecordError as exc:
             exc.model = name
             raise
+
+    def _label(self, obj: Any) -> None:
+        """The record's label, where it carries one, kept for its asset."""
+        assert self.labels is not None
+        path, kept = self.labels
+        label = field_at(obj, path)
+        asset_id = field_at(obj, self.layout.asset_field)
+        if isinstance(label, str) and label and isinstance(asset_id, str):
+            kept[asset_id] = label
 
     def _model(self, obj: Any, asset_id: str | None) -> str:
         name = route(obj, self.routes, self.features, asset_id)

@@ -19,8 +19,9 @@ grouping by it sends one notification for the incident, its members listed). Eve
 resolves, `incident_resolve` when the last one does; an incident of one member says nothing.
 An incident accepts members while its latest member's page is less than `span_s` old.
 
-Areas: `areas` maps asset-id patterns (fnmatch, first match) to an area; an asset no pattern
-matches is in the area "" (all of them, when no area is set).
+Areas: an asset's area is the label its records carry (`Incidents.labels`, kept by the
+decoder where the worker reads one: WORKER_INCIDENTS__AREA_FIELD), else the first of `areas`'
+asset-id patterns (fnmatch) that matches it, else "" (all assets, when none is set).
 """
 
 from __future__ import annotations
@@ -128,12 +129,17 @@ class Incidents:
 
     def __init__(self, rules: IncidentRules) -> None:
         self.rules = rules
+        self.labels: dict[str, str] = {}  # asset id -> the area its records say
         self._of: dict[str, Incident] = {}  # episode id -> its incident (open members only)
         self._open: dict[tuple[str, str], list[Incident]] = {}  # (model, area) -> incidents
 
     def __len__(self) -> int:
         """Incidents with an open member."""
         return sum(len(v) for v in self._open.values())
+
+    def area(self, asset_id: str) -> str:
+        """The asset's area: its records' label, else the first pattern that matches it."""
+        return self.labels.get(asset_id) or self.rules.area(asset_id)
 
     @property
     def announced(self) -> int:
@@ -157,7 +163,7 @@ class Incidents:
         (None: it is an incident of its own)."""
         if episode_id in self._of:  # already a member (paged before): no change
             return self._of[episode_id].incident_id, None
-        area = self.rules.area(asset_id)
+        area = self.area(asset_id)
         signature = None if direction is None else _unit(direction)
         member = Member(episode_id, asset_id, at)
         joined = self._best(model, area, at, signature)
@@ -229,7 +235,7 @@ class Incidents:
         episode's own had members before: its events go on."""
         if episode_id in self._of:
             return
-        area = self.rules.area(asset_id)
+        area = self.area(asset_id)
         incidents = self._open.setdefault((model, area), [])
         incident = next((i for i in incidents if i.incident_id == incident_id), None)
         if incident is None:

@@ -77,6 +77,7 @@ class BatchProcessor:
         routes: RouteSettings | None = None,
         layout: InputSettings | None = None,
         incidents: IncidentRules | None = None,
+        area_field: str | None = None,
     ) -> None:
         self.topics, self.batch, self.alerts = topics, batch, alerts
         self.layout = layout if layout is not None else InputSettings()
@@ -87,6 +88,7 @@ class BatchProcessor:
         self.calendar = Calendar()  # maintenance windows and shelves (the runner keeps it)
         self.faults = OpenFaults()  # each asset's sensors out of order now
         self.incidents = Incidents(incidents if incidents is not None else IncidentRules())
+        self.area_field = area_field  # where records say their asset's area (None: nowhere)
         self.served: dict[str, Served] = {}
         self.assets = AssetTable(alerts.max_assets, window=1, n_features=1)
         self.partitions = PartitionStates(clock)
@@ -101,8 +103,10 @@ class BatchProcessor:
 
     def _decoder(self) -> Decoder:
         features = {name: s.artifact.manifest.features for name, s in self.served.items()}
+        field = self.area_field
+        labels = None if field is None else (field, self.incidents.labels)
         return Decoder(self.layout, self.routes, features, partial=True,
-                       max_bytes=self.batch.max_record_bytes)  # fmt: skip
+                       max_bytes=self.batch.max_record_bytes, labels=labels)  # fmt: skip
 
     def _main(self) -> Served | None:
         """The model in service when there is one (the `default` one when there are more)."""

@@ -110,6 +110,7 @@ class Worker:
         self.processor = BatchProcessor(
             settings.topics, settings.batch, settings.alerts, sensors=settings.sensors,
             routes=settings.models, layout=settings.input, incidents=settings.incidents.rules(),
+            area_field=settings.incidents.area_field,
         )  # fmt: skip
         # counted at a scrape from the processor's state, not kept by hand nor every batch
         p, m = self.processor, self.metrics

@@ -142,6 +142,10 @@ class IncidentSettings(_Part):
         default=0.8, ge=-1.0, le=1.0, description="least cosine of the members' residuals"
     )
     areas: dict[str, str] = Field(default_factory=dict)
+    area_field: str | None = Field(
+        default=None, min_length=1,
+        description="a record's field (dotted path) naming its asset's area; it wins over areas",
+    )  # fmt: skip
 
     def rules(self) -> IncidentRules:
         return IncidentRules(self.enabled, self.span_s, self.similarity, dict(self.areas))

@@ -195,9 +195,10 @@ def model(trained: Trained) -> Artifact:
     return trained.store.load_current()
 
 
-def processor(model: Artifact, **rules: object) -> BatchProcessor:
+def processor(model: Artifact, area_field: str | None = None, **rules: object) -> BatchProcessor:
     alerts = AlertSettings(resolve_after_s=60.0)
-    p = BatchProcessor(TOPICS, BatchSettings(), alerts, incidents=IncidentRules(**rules))  # type: ignore[arg-type]
+    p = BatchProcessor(TOPICS, BatchSettings(), alerts, incidents=IncidentRules(**rules),  # type: ignore[arg-type]
+                       area_field=area_field)  # fmt: skip
     p.set_model(model)
     return p
 
@@ -260,3 +261,31 @@ def test_the_workers_settings_are_the_rules_it_groups_by() -> None:
     settings = IncidentSettings(enabled=False, span_s=60, similarity=0.5, areas={"n-*": "n"})
     assert settings.rules() == IncidentRules(False, 60.0, 0.5, {"n-*": "n"})
     assert IncidentSettings().rules() == IncidentRules()
+
+
+def test_the_area_a_record_says_wins_over_the_patterns() -> None:
+    incidents = Incidents(IncidentRules(areas={"pump-*": "plant"}))
+    incidents.labels["pump-02"] = "south"
+    assert [incidents.area(a) for a in ("pump-01", "pump-02", "fan-1")] == ["plant", "south", ""]
+    incidents.paged("e1", "pump-01", "default", at(0), SAG)
+    assert incidents.paged("e2", "pump-02", "default", at(1), SAG)[0] == "e2"
+
+
+def test_pumps_whose_records_say_two_areas_make_two_incidents(model: Artifact) -> None:
+    """The same upset on four pumps whose records say their area (`labels.area`): the two
+    of the north and the two of the south are two incidents."""
+    fleet = Fleet(n_assets=4, seed=3, upsets=(UPSET,))
+    area = {b"pump-00": "north", b"pump-01": "north", b"pump-02": "south", b"pump-03": "south"}
+    labelled = []
+    for key, value in fleet.records(700):
+        record = json.loads(value)
+        record["labels"] = {"area": area[key]}
+        labelled.append((key, json.dumps(record).encode()))
+    records = as_records(labelled, partitions=2)
+    p = processor(model, area_field="labels.area")
+    seen = events([p.process(records[i : i + 250]) for i in range(0, len(records), 250)])
+    opened = [e for e in seen if e["type"] == "incident_open"]
+    assert sorted((e["area"], sorted(m["asset_id"] for m in e["members"])) for e in opened) == [
+        ("north", ["pump-00", "pump-01"]), ("south", ["pump-02", "pump-03"])
+    ]  # fmt: skip
+    assert p.incidents.labels == {a.decode(): v for a, v in area.items()}

@@ -223,6 +223,13 @@ WORKER: dict[str, Case] = {
         {"north-*": "north"},
         shown_by=("tests/unit/test_incidents.py::test_areas_and_models_keep_incidents_apart",),
     ),
+    "WORKER_INCIDENTS__AREA_FIELD": Case(
+        "labels.area",
+        "labels.area",
+        shown_by=(
+            "tests/unit/test_incidents.py::test_pumps_whose_records_say_two_areas_make_two_incidents",
+        ),
+    ),
     "WORKER_HTTP__HOST": Case("127.0.0.1", "127.0.0.1"),
     "WORKER_HTTP__PORT": Case("9100", 9100),
     "WORKER_HTTP__LIVENESS_TIMEOUT_S": Case(
