@@ -361,3 +361,25 @@ def test_a_one_off_windows_every_occurrence_is_its_own_span() -> None:
     once = MaintenanceWindow(id="o", assets="*", start=datetime(2026, 1, 1, 6),
                              end=datetime(2026, 1, 1, 8))  # fmt: skip
     assert once.occurrence(3) == once.occurrence(0) == (once.start, once.end)
+
+
+def test_a_window_in_a_zone_behind_utc_covers_its_evening_on_its_own_date() -> None:
+    """22:00 to 23:00 in Los Angeles, daily: at 22:30 there (06:30 UTC the next day) it holds,
+    whatever zone the machine keeps."""
+    window = MaintenanceWindow(id="e", assets="*", start=datetime(2026, 3, 2, 22),
+                               end=datetime(2026, 3, 2, 23), timezone="America/Los_Angeles",
+                               every="daily")  # fmt: skip
+    evening = datetime(2026, 3, 10, 22, 30, tzinfo=ZoneInfo("America/Los_Angeles")).timestamp()
+    assert window.covers(evening)
+    assert not window.covers(evening + 3600)
+
+
+def test_the_calendar_reads_a_topic_whole_and_goes_on_past_an_entry_it_refuses() -> None:
+    calendar = Calendar()
+    good = window_message(MaintenanceWindow(id="w", assets="*", start=datetime(2026, 1, 1),
+                                            end=datetime(2026, 1, 2)))  # fmt: skip
+    refused = calendar.apply_all([(b"other/1", b"{}"), good, (b"window/x", None)])
+    assert refused == ["key 'other/1' names neither a window/ nor a shelf/"]
+    assert list(calendar.windows) == ["w"]
+    assert calendar.apply_all([(b"window/w", None)]) == []
+    assert calendar.windows == {}

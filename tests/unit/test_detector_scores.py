@@ -126,3 +126,39 @@ def test_without_a_sensor_the_others_error_alone_is_the_score_on_the_same_scale(
     np.testing.assert_allclose(d.without(raw, missing, kept), got, rtol=1e-6)
     assert got.dtype == np.float64
     assert got.shape == (4,)
+
+
+def test_a_missing_sensor_is_imputed_once_from_the_network_and_the_others_judged_on_it() -> None:
+    """Feature 0 rebuilt as feature 1, feature 1 as half itself plus feature 2, feature 2 as
+    itself. Sensor 1 missing: it is imputed once as 0.5 x1 + x2 (IMPUTE_PASSES, 1), and
+    sensor 0's error is then x0 less that; sensor 2's is nil."""
+    d = Detector(RobustScaler(center=CENTER, scale=SCALE),
+                 mixing([[0.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 1.0, 1.0]]))  # fmt: skip
+    raw = windows(n=3)
+    x = (raw - CENTER) / SCALE
+    imputed = 0.5 * x[..., 1] + x[..., 2]
+    missing = np.array([[False, True, False]] * 3)
+    expected = ((x[..., 0] - imputed) ** 2).sum(axis=1) / (raw.shape[1] * 2)
+    np.testing.assert_allclose(d.without(raw, missing), expected, rtol=1e-5)
+
+
+def test_alone_among_the_missing_a_sensor_is_judged_by_its_own_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """As above, sensors 1 and 2 missing: sensor 0 counted alone (its own mean error); with
+    two passes, the second imputes sensor 1 again from the first's values."""
+    d = Detector(RobustScaler(center=CENTER, scale=SCALE),
+                 mixing([[0.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 1.0, 1.0]]))  # fmt: skip
+    raw = windows(n=3)
+    x = (raw - CENTER) / SCALE
+    once = 0.5 * x[..., 1] + x[..., 2]
+    missing = np.array([[False, True, True]] * 3)
+    window = raw.shape[1]
+    np.testing.assert_allclose(
+        d.without(raw, missing), ((x[..., 0] - once) ** 2).sum(axis=1) / window, rtol=1e-5
+    )
+    monkeypatch.setattr(detector_module, "IMPUTE_PASSES", 2)
+    twice = 0.5 * once + x[..., 2]
+    np.testing.assert_allclose(
+        d.without(raw, missing), ((x[..., 0] - twice) ** 2).sum(axis=1) / window, rtol=1e-5
+    )

@@ -632,3 +632,66 @@ def test_what_training_shows_of_a_constant_sensor_and_of_single_records() -> Non
     assert SensorProfile.fit([rows], ("a", "b", "c"), rules=rules).rules == rules
     with pytest.raises(ValueError, match=r"^fit needs the rows of at least one asset$"):
         SensorProfile.fit([], ("a", "b", "c"))
+
+
+def _drawn(noise: float, still_share: float = 1e-3) -> SensorProfile:
+    """A profile written down: sensor `a` moves by 1 a record in training (step 1), its
+    roughness `noise`; `b` and `c` never moved. Window 3."""
+    return SensorProfile(
+        features=("a", "b", "c"), low=(-10.0, 0.0, 0.0), high=(10.0, 0.0, 0.0),
+        step=(1.0, 0.0, 0.0), changing=(0.5, 0.0, 0.0), longest_run=(1, 200, 200),
+        noise=(noise, 0.0, 0.0), rules=InstrumentRules(window=3, still_share=still_share),
+    )  # fmt: skip
+
+
+def _both(profile: SensorProfile, a: list[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Sensor `a`'s faulted marks streamed (`step`) and offline (`sensor_faults`)."""
+    rows = np.zeros((len(a), 3))
+    rows[:, 0] = a
+    state, streamed = InstrumentState.start(profile), []
+    for row in rows:
+        step(state, profile, row)
+        streamed.append(bool(faulted(state)[0]))
+    return np.array(streamed), sensor_faults(profile, rows)[:, 0]
+
+
+def test_a_change_of_exactly_the_tolerance_is_a_held_value() -> None:
+    """Tolerance 0.5 (half the step): a sensor moving by exactly 0.5 holds its value, and
+    after 8 records (stuck_after) it is stuck; by 0.75, it moves."""
+    profile = _drawn(noise=10.0, still_share=0.5)
+    assert profile.limits.tolerance[0] == 0.5
+    streamed, offline = _both(profile, [0.0, 0.5] * 10)
+    assert streamed.tolist() == offline.tolist() == [False] * 7 + [True] * 13
+    assert untrusted(profile, np.column_stack([[0.0, 0.5] * 10, np.zeros((20, 2))]))[7:, 0].all()
+    moving, _ = _both(profile, [0.0, 0.75] * 10)
+    assert not moving.any()
+
+
+def test_a_roughness_of_exactly_its_bound_is_not_beyond_it() -> None:
+    """Noise 0.25: loud above 1.0. A sensor alternating 0 and 0.5 is exactly that rough (its
+    second differences are 1.0): not noisy; alternating 0 and 0.75 (1.5) it is."""
+    exactly, offline = _both(_drawn(noise=0.25), [0.0, 0.5] * 10)
+    assert not exactly.any()
+    assert not offline.any()
+    rough, rough_offline = _both(_drawn(noise=0.25), [0.0, 0.75] * 10)
+    assert rough.any()
+    assert rough_offline.tolist() == rough.tolist()
+
+
+def test_a_noisy_sensor_is_fixed_once_no_rougher_than_calm() -> None:
+    """Noise 0.5: loud above 2, calm above 1. Alternating 0 and 1.5 (roughness 3) it turns
+    noisy; then alternating 0 and 0.5 (exactly 1: not above calm) it behaves again."""
+    streamed, offline = _both(_drawn(noise=0.5), [0.0, 1.5] * 10 + [0.0, 0.5] * 10)
+    assert streamed[:20].any()
+    assert not streamed[25:].any()
+    assert offline.tolist() == streamed.tolist()
+
+
+def test_the_noise_counts_the_first_roughness_a_series_has() -> None:
+    """A jump of 10 at the third record, then wiggles of 0.1: the first two roughnesses (10
+    and 10) are the largest median of three, so the noise is 10."""
+    wiggle = [10.0 + 0.1 * (-1) ** k for k in range(40)]
+    rows = np.column_stack([[0.0, 0.0, 10.0, 10.0, 10.0, *wiggle], np.zeros(45), np.zeros(45)])
+    profile = SensorProfile.fit([rows], ("a", "b", "c"), rules=InstrumentRules(window=3))
+    assert profile.noise[0] == pytest.approx(10.0)
+    assert profile.step[0] == pytest.approx(0.2)

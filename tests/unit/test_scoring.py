@@ -163,3 +163,7 @@ def test_a_record_above_its_threshold_with_a_sensor_out_of_order_is_scored_witho
     np.testing.assert_allclose(checked.score[redone], alone, rtol=1e-6)
     assert (checked.score[redone] < 3.0).mean() > 0.9  # the others alone: within the normal
     np.testing.assert_array_equal(checked.above, checked.score > 3.0)
+    # and the per-row flags the cleaning and the gate read, with the profile as without it
+    flagged = series_flags(d, threshold(3.0), values, window, rules, profile)
+    np.testing.assert_array_equal(flagged, checked.flags(rules, len(values)))
+    assert (flagged != series_flags(d, threshold(3.0), values, window, rules)).any()
