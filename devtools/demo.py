@@ -1,17 +1,24 @@
 """The local demo: a simulated mixed fleet through the real broker, trainer and worker.
 
-    python -m devtools.demo [--assets 8] [--compressors 4] [--readings 400] [--http-port 8000]
+    python -m devtools.demo [--assets 8] [--upset-pumps 4] [--compressors 4] [--readings 400]
+                            [--http-port 8000]
 
 Starts the embedded broker, trains one named model per asset type on clean simulated readings
 (python -m training: pumps, eight sensors, that stop now and then: the rule `speed < 100` says
-when; compressors, five of their own), starts a worker (python -m worker) that routes each
-record to its type's model, sets a maintenance window on the first pump (`anomaly-train
-window set`), streams readings with injected faults, a few malformed records, one pump sensor
-that drops out for a while, the first pump stopped for its maintenance and the last one
-stopped outside any window, prints alert episodes, sensor silences and stops as they happen,
-and ends with a summary: faults injected and detected, false alerts (pages that match no
-fault), the dropout, the stop and the window. Exits 0 when every fault was detected and
-neither stop paged.
+when, on the faulted pumps' history; compressors, five of their own), starts a worker
+(python -m worker) that routes each record to its type's model, sets a maintenance window on
+the first pump (`anomaly-train window set`), streams readings with injected faults (one on each
+of the first `--assets` pumps and on each compressor), a plant-wide upset mid-stream (a supply
+sag that moves the `--upset-pumps` pumps after those together: devtools/simulator.py `Upset`),
+a few malformed records, one pump sensor that drops out for a while, the first pump stopped for
+its maintenance and the last faulted one stopped outside any window, prints alert episodes,
+incidents (episodes of several assets that share a cause: anomaly/incidents.py), sensor
+silences and stops as they happen, and ends with a summary: faults injected and detected (one
+whose episode joined another's incident: said to have no page of its own), false alerts (pages
+that match no fault nor the upset), the upset (how many of its pumps opened an episode, in how
+many incidents, how many pages: the worker pages once per incident), the dropout, the stop and
+the window. Exits 0 when every fault was detected, the upset was one incident of its pumps
+alone that paged once, and neither stop paged.
 """
 
 from __future__ import annotations
@@ -27,7 +34,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -36,7 +43,7 @@ from anomaly.kafka import make_producer
 from anomaly.rules import Rules
 from anomaly.settings import KafkaSettings, TopicSettings
 from devtools import local_broker
-from devtools.simulator import COMPRESSOR, Fault, Fleet, Stop, asset_name
+from devtools.simulator import COMPRESSOR, Fault, Fleet, Stop, Upset, asset_name, timestamp
 from devtools.topics import TopicReader, committed_total, create_topics
 
 MALFORMED = [
@@ -59,10 +66,18 @@ class Seen:
     suppressed: str | None = None
     released: bool = False
     instrument: bool = False  # a sensor_fault: a broken sensor, not a process episode
+    incident: str | None = None  # the incident its page belongs to (its own id: it pages)
 
     @property
     def paged(self) -> bool:
+        """It alerted: opened or released unheld (alone, or as a member of an incident)."""
         return self.suppressed is None
+
+    @property
+    def page(self) -> bool:
+        """It paged someone, as the worker counts pages (anomaly_pages_total): it started
+        paging as its incident's first member."""
+        return self.paged and not self.instrument and self.incident == self.episode_id
 
 
 @dataclass
@@ -75,6 +90,37 @@ class Silence:
     ts: datetime
 
 
+@dataclass
+class Told:
+    """An incident event read back from the alerts topic: its members as (episode id, asset
+    id), in the order they joined."""
+
+    kind: str
+    incident_id: str
+    ts: datetime
+    members: tuple[tuple[str, str], ...]
+    open_members: int
+
+
+@dataclass
+class Stopped:
+    """A stopped or started event read back from the alerts topic."""
+
+    kind: str
+    asset_id: str
+    ts: datetime
+
+
+@dataclass
+class Heard:
+    """What the alerts topic said, as the summary reads it."""
+
+    opened: list[Seen] = field(default_factory=list)
+    silences: list[Silence] = field(default_factory=list)
+    states: list[Stopped] = field(default_factory=list)
+    incidents: list[Told] = field(default_factory=list)
+
+
 # One pump sensor drops out (null) for DROPOUT_READINGS readings, from 3/4 of the stream on;
 # the worker fills it for STALE_AFTER_S seconds (one reading a second), then calls it silent.
 DROPOUT_ASSET, DROPOUT_SENSOR, DROPOUT_READINGS, STALE_AFTER_S = "pump-01", "flow", 30, 10
@@ -83,11 +129,18 @@ STOPPED_WHEN = "speed < 100"
 # The first pump is serviced in a maintenance window (its share of the stream) and stopped
 # inside it; the last pump stops outside any window. Shares of the stream's readings.
 SERVICE_WINDOW, SERVICE_STOP, OTHER_STOP = (0.70, 0.90), (0.72, 0.85), (0.75, 0.85)
+# The plant upset (a supply sag on the pumps after the faulted ones), its share of the stream:
+# mid-stream, while faults of other pumps are open.
+UPSET_SPAN = (0.45, 0.60)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m devtools.demo", description=__doc__)
-    parser.add_argument("--assets", type=int, default=8, help="pumps in the fleet")
+    parser.add_argument("--assets", type=int, default=8, help="pumps with a fault each")
+    parser.add_argument(
+        "--upset-pumps", type=int, default=4,
+        help="pumps after those, with no fault, moved together by a plant upset (0: none)",
+    )  # fmt: skip
     parser.add_argument("--compressors", type=int, default=4, help="compressors in the fleet")
     parser.add_argument("--readings", type=int, default=400, help="readings per pump streamed")
     parser.add_argument("--http-port", type=int, default=8000, help="the worker's metrics port")
@@ -119,7 +172,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                               topics.calendar: 1}, compacted=[topics.calendar])  # fmt: skip
 
         now = datetime.now(UTC).replace(microsecond=0)
-        # the pumps' history holds stops: the model learns when they run, and its start-up
+        # the pumps' history holds stops: the model learns when they run, and its start-up.
+        # It is the faulted pumps' alone: the upset's are of their type, served by its model
+        # as a pump added later would be (their history would only make training longer).
         training_stops = tuple(Stop(asset_name(i), 300 + 200 * i, 360 + 200 * i)
                                for i in range(min(args.assets, 4)))  # fmt: skip
         types = [("pump", Fleet(args.assets, seed=1, start=now - timedelta(days=1),
@@ -174,13 +229,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_window(broker.bootstrap, topics, service_asset, now, window)
         stops = (Stop(service_asset, service.start, service.stop),
                  Stop(other_asset, other.start, other.stop))  # fmt: skip
-        fleets = [Fleet(args.assets, seed=2, start=now, stops=stops)]
+        sag = _span(UPSET_SPAN, args.readings)
+        upset = Upset(tuple(asset_name(args.assets + i) for i in range(args.upset_pumps)),
+                      sag.start, sag.stop)  # fmt: skip
+        fleets = [Fleet(args.assets + args.upset_pumps, seed=2, start=now, stops=stops,
+                        upsets=(upset,) if upset.assets else ())]  # fmt: skip
         if args.compressors:
             fleets.append(Fleet(args.compressors, seed=2, kind=COMPRESSOR, start=now))
-        faults = [f for fleet in fleets for f in fleet.faults(args.readings)]
+        faults = fleets[0].faults(args.readings)[: args.assets]  # the upset's pumps: none
+        faults += [f for fleet in fleets[1:] for f in fleet.faults(args.readings)]
         dropout = range(args.readings * 3 // 4, args.readings * 3 // 4 + DROPOUT_READINGS)
         readings = args.readings * sum(fleet.n_assets for fleet in fleets)
-        say(f"streaming {readings} readings with {len(faults)} faults, "
+        shaken = (f"a plant upset on {_names(upset.assets)} (readings {sag.start}-"
+                  f"{sag.stop - 1}), " if upset.assets else "")  # fmt: skip
+        say(f"streaming {readings} readings with {len(faults)} faults, {shaken}"
             f"{len(MALFORMED)} malformed records, {DROPOUT_ASSET}'s {DROPOUT_SENSOR} "
             f"sensor out for readings {dropout.start}-{dropout.stop - 1}, {service_asset} "
             f"stopped for its maintenance (readings {service.start}-{service.stop - 1}) and "
@@ -206,18 +268,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         producer.flush()
         producer.close()
 
-        opened, silences, states = follow(kafka, topics, worker, sent)
+        heard = follow(kafka, topics, worker, sent)
         print()
         say(f"metrics: {base}/metrics (probes: {base}/livez, {base}/readyz)")
         for line in scrape(f"{base}/metrics"):
             print(f"    {line}")
         dropped = timedelta(seconds=dropout.start)
-        code = summary(faults, opened, Rules())
-        print_dropout(silences, now + dropped, now + dropped + timedelta(seconds=len(dropout)))
-        quiet = print_stops(opened, states, now, (service_asset, service, window),
+        rules = Rules()
+        code = summary(faults, upset, now, heard.opened, rules)
+        if upset.assets:
+            code = code or (0 if print_upset(upset, sag, now, heard, rules) else 1)
+        print_dropout(heard.silences, now + dropped,
+                      now + dropped + timedelta(seconds=len(dropout)))  # fmt: skip
+        quiet = print_stops(heard.opened, heard.states, now, (service_asset, service, window),
                             (other_asset, other))  # fmt: skip
         code = code or (0 if quiet else 1)
-        report(broker.bootstrap, topics, workdir, faults, opened)
+        report(broker.bootstrap, topics, workdir, faults, heard.opened)
         return code
     finally:
         if worker is not None and worker.poll() is None:
@@ -228,45 +294,37 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("broker stopped")
 
 
-@dataclass
-class Stopped:
-    """A stopped or started event read back from the alerts topic."""
-
-    kind: str
-    asset_id: str
-    ts: datetime
-
-
 def follow(
     kafka: KafkaSettings, topics: TopicSettings, worker: subprocess.Popen[bytes], sent: int
-) -> tuple[list[Seen], list[Silence], list[Stopped]]:
+) -> Heard:
     """Print alert events until the worker has committed all `sent` input records."""
     reader = TopicReader(kafka, topics.alerts)
-    opened: list[Seen] = []
-    silences: list[Silence] = []
-    states: list[Stopped] = []
+    heard = Heard()
     deadline = time.monotonic() + 120
     caught_up_at: float | None = None
     try:
         while time.monotonic() < deadline:
             for record in reader.poll(300):
-                show(json.loads(record.value or b"{}"), opened, silences, states)
+                show(json.loads(record.value or b"{}"), heard)
             if worker.poll() is not None:
                 raise RuntimeError(f"the worker exited with code {worker.returncode}")
             if committed_total(kafka, topics.group, topics.input) >= sent:
                 caught_up_at = caught_up_at or time.monotonic()
                 if time.monotonic() - caught_up_at > 1.0:  # alerts are flushed before commits
-                    return opened, silences, states
+                    return heard
     finally:
         reader.close()
     raise RuntimeError("the worker did not catch up within 120 s")  # fmt: skip
 
 
-def show(
-    event: dict[str, Any], opened: list[Seen], silences: list[Silence], states: list[Stopped]
-) -> None:
+def show(event: dict[str, Any], heard: Heard) -> None:
     """Print one event as it comes, and keep what the summary reads."""
-    kind, asset, ts = event["type"], event["asset_id"], event["ts"]
+    kind, ts = event["type"], event["ts"]
+    if kind.startswith("incident_"):  # no asset: several assets' episodes, one cause
+        show_incident(event, heard)
+        return
+    asset = event["asset_id"]
+    opened, silences, states = heard.opened, heard.silences, heard.states
     if kind in ("sensor_fault", "sensor_fault_resolve"):
         said = "FAULT  " if kind == "sensor_fault" else "FIXED  "
         print(f"  {said}  {asset}  {ts}  {event['feature']} {event['fault']} (instrumentation: "
@@ -286,18 +344,21 @@ def show(
         states.append(Stopped(kind, asset, parse(ts)))
         return
     top = ", ".join(f"{f['feature']} {f['share']:.0%}" for f in event["top_features"])
-    held = event.get("suppressed")
+    held, episode, incident = event.get("suppressed"), event["episode_id"], event.get("incident")
+    joined = _joined(heard.opened, episode, incident)  # whose incident it joined, not paging
     if kind == "open":
-        opened.append(Seen(asset, parse(ts), event["episode_id"], top, held))
-        page = f"  (no page: {held})" if held else ""
+        opened.append(Seen(asset, parse(ts), episode, top, held, incident=incident))
+        page = f"  (no page: {held})" if held else f"  (no page: {joined})" if joined else ""
         print(f"  OPEN     {asset} [{event['model']}]  {ts}  score {event['score']:.3g} > "
               f"{event['threshold']:.3g}  top: {top}{page}")  # fmt: skip
     elif kind == "suppress":
-        opened.append(Seen(asset, parse(ts), event["episode_id"], top, held))
+        opened.append(Seen(asset, parse(ts), episode, top, held))
         print(f"  SUPPRESS {asset}  {ts}  its page withdrawn: {held}")
     elif kind == "unsuppress":
-        opened.append(Seen(asset, parse(ts), event["episode_id"], top, None, released=True))
-        print(f"  PAGE     {asset}  {ts}  still open after {event['released']}: paged now")
+        opened.append(Seen(asset, parse(ts), episode, top, None, released=True,
+                           incident=incident))  # fmt: skip
+        paged = f"no page: {joined}" if joined else "paged now"
+        print(f"  PAGE     {asset}  {ts}  still open after {event['released']}: {paged}")
     elif kind == "quiet":
         print(f"  QUIET    {asset}  {ts}  back under since {event['ended_at']}: resolves after "
               "the hold unless it returns")  # fmt: skip
@@ -307,6 +368,34 @@ def show(
     else:
         print(f"  RESOLVE  {asset}  {ts}  {event['records']} records from "
               f"{event['started_at']}, peak {event['peak_score']:.3g}")  # fmt: skip
+
+
+def show_incident(event: dict[str, Any], heard: Heard) -> None:
+    """An incident event: its members' assets, and what changed (one joined, one left)."""
+    kind, ts, members = event["type"], event["ts"], event["members"]
+    assets = ", ".join(m["asset_id"] for m in members)
+    member = next((m for m in members if m["episode_id"] == event["member"]), None)
+    who = "an episode" if member is None else member["asset_id"]
+    n = len(members)
+    if kind == "incident_resolve":
+        said = f"over: its {n} episodes resolved"
+    elif member is not None and member["open"]:
+        said = f"one cause: {n} episodes, one page ({who} joined)"
+    else:
+        said = f"{who} over: {event['open_members']} of its {n} episodes open"
+    print(f"  INCIDENT {assets}  {ts}  {said}")
+    heard.incidents.append(Told(
+        kind, event["incident_id"], parse(ts),
+        tuple((m["episode_id"], m["asset_id"]) for m in members), event["open_members"],
+    ))  # fmt: skip
+
+
+def _joined(opened: list[Seen], episode_id: str, incident: str | None) -> str | None:
+    """What an episode that joined another's incident says (None: it is its own)."""
+    if incident is None or incident == episode_id:
+        return None
+    first = next((s.asset_id for s in opened if s.episode_id == incident), None)
+    return f"in {first}'s incident" if first else f"in incident {incident}"
 
 
 def set_window(
@@ -350,10 +439,12 @@ def report(
         say(f"episode report failed: {done.stderr.strip().splitlines()[-1:]}")
 
 
-def summary(faults: list[Fault], opened: list[Seen], rules: Rules) -> int:
+def summary(
+    faults: list[Fault], upset: Upset, now: datetime, opened: list[Seen], rules: Rules
+) -> int:
     grace = timedelta(seconds=rules.resolve_after + rules.open_after)
-    opened = [s for s in opened if s.paged]  # what paged someone
-    matched: set[str] = set()
+    opened = [s for s in opened if s.paged]  # what alerted (paged, or joined a page)
+    matched = {s.episode_id for s in _upset_episodes(upset, now, opened, rules)}
     print()
     say(f"summary: {len(faults)} faults injected")
     for fault in faults:
@@ -368,6 +459,9 @@ def summary(faults: list[Fault], opened: list[Seen], rules: Rules) -> int:
             how = (f"as instrumentation: {caught.top}" if caught.instrument
                    else f"as a process fault, top: {caught.top}")  # fmt: skip
             result = f"DETECTED after {delay:.0f} readings {how}"
+            grouped = _joined(opened, caught.episode_id, caught.incident)
+            if grouped:  # alike another's episode: grouped with it, paged with it only
+                result += f" (no page of its own: {grouped})"
         else:
             result = "MISSED"
         print(f"  {fault.asset_id}  {fault.kind:<18} on {fault.sensor:<12} "
@@ -382,6 +476,50 @@ def summary(faults: list[Fault], opened: list[Seen], rules: Rules) -> int:
         what = "instrumentation" if s.instrument else "top"
         print(f"  false alert: {s.asset_id} at {s.ts.isoformat()} {what}: {s.top}")
     return 0 if detected == len(faults) else 1
+
+
+def _upset_episodes(upset: Upset, now: datetime, opened: list[Seen], rules: Rules) -> list[Seen]:
+    """The alerts of the upset's pumps while it lasted (and the few readings an episode takes
+    to open after)."""
+    grace = timedelta(seconds=rules.resolve_after + rules.open_after)
+    start, end = timestamp(upset.start, now), timestamp(upset.end - 1, now) + grace
+    return [s for s in opened if s.paged and s.asset_id in upset.assets and start <= s.ts <= end]
+
+
+def print_upset(upset: Upset, sag: range, now: datetime, heard: Heard, rules: Rules) -> bool:
+    """What the worker made of the plant upset; True when its pumps' episodes were one
+    incident, of theirs alone, that paged once."""
+    mine = [s for s in _upset_episodes(upset, now, heard.opened, rules) if not s.instrument]
+    pumps = sorted({s.asset_id for s in mine})
+    incidents = sorted({s.incident or s.episode_id for s in mine})
+    told = [t for t in heard.incidents if t.incident_id in incidents]
+    members = sorted({a for t in told for _, a in t.members} | set(pumps))
+    others = [a for a in members if a not in upset.assets]
+    pages = sum(s.page for s in mine)
+    events = _counted([t.kind for t in told]) or "no incident event"
+    grouped = "one incident" if len(incidents) == 1 else f"{len(incidents)} incidents"
+    also = f", also holding {', '.join(others)} (not in the upset)" if others else ""
+    say(f"plant upset on {_names(upset.assets)} (readings {sag.start}-{sag.stop - 1}): "
+        f"{len(pumps)}/{len(upset.assets)} pumps opened an episode, in {grouped} ({events})"
+        f"{also}, {pages} page{'' if pages == 1 else 's'}")  # fmt: skip
+    return len(pumps) == len(upset.assets) and len(incidents) == 1 and not others and pages == 1
+
+
+def _counted(kinds: list[str]) -> str:
+    """Incident events in the order they came, each run counted: `incident_open, 2
+    incident_update`."""
+    runs: list[tuple[str, int]] = []
+    for kind in kinds:
+        if runs and runs[-1][0] == kind:
+            runs[-1] = (kind, runs[-1][1] + 1)
+        else:
+            runs.append((kind, 1))
+    return ", ".join(kind if n == 1 else f"{n} {kind}" for kind, n in runs)
+
+
+def _names(assets: Sequence[str]) -> str:
+    """`pump-08..pump-11` for a run of assets, the name alone for one."""
+    return assets[0] if len(assets) == 1 else f"{assets[0]}..{assets[-1]}"
 
 
 def print_dropout(silences: list[Silence], start: datetime, end: datetime) -> None:
@@ -443,7 +581,8 @@ def _wall(ts: datetime) -> str:
 def scrape(url: str) -> list[str]:
     wanted = ("anomaly_records_total", "anomaly_alert_events_total", "anomaly_dead_letters_total",
               "anomaly_model_info", "anomaly_threshold{", "anomaly_scored_total",
-              "anomaly_values_filled_total")  # fmt: skip
+              "anomaly_values_filled_total", "anomaly_pages_total",
+              "anomaly_incidents_open")  # fmt: skip
     with urllib.request.urlopen(url, timeout=5) as response:
         text = response.read().decode()
     return [
