@@ -322,14 +322,18 @@ Key = tuple[str, str, int, int]
 
 
 def keyed(values: Iterable[bytes | None]) -> dict[Key, dict[str, object]]:
-    """Alert events by `Key`, with what a re-run may change (detected_at) left out; an event
-    published twice must be the same event both times."""
+    """Alert events by `Key`, with what a re-run may change left out: when it was decided
+    (`detected_at`), and the incident an episode's page joined (`incident`: that depends on
+    the order the episodes of different partitions are decided in, which a restart changes,
+    and an incident known again after a restart takes no new members: docs/operations.md,
+    "Incidents"); an event published twice must be the same event both times."""
     out: dict[Key, dict[str, object]] = {}
     for value in values:
         event = json.loads(value or b"")
-        if "episode_id" not in event:  # a sensor's or a state's event: none here
+        if "episode_id" not in event:  # a sensor's, a state's or an incident's event
             continue
         event.pop("detected_at")
+        event.pop("incident")
         key = (str(event["type"]), str(event["episode_id"]), *source_offset(event))
         assert not differences(out.setdefault(key, event), event), f"two different {key}"
     return out
