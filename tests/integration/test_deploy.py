@@ -330,6 +330,8 @@ def exported_metric_names() -> set[str]:
         for family in registry.collect():
             names.update(sample.name for sample in family.samples)
             names.add(family.name)
+            if family.type == "counter":  # one whose labels come with use (an asset id)
+                names.add(f"{family.name}_total")
     return names
 
 
