@@ -166,3 +166,34 @@ def test_one_value_per_message_is_routed_by_its_own_asset_field() -> None:
     with pytest.raises(RecordError, match=r"sensor 'speed' is not a feature of model pumps "
                        r"\(flow, pressure\)"):  # fmt: skip
         decoder.decode(message(node="p-1", time=1_700_000_000_000, tag="speed", value=3))
+
+
+def labelled(asset: str, area: object) -> bytes:
+    body = json.loads(whole(asset))
+    body["labels"] = {"area": area}
+    return json.dumps(body).encode()
+
+
+def test_a_label_the_records_carry_is_kept_for_their_asset() -> None:
+    kept: dict[str, str] = {}
+    decoder = Decoder(InputSettings(), RouteSettings(), {"pumps": PUMP},
+                      labels=("labels.area", kept))  # fmt: skip
+    assert values(decoder, labelled("pump-1", "north")) == ("pumps", (1.0, 2.0))
+    for unread in (labelled("pump-2", ""), labelled("pump-3", 7), whole("pump-4")):
+        decoder.decode(unread)  # an empty label, a number, none: nothing kept
+    decoder.decode(labelled("pump-1", "south"))  # the latest wins
+    assert kept == {"pump-1": "south"}
+    plain = Decoder(InputSettings(), RouteSettings(), {"pumps": PUMP})
+    plain.decode(labelled("pump-5", "north"))
+    assert plain.labels is None
+
+
+def test_a_label_is_kept_under_the_asset_id_where_the_producer_puts_it() -> None:
+    kept: dict[str, str] = {}
+    layout = InputSettings(asset_field="tags.host", time_field="time", values_field="fields")
+    decoder = Decoder(layout, RouteSettings(), {"pumps": PUMP}, labels=("tags.area", kept))
+    decoder.decode(message(tags={"host": "p-9", "area": "east"}, time=1_700_000_000,
+                           fields={"flow": 1, "pressure": 2}))  # fmt: skip
+    nameless = message(tags={"area": "west"}, time=1_700_000_000, fields={"flow": 1})
+    assert refusal(decoder, nameless) == ("bad_asset_id", "pumps")
+    assert kept == {"p-9": "east"}  # a message without an asset id names no asset
