@@ -128,12 +128,18 @@ def test_without_a_sensor_the_others_error_alone_is_the_score_on_the_same_scale(
     assert got.shape == (4,)
 
 
+def chained() -> Detector:
+    """Feature 0 rebuilt as feature 1, feature 1 as half itself plus feature 2, feature 2 as
+    itself."""
+    return Detector(RobustScaler(center=CENTER, scale=SCALE),
+                    mixing([[0.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 1.0, 1.0]]))  # fmt: skip
+
+
 def test_a_missing_sensor_is_imputed_once_from_the_network_and_the_others_judged_on_it() -> None:
     """Feature 0 rebuilt as feature 1, feature 1 as half itself plus feature 2, feature 2 as
     itself. Sensor 1 missing: it is imputed once as 0.5 x1 + x2 (IMPUTE_PASSES, 1), and
     sensor 0's error is then x0 less that; sensor 2's is nil."""
-    d = Detector(RobustScaler(center=CENTER, scale=SCALE),
-                 mixing([[0.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 1.0, 1.0]]))  # fmt: skip
+    d = chained()
     raw = windows(n=3)
     x = (raw - CENTER) / SCALE
     imputed = 0.5 * x[..., 1] + x[..., 2]
@@ -147,8 +153,7 @@ def test_alone_among_the_missing_a_sensor_is_judged_by_its_own_error(
 ) -> None:
     """As above, sensors 1 and 2 missing: sensor 0 counted alone (its own mean error); with
     two passes, the second imputes sensor 1 again from the first's values."""
-    d = Detector(RobustScaler(center=CENTER, scale=SCALE),
-                 mixing([[0.0, 0.0, 0.0], [1.0, 0.5, 0.0], [0.0, 1.0, 1.0]]))  # fmt: skip
+    d = chained()
     raw = windows(n=3)
     x = (raw - CENTER) / SCALE
     once = 0.5 * x[..., 1] + x[..., 2]
