@@ -220,7 +220,7 @@ class IncidentEvent:
     """Episodes of several assets share a cause (anomaly/incidents.py): `incident_open` (a
     second member joined), `incident_update` (another joined, or a member resolved),
     `incident_resolve` (its last member resolved), at the member `change.member`'s page or
-    end."""
+    end; the members listed on the open and the resolve."""
 
     change: IncidentChange
 
@@ -231,12 +231,16 @@ class IncidentEvent:
             "incident_id": change.incident_id,
             "area": change.area,
             "ts": _iso(change.ts),
-            "started_at": _iso(change.members[0].paged_at),
+            "started_at": _iso(change.started_at),
             "member": change.member.episode_id,
-            "members": [_member(m) for m in change.members],
+            "member_asset_id": change.member.asset_id,
+            "member_open": change.member.open,
+            "size": change.size,
             "open_members": change.open_members,
             **context.stamp(),
         }
+        if change.kind != "incident_update":
+            event["members"] = [_member(m) for m in change.members]
         return json.dumps(event).encode()
 
 

@@ -92,27 +92,30 @@ class Incident:
 @dataclass(frozen=True)
 class IncidentChange:
     """An incident event to publish: what happened (`kind`) at record time `ts`, to which
-    incident (its id, model and area), the member that caused it, and the members as of it."""
+    incident (its id, model and area, when its first member paged), the member that caused
+    it, how many members it has and how many are open; `members`, as of the change, listed
+    on `incident_open` and `incident_resolve` only (an update names its member alone: an
+    upset of hundreds of assets would otherwise repeat them all at each join)."""
 
     kind: IncidentType
     incident_id: str
     model: str
     area: str
     member: Member
-    members: tuple[Member, ...]
     ts: datetime
+    started_at: datetime
+    size: int
+    open_members: int
+    members: tuple[Member, ...] = ()
 
     @classmethod
     def of(
         cls, kind: IncidentType, incident: Incident, member: Member, ts: datetime
     ) -> IncidentChange:
-        members = tuple(replace(m) for m in incident.members)
-        return cls(kind, incident.incident_id, incident.model, incident.area, replace(member),
-                   members, ts)  # fmt: skip
-
-    @property
-    def open_members(self) -> int:
-        return sum(m.open for m in self.members)
+        listed = () if kind == "incident_update" else tuple(replace(m) for m in incident.members)
+        return cls(kind, incident.incident_id, incident.model, incident.area, replace(member), ts,
+                   incident.members[0].paged_at, len(incident.members), incident.open_members,
+                   listed)  # fmt: skip
 
 
 def _unit(direction: npt.ArrayLike) -> npt.NDArray[np.float64] | None:
@@ -164,6 +167,9 @@ class Incidents:
         if episode_id in self._of:  # already a member (paged before): no change
             return self._of[episode_id].incident_id, None
         area = self.area(asset_id)
+        back = self._rejoined(episode_id, model, area, at)
+        if back is not None:
+            return back.incident_id, back
         signature = None if direction is None else _unit(direction)
         member = Member(episode_id, asset_id, at)
         joined = self._best(model, area, at, signature)
@@ -177,6 +183,19 @@ class Incidents:
         kind: IncidentType = "incident_update" if joined.announced else "incident_open"
         joined.announced = True
         return joined.incident_id, IncidentChange.of(kind, joined, member, at)
+
+    def _rejoined(
+        self, episode_id: str, model: str, area: str, at: datetime
+    ) -> IncidentChange | None:
+        """A member whose page was taken back (a hold) pages again while its incident is still
+        open: it is a member again (None: it is in no open incident)."""
+        for incident in self._open.get((model, area), ()):
+            member = next((m for m in incident.members if m.episode_id == episode_id), None)
+            if member is not None:
+                member.open = True
+                self._of[episode_id] = incident
+                return IncidentChange.of("incident_update", incident, member, at)
+        return None
 
     def _best(
         self, model: str, area: str, at: datetime, signature: npt.NDArray[np.float64] | None

@@ -1,7 +1,7 @@
 """The local demo: a simulated mixed fleet through the real broker, trainer and worker.
 
     python -m devtools.demo [--assets 8] [--upset-pumps 4] [--compressors 4] [--readings 400]
-                            [--http-port 8000]
+                            [--http-port 8000] [--review-port 8080] [--serve]
 
 Starts the embedded broker, trains one named model per asset type on clean simulated readings
 (python -m training: pumps, eight sensors, that stop now and then: the rule `speed < 100` says
@@ -17,19 +17,25 @@ silences and stops as they happen, and ends with a summary: faults injected and 
 whose episode joined another's incident: said to have no page of its own), false alerts (pages
 that match no fault nor the upset), the upset (how many of its pumps opened an episode, in how
 many incidents, how many pages: the worker pages once per incident), the dropout, the stop and
-the window. Exits 0 when every fault was detected, the upset was one incident of its pumps
-alone that paged once, and neither stop paged.
+the window. Then it writes the report of one episode (`anomaly-train report`) and starts the
+review page (python -m review) behind a stand-in for the identity proxy
+(devtools/identity_proxy.py, loopback only, user `demo`, a judge), and prints that episode's
+page address once the page and its figure answer. Exits 0 when every fault was detected, the
+upset was one incident of its pumps alone that paged once, neither stop paged, and the page
+answered. `--serve` keeps everything up at the end until Ctrl-C, to open the page.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -43,6 +49,7 @@ from anomaly.kafka import make_producer
 from anomaly.rules import Rules
 from anomaly.settings import KafkaSettings, TopicSettings
 from devtools import local_broker
+from devtools.identity_proxy import IdentityProxy
 from devtools.simulator import COMPRESSOR, Fault, Fleet, Stop, Upset, asset_name, timestamp
 from devtools.topics import TopicReader, committed_total, create_topics
 
@@ -119,6 +126,8 @@ class Heard:
     silences: list[Silence] = field(default_factory=list)
     states: list[Stopped] = field(default_factory=list)
     incidents: list[Told] = field(default_factory=list)
+    # each incident's members as its events name them (episode id -> asset id)
+    members: dict[str, dict[str, str]] = field(default_factory=dict)
 
 
 # One pump sensor drops out (null) for DROPOUT_READINGS readings, from 3/4 of the stream on;
@@ -132,6 +141,7 @@ SERVICE_WINDOW, SERVICE_STOP, OTHER_STOP = (0.70, 0.90), (0.72, 0.85), (0.75, 0.
 # The plant upset (a supply sag on the pumps after the faulted ones), its share of the stream:
 # mid-stream, while faults of other pumps are open.
 UPSET_SPAN = (0.45, 0.60)
+FEEDBACK = "sensor-alerts.verdicts"  # the verdicts the review page writes (its default)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,6 +154,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--compressors", type=int, default=4, help="compressors in the fleet")
     parser.add_argument("--readings", type=int, default=400, help="readings per pump streamed")
     parser.add_argument("--http-port", type=int, default=8000, help="the worker's metrics port")
+    parser.add_argument("--review-port", type=int, default=8080, help="the review page's port")
+    parser.add_argument(
+        "--serve", action="store_true",
+        help="keep the broker, the worker and the review page up at the end, until Ctrl-C",
+    )  # fmt: skip
     parser.add_argument("--workdir", type=Path, default=Path("demo"))
     parser.add_argument(
         "--broker", choices=["kafka4", "tansu"], default="tansu",
@@ -164,12 +179,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         broker = local_broker.start(log=workdir / "broker.log")
         what = "Tansu, in memory"
     worker: subprocess.Popen[bytes] | None = None
+    page: subprocess.Popen[bytes] | None = None
+    proxy: IdentityProxy | None = None
     try:
         say(f"broker ({what}) on {broker.bootstrap}, up in {time.monotonic() - started:.1f} s")
         kafka = KafkaSettings(bootstrap_servers=broker.bootstrap, session_timeout_ms=6000)
         topics = TopicSettings()
         create_topics(kafka, {topics.input: 4, topics.alerts: 1, topics.dead_letters: 1,
-                              topics.calendar: 1}, compacted=[topics.calendar])  # fmt: skip
+                              topics.calendar: 1, FEEDBACK: 1},
+                      compacted=[topics.calendar])  # fmt: skip
 
         now = datetime.now(UTC).replace(microsecond=0)
         # the pumps' history holds stops: the model learns when they run, and its start-up.
@@ -283,9 +301,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         quiet = print_stops(heard.opened, heard.states, now, (service_asset, service, window),
                             (other_asset, other))  # fmt: skip
         code = code or (0 if quiet else 1)
-        report(broker.bootstrap, topics, workdir, faults, heard.opened)
+        chosen = report(broker.bootstrap, topics, workdir, faults, heard.opened)
+        page = start_review(broker.bootstrap, topics, workdir, args.review_port)
+        proxy = IdentityProxy(f"http://127.0.0.1:{args.review_port}", "demo", "anomaly-judges")
+        if chosen is not None:
+            code = code or (0 if show_page(proxy.url, chosen) else 1)
+        if args.serve:
+            say(f"serving until Ctrl-C: the review page {proxy.url} (through a stand-in for the "
+                f"identity proxy, as user 'demo', a judge), metrics {base}/metrics")  # fmt: skip
+            signal.signal(signal.SIGTERM, signal.default_int_handler)  # as Ctrl-C: clean up
+            with contextlib.suppress(KeyboardInterrupt):
+                threading.Event().wait()
         return code
     finally:
+        if proxy is not None:
+            proxy.close()
+        if page is not None and page.poll() is None:
+            page.send_signal(signal.SIGTERM)
+            page.wait(30)
         if worker is not None and worker.poll() is None:
             worker.send_signal(signal.SIGTERM)
             code = worker.wait(60)
@@ -371,23 +404,21 @@ def show(event: dict[str, Any], heard: Heard) -> None:
 
 
 def show_incident(event: dict[str, Any], heard: Heard) -> None:
-    """An incident event: its members' assets, and what changed (one joined, one left)."""
-    kind, ts, members = event["type"], event["ts"], event["members"]
-    assets = ", ".join(m["asset_id"] for m in members)
-    member = next((m for m in members if m["episode_id"] == event["member"]), None)
-    who = "an episode" if member is None else member["asset_id"]
-    n = len(members)
+    """An incident event: its members' assets (listed on its open and resolve, one at a time
+    by its updates), and what changed (one joined, one left)."""
+    kind, ts, n, who = event["type"], event["ts"], event["size"], event["member_asset_id"]
+    known = heard.members.setdefault(event["incident_id"], {})
+    known.update((m["episode_id"], m["asset_id"]) for m in event.get("members", ()))
+    known.setdefault(event["member"], who)
     if kind == "incident_resolve":
         said = f"over: its {n} episodes resolved"
-    elif member is not None and member["open"]:
+    elif event["member_open"]:
         said = f"one cause: {n} episodes, one page ({who} joined)"
     else:
         said = f"{who} over: {event['open_members']} of its {n} episodes open"
-    print(f"  INCIDENT {assets}  {ts}  {said}")
-    heard.incidents.append(Told(
-        kind, event["incident_id"], parse(ts),
-        tuple((m["episode_id"], m["asset_id"]) for m in members), event["open_members"],
-    ))  # fmt: skip
+    print(f"  INCIDENT {', '.join(known.values())}  {ts}  {said}")
+    heard.incidents.append(Told(kind, event["incident_id"], parse(ts), tuple(known.items()),
+                                event["open_members"]))  # fmt: skip
 
 
 def _joined(opened: list[Seen], episode_id: str, incident: str | None) -> str | None:
@@ -418,13 +449,13 @@ def set_window(
 
 def report(
     bootstrap: str, topics: TopicSettings, workdir: Path, faults: list[Fault], opened: list[Seen]
-) -> None:
+) -> str | None:
     """The episode report of the first drift caught (else of the first episode), as a user
-    would ask for it: `anomaly-train report EPISODE_ID`."""
+    would ask for it: `anomaly-train report EPISODE_ID`; the episode's id."""
     drifts = [f.asset_id for f in faults if f.kind == "drift"]
     chosen = next((s for s in opened if s.asset_id in drifts), opened[0] if opened else None)
     if chosen is None:
-        return
+        return None
     env = {**os.environ, "TRAINING_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
            "TRAINING_TOPICS__INPUT": topics.input, "TRAINING_TOPICS__ALERTS": topics.alerts,
            "TRAINING_LOG_LEVEL": "WARNING"}  # fmt: skip
@@ -437,6 +468,40 @@ def report(
         say(f"episode report (anomaly-train report {chosen.episode_id}): {done.stdout.split()[-2]}")
     else:
         say(f"episode report failed: {done.stderr.strip().splitlines()[-1:]}")
+    return chosen.episode_id
+
+
+def start_review(
+    bootstrap: str, topics: TopicSettings, workdir: Path, port: int
+) -> subprocess.Popen[bytes]:
+    """The review page (`anomaly-review`) on the demo's topics and store, once ready."""
+    env = {**os.environ, "REVIEW_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+           "REVIEW_TOPICS__INPUT": topics.input, "REVIEW_TOPICS__ALERTS": topics.alerts,
+           "REVIEW_TOPICS__FEEDBACK": FEEDBACK, "REVIEW_STORE__PATH": str(workdir / "model-store"),
+           "REVIEW_HTTP__HOST": "127.0.0.1", "REVIEW_HTTP__PORT": str(port)}  # fmt: skip
+    log = (workdir / "review.log").open("wb")
+    page = subprocess.Popen([sys.executable, "-m", "review", "run"], env=env, stdout=log,
+                            stderr=log)  # fmt: skip
+    wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 90,
+             "the review page to read the alerts", page)  # fmt: skip
+    return page
+
+
+def show_page(url: str, episode_id: str) -> bool:
+    """The reported episode's review page and its figure, as a browser would fetch them."""
+    page = f"{url}episodes/{episode_id}"
+    began = time.monotonic()
+    try:
+        with urllib.request.urlopen(page, timeout=30) as answer:
+            shown = answer.status == 200 and "False alarm" in answer.read().decode()
+        with urllib.request.urlopen(page + "/figure.png", timeout=30) as answer:
+            figure = answer.read() if answer.headers["Content-Type"] == "image/png" else b""
+    except (urllib.error.URLError, OSError) as exc:
+        say(f"review page for {episode_id} failed: {exc}")
+        return False
+    say(f"review page for {episode_id}: {page} ({'shown' if shown else 'NOT shown'}, its figure "
+        f"{len(figure)} bytes, both in {time.monotonic() - began:.2f} s)")  # fmt: skip
+    return shown and bool(figure)
 
 
 def summary(
@@ -601,15 +666,16 @@ def http_ok(url: str) -> bool:
 
 
 def wait_for(
-    condition: object, timeout_s: float, what: str, worker: subprocess.Popen[bytes]
+    condition: object, timeout_s: float, what: str, process: subprocess.Popen[bytes]
 ) -> None:
     assert callable(condition)
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if condition():
             return
-        if worker.poll() is not None:
-            raise RuntimeError(f"the worker exited with code {worker.returncode} (see its log)")
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args!r} exited with code {process.returncode} "
+                               "(see its log)")  # fmt: skip
         time.sleep(0.2)  # polling a condition with a deadline
     raise RuntimeError(f"timed out waiting for {what}")
 

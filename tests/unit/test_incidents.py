@@ -46,8 +46,11 @@ def test_alike_episodes_within_the_span_are_one_incident_opened_by_the_second() 
     assert opened is not None
     assert updated is not None
     assert [m.episode_id for m in opened.members] == ["e1", "e2"]  # as of the change
-    assert [m.asset_id for m in updated.members] == ["pump-01", "pump-02", "pump-03"]
-    assert (updated.member.episode_id, updated.ts, updated.open_members) == ("e3", at(60), 3)
+    assert (opened.size, opened.open_members, opened.started_at) == (2, 2, at(0))
+    assert updated.members == ()  # an update names its member alone
+    assert (updated.member.episode_id, updated.member.asset_id) == ("e3", "pump-03")
+    assert (updated.ts, updated.size, updated.open_members, updated.started_at) == (
+        at(60), 3, 3, at(0))  # fmt: skip
     assert incidents.announced == len(incidents) == 1
     assert incidents.incident_of("e3") == "e1"
 
@@ -61,8 +64,10 @@ def test_an_incident_resolves_when_its_last_member_does() -> None:
     last = ended[-1]
     assert last is not None
     assert (last.incident_id, last.member.episode_id, last.open_members) == ("e0", "e2", 0)
+    assert [m.open for m in last.members] == [False, False, False]
+    assert last.size == 3
     assert ended[0] is not None
-    assert [m.open for m in ended[0].members] == [True, False, True]
+    assert (ended[0].member.open, ended[0].open_members, ended[0].size) == (False, 2, 3)
     assert len(incidents) == incidents.announced == 0
     assert incidents.incident_of("e0") is None
     assert incidents.ended("e0", at(700)) is None  # ended once
@@ -163,6 +168,29 @@ def test_a_restored_incident_takes_no_new_members_and_resolves_where_it_had_some
     assert incidents.ended("e9", at(60)) is None
 
 
+def test_a_member_whose_page_was_taken_back_rejoins_its_incident_while_it_is_open() -> None:
+    incidents = Incidents(IncidentRules())
+    incidents.paged("e1", "pump-01", "default", at(0), SAG)
+    incidents.paged("e2", "pump-02", "default", at(10), SAG)
+    left = incidents.ended("e1", at(20))  # a shelf takes the first member's page back
+    assert left is not None
+    assert (left.kind, left.open_members) == ("incident_update", 1)
+    back, change = incidents.paged("e1", "pump-01", "default", at(900), -SAG)  # released
+    assert back == "e1"  # its own incident still, not a second one of the same id
+    assert change is not None
+    assert (change.kind, change.member.episode_id, change.member.open) == (
+        "incident_update", "e1", True)  # fmt: skip
+    assert (change.size, change.open_members) == (2, 2)
+    assert len(incidents) == 1
+    incidents.ended("e2", at(950))
+    done = incidents.ended("e1", at(960))
+    assert done is not None
+    assert done.kind == "incident_resolve"
+    assert len(incidents) == 0
+    # once its incident is over, a member paging again is an incident of its own
+    assert incidents.paged("e1", "pump-01", "default", at(990), SAG) == ("e1", None)
+
+
 def test_a_member_whose_partition_moved_is_forgotten_without_an_event() -> None:
     incidents = Incidents(IncidentRules())
     incidents.paged("e1", "pump-01", "default", at(0), SAG)
@@ -231,9 +259,14 @@ def test_an_upset_is_one_incident_while_independent_faults_page_on_their_own(
         "incident_resolve"
     ]  # fmt: skip: three more join, then three of four resolve, then the last
     assert {e["incident_id"] for e in told} == {incident}
-    assert [m["asset_id"] for m in told[2]["members"]] == [e["asset_id"] for e in upset]
+    assert [told[0]["member_asset_id"]] + [t["member_asset_id"] for t in told[1:3]] == [
+        e["asset_id"] for e in upset[1:]
+    ]  # fmt: skip: each join names its member
+    assert [t["member_open"] for t in told[:3]] == [True] * 3
+    assert [t["size"] for t in told[:3]] == [2, 3, 4]
+    assert "members" not in told[2]  # an update names its member alone
     assert told[-1]["open_members"] == 0
-    assert len(told[-1]["members"]) == 4
+    assert [m["asset_id"] for m in told[-1]["members"]] == [e["asset_id"] for e in upset]
     resolves = {e["episode_id"]: e["incident"] for e in seen if e["type"] == "resolve"}
     assert resolves[upset[1]["episode_id"]] == incident  # the resolve names it too
     assert p.incidents.announced == 0
