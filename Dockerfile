@@ -1,8 +1,10 @@
-# Two images from one file (docs/operations.md, "Images"):
+# Three images from one file (docs/operations.md, "Images"):
 #   worker    anomaly-worker run: onnxruntime, no torch (the default target: the last stage)
 #   training  anomaly-train fit: torch's CPU build, pinned, then the training extra
+#   review    anomaly-review run: the review page (Flask, waitress, matplotlib), no torch
 #     docker build --target worker -t sensor-anomaly-worker .
 #     docker build --target training -t sensor-anomaly-training .
+#     docker build --target review -t sensor-anomaly-review .
 # BASE: any Python 3.11+ image whose `python` has venv (default the public python image);
 # `make image` builds a Debian one here with debootstrap and builds the worker on it with
 # podman (tests/integration/test_image.py runs it). HTTPS from inside a build may need the
@@ -54,7 +56,23 @@ RUN --mount=type=secret,id=build_ca \
     pip install --no-deps /src \
     && python -c "from anomaly.kafka import check_codecs; check_codecs()"
 
-# What both images run as: a user without a shell or a home, a root filesystem that can be
+FROM build AS build-review
+RUN --mount=type=secret,id=build_ca \
+    if [ -f /run/secrets/build_ca ]; then export PIP_CERT=/run/secrets/build_ca; fi; \
+    python /src/requirements.py --only review > /tmp/review.txt \
+    && pip install -r /tmp/review.txt
+COPY README.md /src/README.md
+COPY anomaly /src/anomaly
+COPY worker /src/worker
+COPY training /src/training
+COPY review /src/review
+RUN --mount=type=secret,id=build_ca \
+    if [ -f /run/secrets/build_ca ]; then export PIP_CERT=/run/secrets/build_ca; fi; \
+    pip install --no-deps /src \
+    && python -c "import review.web, review.cli" \
+    && ! python -c "import torch" 2>/dev/null
+
+# What the images run as: a user without a shell or a home, a root filesystem that can be
 # mounted read-only (/tmp: a volume in the pod, a tmpfs under podman --read-only).
 FROM ${BASE} AS runtime
 RUN groupadd --gid 10001 app \
@@ -70,6 +88,14 @@ FROM runtime AS training
 COPY --from=build-training /opt/venv /opt/venv
 ENV MPLCONFIGDIR=/tmp/matplotlib
 CMD ["anomaly-train", "fit"]
+
+FROM runtime AS review
+COPY --from=build-review /opt/venv /opt/venv
+ENV MPLCONFIGDIR=/tmp/matplotlib
+EXPOSE 8080
+HEALTHCHECK --interval=30s --timeout=5s --start-period=60s CMD python -c "import os, urllib.request as r; \
+    r.urlopen('http://127.0.0.1:%s/livez' % os.environ.get('REVIEW_HTTP__PORT', '8080'), timeout=4)"
+CMD ["anomaly-review", "run"]
 
 FROM runtime AS worker
 COPY --from=build-worker /opt/venv /opt/venv

@@ -8,7 +8,7 @@
                                                 with the graph the worker runs
     anomaly-train report EPISODE_ID [--out DIR] an episode's records against the model's
                                                 expectation: a PNG and a JSON
-    anomaly-train verdict EPISODE_ID false_alarm|confirmed [--note TEXT]
+    anomaly-train verdict EPISODE_ID false_alarm|confirmed [--note TEXT] [--by NAME]
                                                 an engineer's verdict, for the next training
     anomaly-train window set ID --assets PATTERN --start T --end T [--every daily|weekly]
                                                 a maintenance window: alerts held back,
@@ -23,6 +23,7 @@ Every flag has an environment variable (shown in --help); a flag wins over its v
 from __future__ import annotations
 
 import argparse
+import getpass
 import logging
 import sys
 from collections.abc import Callable, Sequence
@@ -153,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if command == "report":
             return _report(settings, args.episode_id, args.out, args.margin_s)
         if command == "verdict":
-            return _verdict(settings, args.episode_id, args.verdict, args.note)
+            return _verdict(settings, args.episode_id, args.verdict, args.note, args.by)
         if command == "budget":
             return _budget(settings, args.version)
         if command in ("window", "shelve", "unshelve"):
@@ -252,11 +253,13 @@ def _report(settings: TrainingSettings, episode_id: str, out: Path, margin_s: fl
     return ExitCode.OK
 
 
-def _verdict(settings: TrainingSettings, episode_id: str, verdict: str, note: str | None) -> int:
-    from training.verdicts import record_verdict
+def _verdict(
+    settings: TrainingSettings, episode_id: str, verdict: str, note: str | None, by: str | None
+) -> int:
+    from training.judgement import record_verdict
 
     given = _episode_command(
-        "no verdict recorded", lambda: record_verdict(settings, episode_id, verdict, note)
+        "no verdict recorded", lambda: record_verdict(settings, episode_id, verdict, note, by)
     )
     if isinstance(given, ExitCode):
         return given
@@ -392,6 +395,7 @@ def _parser() -> argparse.ArgumentParser:
     verdict.add_argument("episode_id", help="the events' episode_id")
     verdict.add_argument("verdict", help="false_alarm (normal after all) or confirmed")
     verdict.add_argument("--note", help="why, for whoever reads the feedback topic")
+    verdict.add_argument("--by", default=_login(), help="who gives it (default: your login)")
     _calendar_commands(commands)
     export = commands.add_parser(
         "export-graph",
@@ -452,6 +456,13 @@ def _calendar_commands(commands: Any) -> None:
     shelve.add_argument("--reason", required=True, help="why")
     unshelve = commands.add_parser("unshelve", help="page on the asset again now")
     unshelve.add_argument("asset")
+
+
+def _login() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container's)
+        return None
 
 
 def _at_least_one(text: str) -> int:

@@ -20,18 +20,18 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol
 
 import numpy as np
 
 from anomaly.decoding import Decoder
 from anomaly.model import Artifact, model_store, sliding_windows
 from anomaly.records import RecordError, parse_ts
-from anomaly.settings import DEFAULT_MODEL, RouteSettings
+from anomaly.settings import DEFAULT_MODEL, KafkaSettings, RouteSettings
 from training.assembled import training_rows
 from training.data import DataError
 from training.kafka_range import TopicRange, plan_range, read_planned
-from training.settings import TrainingSettings
+from training.settings import StoreSettings, TrainingInputSettings, TrainingTopics
 
 log = logging.getLogger(__name__)
 EPISODE_ID = re.compile(r"^(?P<topic>[A-Za-z0-9._-]+)/(?P<partition>\d+)/(?P<offset>\d+)$")
@@ -39,6 +39,19 @@ EPISODE_ID = re.compile(r"^(?P<topic>[A-Za-z0-9._-]+)/(?P<partition>\d+)/(?P<off
 
 class EpisodeError(DataError):
     """The episode cannot be reported: an unknown id, or its records or model are gone."""
+
+
+class Sources(Protocol):
+    """Where episodes are read from: the training job's settings, or the review page's."""
+
+    @property
+    def kafka(self) -> KafkaSettings: ...
+    @property
+    def topics(self) -> TrainingTopics: ...
+    @property
+    def input(self) -> TrainingInputSettings: ...
+    @property
+    def store(self) -> StoreSettings: ...
 
 
 @dataclass(frozen=True)
@@ -59,9 +72,12 @@ class Episode:
     opened_ms: int  # the opening record's broker time
 
 
-def find_episode(settings: TrainingSettings, episode_id: str) -> Episode:
+def find_episode(
+    settings: Sources, episode_id: str, known: dict[str, Any] | None = None
+) -> Episode:
     """The episode's open (and resolve) events; EpisodeError when the id is malformed or no
-    such episode was opened."""
+    such episode was opened. `known`: its events by type where the caller holds them (the
+    review page follows the alerts topic), instead of reading the alerts topic again."""
     match = EPISODE_ID.match(episode_id)
     if match is None:
         raise EpisodeError(
@@ -78,7 +94,7 @@ def find_episode(settings: TrainingSettings, episode_id: str) -> Episode:
     if opening is None:
         raise EpisodeError(f"no record at {episode_id}: the episode id is unknown (or expired)")
     stamp = getattr(opening, "timestamp", None) or 0
-    events = _events(settings, episode_id, max(0, stamp - 60_000))
+    events = known if known is not None else _events(settings, episode_id, max(0, stamp - 60_000))
     if "open" not in events:
         raise EpisodeError(
             f"no open event for episode {episode_id} on {settings.topics.alerts}: the episode "
@@ -88,31 +104,39 @@ def find_episode(settings: TrainingSettings, episode_id: str) -> Episode:
 
 
 def report_episode(
-    settings: TrainingSettings, episode_id: str, out: Path, margin_s: float = 600.0
+    settings: Sources, episode_id: str, out: Path, margin_s: float = 600.0
 ) -> EpisodeReport:
-    found = find_episode(settings, episode_id)
+    report = episode_report(settings, find_episode(settings, episode_id), margin_s)
+    out.mkdir(parents=True, exist_ok=True)
+    name = "episode-" + episode_id.replace("/", "-")
+    json_path, png_path = out / f"{name}.json", out / f"{name}.png"
+    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    with png_path.open("wb") as png:
+        draw(report, png)
+    log.info("episode %s of %s: %d records; wrote %s and %s", episode_id, report["asset_id"],
+             len(report["records"]["ts"]), json_path, png_path)  # fmt: skip
+    return EpisodeReport(json_path, png_path, report)
+
+
+def episode_report(
+    settings: Sources, found: Episode, margin_s: float = 600.0, loaded: Artifact | None = None
+) -> dict[str, Any]:
+    """The episode's records around it, scored by the model version that opened it (or
+    `loaded`, that version already in hand): each top feature against its expectation."""
     opened, resolved, stamp = found.opened, found.resolved, found.opened_ms
     topic, partition = found.topic, found.partition
     asset_id, model_name = str(opened["asset_id"]), str(opened.get("model", DEFAULT_MODEL))
     version = str(opened["model_version"])
-    artifact = model_store(settings.store.path, model_name).load(version)
+    artifact = loaded or model_store(settings.store.path, model_name).load(version)
     closing = (
         _one(settings, topic, partition, int(resolved["source"]["offset"])) if resolved else None
     )
     last = (getattr(closing, "timestamp", None) or None) if closing else None
     rows = _asset_rows(settings, artifact, asset_id, partition, (stamp, last), margin_s)
-    report = _score(artifact, asset_id, rows, opened, resolved, episode_id)
-    out.mkdir(parents=True, exist_ok=True)
-    name = "episode-" + episode_id.replace("/", "-")
-    json_path, png_path = out / f"{name}.json", out / f"{name}.png"
-    json_path.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    _plot(report, png_path)
-    log.info("episode %s of %s: %d records; wrote %s and %s", episode_id, asset_id,
-             len(rows), json_path, png_path)  # fmt: skip
-    return EpisodeReport(json_path, png_path, report)
+    return _score(artifact, asset_id, rows, opened, resolved, str(opened["episode_id"]))
 
 
-def _one(settings: TrainingSettings, topic: str, partition: int, offset: int) -> Any:
+def _one(settings: Sources, topic: str, partition: int, offset: int) -> Any:
     """The record at `offset` of a partition; None when the partition holds no such offset."""
     held = plan_range(settings.kafka, topic, 0, None, 10**12)
     if not held.starts.get(partition, 0) <= offset < held.ends.get(partition, 0):
@@ -121,7 +145,7 @@ def _one(settings: TrainingSettings, topic: str, partition: int, offset: int) ->
     return next(iter(read_planned(settings.kafka, planned)), None)
 
 
-def _events(settings: TrainingSettings, episode_id: str, since_ms: int) -> dict[str, Any]:
+def _events(settings: Sources, episode_id: str, since_ms: int) -> dict[str, Any]:
     """The episode's open and resolve events, read from the alerts topic since `since_ms`."""
     planned = plan_range(settings.kafka, settings.topics.alerts, since_ms, None, 10**9)
     found: dict[str, Any] = {}
@@ -136,7 +160,7 @@ def _events(settings: TrainingSettings, episode_id: str, since_ms: int) -> dict[
 
 
 def _asset_rows(
-    settings: TrainingSettings,
+    settings: Sources,
     artifact: Artifact,
     asset_id: str,
     partition: int,
@@ -220,7 +244,9 @@ def _score(
     }
 
 
-def _plot(report: dict[str, Any], path: Path) -> None:
+def draw(report: dict[str, Any], out: IO[bytes], image: str = "png") -> None:
+    """The report's figure: each top feature's actual values and expectation, the score
+    against the threshold, the episode shaded; written to `out` as `image` (png, svg)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -248,7 +274,7 @@ def _plot(report: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"{report['asset_id']}: episode {report['episode_id']} "
                  f"(model {report['model']} {report['model_version']})")  # fmt: skip
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    fig.savefig(out, dpi=100, format=image)
     plt.close(fig)
 
 

@@ -1,11 +1,7 @@
 """Engineers' verdicts on episodes, and what the training job learns from them.
 
-    anomaly-train verdict EPISODE_ID false_alarm|confirmed [--note TEXT]
-
-A verdict goes to the feedback topic (`TRAINING_TOPICS__FEEDBACK`), keyed by asset, as JSON:
-the episode's id, asset, model and version, its span as known when it was given (record
-times, from its events; `ended_at` null while it is open), the verdict, the note, when it was
-given. Only an episode the alerts topic holds can be judged. The training job reads the
+A verdict goes to the feedback topic (`TRAINING_TOPICS__FEEDBACK`): `anomaly-train verdict`
+or the review page, one message (training/judgement.py). The training job reads the
 verdicts given since the start of its range, the latest per episode (a verdict recorded twice
 counts once; a changed mind counts as the last word), and takes each episode's span from the
 alerts topic (`bound`): an engineer judges an episode while it still alarms, and it ends later.
@@ -32,18 +28,14 @@ from anomaly.records import RecordError, parse_ts
 from anomaly.scoring import series_flags
 from anomaly.settings import DEFAULT_MODEL
 from training.data import Masks, SensorHistory
-from training.episode import EpisodeError, find_episode
 from training.gate import Decision, Scored
 from training.hygiene import inside_episodes
-from training.kafka_range import KafkaUnavailableError, plan_range, read_planned, write_one
+from training.judgement import VERDICTS, VerdictKind
+from training.kafka_range import KafkaUnavailableError, plan_range, read_planned
 from training.settings import TrainingSettings
 from training.topic import Episodes, Recorded
 
 log = logging.getLogger(__name__)
-
-VerdictKind = Literal["false_alarm", "confirmed"]
-VERDICTS: tuple[VerdictKind, ...] = ("false_alarm", "confirmed")
-TOPIC_WAIT_S = 5  # how long the feedback topic's partitions are waited for
 
 
 # Where a verdict's span ends: the episode's resolve on the alerts topic; the start of the
@@ -66,36 +58,6 @@ class Verdict:
     model: str = DEFAULT_MODEL
     ended_by: EndedBy = "as_judged"
     decided: float | None = None  # when it was given (epoch seconds); None: not said
-
-
-def record_verdict(
-    settings: TrainingSettings, episode_id: str, verdict: str, note: str | None = None
-) -> dict[str, object]:
-    """Publish an engineer's verdict on an episode; EpisodeError for an unknown verdict or
-    episode. Returns the message published."""
-    if verdict not in VERDICTS:
-        raise EpisodeError(f"{verdict!r} is not a verdict: say {' or '.join(VERDICTS)}")
-    episode = find_episode(settings, episode_id)
-    opened, resolved = episode.opened, episode.resolved
-    message: dict[str, object] = {
-        "episode_id": episode_id,
-        "asset_id": opened["asset_id"],
-        "verdict": verdict,
-        "note": note,
-        "model": opened.get("model"),
-        "model_version": opened.get("model_version"),
-        "started_at": opened["started_at"],
-        "ended_at": resolved["ended_at"] if resolved else None,
-        "decided_at": datetime.now(UTC).isoformat().replace("+00:00", "Z"),
-    }
-    topic = settings.topics.feedback
-    write_one(
-        settings.kafka, topic, str(opened["asset_id"]).encode(), json.dumps(message).encode(),
-        missing=f"the feedback topic {topic!r} (TRAINING_TOPICS__FEEDBACK) does not exist "
-        "(create it as the other topics: docs/operations.md)",
-        wait_s=TOPIC_WAIT_S,
-    )  # fmt: skip
-    return message
 
 
 def read_verdicts(settings: TrainingSettings, now: datetime) -> dict[str, Verdict]:

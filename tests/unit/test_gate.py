@@ -21,8 +21,9 @@ from tests.support.graphs import scaled
 from training.budget import WEEK_S, AssetBudget, per_asset_week, span_s
 from training.data import DataError, SensorHistory, group_rows
 from training.gate import Decision, Scored, decide
+from training.judgement import VerdictKind
 from training.settings import DataSettings, GateSettings
-from training.verdicts import Verdict, VerdictKind, judge
+from training.verdicts import Verdict, judge
 
 EACH_RECORD = Rules(
     open_after=1, resolve_after=1, resolve_after_s=0, end_drop=0, onset_step=0, score_rate=1
