@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from fnmatch import fnmatchcase
 from typing import Literal
 
@@ -66,6 +66,9 @@ class Member:
     open: bool = True
 
 
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+
 @dataclass
 class Incident:
     """Episodes of one cause: `incident_id` (its first member's episode id), the model and area
@@ -79,10 +82,14 @@ class Incident:
     signature: npt.NDArray[np.float64] | None
     members: list[Member]
     announced: bool = False  # its incident_open was published (it had a second member)
+    last_paged: datetime = EARLIEST  # its latest member's page
 
-    @property
-    def last_paged(self) -> datetime:
-        return max(m.paged_at for m in self.members)
+    def __post_init__(self) -> None:
+        self.last_paged = max([self.last_paged, *(m.paged_at for m in self.members)])
+
+    def add(self, member: Member) -> None:
+        self.members.append(member)
+        self.last_paged = max(self.last_paged, member.paged_at)
 
     @property
     def open_members(self) -> int:
@@ -134,6 +141,7 @@ class Incidents:
         self.rules = rules
         self.labels: dict[str, str] = {}  # asset id -> the area its records say
         self._of: dict[str, Incident] = {}  # episode id -> its incident (open members only)
+        self._left: dict[str, Incident] = {}  # episode id -> the open incident it left
         self._open: dict[tuple[str, str], list[Incident]] = {}  # (model, area) -> incidents
 
     def __len__(self) -> int:
@@ -167,7 +175,7 @@ class Incidents:
         if episode_id in self._of:  # already a member (paged before): no change
             return self._of[episode_id].incident_id, None
         area = self.area(asset_id)
-        back = self._rejoined(episode_id, model, area, at)
+        back = self._rejoined(episode_id, at)
         if back is not None:
             return back.incident_id, back
         signature = None if direction is None else _unit(direction)
@@ -178,24 +186,22 @@ class Incidents:
             self._open.setdefault((model, area), []).append(incident)
             self._of[episode_id] = incident
             return episode_id, None
-        joined.members.append(member)
+        joined.add(member)
         self._of[episode_id] = joined
         kind: IncidentType = "incident_update" if joined.announced else "incident_open"
         joined.announced = True
         return joined.incident_id, IncidentChange.of(kind, joined, member, at)
 
-    def _rejoined(
-        self, episode_id: str, model: str, area: str, at: datetime
-    ) -> IncidentChange | None:
+    def _rejoined(self, episode_id: str, at: datetime) -> IncidentChange | None:
         """A member whose page was taken back (a hold) pages again while its incident is still
-        open: it is a member again (None: it is in no open incident)."""
-        for incident in self._open.get((model, area), ()):
-            member = next((m for m in incident.members if m.episode_id == episode_id), None)
-            if member is not None:
-                member.open = True
-                self._of[episode_id] = incident
-                return IncidentChange.of("incident_update", incident, member, at)
-        return None
+        open: it is a member again (None: it left no open incident)."""
+        incident = self._left.pop(episode_id, None)
+        if incident is None:
+            return None
+        member = next(m for m in incident.members if m.episode_id == episode_id)
+        member.open = True
+        self._of[episode_id] = incident
+        return IncidentChange.of("incident_update", incident, member, at)
 
     def _best(
         self, model: str, area: str, at: datetime, signature: npt.NDArray[np.float64] | None
@@ -224,6 +230,7 @@ class Incidents:
         member = next(m for m in incident.members if m.episode_id == episode_id)
         member.open = False
         if incident.open_members:
+            self._left[episode_id] = incident
             return IncidentChange.of("incident_update", incident, member, at)
         self._drop(incident)
         if not incident.announced:
@@ -235,12 +242,15 @@ class Incidents:
         without an event."""
         incident = self._of.pop(episode_id, None)
         if incident is None:
+            self._left.pop(episode_id, None)
             return
         incident.members = [m for m in incident.members if m.episode_id != episode_id]
         if not any(m.episode_id in self._of for m in incident.members):
             self._drop(incident)
 
     def _drop(self, incident: Incident) -> None:
+        for member in incident.members:
+            self._left.pop(member.episode_id, None)
         key = (incident.model, incident.area)
         self._open[key].remove(incident)
         if not self._open[key]:
@@ -260,6 +270,6 @@ class Incidents:
         if incident is None:
             incident = Incident(incident_id, model, area, None, [])
             incidents.append(incident)
-        incident.members.append(Member(episode_id, asset_id, at))
+        incident.add(Member(episode_id, asset_id, at))
         incident.announced |= incident_id != episode_id
         self._of[episode_id] = incident
