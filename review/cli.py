@@ -58,10 +58,11 @@ def _run(settings: ReviewSettings) -> int:
     follower = Follower(settings, index)
     follower.start()
     app = make_app(settings, index, follower)
+    app.extensions["figures"].warm()
     http = settings.http
     server = create_server(app, host=http.host, port=http.port, threads=http.threads,
                            ident="anomaly-review")  # fmt: skip
-    log.info("review page at http://%s:%d/ (alerts %s, verdicts %s)", http.host,
+    log.info("review page at http://%s:%s/ (alerts %s, verdicts %s)", http.host,
              server.effective_port, settings.topics.alerts, settings.topics.feedback)  # fmt: skip
 
     def _stop(signum: int, _frame: FrameType | None) -> None:

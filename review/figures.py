@@ -26,6 +26,16 @@ class Figures:
         self._models: OrderedDict[tuple[str, str], Artifact] = OrderedDict()
         self._lock = threading.Lock()  # matplotlib draws one figure at a time
 
+    def warm(self) -> None:
+        """Draw once at start: matplotlib's first figure (its fonts) is not the first page's."""
+        from matplotlib import pyplot as plt
+
+        with self._lock:
+            fig = plt.figure(figsize=(2, 1))
+            fig.add_subplot().plot([0, 1], [0, 1], label="warm")
+            fig.savefig(BytesIO(), format="png")
+            plt.close(fig)
+
     def png(self, entry: Entry) -> bytes:
         """The figure; EpisodeError (or ArtifactError) when its records or model are gone."""
         fresh = entry.state == "resolved" or 0

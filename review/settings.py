@@ -32,7 +32,7 @@ class HttpSettings(_Part):
     """Where the page listens."""
 
     host: str = "0.0.0.0"  # a pod's address: its network policy lets only the proxy in
-    port: int = Field(default=8080, ge=1, le=65535)
+    port: int = Field(default=8080, ge=0, le=65535)  # 0: any free one (the log names it)
     threads: int = Field(default=8, ge=1, le=64)
 
 

@@ -43,6 +43,7 @@ def make_app(
         settings.auth.form_key.get_secret_value().encode() if settings.auth.form_key else None
     )
     figures = Figures(settings)
+    app.extensions["figures"] = figures  # review.cli warms it before serving
 
     @app.before_request
     def _who() -> Any:

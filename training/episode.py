@@ -3,10 +3,10 @@
     anomaly-train report EPISODE_ID [--out DIR] [--margin-s 600]
 
 The episode id names the record that opened it (`<input topic>/<partition>/<offset>`, as in
-the events). The report reads that record (its asset, its broker time), the episode's events
-from the alerts topic (the open, and the resolve if it came), and the asset's records on that
-partition from `margin_s` before the episode's first record to `margin_s` after its last (by
-the broker's times; to the end of the partition while it is open). It scores them with the
+the events). The report reads that record, the episode's events from the alerts topic (the
+open, and the resolve if it came), and the asset's records on that partition from `margin_s`
+before the episode's first record to `margin_s` after its last (by the broker's times; to the
+end of the partition while it is open: training.kafka_range.read_around). It scores them with the
 model version the open event names, from the store, and writes `episode-<id>.json` and
 `episode-<id>.png` into `out`: each top feature's actual values and the model's expectation
 of them, with the episode shaded, and the score against the threshold. No consumer group is used.
@@ -18,7 +18,7 @@ import json
 import logging
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any, Protocol
 
@@ -30,7 +30,7 @@ from anomaly.records import RecordError, parse_ts
 from anomaly.settings import DEFAULT_MODEL, KafkaSettings, RouteSettings
 from training.assembled import training_rows
 from training.data import DataError
-from training.kafka_range import TopicRange, plan_range, read_planned
+from training.kafka_range import Around, TopicRange, plan_range, read_around, read_planned
 from training.settings import StoreSettings, TrainingInputSettings, TrainingTopics
 
 log = logging.getLogger(__name__)
@@ -63,13 +63,13 @@ class EpisodeReport:
 
 @dataclass(frozen=True)
 class Episode:
-    """An episode as the topics hold it: its events, and where its opening record lies."""
+    """An episode as the topics hold it: where its opening record lies, and its events."""
 
     topic: str
     partition: int
+    offset: int
     opened: dict[str, Any]
     resolved: dict[str, Any] | None
-    opened_ms: int  # the opening record's broker time
 
 
 def find_episode(
@@ -77,7 +77,7 @@ def find_episode(
 ) -> Episode:
     """The episode's open (and resolve) events; EpisodeError when the id is malformed or no
     such episode was opened. `known`: its events by type where the caller holds them (the
-    review page follows the alerts topic), instead of reading the alerts topic again."""
+    review page follows the alerts topic): nothing is read."""
     match = EPISODE_ID.match(episode_id)
     if match is None:
         raise EpisodeError(
@@ -90,17 +90,20 @@ def find_episode(
             f"episode {episode_id} opened on topic {topic!r}, not on the input topic "
             f"{settings.topics.input!r} (TRAINING_TOPICS__INPUT)"
         )
-    opening = _one(settings, topic, partition, offset)
-    if opening is None:
-        raise EpisodeError(f"no record at {episode_id}: the episode id is unknown (or expired)")
-    stamp = getattr(opening, "timestamp", None) or 0
-    events = known if known is not None else _events(settings, episode_id, max(0, stamp - 60_000))
+    if known is not None:
+        events = known
+    else:
+        opening = _one(settings, topic, partition, offset)
+        if opening is None:
+            raise EpisodeError(f"no record at {episode_id}: the episode id is unknown (or expired)")
+        stamp = getattr(opening, "timestamp", None) or 0
+        events = _events(settings, episode_id, max(0, stamp - 60_000))
     if "open" not in events:
         raise EpisodeError(
             f"no open event for episode {episode_id} on {settings.topics.alerts}: the episode "
             "id is unknown"
         )
-    return Episode(topic, partition, events["open"], events.get("resolve"), stamp)
+    return Episode(topic, partition, offset, events["open"], events.get("resolve"))
 
 
 def report_episode(
@@ -123,16 +126,24 @@ def episode_report(
 ) -> dict[str, Any]:
     """The episode's records around it, scored by the model version that opened it (or
     `loaded`, that version already in hand): each top feature against its expectation."""
-    opened, resolved, stamp = found.opened, found.resolved, found.opened_ms
-    topic, partition = found.topic, found.partition
+    opened, resolved = found.opened, found.resolved
     asset_id, model_name = str(opened["asset_id"]), str(opened.get("model", DEFAULT_MODEL))
     version = str(opened["model_version"])
     artifact = loaded or model_store(settings.store.path, model_name).load(version)
-    closing = (
-        _one(settings, topic, partition, int(resolved["source"]["offset"])) if resolved else None
-    )
-    last = (getattr(closing, "timestamp", None) or None) if closing else None
-    rows = _asset_rows(settings, artifact, asset_id, partition, (stamp, last), margin_s)
+    began = parse_ts(opened["started_at"])
+    ended = parse_ts(resolved["ended_at"]) if resolved else None
+    # read by broker time: the opening record's, and the episode's length in record time
+    # after it (a live stream's broker times are its record times; a replay's run later)
+    margin = int(margin_s * 1000)
+    after = None if ended is None else int((ended - began).total_seconds() * 1000) + margin
+    around = read_around(settings.kafka, found.topic, found.partition, found.offset, margin,
+                         after)  # fmt: skip
+    if around is None:
+        raise EpisodeError(
+            f"no record at {opened['episode_id']}: the episode's records have expired"
+        )
+    span = (began, ended)
+    rows = _asset_rows(settings, artifact, asset_id, around, span, margin_s)
     return _score(artifact, asset_id, rows, opened, resolved, str(opened["episode_id"]))
 
 
@@ -163,33 +174,27 @@ def _asset_rows(
     settings: Sources,
     artifact: Artifact,
     asset_id: str,
-    partition: int,
-    span_ms: tuple[int, int | None],
+    around: Around,
+    span: tuple[datetime, datetime | None],
     margin_s: float,
 ) -> list[tuple[datetime, int, list[float]]]:
-    """The asset's records on its partition from `margin_s` before the episode's first record
-    to `margin_s` after its last (broker times; None: to the end): (time, offset, values)."""
-    first, last = span_ms
-    margin = int(margin_s * 1000)
-    lo, hi = first - margin, None if last is None else last + margin
-    # to the partition's end, each record kept by its broker time: a broker's end lookup
-    # is not trusted (Tansu 0.6 answers every time lookup with offset 0)
-    planned = plan_range(settings.kafka, settings.topics.input, lo, None, 10**12)
-    start, end = planned.starts.get(partition, 0), planned.ends.get(partition, 0)
-    one = TopicRange(planned.topic, {partition: start}, {partition: end}, planned.by_broker_time)
+    """The asset's records from `margin_s` before the episode's first record to `margin_s`
+    after its last (record times, as the figure shows them; no last: to the end), of those
+    read around it (by broker times, which equal record times on a live stream and are later
+    on a replayed one): (time, offset, values)."""
+    margin = timedelta(seconds=margin_s)
+    lo, hi = span[0] - margin, None if span[1] is None else span[1] + margin
     features = artifact.manifest.features
     # every message read as this model's (the episode says which model scored it)
     decoder = Decoder(settings.input, RouteSettings(), {"model": features})
     decoded = []
-    for record in read_planned(settings.kafka, one):
-        stamp = getattr(record, "timestamp", None)
-        if stamp is not None and stamp >= 0 and (stamp < lo or (hi is not None and stamp > hi)):
-            continue
+    for record in around.records:
         try:
             message = decoder.decode(record.value or b"")
         except RecordError:
             continue  # a dead letter, or a record with a sensor out: not scored by the worker
-        if message[1].asset_id == asset_id:
+        ts = message[1].ts
+        if message[1].asset_id == asset_id and lo <= ts and (hi is None or ts <= hi):
             decoded.append((record.offset, message))
     _, assembled = training_rows(
         decoded, features, (), settings.input.cadence_s, settings.input.stale_after_s
@@ -255,7 +260,11 @@ def draw(report: dict[str, Any], out: IO[bytes], image: str = "png") -> None:
     records = report["records"]
     ts = [parse_ts(t) for t in records["ts"]]
     top = report["top_features"]
-    fig, axes = plt.subplots(len(top) + 1, 1, figsize=(10, 2.2 * (len(top) + 1)), sharex=True)
+    rows = len(top) + 1
+    fig, axes = plt.subplots(rows, 1, figsize=(10, 2.2 * rows), sharex=True)
+    # fixed margins: tight_layout measured every label again, a third of the drawing's time
+    fig.subplots_adjust(left=0.08, right=0.98, bottom=0.35 / rows, top=1 - 0.4 / rows,
+                        hspace=0.15)  # fmt: skip
     start = parse_ts(report["started_at"])
     end = parse_ts(report["ended_at"]) if report["ended_at"] else ts[-1]
     for ax, feature in zip(axes, top, strict=False):
@@ -273,7 +282,6 @@ def draw(report: dict[str, Any], out: IO[bytes], image: str = "png") -> None:
         ax.legend(loc="upper left", fontsize="small")
     fig.suptitle(f"{report['asset_id']}: episode {report['episode_id']} "
                  f"(model {report['model']} {report['model_version']})")  # fmt: skip
-    fig.tight_layout()
     fig.savefig(out, dpi=100, format=image)
     plt.close(fig)
 

@@ -250,3 +250,83 @@ def _first_records(
             if tp not in out and consumer.position(tp) >= highs[tp]:
                 out[tp] = None
     return {tp: out[tp] for tp in wanted}
+
+
+@dataclass(frozen=True)
+class Around:
+    """Records of one partition around one of its records: that record's broker time
+    (`first_ms`), and the records read, in offset order."""
+
+    first_ms: int
+    records: list[SourceRecord]
+
+
+READ_S = 30  # the longest one read around an episode may wait for the brokers
+
+
+def read_around(
+    kafka: KafkaSettings, topic: str, partition: int, first: int, before_ms: int,
+    after_ms: int | None,
+) -> Around | None:  # fmt: skip
+    """The records of one partition from `before_ms` before the broker time of its record at
+    offset `first` to `after_ms` after it (None: to the partition's end), with one consumer
+    outside any group; None when the partition no longer holds `first`. The start is the
+    brokers' time lookup (at most `first`; a broker that answers 0, Tansu 0.6, makes it a
+    scan from there); the read stops at the first record past the end by more than a minute
+    (producers' clocks differ), or at the partition's end (the fetches' high-water mark)."""
+    # large fetches: the span is read in one or two; no wait at the partition's end
+    consumer = reached(
+        make_consumer, kafka, None, max_poll_records=10_000, fetch_max_wait_ms=50,
+        max_partition_fetch_bytes=16 * 2**20, fetch_max_bytes=64 * 2**20,
+    )  # fmt: skip
+    try:
+        tp = TopicPartition(topic, partition)
+        consumer.assign([tp])
+        opening = _record_at(consumer, tp, first)
+        if opening is None:
+            return None
+        first_ms = _stamp(opening)
+        try:
+            found = consumer.offsets_for_times({tp: max(0, first_ms - before_ms)})[tp]
+            start = min(found.offset, first) if found is not None else first
+        except (KafkaError, NotImplementedError, ValueError):  # no lookup (Kafka 0.9)
+            start = consumer.beginning_offsets([tp])[tp]
+        stop = None if after_ms is None or first_ms < 0 else first_ms + after_ms + 60_000
+        consumer.seek(tp, start)
+        records: list[SourceRecord] = []
+        deadline = time.monotonic() + READ_S
+        while time.monotonic() < deadline:
+            batch = poll_records(consumer, 500, 10_000)
+            for record in batch:
+                if stop is not None and _stamp(record) > stop:
+                    return Around(first_ms, records)
+                records.append(record)
+            mark = consumer.highwater(tp)
+            if not batch and mark is not None and consumer.position(tp) >= mark:
+                break
+        return Around(first_ms, records)
+    except KafkaError as exc:
+        raise KafkaUnavailableError(f"cannot read {topic}/{partition}: {exc!r}") from exc
+    finally:
+        consumer.close(autocommit=False)
+
+
+def _record_at(consumer: KafkaConsumer, tp: TopicPartition, offset: int) -> Any:
+    """The partition's record at `offset`; None when it holds none there (expired, or not yet
+    written)."""
+    consumer.seek(tp, offset)
+    deadline = time.monotonic() + READ_S
+    while time.monotonic() < deadline:
+        batch = poll_records(consumer, 500, 1)
+        if batch:
+            return batch[0] if batch[0].offset == offset else None
+        mark = consumer.highwater(tp)
+        if mark is not None and consumer.position(tp) >= mark:
+            return None
+    return None
+
+
+def _stamp(record: Any) -> int:
+    """A record's broker time (ms); -1 where the broker keeps none (Kafka 0.9)."""
+    stamp = getattr(record, "timestamp", None)
+    return -1 if stamp is None else int(stamp)

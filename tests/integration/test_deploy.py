@@ -20,6 +20,9 @@ import yaml
 from pydantic import BaseModel
 
 from anomaly.settings import SECRETS_DIR
+from review.episodes import EpisodeIndex
+from review.settings import ReviewSettings
+from review.web import make_app
 from tests.support.models import REPO
 from tests.support.observability import dashboard, dashboard_exprs, rule_exprs
 from training import metrics as training_metrics
@@ -37,6 +40,20 @@ SECRET_KEYS = (
     "KAFKA__SECURITY_PROTOCOL", "KAFKA__SASL_MECHANISM", "KAFKA__SASL_USERNAME",
     "KAFKA__SASL_PASSWORD", "KAFKA__SSL_PASSWORD",
 )  # fmt: skip
+# The three roles: the worker and the review page (Deployments), the training job (CronJob),
+# each with its settings' prefix and model, and the Secret its Kafka credentials come from as
+# files (the review page has its own principal: docs/review.md).
+ROLES = ("worker", "training", "review")
+SETTINGS: dict[str, tuple[str, type[BaseModel]]] = {
+    "worker": ("WORKER_", WorkerSettings),
+    "training": ("TRAINING_", TrainingSettings),
+    "review": ("REVIEW_", ReviewSettings),
+}
+KAFKA_SECRETS = {
+    "worker": "sensor-anomaly-kafka",
+    "training": "sensor-anomaly-kafka",
+    "review": "sensor-anomaly-review",
+}
 
 
 @cache
@@ -57,16 +74,21 @@ def find(overlay: str, kind: str, name_part: str = "") -> dict[str, Any]:
 
 
 def pod_of(overlay: str, which: str) -> dict[str, Any]:
-    """The pod spec of the worker's Deployment or the training job's CronJob."""
-    if which == "worker":
-        spec: dict[str, Any] = find(overlay, "Deployment")["spec"]["template"]["spec"]
+    """The pod spec of a role: the training job's CronJob, the worker's or the review page's
+    Deployment."""
+    name = f"sensor-anomaly-{which}"
+    if which == "training":
+        spec: dict[str, Any] = find(overlay, "CronJob", name)["spec"]["jobTemplate"]["spec"]
+        spec = spec["template"]["spec"]
     else:
-        spec = find(overlay, "CronJob")["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+        spec = find(overlay, "Deployment", name)["spec"]["template"]["spec"]
     return spec
 
 
 def containers(overlay: str) -> dict[str, dict[str, Any]]:
-    return {which: pod_of(overlay, which)["containers"][0] for which in ("worker", "training")}
+    found = {which: pod_of(overlay, which)["containers"] for which in ROLES}
+    assert all([c["name"] for c in found[which]] == [which] for which in ROLES), found
+    return {which: found[which][0] for which in ROLES}
 
 
 def test_overlays_exist() -> None:
@@ -83,8 +105,8 @@ def test_every_object_is_valid_against_the_kubernetes_schemas(overlay: str) -> N
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_custom_resources_have_what_their_operators_require(overlay: str) -> None:
-    service = find(overlay, "Service")
-    deployment = find(overlay, "Deployment")
+    service = find(overlay, "Service", "sensor-anomaly-worker")
+    deployment = find(overlay, "Deployment", "sensor-anomaly-worker")
     monitor = find(overlay, "ServiceMonitor")["spec"]
     assert monitor["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     port_names = {p["name"] for p in service["spec"]["ports"]}
@@ -138,40 +160,50 @@ AWS_VARIABLES = {
 }
 
 
-def setting_exists(name: str) -> bool:
+def setting_exists(name: str, which: str) -> bool:
+    """Whether `name` is one of role `which`'s settings (or an AWS variable)."""
     if name in AWS_VARIABLES:
         return True
-    for prefix, model in (("WORKER_", WorkerSettings), ("TRAINING_", TrainingSettings)):
-        if name.startswith(prefix):
-            return has_field(model, name.removeprefix(prefix).lower().split("__"))
-    return False
+    prefix, model = SETTINGS[which]
+    return name.startswith(prefix) and has_field(
+        model, name.removeprefix(prefix).lower().split("__")
+    )
+
+
+def settings_of(overlay: str, which: str, monkeypatch: pytest.MonkeyPatch) -> BaseModel:
+    """Role `which`'s settings as its ConfigMap makes them (validated), its variables unset
+    again afterwards."""
+    data = configmap(overlay, which)
+    with monkeypatch.context() as env:
+        for name, value in data.items():
+            env.setenv(name, value)
+        return SETTINGS[which][1]()
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_every_environment_variable_is_a_setting_with_a_valid_value(
     overlay: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    for which, model in (("worker", WorkerSettings), ("training", TrainingSettings)):
+    for which in ROLES:
         data = configmap(overlay, which)
-        unknown = [name for name in data if not setting_exists(name)]
+        unknown = [name for name in data if not setting_exists(name, which)]
         assert not unknown, f"{overlay} {which} ConfigMap sets unknown variables {unknown}"
-        for name, value in data.items():
-            monkeypatch.setenv(name, value)
-        model()  # the ConfigMap's values pass validation
-        for var in data:
-            monkeypatch.delenv(var)
+        settings_of(overlay, which, monkeypatch)  # the ConfigMap's values pass validation
     for which, container in containers(overlay).items():
-        prefix = "WORKER_" if which == "worker" else "TRAINING_"
+        prefix = SETTINGS[which][0]
         for env in container.get("env", []):
-            assert env["name"] == "OMP_NUM_THREADS" or setting_exists(env["name"]), env
-        # Kafka's credentials: the Secret's keys as files where the settings read them, no
-        # Secret as environment variables
-        assert not [e for e in container["envFrom"] if "secretRef" in e]
-        [mount] = [m for m in container["volumeMounts"] if m["name"] == "kafka-credentials"]
-        assert (mount["mountPath"], mount.get("readOnly")) == (SECRETS_DIR, True)
+            assert env["name"] == "OMP_NUM_THREADS" or setting_exists(env["name"], which), env
+        # the settings: the role's own ConfigMap; Kafka's credentials: the Secret's keys as
+        # files where the settings read them, no Secret as environment variables
+        own = find(overlay, "ConfigMap", f"sensor-anomaly-{which}-")["metadata"]["name"]
+        assert container["envFrom"] == [{"configMapRef": {"name": own}}], (which, own)
+        [mount] = [m for m in container["volumeMounts"] if m["mountPath"] == SECRETS_DIR]
+        assert mount.get("readOnly") is True, which
         [volume] = [v for v in pod_of(overlay, which)["volumes"] if v["name"] == mount["name"]]
-        assert volume["secret"] == {"secretName": "sensor-anomaly-kafka", "optional": True}
-        assert all(setting_exists(prefix + key) for key in SECRET_KEYS)
+        assert volume["secret"] == {"secretName": KAFKA_SECRETS[which], "optional": True}
+        assert all(setting_exists(prefix + key, which) for key in SECRET_KEYS), which
+    # the review page's Secret holds its forms' key too (docs/review.md)
+    assert setting_exists("REVIEW_AUTH__FORM_KEY", "review")
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
@@ -195,34 +227,73 @@ def test_probes_and_ports_match_the_worker(overlay: str) -> None:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
+def test_probes_and_ports_match_the_review_page(
+    overlay: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    review = containers(overlay)["review"]
+    settings = settings_of(overlay, "review", monkeypatch)
+    assert isinstance(settings, ReviewSettings)
+    [port] = review["ports"]
+    assert port["containerPort"] == settings.http.port, (port, settings.http)
+    assert settings.http.host in ("0.0.0.0", "::"), settings.http  # the kubelet's probes reach it
+    # the page the settings make; the kubelet asks from the node, without the identity
+    # proxy's headers (any other page refuses such a request)
+    client = make_app(settings, EpisodeIndex(settings.max_episodes)).test_client()
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        get = review[probe]["httpGet"]
+        assert get["port"] in (port["name"], port["containerPort"]), (probe, get)
+        response = client.get(get["path"], environ_base={"REMOTE_ADDR": "192.0.2.1"})
+        assert response.status_code == 200, (probe, get["path"])
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_and_network_policy_reaches_its_deployments_port(overlay: str) -> None:
+    deployments = [o for o in render(overlay) if o["kind"] == "Deployment"]
+    for which in ("worker", "review"):
+        name = f"sensor-anomaly-{which}"
+        labels = find(overlay, "Deployment", name)["spec"]["template"]["metadata"]["labels"]
+        [port] = containers(overlay)[which]["ports"]
+        service = find(overlay, "Service", name)["spec"]
+        selected = [d["metadata"]["name"] for d in deployments if service["selector"].items()
+                    <= d["spec"]["template"]["metadata"]["labels"].items()]  # fmt: skip
+        assert selected == [name], (name, service["selector"])
+        assert [p["targetPort"] for p in service["ports"]] == [port["name"]], name
+        policy = find(overlay, "NetworkPolicy", name)["spec"]
+        assert policy["podSelector"]["matchLabels"].items() <= labels.items(), name
+        ingress = {p["port"] for rule in policy["ingress"] for p in rule["ports"]}
+        assert ingress & {port["name"], port["containerPort"]}, (name, ingress)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
 def test_pods_are_locked_down_and_torch_threads_are_bounded(overlay: str) -> None:
     for which, container in containers(overlay).items():
         assert container["image"].startswith("ghcr.io/"), which
-        assert container["imagePullPolicy"] == "Always"  # a tag moved is a new image
+        assert container["imagePullPolicy"] == "Always", which  # a tag moved is a new image
         context = container["securityContext"]
-        assert context["readOnlyRootFilesystem"] is True
-        assert context["allowPrivilegeEscalation"] is False
-        assert context["capabilities"]["drop"] == ["ALL"]
+        assert context["readOnlyRootFilesystem"] is True, which
+        assert context["allowPrivilegeEscalation"] is False, which
+        assert context["capabilities"]["drop"] == ["ALL"], which
         if which == "training":  # fitting uses the threads its CPU limit allows
             threads = next(e for e in container["env"] if e["name"] == "OMP_NUM_THREADS")
             assert threads["valueFrom"]["resourceFieldRef"]["resource"] == "limits.cpu"
-        else:  # scoring is one thread (WORKER_SCORE_THREADS): more spin and starve the client
+        elif which == "worker":
+            # scoring is one thread (WORKER_SCORE_THREADS): more spin and starve the client
             assert "OMP_NUM_THREADS" not in {e["name"] for e in container.get("env", [])}
             assert configmap(overlay, "worker")["WORKER_SCORE_THREADS"] == "1"
+        # (the review page's image has no torch: the Dockerfile's review target)
         mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
-        if store_on_volume(overlay):
-            assert mounts["/models"].get("readOnly", False) is (which == "worker")
-        assert "/tmp" in mounts
-    for kind in ("Deployment", "CronJob"):
-        spec = find(overlay, kind)["spec"]
-        pod = spec["template"]["spec"] if kind == "Deployment" else (
-            spec["jobTemplate"]["spec"]["template"]["spec"])  # fmt: skip
-        assert pod["securityContext"]["runAsNonRoot"] is True
-        assert pod["securityContext"]["runAsUser"] == 10001
-        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault"
-    cron = find(overlay, "CronJob")["spec"]
+        if store_on_volume(overlay):  # only the training job writes the store
+            assert mounts["/models"].get("readOnly", False) is (which != "training"), which
+        assert "/tmp" in mounts, which
+    for which in ROLES:
+        pod = pod_of(overlay, which)
+        assert pod["automountServiceAccountToken"] is False, which
+        assert pod["securityContext"]["runAsNonRoot"] is True, which
+        assert pod["securityContext"]["runAsUser"] == 10001, which
+        assert pod["securityContext"]["seccompProfile"]["type"] == "RuntimeDefault", which
+    cron = find(overlay, "CronJob", "sensor-anomaly-training")["spec"]
     assert cron["concurrencyPolicy"] == "Forbid"
-    grace = find(overlay, "Deployment")["spec"]["template"]["spec"]
+    grace = pod_of(overlay, "worker")
     config = configmap(overlay, "worker")
     one_batch = int(config["WORKER_BATCH__MAX_WAIT_MS"]) / 1000
     assert grace["terminationGracePeriodSeconds"] > one_batch + float(
@@ -235,33 +306,40 @@ def store_on_volume(overlay: str) -> bool:
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
-def test_the_model_store_is_the_shared_volume_or_one_bucket_for_both_roles(overlay: str) -> None:
-    worker, training = configmap(overlay, "worker"), configmap(overlay, "training")
-    location = worker["WORKER_STORE__PATH"]
-    assert training["TRAINING_STORE__PATH"] == location
-    pods = {"worker": find(overlay, "Deployment")["spec"]["template"]["spec"],
-            "training": find(overlay, "CronJob")["spec"]["jobTemplate"]["spec"]["template"][
-                "spec"]}  # fmt: skip
+def test_the_model_store_is_the_shared_volume_or_one_bucket_for_every_role(overlay: str) -> None:
+    data = {which: configmap(overlay, which) for which in ROLES}
+    location = data["worker"]["WORKER_STORE__PATH"]
+    for which in ROLES:
+        assert data[which][SETTINGS[which][0] + "STORE__PATH"] == location, which
+    pods = {which: pod_of(overlay, which) for which in ROLES}
     claims = {v.get("persistentVolumeClaim", {}).get("claimName") for pod in pods.values()
               for v in pod["volumes"]} - {None}  # fmt: skip
     if store_on_volume(overlay):
         assert not location.startswith("s3://")
         assert claims == {find(overlay, "PersistentVolumeClaim")["metadata"]["name"]}
+        for which, pod in pods.items():  # the claim where the settings say; only training writes
+            [volume] = [v for v in pod["volumes"] if "persistentVolumeClaim" in v]
+            [container] = pod["containers"]
+            [mount] = [m for m in container["volumeMounts"] if m["name"] == volume["name"]]
+            assert mount["mountPath"] == location, which
+            read_only = which != "training"
+            assert mount.get("readOnly", False) is read_only, which
+            assert volume["persistentVolumeClaim"].get("readOnly", False) is read_only, which
         return
     assert location.startswith("s3://"), overlay  # no volume: a bucket
     assert not claims
-    assert worker["AWS_REGION"] == training["AWS_REGION"]
+    assert len({d["AWS_REGION"] for d in data.values()}) == 1, data
+    assert len({d.get("AWS_ENDPOINT_URL_S3") for d in data.values()}) == 1, data
     for which, pod in pods.items():  # one identity per role, credentials the AWS way
-        account = find(overlay, "ServiceAccount", which)
-        assert pod["serviceAccountName"] == account["metadata"]["name"]
-        assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"]
+        account = find(overlay, "ServiceAccount", f"sensor-anomaly-{which}")
+        assert pod["serviceAccountName"] == account["metadata"]["name"], which
+        assert "eks.amazonaws.com/role-arn" in account["metadata"]["annotations"], which
         [container] = pod["containers"]
         [mount] = [m for m in container["volumeMounts"] if m["name"] == "s3-credentials"]
         [volume] = [v for v in pod["volumes"] if v["name"] == "s3-credentials"]
         assert volume["secret"] == {"secretName": "sensor-anomaly-s3", "optional": True}
-        data = worker if which == "worker" else training
-        assert data["AWS_SHARED_CREDENTIALS_FILE"] == mount["mountPath"] + "/credentials"
-        assert "/models" not in {m["mountPath"] for m in container["volumeMounts"]}
+        assert data[which]["AWS_SHARED_CREDENTIALS_FILE"] == mount["mountPath"] + "/credentials"
+        assert "/models" not in {m["mountPath"] for m in container["volumeMounts"]}, which
     for policy in (o for o in render(overlay) if o["kind"] == "NetworkPolicy"):
         ports = {p["port"] for rule in policy["spec"]["egress"] for p in rule["ports"]}
         assert 443 in ports, policy["metadata"]["name"]  # HTTPS to the object store
@@ -272,12 +350,15 @@ def test_the_images_and_the_manifests_run_the_real_commands() -> None:
     dockerfile = (REPO / "Dockerfile").read_text()
     targets = dict(re.findall(r"^FROM runtime AS (\w+)\n(?:.*\n)*?CMD (\[.*\])$", dockerfile,
                               flags=re.M))  # fmt: skip
-    assert {t: json.loads(c) for t, c in targets.items()} == {
-        "worker": ["anomaly-worker", "run"], "training": ["anomaly-train", "fit"]}  # fmt: skip
+    commands = {t: json.loads(c) for t, c in targets.items()}
+    assert commands == {
+        "worker": ["anomaly-worker", "run"], "training": ["anomaly-train", "fit"],
+        "review": ["anomaly-review", "run"]}  # fmt: skip
     assert "USER 10001:10001" in dockerfile
     for overlay in OVERLAYS:
         for which, container in containers(overlay).items():
             assert container["image"].split(":")[0].endswith(f"/sensor-anomaly-{which}")
+            assert container["args"] == commands[which], (overlay, which)
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     for overlay in OVERLAYS:
         for container in containers(overlay).values():

@@ -173,9 +173,13 @@ def test_in_a_browser_from_the_list_to_a_recorded_verdict_in_two_clicks(
             page = judge.new_page()
             page.goto(served.review.url)
             page.screenshot(path=shots / "review-list.png")
-            page.click(f'a[href="/episodes/{event["episode_id"]}"]')  # click 1
-            page.wait_for_function("document.querySelector('figure img').complete")
-            drawn = page.evaluate("document.querySelector('figure img').naturalWidth")
+            with page.expect_response(lambda r: r.url.endswith("/figure.png")) as figure:
+                page.click(f'a[href="/episodes/{event["episode_id"]}"]')  # click 1
+            assert figure.value.status == 200
+            image = page.locator("figure img")
+            image.wait_for()
+            # (a function, not a string: the page's policy refuses eval, and so this check)
+            drawn = image.evaluate("img => img.complete && img.naturalWidth")
             assert drawn > 0, "the figure was not drawn"
             page.screenshot(path=shots / "review-episode.png", full_page=True)
             page.fill("textarea[name=note]", "pump swapped")

@@ -22,7 +22,8 @@ TINY = {
     "scaling": ["--records", "20000", "--assets", "100", "--repeats", "1", "--broker", "tansu"],
     "soak": ["--rate", "500", "--minutes", "0.1", "--interval", "2", "--assets", "50"],
     "models": ["--records", "4000", "--assets", "20", "--repeats", "1", "--window", "5"],
-    "review": ["--assets", "4", "--readings", "1700", "--repeats", "1"],
+    "review": ["--assets", "4", "--readings", "4200", "--fault-readings", "100",
+               "--repeats", "1"],
 }  # fmt: skip
 
 
