@@ -72,14 +72,24 @@ class EpisodeIndex:
         self._keep = keep
         self._entries: OrderedDict[str, Entry] = OrderedDict()
         self._waiting: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._sizes: OrderedDict[str, int] = OrderedDict()  # incident id -> its members
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def event(self, event: dict[str, Any]) -> None:
-        """One event of the alerts topic (anything but an episode's is left alone)."""
+        """One event of the alerts topic: an episode's, or an incident's (its size kept);
+        anything else is left alone."""
         kind, episode_id = event.get("type"), event.get("episode_id")
+        incident, size = event.get("incident_id"), event.get("size")
+        if isinstance(incident, str) and isinstance(size, int):
+            with self._lock:
+                self._sizes[incident] = size
+                self._sizes.move_to_end(incident)
+                while len(self._sizes) > self._keep:
+                    self._sizes.popitem(last=False)
+            return
         if not isinstance(episode_id, str):
             return
         with self._lock:
@@ -129,6 +139,11 @@ class EpisodeIndex:
             found = [e for e in reversed(self._entries.values()) if query.matches(e)]
         found.sort(key=lambda e: e.state == "resolved")  # stable: latest first within each
         return found[: query.limit]
+
+    def incident_size(self, incident_id: str | None) -> int:
+        """How many episodes the incident has had (1: an episode alone, or not known)."""
+        with self._lock:
+            return self._sizes.get(incident_id or "", 1)
 
     def models(self) -> list[str]:
         with self._lock:

@@ -5,7 +5,15 @@ from __future__ import annotations
 import ipaddress
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from anomaly import settings
@@ -58,6 +66,19 @@ class AuthSettings(_Part):
         return value
 
 
+class ReviewInputSettings(TrainingInputSettings):
+    """The input's shape, as the training job reads it (the figure decodes as it does)."""
+
+    @model_validator(mode="after")
+    def _cadence_for_values(self) -> ReviewInputSettings:
+        if self.shape == "value" and self.cadence_s is None:
+            raise ValueError(
+                "one value per message (shape value) needs the records' cadence: set "
+                "REVIEW_INPUT__CADENCE_S (seconds between assembled records)"
+            )
+        return self
+
+
 class ReviewSettings(AppSettings):
     """The review page's settings (one frozen object, validated at start)."""
 
@@ -65,7 +86,7 @@ class ReviewSettings(AppSettings):
 
     kafka: KafkaSettings = KafkaSettings(client_id=CLIENT_ID)
     topics: TrainingTopics = TrainingTopics()
-    input: TrainingInputSettings = TrainingInputSettings()
+    input: ReviewInputSettings = ReviewInputSettings()
     store: StoreSettings = StoreSettings()
     http: HttpSettings = HttpSettings()
     auth: AuthSettings = AuthSettings()

@@ -79,7 +79,8 @@ def make_app(
         query = Query(args.get("asset", ""), args.get("model", ""), _one_of(args.get("state"),
                       STATES), _one_of(args.get("verdict"), JUDGED))  # fmt: skip
         return render_template("list.html", entries=index.select(query), query=query,
-                               models=index.models(), states=STATES, judged=JUDGED)  # fmt: skip
+                               models=index.models(), states=STATES, judged=JUDGED,
+                               size=index.incident_size)  # fmt: skip
 
     @app.get("/assets/<asset_id>")
     def asset(asset_id: str) -> BaseResponse:
@@ -92,7 +93,8 @@ def make_app(
     def episode(episode_id: str) -> str:
         entry = index.get(episode_id) or abort(404)
         return render_template("episode.html", entry=entry, verdicts=VERDICTS,
-                               token=keys.token(g.who.user))  # fmt: skip
+                               token=keys.token(g.who.user),
+                               size=index.incident_size(entry.incident))  # fmt: skip
 
     @app.get("/episodes/<path:episode_id>/figure.png")
     def figure(episode_id: str) -> Response:

@@ -125,6 +125,17 @@ def test_the_list_shows_open_episodes_first_then_the_latest_and_filters() -> Non
     assert index.models() == ["fans", "pumps"]
 
 
+def test_an_incidents_size_comes_from_its_events() -> None:
+    index = EpisodeIndex(keep=100)
+    assert index.incident_size("readings/0/1") == 1  # alone, or not known
+    assert index.incident_size(None) == 1
+    index.event({"type": "incident_open", "incident_id": "readings/0/1", "size": 2})
+    index.event({"type": "incident_update", "incident_id": "readings/0/1", "size": 3})
+    index.event({"type": "incident_update", "incident_id": "readings/0/1", "size": "x"})
+    assert index.incident_size("readings/0/1") == 3
+    assert len(index) == 0  # no episode of its own
+
+
 def test_an_assets_link_finds_its_open_episode_or_else_its_latest() -> None:
     index = EpisodeIndex()
     index.event(opened(1))
@@ -204,7 +215,8 @@ def test_a_forms_token_holds_for_its_user_for_a_while() -> None:
 def index() -> EpisodeIndex:
     index = EpisodeIndex()
     index.event(opened(1))
-    index.event(opened(2, asset="pump-02"))
+    index.event(opened(2, asset="pump-02", incident="readings/0/1"))
+    index.event({"type": "incident_open", "incident_id": "readings/0/1", "size": 2})
     index.event(event("resolve", 2, ended_at="2026-12-01T00:09:00Z", records=9))
     index.verdict(
         verdict(2, "confirmed", by="carol")
@@ -259,6 +271,8 @@ def test_the_list_and_an_episode_page(client: FlaskClient) -> None:
     assert "by carol" in page.text
     assert "bearing &lt;worn&gt;" in page.text  # escaped
     assert "9 records" in page.text
+    assert "readings/0/1: 2 assets, one cause, one page" in page.text
+    assert "readings/0/1 (2 assets)" in listed.text
     assert get(client, "/episodes/readings/0/99", JUDGE).status_code == 404
 
 

@@ -1,9 +1,10 @@
-"""Every setting of the README's Worker and Training tables, set once to a value other than
-its default, through its environment variable (and, for the training job, its flag), and seen
-to take effect on the settings object the process runs with.
+"""Every setting of the README's Worker and Training tables and of docs/review.md's Settings
+table, set once to a value other than its default, through its environment variable (and, for
+the training job, its flag), and seen to take effect on the settings object the process runs
+with.
 
-The tables are read from the README: a setting documented there without a case below fails
-here, and so does a case for a setting the README no longer lists. Where a setting's effect
+The tables are read from the documents: a setting documented there without a case below fails
+here, and so does a case for a setting its table no longer lists. Where a setting's effect
 needs a broker or a process, the case names the test that shows it (checked to exist).
 """
 
@@ -14,18 +15,21 @@ import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from ipaddress import ip_network
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import BaseModel, SecretStr, ValidationError
 
+from review.settings import ReviewSettings
 from tests.support.models import REPO
 from training.cli import _overrides, _parser
 from training.settings import TrainingSettings
 from worker.settings import WorkerSettings
 
 README = REPO / "README.md"
+REVIEW_DOC = REPO / "docs" / "review.md"
 EFFECT = "tests/integration/test_settings_effect.py::"
 EXITS = "tests/integration/test_exit_codes.py::"
 MTLS = "tests/integration/test_mutual_tls.py::"
@@ -58,8 +62,8 @@ SECURED_TRAINING = (f"{MTLS}test_the_training_job_reads_its_range_over_a_secured
 SCRAM_WORKER = ("tests/integration/test_security.py::test_a_scram_user_with_its_acls_runs_the_"
                 "worker_over_tls",)  # fmt: skip
 
-# The Kafka connection: the same fields for both (WORKER_KAFKA__*, TRAINING_KAFKA__*). The
-# `needs` keys and the settings named without a prefix take the app's.
+# The Kafka connection: the same fields for each app (WORKER_KAFKA__*, TRAINING_KAFKA__*,
+# REVIEW_KAFKA__*). The `needs` keys and the settings named without a prefix take the app's.
 KAFKA: dict[str, Case] = {
     "BOOTSTRAP_SERVERS": Case("kafka-0:9092,kafka-1:9092", "kafka-0:9092,kafka-1:9092"),
     "CLIENT_ID": Case(
@@ -330,13 +334,75 @@ for name in (*TLS_FIELDS, *SASL_FIELDS):
     TRAINING[f"TRAINING_KAFKA__{name}"] = Case(**{**vars(TRAINING[f"TRAINING_KAFKA__{name}"]),
                                                   "shown_by": SECURED_TRAINING})  # fmt: skip
 
-APPS: dict[str, tuple[type[BaseModel], dict[str, Case], str]] = {
-    "WORKER_": (WorkerSettings, WORKER, "### Worker"),
-    "TRAINING_": (TrainingSettings, TRAINING, "### Training job"),
+# The review page's (docs/review.md): its Kafka connection is the worker's fields, whose
+# tests above show the worker's use of them, not the page's.
+PROXIES = ("tests/unit/test_review.py::test_the_proxys_headers_are_believed_only_from_the_proxy",)
+REVIEW: dict[str, Case] = {
+    **{
+        name: Case(case.value, case.expect, case.needs)
+        for name, case in prefixed("REVIEW_", "KAFKA", KAFKA).items()
+    },
+    "REVIEW_TOPICS__ALERTS": TOPICS["ALERTS"],
+    "REVIEW_TOPICS__INPUT": TOPICS["INPUT"],
+    "REVIEW_TOPICS__FEEDBACK": Case("plant.verdicts", "plant.verdicts"),
+    "REVIEW_STORE__PATH": Case("s3://models/plant", "s3://models/plant"),
+    **prefixed("REVIEW_", "INPUT", INPUT),
+    "REVIEW_INPUT__SHAPE": Case("value", Refused("REVIEW_INPUT__CADENCE_S")),
+    "REVIEW_INPUT__STALE_AFTER_S": Case("30", 30.0),
+    "REVIEW_HTTP__HOST": Case("127.0.0.1", "127.0.0.1"),
+    "REVIEW_HTTP__PORT": Case("0", 0),  # any free port
+    "REVIEW_HTTP__THREADS": Case("2", 2),
+    "REVIEW_AUTH__TRUSTED_PROXIES": Case(
+        "10.0.0.0/8, fd00::/8",
+        (ip_network("10.0.0.0/8"), ip_network("fd00::/8")),
+        shown_by=PROXIES,
+    ),
+    "REVIEW_AUTH__USER_HEADER": Case(
+        "X-Auth-Request-User", "X-Auth-Request-User", shown_by=PROXIES
+    ),
+    "REVIEW_AUTH__GROUPS_HEADER": Case(
+        "X-Auth-Request-Groups", "X-Auth-Request-Groups", shown_by=PROXIES
+    ),
+    "REVIEW_AUTH__JUDGE_GROUP": Case("plant-engineers", "plant-engineers", shown_by=PROXIES),
+    "REVIEW_AUTH__FORM_KEY": Case("0123456789abcdef", "0123456789abcdef"),
+    "REVIEW_HISTORY_DAYS": Case("7", 7.0),
+    "REVIEW_MAX_EPISODES": Case("1000", 1000),
+    "REVIEW_MARGIN_S": Case("60", 60.0),
+    "REVIEW_LOG_LEVEL": Case("DEBUG", "DEBUG"),
+}
+
+# Values a table documents as refused (or plainly not settings), beside each variable's case.
+REFUSED: dict[str, tuple[tuple[str, Case], ...]] = {
+    "REVIEW_": (
+        # "16 characters at least"
+        ("REVIEW_AUTH__FORM_KEY", Case("0123456789abcde", Refused("at least 16"))),
+        # no address to believe the proxy from: refused at start
+        ("REVIEW_AUTH__TRUSTED_PROXIES", Case("", Refused("the identity proxy's addresses"))),
+        ("REVIEW_AUTH__TRUSTED_PROXIES", Case("proxy.local", Refused("auth.trusted_proxies"))),
+    ),
 }
 
 
-# Reading the README ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class App:
+    """One app's settings, its cases, and the table that documents them: the lines after the
+    line starting with `heading` in `doc`, up to the next heading; at least `rows` settings."""
+
+    model: type[BaseModel]
+    cases: dict[str, Case]
+    doc: Path
+    heading: str
+    rows: int
+
+
+APPS: dict[str, App] = {
+    "WORKER_": App(WorkerSettings, WORKER, README, "### Worker", 41),
+    "TRAINING_": App(TrainingSettings, TRAINING, README, "### Training job", 41),
+    "REVIEW_": App(ReviewSettings, REVIEW, REVIEW_DOC, "## Settings", 30),
+}
+
+
+# Reading the tables ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -348,10 +414,10 @@ class Row:
 def documented(prefix: str) -> list[Row]:
     """The settings of one app's table, each variable spelt out: `..._X` stands for the
     previous variable's section with X, and `SECTION__*` for every field of that section."""
-    model, _, heading = APPS[prefix]
-    lines = iter(README.read_text(encoding="utf-8").splitlines())
+    app = APPS[prefix]
+    lines = iter(app.doc.read_text(encoding="utf-8").splitlines())
     for line in lines:
-        if line.startswith(heading):
+        if line.startswith(app.heading):
             break
     rows: list[Row] = []
     for line in lines:
@@ -370,7 +436,8 @@ def documented(prefix: str) -> list[Row]:
             flag = flags[i] if len(flags) == len(names) else None
             if name.endswith("__*"):
                 section = name[len(prefix) : -len("__*")].lower()
-                rows += [Row(name[:-1] + f.upper(), None) for f in fields_of(model, section)]
+                fields = fields_of(app.model, section)
+                rows += [Row(name[:-1] + f.upper(), None) for f in fields]
             else:
                 rows.append(Row(name, flag))
     return rows
@@ -388,25 +455,31 @@ def fields_of(model: type[BaseModel], section: str) -> list[str]:
 
 @pytest.mark.parametrize("prefix", list(APPS))
 def test_every_documented_setting_has_a_case_and_every_case_a_row(prefix: str) -> None:
-    _, cases, _ = APPS[prefix]
+    app = APPS[prefix]
     rows = {row.variable for row in documented(prefix)}
-    assert len(rows) > 40  # the table was found
-    assert not sorted(rows - set(cases)), "documented settings without a case here"
-    assert not sorted(set(cases) - rows), "cases here for settings the README does not list"
+    assert len(rows) >= app.rows  # the table was found, its SECTION__* rows spelt out
+    assert not sorted(rows - set(app.cases)), "documented settings without a case here"
+    assert not sorted(set(app.cases) - rows), "cases here for settings the table does not list"
+    refused = {variable for variable, _ in REFUSED.get(prefix, ())}
+    assert not sorted(refused - rows), "refusals here for settings the table does not list"
 
 
 def all_cases() -> Iterator[tuple[str, str, Case]]:
-    for prefix, (_, cases, _) in APPS.items():
-        for variable, case in cases.items():
-            yield prefix, variable, case
+    for prefix, app in APPS.items():
+        yield from ((prefix, variable, case) for variable, case in app.cases.items())
+        yield from ((prefix, variable, case) for variable, case in REFUSED.get(prefix, ()))
+
+
+def case_id(variable: str, case: Case) -> str:
+    return f"{variable}={case.value!r}" if isinstance(case.expect, Refused) else variable
 
 
 @pytest.mark.parametrize(("prefix", "variable", "case"), list(all_cases()),
-                         ids=[v for _, v, _ in all_cases()])  # fmt: skip
+                         ids=[case_id(v, c) for _, v, c in all_cases()])  # fmt: skip
 def test_each_setting_takes_effect_through_its_variable(
     prefix: str, variable: str, case: Case, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    model, _, _ = APPS[prefix]
+    model = APPS[prefix].model
     for name in [n for n in list(os.environ) if n.startswith(prefix)]:
         monkeypatch.delenv(name)
     for name, value in case.needs.items():
