@@ -33,8 +33,9 @@ from tests.support.fakes import FakeRecord, FakeSink, FakeSource, as_records
 from tests.support.kafka import produce, read, run_until_processed
 from tests.support.models import REPO, Trained
 from tests.support.records import outlier
+from tests.support.review import JUDGE, Review, request, review_env, token_of
 from tests.support.waiting import wait_until
-from training.kafka_range import KafkaUnavailableError, plan_range
+from training.kafka_range import KafkaUnavailableError, plan_range, read_planned
 from worker.errors import ExitCode
 from worker.metrics import Metrics
 from worker.runner import Worker
@@ -380,3 +381,62 @@ def test_a_principal_that_may_not_write_the_alerts_stops_the_worker_and_commits_
     [fatal] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("fatal")]
     assert f"writing {t.alerts}" in fatal
     assert "TopicAuthorizationFailed" in fatal
+
+
+def review_acls(settings: WorkerSettings, feedback: str) -> dict[tuple[ResourceType, str], str]:
+    """What the review page's principal needs (docs/review.md): read the episodes and the
+    input, read and write the verdicts; no group."""
+    t = settings.topics
+    return {
+        (ResourceType.TOPIC, t.alerts): "READ DESCRIBE",
+        (ResourceType.TOPIC, t.input): "READ DESCRIBE",
+        (ResourceType.TOPIC, feedback): "READ WRITE DESCRIBE",
+    }
+
+
+@pytest.mark.parametrize("may_write", [True, False], ids=["its-acls", "no-write-on-verdicts"])
+def test_the_review_page_runs_on_the_acls_docs_list_for_it(
+    secured: Secured, trained: Trained, tmp_path: Path, may_write: bool
+) -> None:
+    """The review page as a SCRAM user over TLS with only the ACLs docs/review.md lists: it
+    follows the episodes a worker raised, draws an episode's figure from the input and writes
+    a verdict the operator reads back. Without Write on the verdicts, the page says the
+    verdict was not recorded, and nothing is."""
+    broker, ca = secured
+    as_operator = on_tls(broker, {"bootstrap_servers": broker.bootstrap}, trained.root)
+    feedback = f"{as_operator.topics.alerts}.verdicts"
+    create_topics(operator(broker), {feedback: 1})
+    fleet = Fleet(n_assets=3, seed=12)
+    n = produce(as_operator, fleet.records(300, fleet.faults(300, first=100)))
+    metrics = run_until_processed(as_operator, n)
+    assert metrics.registry.get_sample_value("anomaly_alert_events_total", {"type": "open"})
+    user, password = f"review-{uuid.uuid4().hex[:6]}", uuid.uuid4().hex
+    acls = review_acls(as_operator, feedback)
+    if not may_write:
+        acls[(ResourceType.TOPIC, feedback)] = "READ DESCRIBE"
+    grant(broker, ca, user, password, acls)
+    login = {f"REVIEW_KAFKA__{name.upper()}": str(value)
+             for name, value in scram(broker, ca, user, password).items()}  # fmt: skip
+    page = Review(review_env(as_operator, feedback, **login), tmp_path / "review.log")
+    try:
+        status, listed, _ = request(page.url, JUDGE)
+        assert status == 200
+        episode_id = listed.split('href="/episodes/', 1)[1].split('"', 1)[0]
+        where = f"{page.url}episodes/{episode_id}"
+        status, figure, _ = request(where + "/figure.png", JUDGE)
+        assert status == 200, figure
+        _, shown, _ = request(where, JUDGE)
+        status, said, _ = request(where + "/verdict", JUDGE,
+                                  {"token": token_of(shown), "verdict": "confirmed"})  # fmt: skip
+        planned = plan_range(operator(broker), feedback, 0, None, 100)
+        recorded = [json.loads(r.value or b"") for r in read_planned(operator(broker), planned)]
+        if may_write:
+            assert status == 303, said
+            assert [(v["episode_id"], v["by"]) for v in recorded] == [(episode_id, "alice")]
+        else:
+            assert status == 503
+            assert "not recorded" in said
+            assert recorded == []
+        assert password not in page.process.log.read_text()
+    finally:
+        assert page.stop() == 0, page.process.state()
