@@ -443,6 +443,29 @@ def test_the_board_has_the_panels_and_variables_operators_need() -> None:
         assert json.loads(cm["data"]["sensor-anomaly.json"]) == board
 
 
+def test_the_boards_asset_tables_link_to_the_review_page() -> None:
+    """Each table that lists assets links an asset to its episode on the review page (the
+    path the alert's `review` annotation carries, under the board's `review` variable)."""
+    board = dashboard()
+    [review] = [v for v in board["templating"]["list"] if v["name"] == "review"]
+    assert review["type"] == "textbox"
+    linked = {}
+    for panel in board["panels"]:
+        for override in panel.get("fieldConfig", {}).get("overrides", []):
+            if override["matcher"] == {"id": "byName", "options": "asset_id"}:
+                links = [p["value"] for p in override["properties"] if p["id"] == "links"]
+                linked[panel["title"]] = [link["url"] for found in links for link in found]
+    tables = {p["title"] for p in board["panels"] if p["type"] == "table"
+              and any("asset_id" in t["expr"] for t in p.get("targets", []))}  # fmt: skip
+    assert tables
+    assert set(linked) == tables, tables ^ set(linked)
+    assert all(urls == ["${review}/assets/${__value.raw}"] for urls in linked.values()), linked
+    rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
+    [asset] = [r for g in rules["groups"] for r in g["rules"]
+               if r.get("alert") == "AnomalyAssetInAlarm"]  # fmt: skip
+    assert asset["annotations"]["review"] == "/assets/{{ $labels.asset_id }}"
+
+
 CHECKOV = REPO / ".tools" / "checkov" / "bin" / "checkov"  # `make checkov`, pinned
 
 
