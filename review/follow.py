@@ -13,10 +13,10 @@ from typing import Any
 from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 
-from anomaly.kafka import UnreadableBatchError, make_consumer, poll_records
+from anomaly.kafka import LoginRefusedError, UnreadableBatchError, make_consumer, poll_records
 from review.episodes import EpisodeIndex
-from review.settings import ReviewSettings
-from training.kafka_range import KafkaUnavailableError, plan_range, reached
+from review.settings import ENV_PREFIX, ReviewSettings
+from training.kafka_range import KafkaUnavailableError, plan_range
 
 log = logging.getLogger(__name__)
 RETRY_S = 5.0
@@ -54,6 +54,17 @@ class Follower:
 
     def _follow(self) -> None:
         settings = self._settings
+        try:  # a refused login named by this page's own variables (REVIEW_KAFKA__...)
+            consumer: KafkaConsumer = make_consumer(settings.kafka, None, max_poll_records=2000)
+        except LoginRefusedError as exc:
+            raise KafkaUnavailableError(exc.advice(ENV_PREFIX)) from exc
+        try:
+            self._read(consumer)
+        finally:
+            consumer.close(autocommit=False)
+
+    def _read(self, consumer: KafkaConsumer) -> None:
+        settings = self._settings
         topics = (settings.topics.alerts, settings.topics.feedback)
         since_ms = int((time.time() - settings.history_days * 86_400) * 1000)
         ends: dict[TopicPartition, int] = {}
@@ -63,27 +74,20 @@ class Follower:
                 tp = TopicPartition(topic, p)
                 ends[tp] = end
                 self._positions.setdefault(tp, planned.starts[p])
-        consumer: KafkaConsumer = reached(make_consumer, settings.kafka, None,
-                                          max_poll_records=2000)  # fmt: skip
-        try:
-            consumer.assign(list(ends))
-            for tp in ends:
-                consumer.seek(tp, self._positions[tp])
-            self.problem = None
-            while not self._stop.is_set():
-                for record in poll_records(consumer, 500, 2000):
-                    self._take(record.topic, record.value)
-                    self._positions[TopicPartition(record.topic, record.partition)] = (
-                        record.offset + 1
-                    )
-                if not self.ready.is_set() and all(
-                    consumer.position(tp) >= end for tp, end in ends.items()
-                ):
-                    log.info("read %d episodes of the last %g days; following",
-                             len(self._index), settings.history_days)  # fmt: skip
-                    self.ready.set()
-        finally:
-            consumer.close(autocommit=False)
+        consumer.assign(list(ends))
+        for tp in ends:
+            consumer.seek(tp, self._positions[tp])
+        self.problem = None
+        while not self._stop.is_set():
+            for record in poll_records(consumer, 500, 2000):
+                self._take(record.topic, record.value)
+                self._positions[TopicPartition(record.topic, record.partition)] = record.offset + 1
+            if not self.ready.is_set() and all(
+                consumer.position(tp) >= end for tp, end in ends.items()
+            ):
+                log.info("read %d episodes of the last %g days; following",
+                         len(self._index), settings.history_days)  # fmt: skip
+                self.ready.set()
 
     def _take(self, topic: str, value: bytes | None) -> None:
         try:

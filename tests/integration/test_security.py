@@ -30,10 +30,12 @@ from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import committed_total, create_topics
 from tests.support.fakes import FakeRecord, FakeSink, FakeSource, as_records
+from tests.support.http import get
 from tests.support.kafka import produce, read, run_until_processed
 from tests.support.models import REPO, Trained
+from tests.support.process import Process
 from tests.support.records import outlier
-from tests.support.review import JUDGE, Review, request, review_env, token_of
+from tests.support.review import JUDGE, REVIEW, Review, request, review_env, token_of
 from tests.support.waiting import wait_until
 from training.kafka_range import KafkaUnavailableError, plan_range, read_planned
 from worker.errors import ExitCode
@@ -440,3 +442,29 @@ def test_the_review_page_runs_on_the_acls_docs_list_for_it(
         assert password not in page.process.log.read_text()
     finally:
         assert page.stop() == 0, page.process.state()
+
+
+def test_the_review_page_names_a_refused_login_as_its_own_variables(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """A wrong password: the page is not ready, and says why naming REVIEW_ variables, never
+    the secret; it keeps trying (a password fixed in the Secret is taken at its restart)."""
+    broker, ca = secured
+    login = {f"REVIEW_KAFKA__{name.upper()}": str(value)
+             for name, value in scram(broker, ca, KNOWN_USER, SECRET).items()}  # fmt: skip
+    env = {"REVIEW_HTTP__HOST": "127.0.0.1", "REVIEW_HTTP__PORT": str(local_broker.free_port()),
+           **login}  # fmt: skip
+    with Process([REVIEW], env, tmp_path / "review.log") as page:
+        url = f"http://127.0.0.1:{env['REVIEW_HTTP__PORT']}/readyz"
+
+        def said() -> bool:
+            return "check REVIEW_KAFKA__" in get(url)[1]
+
+        wait_until(said, 120, "the page to say why it is not ready", page.state)
+        status, body = get(url)
+        assert status == 503
+        assert "REVIEW_KAFKA__SASL_PASSWORD" in body
+        assert "TRAINING_" not in body
+        page.popen.terminate()
+        assert page.wait(30) == 0
+        assert SECRET not in page.log.read_text()
