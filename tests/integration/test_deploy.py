@@ -460,6 +460,11 @@ def test_the_boards_asset_tables_link_to_the_review_page() -> None:
     assert tables
     assert set(linked) == tables, tables ^ set(linked)
     assert all(urls == ["${review}/assets/${__value.raw}"] for urls in linked.values()), linked
+    # the asset-in-alarm row: each of its panels links to the asset it shows
+    row = [p for p in board["panels"] if p["title"].startswith("Asset in alarm")]
+    assert len(row) == 2
+    for panel in row:
+        assert [link["url"] for link in panel["links"]] == ["${review}/assets/${asset}"]
     rules = yaml.safe_load((DEPLOY / "prometheus" / "rules.yml").read_text())
     [asset] = [r for g in rules["groups"] for r in g["rules"]
                if r.get("alert") == "AnomalyAssetInAlarm"]  # fmt: skip
