@@ -44,9 +44,13 @@ class Review:
 
     def __init__(self, env: dict[str, str], log: Path) -> None:
         self.process = Process([REVIEW], env, log)
-        wait_until(self._listening, 60, "the review page to listen", self.process.state)
-        wait_until(lambda: get(self.url + "readyz")[0] == 200, 60,
-                   "the review page to read the topics", self.process.state)  # fmt: skip
+        try:
+            wait_until(self._listening, 60, "the review page to listen", self.process.state)
+            wait_until(lambda: get(self.url + "readyz")[0] == 200, 60,
+                       "the review page to read the topics", self.process.state)  # fmt: skip
+        except BaseException:  # a page that never got ready is not left running
+            self.process.__exit__(None, None, None)
+            raise
 
     def _listening(self) -> bool:
         found = LISTENING.search(self.process.log.read_text(errors="replace"))
