@@ -482,8 +482,13 @@ def start_review(
     log = (workdir / "review.log").open("wb")
     page = subprocess.Popen([sys.executable, "-m", "review", "run"], env=env, stdout=log,
                             stderr=log)  # fmt: skip
-    wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 90,
-             "the review page to read the alerts", page)  # fmt: skip
+    try:
+        wait_for(lambda: http_ok(f"http://127.0.0.1:{port}/readyz"), 90,
+                 "the review page to read the alerts", page)  # fmt: skip
+    except BaseException:  # not left running
+        page.kill()
+        page.wait(30)
+        raise
     return page
 
 
