@@ -4,6 +4,7 @@ figure run on a real broker in tests/integration/test_review.py)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import pytest
@@ -42,7 +43,12 @@ def test_an_episode_follows_its_events_to_its_resolve() -> None:
     entry = index.get("readings/0/1")
     assert entry is not None
     assert (entry.state, entry.asset_id, entry.model) == ("open", "pump-01", "pumps")
-    assert entry.peak_score == 2.0
+    assert (entry.model_version, entry.started_at) == ("v1", "2026-12-01T00:01:00Z")
+    assert (entry.peak_score, entry.threshold) == (2.0, 1.0)
+    assert entry.opened is entry.events[0]
+    assert entry.opened["type"] == "open"
+    assert (entry.suppressed, entry.incident) == (False, None)
+    assert set(entry.known()) == {"open"}  # no resolve yet
     index.event(event("quiet", 1, score=3.0))
     assert (entry.state, entry.peak_score) == ("quiet", 3.0)
     index.event(event("resume", 1))
@@ -50,7 +56,7 @@ def test_an_episode_follows_its_events_to_its_resolve() -> None:
     index.event(event("suppress", 1))
     assert entry.suppressed
     index.event(event("unsuppress", 1, incident="readings/0/0"))
-    assert not entry.suppressed
+    assert entry.suppressed is False
     assert entry.incident == "readings/0/0"
     index.event(event("resolve", 1, ended_at="2026-12-01T00:09:00Z", records=40, peak_score=4.5))
     assert (entry.state, entry.ended_at, entry.records, entry.peak_score) == (
@@ -59,6 +65,25 @@ def test_an_episode_follows_its_events_to_its_resolve() -> None:
                                                  "unsuppress", "resolve"]  # fmt: skip
     assert set(entry.known()) == {"open", "resolve"}
     assert entry.known()["resolve"]["records"] == 40
+
+
+def test_an_open_says_what_it_holds_and_what_it_lacks_is_said_plainly() -> None:
+    index = EpisodeIndex()
+    index.event(opened(1, suppressed=True, incident="readings/0/0"))
+    held = index.get("readings/0/1")
+    assert held is not None
+    assert (held.suppressed, held.incident) == (True, "readings/0/0")
+    index.event({"type": "open", "episode_id": "readings/0/2", "ts": "2026-12-01T00:02:00Z",
+                 "incident": ""})  # fmt: skip
+    bare = index.get("readings/0/2")
+    assert bare is not None
+    assert (bare.asset_id, bare.model, bare.model_version) == ("", "default", "")
+    assert bare.started_at == "2026-12-01T00:02:00Z"  # its record's time
+    assert bare.peak_score == 0.0
+    assert math.isnan(bare.threshold)
+    assert (bare.suppressed, bare.incident) == (False, None)
+    index.event(event("resolve", 2, ended_at="x", records="many"))
+    assert bare.records is None  # not a count
 
 
 def test_a_repeated_open_keeps_the_first_and_events_of_unseen_episodes_are_left_out() -> None:
@@ -160,6 +185,31 @@ def test_the_index_keeps_the_latest_episodes() -> None:
     assert len(index) == 3
     assert index.get("readings/0/1") is None
     assert index.get("readings/0/2") is not None
+    assert index.get("readings/0/4") is not None
+
+
+def test_verdicts_waiting_for_their_open_and_incident_sizes_are_bounded_too() -> None:
+    index = EpisodeIndex(keep=2)
+    for n in (1, 2):
+        index.verdict(verdict(n, "confirmed"))
+        index.event({"type": "incident_open", "incident_id": f"i{n}", "size": 2})
+    for n in (1, 2):  # exactly `keep`: all kept
+        index.event(opened(n))
+        entry = index.get(f"readings/0/{n}")
+        assert entry is not None
+        assert entry.judged == "confirmed"
+        assert index.incident_size(f"i{n}") == 2
+    for n in (3, 4, 5):
+        index.verdict(verdict(n, "confirmed"))
+        index.event({"type": "incident_open", "incident_id": f"i{n}", "size": 2})
+    assert index.incident_size("i3") == 1  # the oldest went
+    assert index.incident_size("i5") == 2
+    for n in (3, 5):
+        index.event(opened(n))
+    dropped, kept = index.get("readings/0/3"), index.get("readings/0/5")
+    assert dropped is not None
+    assert kept is not None
+    assert (dropped.judged, kept.judged) == ("none", "confirmed")
 
 
 # who is believed
@@ -171,18 +221,23 @@ def test_the_proxys_headers_are_believed_only_from_the_proxy() -> None:
     who = identify(auth, PROXY, JUDGE.get)
     assert (who.user, who.judge) == ("alice", True)
     assert identify(auth, PROXY, READER.get).judge is False
+    unspaced = {"X-Forwarded-User": "eve", "X-Forwarded-Groups": "ops,anomaly-judges"}
+    assert identify(auth, PROXY, unspaced.get).judge
     with pytest.raises(RefusedError) as outside:
         identify(auth, "10.1.2.3", JUDGE.get)
     assert outside.value.status == 403
     assert "10.1.2.3 is not the identity proxy" in outside.value.reason
+    assert str(outside.value) == outside.value.reason
     for unknown in (None, "", "not-an-address"):
         with pytest.raises(RefusedError) as nowhere:
             identify(auth, unknown, JUDGE.get)
-        assert nowhere.value.status == 403
+        assert (nowhere.value.status, nowhere.value.reason) == (
+            403, "the request's origin is unknown")  # fmt: skip
     for nobody in ({}, {"X-Forwarded-User": "  "}):
         with pytest.raises(RefusedError) as unnamed:
             identify(auth, PROXY, nobody.get)
-        assert unnamed.value.status == 401
+        assert (unnamed.value.status, unnamed.value.reason) == (
+            401, "the identity proxy named no user (X-Forwarded-User)")  # fmt: skip
     cluster = AuthSettings(trusted_proxies=("10.0.0.0/8",), user_header="X-Auth-Request-User",
                            groups_header="X-Auth-Request-Groups", judge_group="ops")  # fmt: skip
     who = identify(cluster, "10.1.2.3",
