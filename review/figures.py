@@ -38,8 +38,8 @@ class Figures:
 
     def png(self, entry: Entry) -> bytes:
         """The figure; EpisodeError (or ArtifactError) when its records or model are gone."""
-        fresh = entry.state == "resolved" or 0
-        key = (entry.state, len(entry.events), fresh or int(time.time() // OPEN_REDRAW_S))
+        drawn_at = 0 if entry.state == "resolved" else int(time.time() // OPEN_REDRAW_S)
+        key = (entry.state, len(entry.events), drawn_at)
         with self._lock:
             kept = self._figures.get(entry.episode_id)
             if kept is not None and kept[0] == key:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import (
     BaseModel,
@@ -12,7 +12,6 @@ from pydantic import (
     Field,
     SecretStr,
     field_validator,
-    model_validator,
 )
 from pydantic_settings import NoDecode, SettingsConfigDict
 
@@ -69,14 +68,7 @@ class AuthSettings(_Part):
 class ReviewInputSettings(TrainingInputSettings):
     """The input's shape, as the training job reads it (the figure decodes as it does)."""
 
-    @model_validator(mode="after")
-    def _cadence_for_values(self) -> ReviewInputSettings:
-        if self.shape == "value" and self.cadence_s is None:
-            raise ValueError(
-                "one value per message (shape value) needs the records' cadence: set "
-                "REVIEW_INPUT__CADENCE_S (seconds between assembled records)"
-            )
-        return self
+    env_prefix: ClassVar[str] = ENV_PREFIX
 
 
 class ReviewSettings(AppSettings):

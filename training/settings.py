@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
@@ -212,12 +212,14 @@ class TrainingInputSettings(InputSettings):
         description="value shape: how old a sensor's last value may be to stand in a record",
     )  # fmt: skip
 
+    env_prefix: ClassVar[str] = "TRAINING_"  # the app whose variable a refusal names
+
     @model_validator(mode="after")
     def _cadence_for_values(self) -> TrainingInputSettings:
         if self.shape == "value" and self.cadence_s is None:
             raise ValueError(
                 "one value per message (shape value) needs the records' cadence: set "
-                "TRAINING_INPUT__CADENCE_S (seconds between assembled records)"
+                f"{self.env_prefix}INPUT__CADENCE_S (seconds between assembled records)"
             )
         return self
 

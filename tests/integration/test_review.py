@@ -20,9 +20,9 @@ import pytest
 from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import create_topics
-from tests.integration.test_verdicts import cli
 from tests.support.kafka import published_events, settings_on
 from tests.support.models import Trained
+from tests.support.process import cli
 from tests.support.review import JUDGE, READER, Review, request, review_env, token_of
 from training.kafka_range import plan_range, read_planned
 from training.settings import TrainingSettings

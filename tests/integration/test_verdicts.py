@@ -9,10 +9,7 @@ dropped as its own episode, not kept as normal by the earlier verdict."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -26,7 +23,8 @@ from devtools.local_broker import LocalBroker
 from devtools.simulator import Fleet
 from devtools.topics import create_topics
 from tests.support.kafka import published_events, settings_on
-from tests.support.models import REPO, Trained
+from tests.support.models import Trained
+from tests.support.process import cli
 from tests.support.review import JUDGE, Review, request, review_env, token_of
 from training.job import train
 from training.settings import TrainingSettings
@@ -51,18 +49,6 @@ def shifted(
             value = json.dumps(record).encode()
         out.append((key, value))
     return out
-
-
-def cli(
-    settings: WorkerSettings, *args: str, feedback: str | None = None, **env: str
-) -> subprocess.CompletedProcess[str]:
-    feedback = feedback or f"{settings.topics.alerts}.verdicts"
-    env = {**os.environ, "TRAINING_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
-           "TRAINING_TOPICS__INPUT": settings.topics.input,
-           "TRAINING_TOPICS__ALERTS": settings.topics.alerts,
-           "TRAINING_TOPICS__FEEDBACK": feedback, **env}  # fmt: skip
-    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
 
 
 def judge(settings: WorkerSettings, episode_id: str, verdict: str, **env: str) -> str:

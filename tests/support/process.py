@@ -112,3 +112,16 @@ class Process:
 def run_worker(env: Mapping[str, str], log: Path, *args: str) -> Process:
     """`anomaly-worker [args]` started with `env`."""
     return Process([WORKER, *args], env, log)
+
+
+def cli(
+    settings: WorkerSettings, *args: str, feedback: str | None = None, **env: str
+) -> subprocess.CompletedProcess[str]:
+    """`python -m training ARGS` on the worker's broker and topics, as an engineer runs it."""
+    feedback = feedback or f"{settings.topics.alerts}.verdicts"
+    env = {**os.environ, "TRAINING_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+           "TRAINING_TOPICS__INPUT": settings.topics.input,
+           "TRAINING_TOPICS__ALERTS": settings.topics.alerts,
+           "TRAINING_TOPICS__FEEDBACK": feedback, **env}  # fmt: skip
+    return subprocess.run([sys.executable, "-m", "training", *args], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
